@@ -1,0 +1,31 @@
+//! Errors of the kernel launch API.
+
+use core::fmt;
+
+/// Why a kernel could not run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KernelError {
+    /// An argument has the wrong shape or size.
+    Shape {
+        /// The argument.
+        arg: &'static str,
+        /// What was expected.
+        expected: String,
+    },
+    /// The runtime reported a failure (compilation, launch or read-back).
+    Runtime {
+        /// The runtime's message.
+        message: String,
+    },
+}
+
+impl fmt::Display for KernelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Shape { arg, expected } => write!(f, "{arg}: expected {expected}"),
+            Self::Runtime { message } => write!(f, "runtime: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for KernelError {}

@@ -1,0 +1,669 @@
+//! The block layout a [`DilatedPattern`] induces at a given sequence length.
+//!
+//! For every branch `b` and every head class `s = h mod r_b` in use, tokens of each segment are
+//! gathered (`t = ((i mod w_b) - s) / r_b`) and cut into blocks of `block_size`. Every segment of
+//! the same length has the same blocks, so a class stores one [`SegmentShape`] for its full
+//! segments and one for the partial tail segment. Rows are compressed (CSR-like) lists of key
+//! blocks per query block, sorted ascending.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{AttentionError, Result};
+use crate::pattern::{Branch, DilatedPattern, PatternType, SparsePatternConfig};
+
+/// Key blocks per query block, compressed: row `q` holds `cols[row_ptr[q]..row_ptr[q + 1]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BlockRows {
+    /// `blocks + 1` offsets into `cols`.
+    pub row_ptr: Vec<u32>,
+    /// Key blocks, ascending inside each row.
+    pub cols: Vec<u32>,
+}
+
+impl BlockRows {
+    /// Number of query-block rows.
+    pub fn rows(&self) -> usize {
+        self.row_ptr.len().saturating_sub(1)
+    }
+
+    /// The key blocks of query block `q`.
+    pub fn row(&self, q: usize) -> &[u32] {
+        &self.cols[self.row_ptr[q] as usize..self.row_ptr[q + 1] as usize]
+    }
+
+    /// Whether the pair `(q, k)` is kept.
+    pub fn contains(&self, q: usize, k: usize) -> bool {
+        q < self.rows() && self.row(q).binary_search(&(k as u32)).is_ok()
+    }
+
+    /// Number of kept block pairs.
+    pub fn nnz(&self) -> usize {
+        self.cols.len()
+    }
+
+    /// Length of the longest row.
+    pub fn max_row(&self) -> usize {
+        (0..self.rows())
+            .map(|q| self.row(q).len())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The transposed layout: for each key block, the query blocks that see it.
+    pub fn transpose(&self) -> BlockRows {
+        let n = self.rows();
+        let mut counts = vec![0u32; n + 1];
+        for &k in &self.cols {
+            counts[k as usize + 1] += 1;
+        }
+        for i in 0..n {
+            counts[i + 1] += counts[i];
+        }
+        let mut next = counts.clone();
+        let mut cols = vec![0u32; self.cols.len()];
+        for q in 0..n {
+            for &k in self.row(q) {
+                cols[next[k as usize] as usize] = q as u32;
+                next[k as usize] += 1;
+            }
+        }
+        BlockRows {
+            row_ptr: counts,
+            cols,
+        }
+    }
+
+    fn from_rows(rows: impl IntoIterator<Item = Vec<u32>>) -> Self {
+        let mut out = BlockRows {
+            row_ptr: vec![0],
+            cols: Vec::new(),
+        };
+        for mut row in rows {
+            row.sort_unstable();
+            row.dedup();
+            out.cols.extend_from_slice(&row);
+            out.row_ptr.push(out.cols.len() as u32);
+        }
+        out
+    }
+}
+
+/// The blocks of one segment, in the gathered coordinates of its class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentShape {
+    /// Raw tokens in the segment (`w_b`, or fewer for the tail segment).
+    pub len: usize,
+    /// Gathered tokens: positions `s, s + r, s + 2r, …` below `len`.
+    pub tokens: usize,
+    /// Number of blocks: `ceil(tokens / block_size)`.
+    pub blocks: usize,
+    /// The kept block pairs.
+    pub rows: BlockRows,
+}
+
+/// The layout of one branch for one head class `s`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassLayout {
+    /// Index of the branch in the pattern.
+    pub branch: usize,
+    /// The branch offset `s` shared by the class's heads.
+    pub offset: usize,
+    /// The query heads of the class (`h mod r_b == s`), ascending.
+    pub heads: Vec<usize>,
+    /// Segment length in effect (`min(w_b, n)`).
+    pub segment_length: usize,
+    /// Dilation rate `r_b`.
+    pub dilation_rate: usize,
+    /// Number of segments, the tail included.
+    pub num_segments: usize,
+    /// Shape of a full segment.
+    pub full: SegmentShape,
+    /// Shape of the last, partial segment when `n` is not a multiple of the segment length.
+    pub tail: Option<SegmentShape>,
+}
+
+impl ClassLayout {
+    /// The shape of segment `segment`.
+    pub fn segment(&self, segment: usize) -> &SegmentShape {
+        match &self.tail {
+            Some(tail) if segment + 1 == self.num_segments => tail,
+            _ => &self.full,
+        }
+    }
+
+    /// The raw token position of gathered token `t` in segment `segment`.
+    pub fn position(&self, segment: usize, t: usize) -> usize {
+        segment * self.segment_length + self.offset + t * self.dilation_rate
+    }
+
+    /// Where raw token `i` lands in this class: `(segment, t)`, or `None` if the class skips it.
+    pub fn gathered(&self, i: usize) -> Option<(usize, usize)> {
+        let segment = i / self.segment_length;
+        let local = i % self.segment_length;
+        (local >= self.offset && (local - self.offset) % self.dilation_rate == 0)
+            .then(|| (segment, (local - self.offset) / self.dilation_rate))
+    }
+}
+
+/// Counts that state what a layout really computes, for benchmarks and docs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LayoutStats {
+    /// Sequence length.
+    pub n: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Kept block pairs, summed over heads, segments and branches.
+    pub active_blocks: u64,
+    /// Block pairs that rules 1–2 allow (what a `dense` layout would keep), same sums.
+    pub candidate_blocks: u64,
+    /// Query–key token pairs computed, summed over heads and branches (a pair in two branches
+    /// counts twice). Attention FLOPs are `4 · head_dim · active_pairs`.
+    pub active_pairs: u64,
+    /// `active_pairs / (heads · n²)`: the density against dense, non-causal attention.
+    pub density: f64,
+    /// `active_blocks / candidate_blocks`.
+    pub block_density: f64,
+    /// Longest row of key blocks over all classes.
+    pub max_row_blocks: usize,
+}
+
+/// The block layout of a pattern at sequence length `n` for `heads` query heads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockLayout {
+    /// Sequence length.
+    pub n: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Block edge in gathered tokens.
+    pub block_size: usize,
+    /// Whether rule 2 (`j <= i`) applies.
+    pub causal: bool,
+    /// The branches of the pattern.
+    pub branches: Vec<Branch>,
+    /// One entry per (branch, head class in use), branch-major, offsets ascending.
+    pub classes: Vec<ClassLayout>,
+}
+
+impl BlockLayout {
+    /// Builds the layout of `pattern` at length `n` for `heads` query heads.
+    ///
+    /// Fails if the pattern is invalid, `heads` is 0, or a `custom` pair lies outside the
+    /// blocks of its branch's largest segment at this `n`.
+    pub fn new(pattern: &DilatedPattern, n: usize, heads: usize) -> Result<Self> {
+        pattern.validate()?;
+        if heads == 0 {
+            return Err(AttentionError::ZeroValue {
+                field: "heads".into(),
+            });
+        }
+        let sparse = &pattern.sparse;
+        let bs = sparse.block_size;
+        let mut classes = Vec::new();
+        for (bi, branch) in pattern.branches.iter().enumerate() {
+            let w = branch.segment_length.min(n).max(1);
+            let r = branch.dilation_rate;
+            if let Some(custom) = &sparse.custom_blocks {
+                let blocks = gathered_tokens(w, 0, r).div_ceil(bs);
+                if let Some(&(q, k)) = custom[bi]
+                    .iter()
+                    .find(|&&(q, k)| q >= blocks || k >= blocks)
+                {
+                    return Err(AttentionError::CustomBlockOutOfRange {
+                        branch: bi,
+                        query_block: q,
+                        key_block: k,
+                        blocks,
+                    });
+                }
+            }
+            let num_segments = n.div_ceil(w);
+            let tail_len = n % w;
+            for s in 0..r.min(heads) {
+                let heads_of_class: Vec<usize> = (s..heads).step_by(r).collect();
+                let shape = |len: usize| {
+                    segment_shape(
+                        sparse,
+                        pattern.causal,
+                        bi,
+                        s,
+                        len,
+                        gathered_tokens(len, s, r),
+                    )
+                };
+                classes.push(ClassLayout {
+                    branch: bi,
+                    offset: s,
+                    heads: heads_of_class,
+                    segment_length: w,
+                    dilation_rate: r,
+                    num_segments,
+                    full: shape(w),
+                    tail: (tail_len > 0).then(|| shape(tail_len)),
+                });
+            }
+        }
+        Ok(Self {
+            n,
+            heads,
+            block_size: bs,
+            causal: pattern.causal,
+            branches: pattern.branches.clone(),
+            classes,
+        })
+    }
+
+    /// Real block and token-pair counts and the density against dense attention.
+    pub fn stats(&self) -> LayoutStats {
+        let mut active_blocks = 0u64;
+        let mut candidate_blocks = 0u64;
+        let mut active_pairs = 0u64;
+        let mut max_row_blocks = 0;
+        for class in &self.classes {
+            let h = class.heads.len() as u64;
+            for seg in 0..class.num_segments {
+                let shape = class.segment(seg);
+                let nb = shape.blocks as u64;
+                active_blocks += h * shape.rows.nnz() as u64;
+                candidate_blocks += h * if self.causal {
+                    nb * (nb + 1) / 2
+                } else {
+                    nb * nb
+                };
+                max_row_blocks = max_row_blocks.max(shape.rows.max_row());
+                for q in 0..shape.blocks {
+                    for &k in shape.rows.row(q) {
+                        active_pairs += h * self.block_pairs(shape, q, k as usize);
+                    }
+                }
+            }
+        }
+        let dense = (self.heads as f64) * (self.n as f64) * (self.n as f64);
+        LayoutStats {
+            n: self.n,
+            heads: self.heads,
+            active_blocks,
+            candidate_blocks,
+            active_pairs,
+            density: if dense > 0.0 {
+                active_pairs as f64 / dense
+            } else {
+                0.0
+            },
+            block_density: if candidate_blocks > 0 {
+                active_blocks as f64 / candidate_blocks as f64
+            } else {
+                0.0
+            },
+            max_row_blocks,
+        }
+    }
+
+    /// Token pairs inside block pair `(q, k)` of a segment that rules 1–2 allow.
+    fn block_pairs(&self, shape: &SegmentShape, q: usize, k: usize) -> u64 {
+        let bs = self.block_size;
+        let len = |b: usize| (shape.tokens - b * bs).min(bs) as u64;
+        let (rows, cols) = (len(q), len(k));
+        match (self.causal, k.cmp(&q)) {
+            (true, core::cmp::Ordering::Equal) => rows * (rows + 1) / 2,
+            (true, core::cmp::Ordering::Greater) => 0,
+            _ => rows * cols,
+        }
+    }
+
+    /// Whether branch `branch` lets query `i` of head `head` see key `j` (rules 1, 2 and 4;
+    /// padding, rule 3, depends on the input). The direct reading of `docs/semantics.md`, used
+    /// by the naive oracle.
+    pub fn allows(&self, branch: usize, head: usize, i: usize, j: usize) -> bool {
+        let r = self.branches[branch].dilation_rate;
+        let Some(class) = self
+            .classes
+            .iter()
+            .find(|c| c.branch == branch && c.offset == head % r)
+        else {
+            return false;
+        };
+        if self.causal && j > i {
+            return false;
+        }
+        match (class.gathered(i), class.gathered(j)) {
+            (Some((si, ti)), Some((sj, tj))) if si == sj => class
+                .segment(si)
+                .rows
+                .contains(ti / self.block_size, tj / self.block_size),
+            _ => false,
+        }
+    }
+}
+
+/// Positions `s, s + r, …` below `len`.
+fn gathered_tokens(len: usize, s: usize, r: usize) -> usize {
+    if len > s { (len - s).div_ceil(r) } else { 0 }
+}
+
+/// `max(1, ceil((1 - sparsity) · candidates))`, robust to the rounding of `1 - sparsity`.
+fn budget(sparsity: f64, candidates: usize) -> usize {
+    let keep = ((1.0 - sparsity) * candidates as f64 - 1e-9).ceil() as usize;
+    keep.clamp(1, candidates.max(1))
+}
+
+fn segment_shape(
+    sparse: &SparsePatternConfig,
+    causal: bool,
+    branch: usize,
+    offset: usize,
+    len: usize,
+    tokens: usize,
+) -> SegmentShape {
+    let blocks = tokens.div_ceil(sparse.block_size);
+    let rows = BlockRows::from_rows(
+        (0..blocks).map(|q| select_row(sparse, causal, branch, offset, blocks, q)),
+    );
+    SegmentShape {
+        len,
+        tokens,
+        blocks,
+        rows,
+    }
+}
+
+/// The key blocks kept by query block `q` of a segment with `nb` blocks.
+fn select_row(
+    sparse: &SparsePatternConfig,
+    causal: bool,
+    branch: usize,
+    offset: usize,
+    nb: usize,
+    q: usize,
+) -> Vec<u32> {
+    let hi = if causal { q + 1 } else { nb };
+    let is_candidate = |k: isize| k >= 0 && (k as usize) < hi;
+    let keep = budget(sparse.sparsity_ratio, hi);
+    // Candidates by distance to the diagonal, the lower block first on ties.
+    let nearest = || {
+        let mut order: Vec<usize> = (0..hi).collect();
+        order.sort_by_key(|&k| (k.abs_diff(q), k));
+        order
+    };
+    let take = |first: Vec<usize>, keep: usize| -> Vec<u32> {
+        let mut chosen = BTreeSet::new();
+        for k in first.into_iter().chain(nearest()) {
+            if chosen.len() >= keep {
+                break;
+            }
+            chosen.insert(k as u32);
+        }
+        chosen.into_iter().collect()
+    };
+    match sparse.pattern_type {
+        PatternType::Dense => (0..hi as u32).collect(),
+        PatternType::LocalWindow => take(vec![q], keep),
+        PatternType::DilatedSparse => {
+            let offsets: Vec<usize> = match &sparse.block_dilation_rates {
+                Some(rates) => rates.clone(),
+                None => (0..usize::BITS)
+                    .map(|p| 1usize << p)
+                    .take_while(|&d| d < nb)
+                    .collect(),
+            };
+            let mut first = vec![q];
+            for d in offsets {
+                for k in [q as isize - d as isize, q as isize + d as isize] {
+                    if is_candidate(k) {
+                        first.push(k as usize);
+                    }
+                }
+            }
+            match &sparse.block_dilation_rates {
+                Some(_) => first.into_iter().map(|k| k as u32).collect(),
+                None => take(first, keep),
+            }
+        }
+        PatternType::GlobalLocal => {
+            let g = sparse.global_blocks.min(hi);
+            if q < sparse.global_blocks {
+                (0..hi as u32).collect()
+            } else {
+                let first: Vec<usize> = core::iter::once(q).chain(0..g).collect();
+                let keep = keep.max(first.len());
+                take(first, keep)
+            }
+        }
+        PatternType::Random => {
+            let mut rng = SplitMix64::new(
+                sparse.seed ^ mix(&[branch as u64, offset as u64, nb as u64, q as u64]),
+            );
+            let mut others: Vec<usize> = (0..hi).filter(|&k| k != q).collect();
+            // Partial Fisher–Yates: the first `keep - 1` entries are a uniform draw.
+            for i in 0..(keep - 1).min(others.len()) {
+                let j = i + (rng.next() % (others.len() - i) as u64) as usize;
+                others.swap(i, j);
+            }
+            others.truncate(keep - 1);
+            others.push(q);
+            others.into_iter().map(|k| k as u32).collect()
+        }
+        PatternType::Custom => {
+            let pairs = &sparse.custom_blocks.as_ref().expect("validated")[branch];
+            pairs
+                .iter()
+                .filter(|&&(pq, pk)| pq == q && pk < hi)
+                .map(|&(_, pk)| pk as u32)
+                .collect()
+        }
+    }
+}
+
+fn mix(words: &[u64]) -> u64 {
+    words.iter().fold(0x9E37_79B9_7F4A_7C15, |h, &w| {
+        SplitMix64::new(h ^ w.wrapping_mul(0xA24B_AED4_963E_E407)).next()
+    })
+}
+
+/// A tiny, well-mixed PRNG, so the `random` layout is reproducible on every platform.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn pattern(
+        w: &[usize],
+        r: &[usize],
+        sparse: SparsePatternConfig,
+        causal: bool,
+    ) -> DilatedPattern {
+        DilatedPattern::new(w, r, sparse, causal).unwrap()
+    }
+
+    fn rows_of(layout: &BlockLayout, class: usize) -> Vec<Vec<u32>> {
+        let rows = &layout.classes[class].full.rows;
+        (0..rows.rows()).map(|q| rows.row(q).to_vec()).collect()
+    }
+
+    #[test]
+    fn seed_layout_has_offsets_0_1_2_4_and_its_density() {
+        let sparse = SparsePatternConfig::new(PatternType::DilatedSparse)
+            .with_block_size(128)
+            .with_block_dilation_rates(vec![1, 2, 4]);
+        let n = 128 * 1024;
+        let layout = BlockLayout::new(&DilatedPattern::single(sparse, false), n, 8).unwrap();
+        let rows = rows_of(&layout, 0);
+        assert_eq!(rows[0], vec![0, 1, 2, 4]);
+        assert_eq!(rows[10], vec![6, 8, 9, 10, 11, 12, 14]);
+        let stats = layout.stats();
+        // 7 blocks per interior row: 7 · 128 / 131072 ≈ 0.0068 (the issue's figure).
+        assert!((stats.density - 0.0068).abs() < 1e-4, "{}", stats.density);
+        assert_eq!(stats.max_row_blocks, 7);
+    }
+
+    #[rstest]
+    #[case(PatternType::LocalWindow)]
+    #[case(PatternType::DilatedSparse)]
+    #[case(PatternType::GlobalLocal)]
+    #[case(PatternType::Random)]
+    fn every_row_keeps_its_diagonal_and_the_budget(#[case] kind: PatternType) {
+        for causal in [false, true] {
+            for sparsity in [0.0, 0.5, 0.9] {
+                let sparse = SparsePatternConfig::new(kind)
+                    .with_block_size(4)
+                    .with_sparsity_ratio(sparsity);
+                let layout =
+                    BlockLayout::new(&pattern(&[64], &[1], sparse, causal), 64, 1).unwrap();
+                for (q, row) in rows_of(&layout, 0).iter().enumerate() {
+                    let candidates = if causal { q + 1 } else { 16 };
+                    assert!(row.contains(&(q as u32)), "{kind:?} row {q}: {row:?}");
+                    assert!(
+                        row.len() >= budget(sparsity, candidates),
+                        "{kind:?} {row:?}"
+                    );
+                    assert!(row.iter().all(|&k| (k as usize) < candidates));
+                    if kind != PatternType::GlobalLocal {
+                        assert_eq!(row.len(), budget(sparsity, candidates));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn budget_counts_as_the_issue_says() {
+        assert_eq!(budget(0.9, 10), 1);
+        assert_eq!(budget(0.9, 11), 2);
+        assert_eq!(budget(0.5, 7), 4);
+        assert_eq!(budget(0.0, 7), 7);
+        assert_eq!(budget(0.99, 3), 1);
+    }
+
+    #[test]
+    fn local_window_is_nearest_first() {
+        let sparse = SparsePatternConfig::new(PatternType::LocalWindow)
+            .with_block_size(1)
+            .with_sparsity_ratio(0.5);
+        let layout = BlockLayout::new(&pattern(&[8], &[1], sparse, false), 8, 1).unwrap();
+        assert_eq!(rows_of(&layout, 0)[4], vec![2, 3, 4, 5]);
+        assert_eq!(rows_of(&layout, 0)[0], vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn global_rows_see_everything() {
+        let sparse = SparsePatternConfig::new(PatternType::GlobalLocal)
+            .with_block_size(1)
+            .with_sparsity_ratio(0.9)
+            .with_global_blocks(2);
+        let layout = BlockLayout::new(&pattern(&[10], &[1], sparse, false), 10, 1).unwrap();
+        let rows = rows_of(&layout, 0);
+        assert_eq!(rows[1].len(), 10);
+        assert_eq!(rows[7], vec![0, 1, 7]);
+    }
+
+    #[test]
+    fn random_is_reproducible_and_seeded() {
+        let make = |seed| {
+            let sparse = SparsePatternConfig::new(PatternType::Random)
+                .with_block_size(1)
+                .with_sparsity_ratio(0.75)
+                .with_seed(seed);
+            rows_of(
+                &BlockLayout::new(&pattern(&[64], &[1], sparse, false), 64, 1).unwrap(),
+                0,
+            )
+        };
+        assert_eq!(make(7), make(7));
+        assert_ne!(make(7), make(8));
+    }
+
+    #[test]
+    fn custom_pairs_are_validated_and_kept() {
+        let sparse = SparsePatternConfig::new(PatternType::Custom)
+            .with_block_size(4)
+            .with_custom_blocks(vec![vec![(0, 0), (3, 1), (3, 3)]]);
+        let layout = BlockLayout::new(&pattern(&[16], &[1], sparse.clone(), false), 32, 1).unwrap();
+        assert_eq!(
+            rows_of(&layout, 0),
+            vec![vec![0], vec![], vec![], vec![1, 3]]
+        );
+        let bad = sparse.with_custom_blocks(vec![vec![(4, 0)]]);
+        let err = BlockLayout::new(&pattern(&[16], &[1], bad, false), 32, 1).unwrap_err();
+        assert_eq!(
+            err,
+            AttentionError::CustomBlockOutOfRange {
+                branch: 0,
+                query_block: 4,
+                key_block: 0,
+                blocks: 4
+            }
+        );
+    }
+
+    #[test]
+    fn classes_follow_head_offsets_and_tails() {
+        // n = 100, w = 32, r = 4: 4 segments (the last has 4 tokens), offsets 0..4.
+        let sparse = SparsePatternConfig::new(PatternType::Dense).with_block_size(2);
+        let layout = BlockLayout::new(&pattern(&[32], &[4], sparse, false), 100, 6).unwrap();
+        assert_eq!(layout.classes.len(), 4);
+        let c1 = &layout.classes[1];
+        assert_eq!(c1.heads, vec![1, 5]);
+        assert_eq!((c1.num_segments, c1.full.tokens, c1.full.blocks), (4, 8, 4));
+        let tail = c1.tail.as_ref().unwrap();
+        assert_eq!((tail.len, tail.tokens, tail.blocks), (4, 1, 1));
+        assert_eq!(c1.position(3, 0), 97);
+        assert_eq!(c1.gathered(97), Some((3, 0)));
+        assert_eq!(c1.gathered(98), None);
+        // Offset 3 with a tail of 4 tokens: only position 99.
+        assert_eq!(layout.classes[3].tail.as_ref().unwrap().tokens, 1);
+    }
+
+    #[test]
+    fn stats_count_causal_pairs_exactly() {
+        let sparse = SparsePatternConfig::new(PatternType::Dense).with_block_size(4);
+        let layout = BlockLayout::new(&pattern(&[10], &[1], sparse, true), 10, 2).unwrap();
+        let stats = layout.stats();
+        assert_eq!(stats.active_pairs, 2 * 55);
+        assert_eq!(stats.active_blocks, 2 * 6);
+        assert_eq!(stats.block_density, 1.0);
+    }
+
+    #[test]
+    fn transpose_inverts_rows() {
+        let sparse = SparsePatternConfig::new(PatternType::Random)
+            .with_block_size(1)
+            .with_sparsity_ratio(0.5);
+        let layout = BlockLayout::new(&pattern(&[12], &[1], sparse, true), 12, 1).unwrap();
+        let rows = &layout.classes[0].full.rows;
+        let t = rows.transpose();
+        for q in 0..rows.rows() {
+            for k in 0..rows.rows() {
+                assert_eq!(rows.contains(q, k), t.contains(k, q));
+            }
+        }
+    }
+
+    #[test]
+    fn empty_sequence_has_no_segments() {
+        let layout = BlockLayout::new(
+            &pattern(&[8], &[2], SparsePatternConfig::default(), false),
+            0,
+            2,
+        )
+        .unwrap();
+        assert!(layout.classes.iter().all(|c| c.num_segments == 0));
+        assert_eq!(layout.stats().active_pairs, 0);
+    }
+}

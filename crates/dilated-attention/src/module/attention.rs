@@ -1,0 +1,255 @@
+//! [`BlockSparseRingDilatedAttention`]: the attention core as a Burn module.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AttentionError;
+use crate::inputs::check_inputs;
+use crate::layout::BlockLayout;
+use crate::pattern::{DilatedPattern, SparsePatternConfig};
+use crate::reference::{ReferencePlan, reference_attention};
+
+/// Configuration of [`BlockSparseRingDilatedAttention`] (the old prototype's vocabulary).
+///
+/// A Burn [`Config`]: serde (JSON via `save`/`load`), every field optional in JSON with the
+/// default stated below.
+///
+/// ```
+/// use dilated_attention::BlockSparseRingDilatedAttentionConfig;
+/// let config = BlockSparseRingDilatedAttentionConfig::new()
+///     .with_segment_lengths(vec![1024, 2048, 4096])
+///     .with_dilation_rates(vec![1, 2, 4])
+///     .with_sparsity_ratio(Some(0.9))
+///     .with_causal(true);
+/// assert!(config.pattern().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlockSparseRingDilatedAttentionConfig {
+    /// Segment length `w_b` of each branch. Default: `[2048, 4096, 8192]`.
+    pub segment_lengths: Vec<usize>,
+    /// Dilation rate `r_b` of each branch, as many as `segment_lengths`. Default: `[1, 2, 4]`.
+    pub dilation_rates: Vec<usize>,
+    /// Shortcut: when set, overrides `sparse_config.sparsity_ratio`. Default: unset.
+    pub sparsity_ratio: Option<f64>,
+    /// Shortcut: when set, overrides `sparse_config.block_size`. Default: unset.
+    pub block_size: Option<usize>,
+    /// The full block layout config. Default: `dilated_sparse`, sparsity 0.9, block 64.
+    pub sparse_config: SparsePatternConfig,
+    /// Whether query `i` only sees keys `j <= i`. Default: `false`.
+    pub causal: bool,
+    /// Softmax scale. Default: unset, meaning `1 / sqrt(head_dim)`.
+    pub scale: Option<f64>,
+}
+
+impl Default for BlockSparseRingDilatedAttentionConfig {
+    fn default() -> Self {
+        Self {
+            segment_lengths: vec![2048, 4096, 8192],
+            dilation_rates: vec![1, 2, 4],
+            sparsity_ratio: None,
+            block_size: None,
+            sparse_config: SparsePatternConfig::default(),
+            causal: false,
+            scale: None,
+        }
+    }
+}
+
+impl Config for BlockSparseRingDilatedAttentionConfig {}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $field:ident: $ty:ty;)*) => {
+        impl BlockSparseRingDilatedAttentionConfig {
+            $($(#[$doc])* pub fn $name(mut self, value: $ty) -> Self {
+                self.$field = value;
+                self
+            })*
+        }
+    };
+}
+
+setters! {
+    /// Sets `segment_lengths`.
+    with_segment_lengths: segment_lengths: Vec<usize>;
+    /// Sets `dilation_rates`.
+    with_dilation_rates: dilation_rates: Vec<usize>;
+    /// Sets the `sparsity_ratio` shortcut.
+    with_sparsity_ratio: sparsity_ratio: Option<f64>;
+    /// Sets the `block_size` shortcut.
+    with_block_size: block_size: Option<usize>;
+    /// Sets `sparse_config`.
+    with_sparse_config: sparse_config: SparsePatternConfig;
+    /// Sets `causal`.
+    with_causal: causal: bool;
+    /// Sets `scale`.
+    with_scale: scale: Option<f64>;
+}
+
+impl BlockSparseRingDilatedAttentionConfig {
+    /// The default configuration (see each field).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The validated pattern this config describes (shortcuts applied).
+    pub fn pattern(&self) -> crate::Result<DilatedPattern> {
+        let mut sparse = self.sparse_config.clone();
+        if let Some(s) = self.sparsity_ratio {
+            sparse.sparsity_ratio = s;
+        }
+        if let Some(bs) = self.block_size {
+            sparse.block_size = bs;
+        }
+        DilatedPattern::new(
+            &self.segment_lengths,
+            &self.dilation_rates,
+            sparse,
+            self.causal,
+        )
+    }
+
+    /// Builds the module after checking the whole config. No tensor is allocated, so `device`
+    /// is only recorded for symmetry with Burn's `init` methods.
+    pub fn init(&self, _device: &Device) -> crate::Result<BlockSparseRingDilatedAttention> {
+        let pattern = self.pattern()?;
+        if let Some(s) = self.scale
+            && !(s.is_finite() && s > 0.0)
+        {
+            return Err(AttentionError::InvalidScale { value: s });
+        }
+        Ok(BlockSparseRingDilatedAttention::from_pattern(
+            pattern, self.scale,
+        ))
+    }
+}
+
+/// Layouts (with their index plans) already built, by `(n, heads)`. Shared by clones of a
+/// module, whose pattern is the same.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LayoutCache {
+    plans: Arc<Mutex<HashMap<(usize, usize), Arc<ReferencePlan>>>>,
+    enabled: bool,
+}
+
+impl LayoutCache {
+    fn new(enabled: bool) -> Self {
+        Self {
+            plans: Arc::default(),
+            enabled,
+        }
+    }
+
+    fn get(
+        &self,
+        pattern: &DilatedPattern,
+        n: usize,
+        heads: usize,
+    ) -> crate::Result<Arc<ReferencePlan>> {
+        let build = || -> crate::Result<Arc<ReferencePlan>> {
+            Ok(Arc::new(ReferencePlan::new(BlockLayout::new(
+                pattern, n, heads,
+            )?)))
+        };
+        if !self.enabled {
+            return build();
+        }
+        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(plan) = plans.get(&(n, heads)) {
+            return Ok(plan.clone());
+        }
+        let plan = build()?;
+        plans.insert((n, heads), plan.clone());
+        Ok(plan)
+    }
+
+    fn len(&self) -> usize {
+        self.plans.lock().map(|p| p.len()).unwrap_or(0)
+    }
+}
+
+/// Block-sparse, dilated, multi-branch attention (LongNet semantics, `docs/semantics.md`).
+///
+/// Stateless apart from its configuration: it has no parameters. The layout of each sequence
+/// length is built on first use and cached.
+#[derive(Module, Debug)]
+pub struct BlockSparseRingDilatedAttention {
+    #[module(skip)]
+    pattern: DilatedPattern,
+    scale: Option<f64>,
+    #[module(skip)]
+    cache: LayoutCache,
+}
+
+impl BlockSparseRingDilatedAttention {
+    /// A module for a validated pattern; `scale = None` means `1 / sqrt(head_dim)`.
+    pub fn from_pattern(pattern: DilatedPattern, scale: Option<f64>) -> Self {
+        Self {
+            pattern,
+            scale,
+            cache: LayoutCache::new(true),
+        }
+    }
+
+    /// The same module without a layout cache (every call rebuilds its layout).
+    pub fn without_cache(mut self) -> Self {
+        self.cache = LayoutCache::new(false);
+        self
+    }
+
+    /// The pattern in effect.
+    pub fn pattern(&self) -> &DilatedPattern {
+        &self.pattern
+    }
+
+    /// Number of layouts in the cache.
+    pub fn cached_layouts(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// The layout used at length `n` with `heads` query heads (from the cache).
+    pub fn layout(&self, n: usize, heads: usize) -> crate::Result<BlockLayout> {
+        Ok(self.cache.get(&self.pattern, n, heads)?.layout.clone())
+    }
+
+    /// Attention output.
+    ///
+    /// - `q: [batch, heads, n, head_dim]`
+    /// - `k, v: [batch, kv_heads, n, head_dim]`, `heads % kv_heads == 0`
+    ///
+    /// Returns `[batch, heads, n, head_dim]` in the dtype of `q`.
+    pub fn forward(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> crate::Result<Tensor<4>> {
+        Ok(self.forward_with_lse(q, k, v, None)?.0)
+    }
+
+    /// Attention output with a key padding mask `mask: [batch, n]` (`true` = key present).
+    pub fn forward_masked(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        mask: Option<Tensor<2, Bool>>,
+    ) -> crate::Result<Tensor<4>> {
+        Ok(self.forward_with_lse(q, k, v, mask)?.0)
+    }
+
+    /// Attention output and the log-sum-exp of every query.
+    ///
+    /// Returns `(out, lse)`: `out: [batch, heads, n, head_dim]` (dtype of `q`),
+    /// `lse: [batch, heads, n]` (f32; `-inf` for a query that sees no key, whose output is 0).
+    pub fn forward_with_lse(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        mask: Option<Tensor<2, Bool>>,
+    ) -> crate::Result<(Tensor<4>, Tensor<3>)> {
+        let shape = check_inputs(&q, &k, &v, mask.as_ref())?;
+        let scale = shape.scale(self.scale)?;
+        let plan = self.cache.get(&self.pattern, shape.n, shape.heads)?;
+        Ok(reference_attention(q, k, v, mask, shape, &plan, scale))
+    }
+}

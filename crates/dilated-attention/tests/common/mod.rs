@@ -1,0 +1,66 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+
+/// The plain CPU device, seeded.
+pub fn cpu(seed: u64) -> Device {
+    let device = Device::flex();
+    device.seed(seed);
+    device
+}
+
+/// Standard-normal tensor.
+pub fn randn<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+}
+
+/// Reads a float tensor as f32.
+pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.try_to_vec_as::<f32>().expect("readable tensor")
+}
+
+/// A padding mask `[batch, n]` with a pseudo-random ~25 % of keys absent; batch 0 keeps all.
+pub fn padding_mask(batch: usize, n: usize, device: &Device) -> Tensor<2, Bool> {
+    let data: Vec<bool> = (0..batch * n)
+        .map(|i| i < n || (i * 2_654_435_761usize) % 97 >= 24)
+        .collect();
+    Tensor::from_data(TensorData::new(data, [batch, n]), device)
+}
+
+/// Asserts `max |a - b| <= tol · max(1, max |b|)` and no NaN anywhere.
+pub fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths differ");
+    let scale = b.iter().fold(
+        1.0f32,
+        |m, x| if x.is_finite() { m.max(x.abs()) } else { m },
+    );
+    let mut worst = 0.0f32;
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            !x.is_nan() && !y.is_nan(),
+            "{what}: NaN at {i} ({x} vs {y})"
+        );
+        if x.is_infinite() || y.is_infinite() {
+            assert_eq!(x, y, "{what}: infinite mismatch at {i}");
+            continue;
+        }
+        worst = worst.max((x - y).abs());
+    }
+    assert!(
+        worst <= tol * scale,
+        "{what}: max abs error {worst} > {tol} · {scale}"
+    );
+}
+
+/// The wgpu device (lavapipe in CI), if a Vulkan/Metal/DX adapter answers.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_device() -> Option<Device> {
+    std::panic::catch_unwind(|| {
+        let device = Device::wgpu(DeviceKind::DefaultDevice);
+        let _ = Tensor::<1>::ones([4], &device).sum().into_scalar::<f32>();
+        device
+    })
+    .ok()
+}
