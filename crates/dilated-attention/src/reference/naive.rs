@@ -50,6 +50,13 @@ pub fn naive_attention(
     } = shape;
     let dtype = q.dtype();
     let device = q.device();
+    if n == 0 {
+        let d = shape.head_dim;
+        return (
+            Tensor::zeros([batch, heads, 0, d], (&device, dtype)),
+            Tensor::zeros([batch, heads, 0], (&device, DType::F32)),
+        );
+    }
     let kv_index: Vec<i64> = (0..heads).map(|h| shape.kv_head(h) as i64).collect();
     let kv_index = Tensor::<1, Int>::from_data(TensorData::new(kv_index, [heads]), &device);
     let q = q.cast(DType::F32);
