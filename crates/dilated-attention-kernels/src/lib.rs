@@ -6,6 +6,8 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod forward;
+mod forward_tc;
 pub mod merge;
 
 pub use cubecl::prelude::Client;
@@ -31,6 +33,12 @@ fn bytemuck_f32(bytes: &[u8]) -> Vec<f32> {
 
 /// Uploads f32 values.
 pub fn upload_f32(client: &Client, values: &[f32]) -> Handle {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    client.create_from_slice(&bytes)
+}
+
+/// Uploads u32 values.
+pub fn upload_u32(client: &Client, values: &[u32]) -> Handle {
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     client.create_from_slice(&bytes)
 }

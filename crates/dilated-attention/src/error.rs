@@ -97,6 +97,12 @@ pub enum AttentionError {
         /// The rule it broke.
         rule: String,
     },
+    /// The CubeCL kernels cannot run these inputs (only from `forward_kernels`; the other entry
+    /// points fall back to the reference path).
+    KernelUnavailable {
+        /// Why.
+        reason: String,
+    },
     /// A JSON configuration could not be read.
     Json {
         /// The parser's message (it names the field and position).
@@ -121,6 +127,7 @@ impl AttentionError {
             | Self::DtypeMismatch { tensor, .. }
             | Self::DeviceMismatch { tensor } => (*tensor).into(),
             Self::Invalid { field, .. } => (*field).into(),
+            Self::KernelUnavailable { .. } => "device".into(),
             Self::Json { .. } => "json".into(),
         }
     }
@@ -179,6 +186,9 @@ impl fmt::Display for AttentionError {
                 write!(f, "{tensor}: must live on the same device as q")
             }
             Self::Invalid { field, rule } => write!(f, "{field}: {rule}"),
+            Self::KernelUnavailable { reason } => {
+                write!(f, "device: kernels unavailable, {reason}")
+            }
             Self::Json { message } => write!(f, "json: {message}"),
         }
     }

@@ -27,6 +27,8 @@
 
 pub mod error;
 pub mod inputs;
+#[cfg(feature = "cube")]
+pub mod kernel;
 pub mod layout;
 pub mod merge;
 pub mod module;

@@ -182,6 +182,10 @@ pub struct BlockSparseRingDilatedAttention {
     scale: Option<f64>,
     #[module(skip)]
     cache: LayoutCache,
+    use_kernels: bool,
+    #[cfg(feature = "cube")]
+    #[module(skip)]
+    device_cache: crate::kernel::DeviceLayoutCache,
 }
 
 impl BlockSparseRingDilatedAttention {
@@ -191,7 +195,16 @@ impl BlockSparseRingDilatedAttention {
             pattern,
             scale,
             cache: LayoutCache::new(true),
+            use_kernels: true,
+            #[cfg(feature = "cube")]
+            device_cache: Default::default(),
         }
+    }
+
+    /// The same module restricted to the reference path (no CubeCL kernels).
+    pub fn without_kernels(mut self) -> Self {
+        self.use_kernels = false;
+        self
     }
 
     /// The same module without a layout cache (every call rebuilds its layout).
@@ -250,6 +263,48 @@ impl BlockSparseRingDilatedAttention {
         let shape = check_inputs(&q, &k, &v, mask.as_ref())?;
         let scale = shape.scale(self.scale)?;
         let plan = self.cache.get(&self.pattern, shape.n, shape.heads)?;
+        #[cfg(feature = "cube")]
+        if self.use_kernels
+            && let Ok(result) = crate::kernel::try_forward(
+                &q,
+                &k,
+                &v,
+                mask.as_ref(),
+                shape,
+                &plan.layout,
+                scale,
+                &self.device_cache,
+            )
+        {
+            return Ok(result);
+        }
         Ok(reference_attention(q, k, v, mask, shape, &plan, scale))
+    }
+
+    /// [`forward_with_lse`](Self::forward_with_lse) through the CubeCL kernels only: an
+    /// [`AttentionError::KernelUnavailable`] says why they cannot run (another device, autodiff
+    /// tracking, an unsupported head dim, ...) instead of falling back to the reference path.
+    #[cfg(feature = "cube")]
+    pub fn forward_kernels(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        mask: Option<Tensor<2, Bool>>,
+    ) -> crate::Result<(Tensor<4>, Tensor<3>)> {
+        let shape = check_inputs(&q, &k, &v, mask.as_ref())?;
+        let scale = shape.scale(self.scale)?;
+        let plan = self.cache.get(&self.pattern, shape.n, shape.heads)?;
+        crate::kernel::try_forward(
+            &q,
+            &k,
+            &v,
+            mask.as_ref(),
+            shape,
+            &plan.layout,
+            scale,
+            &self.device_cache,
+        )
+        .map_err(|reason| AttentionError::KernelUnavailable { reason })
     }
 }

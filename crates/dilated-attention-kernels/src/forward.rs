@@ -1,0 +1,419 @@
+//! Forward of block-sparse dilated flash attention for one head class of one branch.
+//!
+//! Math: for a query token `i` of the class (segment `g`, gathered index `t_i`), over the key
+//! blocks `kb` its row keeps,
+//! `out_i = Σ_j e^{x_ij} v_j / Σ_j e^{x_ij}`, `lse_i = log Σ_j e^{x_ij}`, `x_ij = scale · q_i·k_j`,
+//! with `j` running over the gathered keys `t_j ∈ [kb·B, (kb+1)·B)` of the same segment that are
+//! real tokens, present in the padding mask and (causal) `t_j <= t_i`. A row with no key writes
+//! `out = 0`, `lse = -inf`. Accumulation and softmax in f32; `out` in the input dtype.
+//!
+//! Shapes: `q, out: [batch, heads, n, head_dim]`, `k, v: [batch, kv_heads, n, head_dim]` (any
+//! strides), `lse: [batch, heads, n]` f32, `mask: [batch, n]` u32 (1 = present).
+//! Gathered token `t` of segment `g` is raw position `g·w + s + t·r`: rows are read with stride
+//! `r · row_stride` (strided gather), never masked out of a dense segment.
+//!
+//! Grid: `x` = query-block rows of all segments (`segments · blocks_full`), `y` = the class's
+//! heads (`head = s + r·y`), `z` = batch. One cube of `B` units per query block; unit `u` owns
+//! query row `u`, keeps `q` and the accumulator in registers and walks the key blocks of its
+//! row in chunks of `CHUNK` keys staged in shared memory.
+
+use cubecl::prelude::*;
+use cubecl::server::Handle;
+
+use crate::KernelError;
+
+/// Keys staged per shared-memory step.
+const CHUNK: usize = 16;
+
+/// Head dims the forward kernel is compiled for.
+pub const SUPPORTED_HEAD_DIMS: [usize; 4] = [32, 64, 96, 128];
+
+/// Largest block size of the portable kernel (one unit per query row).
+pub const MAX_BLOCK: usize = 256;
+
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn block_sparse_forward<F: Float>(
+    q: &Tensor<F>,
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    mask: &Tensor<u32>,
+    row_ptr: &Tensor<u32>,
+    runs: &Tensor<u32>,
+    out: &mut Tensor<F>,
+    lse: &mut Tensor<f32>,
+    params: &Tensor<u32>,
+    scale: f32,
+    neg_inf: f32,
+    #[comptime] head_dim: usize,
+    #[comptime] block: usize,
+    #[comptime] causal: bool,
+    #[comptime] masked: bool,
+) {
+    // params: [segment_length, dilation, offset, num_segments, blocks_full, tokens_full,
+    //          tokens_tail, group]
+    let seg_len = params[0] as usize;
+    let dilation = params[1] as usize;
+    let offset = params[2] as usize;
+    let num_segments = params[3] as usize;
+    let blocks_full = params[4] as usize;
+    let tokens_full = params[5] as usize;
+    let tokens_tail = params[6] as usize;
+    let group = params[7] as usize;
+
+    let row = CUBE_POS_X as usize;
+    let segment = row / blocks_full;
+    let qb = row % blocks_full;
+    let head = offset + dilation * CUBE_POS_Y as usize;
+    let kv_head = head / group;
+    let batch = CUBE_POS_Z as usize;
+    let is_tail = segment + 1 == num_segments && tokens_tail > 0;
+    let tokens = select(is_tail, tokens_tail, tokens_full);
+    let csr_base = select(is_tail, blocks_full + 1, 0usize);
+    let seg_blocks = (tokens + block - 1) / block;
+    if qb >= seg_blocks {
+        terminate!();
+    }
+
+    let unit = UNIT_POS as usize;
+    let tq = qb * block + unit;
+    let q_valid = tq < tokens;
+    let seg_start = segment * seg_len + offset;
+    let pq = seg_start + select(q_valid, tq, 0usize) * dilation;
+
+    // The query row, pre-scaled, and the accumulator, in registers.
+    let mut qr = Array::<f32>::new(head_dim);
+    let mut acc = Array::<f32>::new(head_dim);
+    let q_base = batch * q.stride(0) + head * q.stride(1) + pq * q.stride(2);
+    #[unroll]
+    for d in 0..head_dim {
+        qr[d] = f32::cast_from(q[q_base + d * q.stride(3)]) * scale;
+        acc[d] = 0.0f32;
+    }
+    let mut m = neg_inf;
+    let mut l = 0.0f32;
+    let mut s = Array::<f32>::new(CHUNK);
+
+    let mut ks = Shared::<[f32]>::new_slice(CHUNK * head_dim);
+    let mut vs = Shared::<[f32]>::new_slice(CHUNK * head_dim);
+    let mut kvalid = Shared::<[u32]>::new_slice(CHUNK);
+
+    let k_base = batch * k.stride(0) + kv_head * k.stride(1);
+    let v_base = batch * v.stride(0) + kv_head * v.stride(1);
+    let (k_row, k_col) = (k.stride(2), k.stride(3));
+    let (v_row, v_col) = (v.stride(2), v.stride(3));
+    let (m_batch, m_pos) = (mask.stride(0), mask.stride(1));
+    let run_lo = row_ptr[csr_base + qb] as usize;
+    let run_hi = row_ptr[csr_base + qb + 1] as usize;
+    for run in run_lo..run_hi {
+        let kb_lo = runs[2 * run] as usize;
+        let kb_hi = runs[2 * run + 1] as usize;
+        for kb in kb_lo..kb_hi {
+            let mut c0 = 0usize;
+            while c0 < block {
+                // Stage CHUNK gathered keys and values (strided rows) in shared memory.
+                let mut e = unit;
+                while e < CHUNK * head_dim {
+                    let c = e / head_dim;
+                    let d = e % head_dim;
+                    let tk = kb * block + c0 + c;
+                    let present = tk < tokens && c0 + c < block;
+                    let pk = seg_start + select(present, tk, 0usize) * dilation;
+                    ks[e] = f32::cast_from(k[k_base + pk * k_row + d * k_col]);
+                    vs[e] = f32::cast_from(v[v_base + pk * v_row + d * v_col]);
+                    if d == 0 {
+                        let mut ok = present;
+                        if comptime!(masked) {
+                            ok = ok && mask[batch * m_batch + pk * m_pos] != 0;
+                        }
+                        kvalid[c] = select(ok, 1u32, 0u32);
+                    }
+                    e += block;
+                }
+                sync_cube();
+
+                let mut chunk_max = neg_inf;
+                for c in 0..CHUNK {
+                    let tk = kb * block + c0 + c;
+                    let mut ok = kvalid[c] != 0;
+                    if comptime!(causal) {
+                        ok = ok && tk <= tq;
+                    }
+                    let mut dot = 0.0f32;
+                    for d in 0..head_dim {
+                        dot += qr[d] * ks[c * head_dim + d];
+                    }
+                    s[c] = select(ok, dot, neg_inf);
+                    chunk_max = f32::max(chunk_max, s[c]);
+                }
+                let m_new = f32::max(m, chunk_max);
+                if m_new != neg_inf {
+                    let alpha = f32::exp(m - m_new);
+                    l *= alpha;
+                    for d in 0..head_dim {
+                        acc[d] *= alpha;
+                    }
+                    for c in 0..CHUNK {
+                        let p = f32::exp(s[c] - m_new);
+                        l += p;
+                        for d in 0..head_dim {
+                            acc[d] += p * vs[c * head_dim + d];
+                        }
+                    }
+                    m = m_new;
+                }
+                sync_cube();
+                c0 += CHUNK;
+            }
+        }
+    }
+
+    if q_valid {
+        let empty = l == 0.0f32;
+        let inv = select(empty, 0.0f32, 1.0f32 / select(empty, 1.0f32, l));
+        let o_base = batch * out.stride(0) + head * out.stride(1) + pq * out.stride(2);
+        let o_step = out.stride(3);
+        #[unroll]
+        for d in 0..head_dim {
+            out[o_base + d * o_step] = F::cast_from(acc[d] * inv);
+        }
+        let l_index = batch * lse.stride(0) + head * lse.stride(1) + pq * lse.stride(2);
+        lse[l_index] = select(empty, neg_inf, m + f32::ln(select(empty, 1.0f32, l)));
+    }
+}
+
+/// A device tensor: handle, shape and strides in elements.
+#[derive(Debug, Clone)]
+pub struct TensorRef {
+    /// The buffer.
+    pub handle: Handle,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Strides in elements.
+    pub strides: Vec<usize>,
+}
+
+impl TensorRef {
+    /// A contiguous tensor of `shape` in `handle`.
+    pub fn contiguous(handle: Handle, shape: Vec<usize>) -> Self {
+        let mut strides = vec![1usize; shape.len()];
+        for d in (0..shape.len().saturating_sub(1)).rev() {
+            strides[d] = strides[d + 1] * shape[d + 1];
+        }
+        Self {
+            handle,
+            shape,
+            strides,
+        }
+    }
+
+    fn arg(&self) -> TensorArg {
+        // SAFETY: the caller of the launch API vouches that the handle holds the shape.
+        unsafe {
+            TensorArg::from_raw_parts(
+                self.handle.clone(),
+                self.strides.clone().into(),
+                self.shape.clone().into(),
+            )
+        }
+    }
+}
+
+/// The layout of one head class on the device, in the kernel's compact form.
+///
+/// Rows `0..blocks_full` of `row_ptr` describe a full segment, rows
+/// `blocks_full + 1 .. blocks_full + 1 + blocks_tail` the tail segment; row `q` holds the runs
+/// `runs[2·i] .. runs[2·i + 1]` (key blocks `[start, end)`) for `i` in `row_ptr[q]..row_ptr[q+1]`.
+#[derive(Debug, Clone)]
+pub struct ClassArgs {
+    /// `[blocks_full + 1 + blocks_tail + 1]` u32.
+    pub row_ptr: TensorRef,
+    /// `[2 · runs]` u32 (at least 2 entries).
+    pub runs: TensorRef,
+    /// `[8]` u32: segment length, dilation, offset, segments, blocks of a full segment, tokens
+    /// of a full segment, tokens of the tail segment (0 if none), query heads per kv head.
+    pub params: TensorRef,
+    /// Number of query-block rows to launch (`segments · blocks_full`).
+    pub rows: usize,
+    /// Number of heads in the class.
+    pub heads: usize,
+}
+
+/// Element type of the attention tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttnDtype {
+    /// f32
+    F32,
+    /// f16
+    F16,
+    /// bf16
+    BF16,
+}
+
+/// Whether the tensor-core kernel ([`crate::forward_tc`]) serves `config` on `client`: f16/bf16
+/// with a 16×16×16 `cmma` into f32, 32-wide planes, head dim 32 or 64, block 64 or 128.
+pub fn tensor_cores_apply(client: &Client, config: &ForwardConfig) -> bool {
+    use cubecl::features::MmaConfig;
+    use cubecl::ir::{ElemType, FloatKind};
+    let elem = match config.dtype {
+        AttnDtype::F16 => ElemType::Float(FloatKind::F16),
+        AttnDtype::BF16 => ElemType::Float(FloatKind::BF16),
+        AttnDtype::F32 => return false,
+    };
+    let hw = &client.properties().hardware;
+    let mma = MmaConfig {
+        a_type: elem,
+        b_type: elem,
+        cd_type: ElemType::Float(FloatKind::F32),
+        m: 16,
+        n: 16,
+        k: 16,
+    };
+    hw.plane_size_min == 32
+        && hw.plane_size_max == 32
+        && matches!(config.head_dim, 32 | 64)
+        && matches!(config.block, 64 | 128)
+        && client.features().matmul.cmma.contains(&mma)
+}
+
+/// Static configuration of a forward launch.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardConfig {
+    /// Element type of `q, k, v, out`.
+    pub dtype: AttnDtype,
+    /// Head dimension (one of [`SUPPORTED_HEAD_DIMS`]).
+    pub head_dim: usize,
+    /// Block size in gathered tokens (a power of two up to [`MAX_BLOCK`]).
+    pub block: usize,
+    /// Causal masking.
+    pub causal: bool,
+    /// Softmax scale.
+    pub scale: f32,
+}
+
+impl ForwardConfig {
+    /// Checks what the kernel supports.
+    pub fn check(&self) -> Result<(), KernelError> {
+        if !SUPPORTED_HEAD_DIMS.contains(&self.head_dim) {
+            return Err(KernelError::Unsupported {
+                field: "head_dim",
+                rule: format!("the forward kernel supports {SUPPORTED_HEAD_DIMS:?}"),
+            });
+        }
+        if !self.block.is_power_of_two() || self.block > MAX_BLOCK {
+            return Err(KernelError::Unsupported {
+                field: "block_size",
+                rule: format!("the forward kernel supports powers of two up to {MAX_BLOCK}"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Launches the forward of one head class.
+///
+/// - `q, out: [batch, heads, n, head_dim]`, `k, v: [batch, kv_heads, n, head_dim]`
+/// - `mask: [batch, n]` u32 (1 = key present), or `None`
+/// - `lse: [batch, heads, n]` f32
+///
+/// Writes the class's rows of `out` and `lse` only.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_class(
+    client: &Client,
+    config: &ForwardConfig,
+    q: &TensorRef,
+    k: &TensorRef,
+    v: &TensorRef,
+    mask: Option<&TensorRef>,
+    out: &TensorRef,
+    lse: &TensorRef,
+    class: &ClassArgs,
+) -> Result<(), KernelError> {
+    config.check()?;
+    let batch = q.shape[0];
+    if class.rows == 0 || class.heads == 0 || batch == 0 {
+        return Ok(());
+    }
+    let max_cubes = 65_535;
+    if class.rows > max_cubes || class.heads > max_cubes || batch > max_cubes {
+        return Err(KernelError::Unsupported {
+            field: "n",
+            rule: format!("at most {max_cubes} query blocks per class, heads and batch"),
+        });
+    }
+    let dummy;
+    let mask_ref = match mask {
+        Some(m) => m,
+        None => {
+            dummy = TensorRef::contiguous(lse.handle.clone(), vec![1, 1]);
+            &dummy
+        }
+    };
+    let tensor_cores = tensor_cores_apply(client, config);
+    let (count, dim) = if tensor_cores {
+        let x = class.rows * (config.block / 64);
+        if x > max_cubes {
+            return Err(KernelError::Unsupported {
+                field: "n",
+                rule: format!("at most {max_cubes} query tiles per class"),
+            });
+        }
+        (
+            CubeCount::Static(x as u32, class.heads as u32, batch as u32),
+            CubeDim::new_1d(128),
+        )
+    } else {
+        (
+            CubeCount::Static(class.rows as u32, class.heads as u32, batch as u32),
+            CubeDim::new_1d(config.block as u32),
+        )
+    };
+    macro_rules! launch {
+        ($kernel:ident, $t:ty $(, $vec:expr)?) => {
+            // SAFETY: every index the kernels form stays inside its tensor: token positions are
+            // clamped to real tokens of the segment, CSR indices come from the layout, and
+            // shared-memory indices are bounded by the comptime tile sizes.
+            unsafe {
+                $kernel::launch_unchecked::<$t>(
+                    client,
+                    count,
+                    dim,
+                    $($vec,)?
+                    q.arg(),
+                    k.arg(),
+                    v.arg(),
+                    mask_ref.arg(),
+                    class.row_ptr.arg(),
+                    class.runs.arg(),
+                    out.arg(),
+                    lse.arg(),
+                    class.params.arg(),
+                    config.scale,
+                    f32::NEG_INFINITY,
+                    config.head_dim,
+                    config.block,
+                    config.causal,
+                    mask.is_some(),
+                )
+            }
+        };
+    }
+    use crate::forward_tc::block_sparse_forward_tc;
+    // 16-byte loads where every row start is 8-element aligned.
+    let width = if [q, k, v]
+        .iter()
+        .all(|t| t.strides[3] == 1 && t.strides[..3].iter().all(|s| s % 8 == 0))
+    {
+        8
+    } else {
+        1
+    };
+    match (config.dtype, tensor_cores) {
+        (AttnDtype::F32, _) => launch!(block_sparse_forward, f32),
+        (AttnDtype::F16, false) => launch!(block_sparse_forward, half::f16),
+        (AttnDtype::BF16, false) => launch!(block_sparse_forward, half::bf16),
+        (AttnDtype::F16, true) => launch!(block_sparse_forward_tc, half::f16, width),
+        (AttnDtype::BF16, true) => launch!(block_sparse_forward_tc, half::bf16, width),
+    }
+    Ok(())
+}

@@ -1,0 +1,319 @@
+//! Tensor-core forward (f16/bf16 through CubeCL `cmma`, 16×16×16 tiles, plane width 32).
+//!
+//! Same math, shapes, grid and layout arguments as [`crate::forward`]; only the inner loop
+//! differs. A cube of 4 planes owns a 64-row query tile (gathered rows staged once in shared
+//! memory); key blocks are walked in chunks of 64 gathered keys:
+//! 1. every plane computes `S = Q·Kᵀ` for its 16 rows with `cmma` (f32 accumulators) into
+//!    shared memory;
+//! 2. two lanes per row apply the masks and the online softmax in f32 (row max and sum by a
+//!    lane-pair shuffle), write `P` in the input dtype and rescale the row's output;
+//! 3. `O += P·V` with `cmma`, the f32 output tile living in shared memory (loaded as the
+//!    accumulator, stored back).
+//! Used on runtimes whose `cmma` supports the input dtype at 16×16×16 with an f32 accumulator
+//! and whose planes are 32 wide; head dims 32 and 64, blocks 64 and 128. `q, k, v` are read in
+//! `N`-wide vectors (16-byte loads for `N = 8`), which needs a contiguous head dim and
+//! batch/head/row strides divisible by `N`.
+
+use cubecl::prelude::*;
+
+/// Query rows per cube.
+const TQ: usize = 64;
+/// Keys per chunk.
+const TK: usize = 64;
+/// Planes per cube (16 query rows each).
+const PLANES: usize = 4;
+
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
+    q: &Tensor<Vector<F, N>>,
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
+    mask: &Tensor<u32>,
+    row_ptr: &Tensor<u32>,
+    runs: &Tensor<u32>,
+    out: &mut Tensor<F>,
+    lse: &mut Tensor<f32>,
+    params: &Tensor<u32>,
+    scale: f32,
+    neg_inf: f32,
+    #[comptime] head_dim: usize,
+    #[comptime] block: usize,
+    #[comptime] causal: bool,
+    #[comptime] masked: bool,
+) {
+    let seg_len = params[0] as usize;
+    let dilation = params[1] as usize;
+    let offset = params[2] as usize;
+    let num_segments = params[3] as usize;
+    let blocks_full = params[4] as usize;
+    let tokens_full = params[5] as usize;
+    let tokens_tail = params[6] as usize;
+    let group = params[7] as usize;
+
+    let subtiles = comptime!(block / TQ);
+    let row = CUBE_POS_X as usize / subtiles;
+    let sub = CUBE_POS_X as usize % subtiles;
+    let segment = row / blocks_full;
+    let qb = row % blocks_full;
+    let head = offset + dilation * CUBE_POS_Y as usize;
+    let kv_head = head / group;
+    let batch = CUBE_POS_Z as usize;
+    let is_tail = segment + 1 == num_segments && tokens_tail > 0;
+    let tokens = select(is_tail, tokens_tail, tokens_full);
+    let csr_base = select(is_tail, blocks_full + 1, 0usize);
+    let seg_blocks = (tokens + block - 1) / block;
+    let q0 = qb * block + sub * TQ;
+    if qb >= seg_blocks || q0 >= tokens {
+        terminate!();
+    }
+    let seg_start = segment * seg_len + offset;
+
+    let unit = UNIT_POS as usize;
+    let plane = unit / 32;
+    let lane = unit % 32;
+    let threads = comptime!(PLANES * 32);
+
+    // Row strides padded so that consecutive rows start on different banks (cmma tiles and
+    // the lanes' row walks would otherwise hit one bank).
+    let qstr = comptime!(head_dim + 8);
+    let sstr = comptime!(TK + 4);
+    let pstr = comptime!(TK + 8);
+    let ostr = comptime!(head_dim + 4);
+    let mut qs = Shared::<[F]>::new_slice(comptime!(TQ * (head_dim + 8)));
+    let mut ks = Shared::<[F]>::new_slice(comptime!(TK * (head_dim + 8)));
+    let mut vs = Shared::<[F]>::new_slice(comptime!(TK * (head_dim + 8)));
+    let mut ss = Shared::<[f32]>::new_slice(comptime!(TQ * (TK + 4)));
+    let mut ps = Shared::<[F]>::new_slice(comptime!(TQ * (TK + 8)));
+    let mut os = Shared::<[f32]>::new_slice(comptime!(TQ * (head_dim + 4)));
+    let mut kvalid = Shared::<[u32]>::new_slice(TK);
+
+    // Stage the gathered query rows (N-wide loads) and clear the output tile.
+    let nv = N::value();
+    let hv = comptime!(head_dim / nv);
+    let q_base = batch * q.stride(0) + head * q.stride(1);
+    let q_row = q.stride(2);
+    let mut e = unit;
+    while e < TQ * hv {
+        let r = e / hv;
+        let dv = e % hv;
+        let tq = q0 + r;
+        let pq = seg_start + select(tq < tokens, tq, 0usize) * dilation;
+        let vec = q[(q_base + pq * q_row) / nv + dv];
+        #[unroll]
+        for i in 0..nv {
+            qs[r * qstr + dv * nv + i] = vec.extract(i);
+        }
+        e += threads;
+    }
+    let mut e = unit;
+    while e < TQ * ostr {
+        os[e] = 0.0f32;
+        e += threads;
+    }
+
+    // Lane pair (2r, 2r+1) owns row r of the plane's 16 rows; each lane half of the columns.
+    let prow = plane * 16 + lane / 2;
+    let half = lane % 2;
+    let tq_row = q0 + prow;
+    let mut m = neg_inf;
+    let mut l = 0.0f32;
+
+    let k_base = batch * k.stride(0) + kv_head * k.stride(1);
+    let v_base = batch * v.stride(0) + kv_head * v.stride(1);
+    let k_row = k.stride(2);
+    let v_row = v.stride(2);
+    let (m_batch, m_pos) = (mask.stride(0), mask.stride(1));
+    let run_lo = row_ptr[csr_base + qb] as usize;
+    let run_hi = row_ptr[csr_base + qb + 1] as usize;
+    for run in run_lo..run_hi {
+        let kb_lo = runs[2 * run] as usize;
+        let kb_hi = runs[2 * run + 1] as usize;
+        for kb in kb_lo..kb_hi {
+            let mut c0 = 0usize;
+            while c0 < block {
+                sync_cube();
+                let mut e = unit;
+                while e < TK * hv {
+                    let c = e / hv;
+                    let dv = e % hv;
+                    let tk = kb * block + c0 + c;
+                    let present = tk < tokens;
+                    let pk = seg_start + select(present, tk, 0usize) * dilation;
+                    let kvec = k[(k_base + pk * k_row) / nv + dv];
+                    let vvec = v[(v_base + pk * v_row) / nv + dv];
+                    #[unroll]
+                    for i in 0..nv {
+                        ks[c * qstr + dv * nv + i] = kvec.extract(i);
+                        vs[c * qstr + dv * nv + i] = vvec.extract(i);
+                    }
+                    if dv == 0 {
+                        let mut ok = present;
+                        if comptime!(masked) {
+                            ok = ok && mask[batch * m_batch + pk * m_pos] != 0;
+                        }
+                        kvalid[c] = select(ok, 1u32, 0u32);
+                    }
+                    e += threads;
+                }
+                sync_cube();
+
+                // 1. S = Q·Kᵀ for the plane's 16 rows: TK / 16 tiles of 16 keys.
+                #[unroll]
+                for kt in 0..comptime!(TK / 16) {
+                    let acc = cmma::Matrix::<f32>::from_value(
+                        cmma::MatrixIdent::Accumulator,
+                        16usize,
+                        16usize,
+                        16usize,
+                        cmma::MatrixLayout::Undefined,
+                        0.0,
+                    );
+                    #[unroll]
+                    for ds in 0..comptime!(head_dim / 16) {
+                        let a_start = plane * 16 * qstr + ds * 16;
+                        let a = cmma::Matrix::<F>::from_slice(
+                            cmma::MatrixIdent::A,
+                            16usize,
+                            16usize,
+                            16usize,
+                            cmma::MatrixLayout::RowMajor,
+                            &qs[a_start..TQ * qstr],
+                            qstr as u32,
+                        );
+                        let b_start = kt * 16 * qstr + ds * 16;
+                        let b = cmma::Matrix::<F>::from_slice(
+                            cmma::MatrixIdent::B,
+                            16usize,
+                            16usize,
+                            16usize,
+                            cmma::MatrixLayout::ColMajor,
+                            &ks[b_start..TK * qstr],
+                            qstr as u32,
+                        );
+                        cmma::execute(&a, &b, &acc, &acc);
+                    }
+                    let s_start = plane * 16 * sstr + kt * 16;
+                    cmma::store(
+                        &mut ss[s_start..TQ * sstr],
+                        &acc,
+                        sstr as u32,
+                        cmma::MatrixLayout::RowMajor,
+                    );
+                }
+                sync_plane();
+
+                // 2. Masks and online softmax, two lanes per row.
+                let cols = comptime!(TK / 2);
+                let mut local_max = neg_inf;
+                let mut vals = Array::<f32>::new(cols);
+                // Each lane walks its columns rotated by its row, so the 32 lanes of a plane
+                // touch 32 different banks at every step.
+                let rot = lane / 2;
+                #[unroll]
+                for j in 0..cols {
+                    let c = half * cols + (j + rot) % cols;
+                    let tk = kb * block + c0 + c;
+                    let mut ok = kvalid[c] != 0;
+                    if comptime!(causal) {
+                        ok = ok && tk <= tq_row;
+                    }
+                    let s = select(ok, ss[prow * sstr + c] * scale, neg_inf);
+                    vals[j] = s;
+                    local_max = f32::max(local_max, s);
+                }
+                let row_max = f32::max(local_max, plane_shuffle_xor(local_max, 1));
+                let m_new = f32::max(m, row_max);
+                let shift = select(m_new == neg_inf, 0.0f32, m_new);
+                let alpha = f32::exp(m - shift);
+                let mut local_sum = 0.0f32;
+                #[unroll]
+                for j in 0..cols {
+                    let p = f32::exp(vals[j] - shift);
+                    local_sum += p;
+                    ps[prow * pstr + half * cols + (j + rot) % cols] = F::cast_from(p);
+                }
+                l = l * alpha + local_sum + plane_shuffle_xor(local_sum, 1);
+                m = m_new;
+                let dh = comptime!(head_dim / 2);
+                #[unroll]
+                for j in 0..dh {
+                    let idx = prow * ostr + half * dh + (j + lane) % dh;
+                    os[idx] = os[idx] * alpha;
+                }
+                sync_plane();
+
+                // 3. O += P·V for the plane's 16 rows.
+                #[unroll]
+                for dt in 0..comptime!(head_dim / 16) {
+                    let o_start = plane * 16 * ostr + dt * 16;
+                    let mut acc = unsafe {
+                        cmma::Matrix::<f32>::uninitialized(
+                            cmma::MatrixIdent::Accumulator,
+                            16usize,
+                            16usize,
+                            16usize,
+                            cmma::MatrixLayout::Undefined,
+                        )
+                    };
+                    cmma::load_with_layout(
+                        &mut acc,
+                        &os[o_start..TQ * ostr],
+                        ostr as u32,
+                        cmma::MatrixLayout::RowMajor,
+                    );
+                    #[unroll]
+                    for kk in 0..comptime!(TK / 16) {
+                        let a = cmma::Matrix::<F>::from_slice(
+                            cmma::MatrixIdent::A,
+                            16usize,
+                            16usize,
+                            16usize,
+                            cmma::MatrixLayout::RowMajor,
+                            &ps[plane * 16 * pstr + kk * 16..TQ * pstr],
+                            pstr as u32,
+                        );
+                        let b = cmma::Matrix::<F>::from_slice(
+                            cmma::MatrixIdent::B,
+                            16usize,
+                            16usize,
+                            16usize,
+                            cmma::MatrixLayout::RowMajor,
+                            &vs[kk * 16 * qstr + dt * 16..TK * qstr],
+                            qstr as u32,
+                        );
+                        cmma::execute(&a, &b, &acc, &acc);
+                    }
+                    cmma::store(
+                        &mut os[o_start..TQ * ostr],
+                        &acc,
+                        ostr as u32,
+                        cmma::MatrixLayout::RowMajor,
+                    );
+                }
+                sync_plane();
+                c0 += TK;
+            }
+        }
+    }
+
+    // Normalise and write the rows this cube owns (the output tile was written by the planes).
+    sync_cube();
+    if tq_row < tokens {
+        let empty = l == 0.0f32;
+        let inv = select(empty, 0.0f32, 1.0f32 / select(empty, 1.0f32, l));
+        let pq = seg_start + tq_row * dilation;
+        let o_base = batch * out.stride(0) + head * out.stride(1) + pq * out.stride(2);
+        let o_step = out.stride(3);
+        let dh = comptime!(head_dim / 2);
+        #[unroll]
+        for j in 0..dh {
+            let d = half * dh + j;
+            out[o_base + d * o_step] = F::cast_from(os[prow * ostr + d] * inv);
+        }
+        if half == 0 {
+            let l_index = batch * lse.stride(0) + head * lse.stride(1) + pq * lse.stride(2);
+            lse[l_index] = select(empty, neg_inf, m + f32::ln(select(empty, 1.0f32, l)));
+        }
+    }
+}

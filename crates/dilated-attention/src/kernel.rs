@@ -1,0 +1,227 @@
+//! Wiring of the CubeCL kernels (`dilated-attention-kernels`) into Burn.
+//!
+//! On a CubeCL device (wgpu, CUDA) without autodiff tracking, [`try_forward`] unwraps the Burn
+//! tensors into CubeCL handles, launches the forward kernel once per head class of each branch,
+//! and merges the branches with [`merge_lse`]. Anything the kernel does not cover (another
+//! device, an autodiff-tracked tensor, an unsupported head dim or block size) returns `None`, and
+//! the module runs the reference path instead.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use burn::backend::Cube;
+use burn::tensor::{Bool, DType, Tensor};
+use burn_cubecl::tensor::CubeTensor;
+use dilated_attention_kernels::forward::{
+    AttnDtype, ClassArgs, ForwardConfig, TensorRef, forward_class,
+};
+use dilated_attention_kernels::{Client, upload_u32};
+
+use crate::inputs::AttentionShape;
+use crate::layout::{BlockLayout, BlockRows, ClassLayout};
+use crate::merge::merge_lse;
+
+/// The kernel form of a class layout: rows of a full then a tail segment, as runs of
+/// consecutive key blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelClassLayout {
+    /// `[blocks_full + 1 + blocks_tail + 1]`.
+    pub row_ptr: Vec<u32>,
+    /// `[2 · runs]`: `[start, end)` pairs of key blocks.
+    pub runs: Vec<u32>,
+    /// Kernel parameters (see `ClassArgs::params`).
+    pub params: [u32; 8],
+    /// Query-block rows to launch.
+    pub rows: usize,
+}
+
+impl KernelClassLayout {
+    /// Converts a class layout for the forward kernel (`group` = query heads per kv head).
+    pub fn new(class: &ClassLayout, group: usize) -> Self {
+        let mut row_ptr = Vec::new();
+        let mut runs = Vec::new();
+        push_runs(&class.full.rows, &mut row_ptr, &mut runs);
+        match &class.tail {
+            Some(tail) => push_runs(&tail.rows, &mut row_ptr, &mut runs),
+            None => row_ptr.push((runs.len() / 2) as u32),
+        }
+        if runs.is_empty() {
+            runs.extend([0, 0]);
+        }
+        let tail_tokens = class.tail.as_ref().map_or(0, |t| t.tokens);
+        Self {
+            row_ptr,
+            runs,
+            params: [
+                class.segment_length as u32,
+                class.dilation_rate as u32,
+                class.offset as u32,
+                class.num_segments as u32,
+                class.full.blocks.max(1) as u32,
+                class.full.tokens as u32,
+                tail_tokens as u32,
+                group as u32,
+            ],
+            rows: class.num_segments * class.full.blocks.max(1),
+        }
+    }
+}
+
+/// Appends the rows of `rows` as runs of consecutive key blocks.
+fn push_runs(rows: &BlockRows, row_ptr: &mut Vec<u32>, runs: &mut Vec<u32>) {
+    row_ptr.push((runs.len() / 2) as u32);
+    for q in 0..rows.rows() {
+        let row = rows.row(q);
+        let mut i = 0;
+        while i < row.len() {
+            let start = row[i];
+            let mut end = start + 1;
+            while i + 1 < row.len() && row[i + 1] == end {
+                i += 1;
+                end += 1;
+            }
+            runs.extend([start, end]);
+            i += 1;
+        }
+        row_ptr.push((runs.len() / 2) as u32);
+    }
+}
+
+/// Device copies of the kernel layouts, by `(n, heads, group, device)`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DeviceLayoutCache {
+    entries: Arc<Mutex<HashMap<(usize, usize, usize, String), Arc<Vec<ClassArgs>>>>>,
+}
+
+impl DeviceLayoutCache {
+    fn get(
+        &self,
+        client: &Client,
+        device: String,
+        layout: &BlockLayout,
+        group: usize,
+    ) -> Arc<Vec<ClassArgs>> {
+        let key = (layout.n, layout.heads, group, device);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(
+                    layout
+                        .classes
+                        .iter()
+                        .map(|class| {
+                            let kl = KernelClassLayout::new(class, group);
+                            let up = |v: &[u32]| {
+                                TensorRef::contiguous(upload_u32(client, v), vec![v.len()])
+                            };
+                            ClassArgs {
+                                row_ptr: up(&kl.row_ptr),
+                                runs: up(&kl.runs),
+                                params: up(&kl.params),
+                                rows: kl.rows,
+                                heads: class.heads.len(),
+                            }
+                        })
+                        .collect(),
+                )
+            })
+            .clone()
+    }
+}
+
+fn cube(t: Tensor<4>) -> Option<CubeTensor> {
+    t.try_into_primitive::<Cube>().ok()
+}
+
+fn tensor_ref(t: &CubeTensor) -> TensorRef {
+    TensorRef {
+        handle: t.handle.clone(),
+        shape: t.meta.shape().iter().copied().collect(),
+        strides: t.meta.strides().iter().copied().collect(),
+    }
+}
+
+/// Runs the forward kernels if the inputs live on a CubeCL device (without autodiff tracking)
+/// and the configuration is supported; otherwise says why, and the caller falls back to the
+/// reference path.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn try_forward(
+    q: &Tensor<4>,
+    k: &Tensor<4>,
+    v: &Tensor<4>,
+    mask: Option<&Tensor<2, Bool>>,
+    shape: AttentionShape,
+    layout: &BlockLayout,
+    scale: f64,
+    cache: &DeviceLayoutCache,
+) -> Result<(Tensor<4>, Tensor<3>), String> {
+    let device = q.device();
+    let dtype = match q.dtype() {
+        DType::F32 => AttnDtype::F32,
+        DType::F16 => AttnDtype::F16,
+        DType::BF16 => AttnDtype::BF16,
+        other => return Err(format!("dtype {other:?} has no kernel")),
+    };
+    let config = ForwardConfig {
+        dtype,
+        head_dim: shape.head_dim,
+        block: layout.block_size,
+        causal: layout.causal,
+        scale: scale as f32,
+    };
+    config.check().map_err(|e| e.to_string())?;
+    if shape.n == 0 {
+        return Err("empty sequence".into());
+    }
+    let not_cube = || "not a CubeCL tensor without autodiff tracking".to_string();
+    let qc = cube(q.clone()).ok_or_else(not_cube)?;
+    let kc = cube(k.clone()).ok_or_else(not_cube)?;
+    let vc = cube(v.clone()).ok_or_else(not_cube)?;
+    let mask_t = match mask {
+        Some(m) => Some(
+            m.clone()
+                .int()
+                .try_into_primitive::<Cube>()
+                .map_err(|_| not_cube())?,
+        ),
+        None => None,
+    };
+    let client = qc.client.clone();
+    let classes = cache.get(&client, format!("{:?}", qc.device), layout, shape.group());
+    let (qr, kr, vr) = (tensor_ref(&qc), tensor_ref(&kc), tensor_ref(&vc));
+    let mask_r = mask_t.as_ref().map(tensor_ref);
+
+    let [b, h, n, d] = [shape.batch, shape.heads, shape.n, shape.head_dim];
+    let q_dtype = q.dtype();
+    let mut parts = Vec::with_capacity(layout.branches.len());
+    for branch in 0..layout.branches.len() {
+        let out = Tensor::<4>::zeros([b, h, n, d], (&device, q_dtype));
+        let lse = Tensor::<3>::full([b, h, n], f32::NEG_INFINITY, (&device, DType::F32));
+        let out_c = cube(out).ok_or_else(not_cube)?;
+        let lse_c = lse.try_into_primitive::<Cube>().map_err(|_| not_cube())?;
+        let (out_r, lse_r) = (tensor_ref(&out_c), tensor_ref(&lse_c));
+        for (class, args) in layout.classes.iter().zip(classes.iter()) {
+            if class.branch != branch {
+                continue;
+            }
+            forward_class(
+                &client,
+                &config,
+                &qr,
+                &kr,
+                &vr,
+                mask_r.as_ref(),
+                &out_r,
+                &lse_r,
+                args,
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        parts.push((
+            Tensor::<4>::from_primitive::<Cube>(out_c),
+            Tensor::<3>::from_primitive::<Cube>(lse_c),
+        ));
+    }
+    Ok(merge_lse(parts))
+}

@@ -1,0 +1,226 @@
+//! The CubeCL forward kernel against the reference path, on the wgpu device (lavapipe in CI).
+//!
+//! Inputs are random (never zeros); the module on the wgpu device runs the kernels, the same
+//! module restricted to the reference path runs on the CPU. Tolerance: max abs error ≤ 1e-4
+//! relative to the output scale (f32), lse likewise. A direct launch checks that every element
+//! of a NaN-poisoned output is written.
+#![cfg(feature = "wgpu")]
+
+mod common;
+
+use burn::prelude::*;
+use common::{assert_close, cpu, padding_mask, randn, values, wgpu_device};
+use dilated_attention::kernel::KernelClassLayout;
+use dilated_attention::{
+    BlockLayout, BlockSparseRingDilatedAttention, DilatedPattern, PatternType, SparsePatternConfig,
+};
+use rstest::rstest;
+
+fn gpu() -> Device {
+    wgpu_device().expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check(
+    pattern: DilatedPattern,
+    n: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    masked: bool,
+    seed: u64,
+) {
+    let cpu = cpu(seed);
+    let gpu = gpu();
+    let batch = 2;
+    let q = randn([batch, heads, n, head_dim], &cpu);
+    let k = randn([batch, kv_heads, n, head_dim], &cpu);
+    let v = randn([batch, kv_heads, n, head_dim], &cpu);
+    let mask = masked.then(|| padding_mask(batch, n, &cpu));
+    let module = BlockSparseRingDilatedAttention::from_pattern(pattern.clone(), None);
+    let (o_ref, l_ref) = module
+        .clone()
+        .without_kernels()
+        .forward_with_lse(q.clone(), k.clone(), v.clone(), mask.clone())
+        .unwrap();
+    let (o, l) = module
+        .forward_kernels(
+            q.to_device(&gpu),
+            k.to_device(&gpu),
+            v.to_device(&gpu),
+            // Built on each device: Burn 0.22 cannot move a native bool tensor to wgpu.
+            masked.then(|| padding_mask(batch, n, &gpu)),
+        )
+        .unwrap();
+    let what = format!("{pattern:?} n={n} heads={heads}/{kv_heads} d={head_dim} mask={masked}");
+    assert_close(&values(o), &values(o_ref), 1e-4, &format!("out {what}"));
+    assert_close(&values(l), &values(l_ref), 1e-4, &format!("lse {what}"));
+}
+
+fn sparse(kind: PatternType, block: usize, sparsity: f64) -> SparsePatternConfig {
+    let cfg = SparsePatternConfig::new(kind)
+        .with_block_size(block)
+        .with_sparsity_ratio(sparsity)
+        .with_seed(3);
+    match kind {
+        PatternType::Custom => {
+            cfg.with_custom_blocks(vec![vec![(0, 0), (1, 0), (2, 2), (3, 1)]; 2])
+        }
+        _ => cfg,
+    }
+}
+
+#[rstest]
+fn kernel_equals_reference_for_every_pattern(
+    #[values(
+        PatternType::Dense,
+        PatternType::LocalWindow,
+        PatternType::DilatedSparse,
+        PatternType::GlobalLocal,
+        PatternType::Random,
+        PatternType::Custom
+    )]
+    kind: PatternType,
+    #[values(false, true)] causal: bool,
+    #[values(false, true)] masked: bool,
+) {
+    let pattern = DilatedPattern::new(&[64, 128], &[1, 2], sparse(kind, 16, 0.5), causal).unwrap();
+    check(pattern, 200, 4, 2, 32, masked, kind as u64);
+}
+
+#[rstest]
+#[case::longnet_gqa(&[32, 64, 128], &[1, 2, 4], 16, 150, 8, 2, 64)]
+#[case::mqa_tail_block(&[100], &[1], 32, 100, 3, 1, 32)]
+#[case::tiny_blocks(&[16, 48], &[1, 3], 4, 61, 5, 5, 32)]
+#[case::head_dim_128(&[128], &[2], 64, 130, 2, 2, 128)]
+#[case::whole_sequence(&[1 << 20], &[1], 64, 257, 2, 1, 64)]
+fn kernel_equals_reference_on_shapes(
+    #[case] w: &[usize],
+    #[case] r: &[usize],
+    #[case] block: usize,
+    #[case] n: usize,
+    #[case] heads: usize,
+    #[case] kv_heads: usize,
+    #[case] head_dim: usize,
+) {
+    for causal in [false, true] {
+        let pattern =
+            DilatedPattern::new(w, r, sparse(PatternType::DilatedSparse, block, 0.5), causal)
+                .unwrap();
+        check(pattern, n, heads, kv_heads, head_dim, true, n as u64);
+    }
+}
+
+#[test]
+fn rows_without_keys_are_zero_and_neg_inf() {
+    let gpu = gpu();
+    let (b, h, n, d) = (2, 2, 40, 32);
+    let q = randn([b, h, n, d], &gpu);
+    let k = randn([b, h, n, d], &gpu);
+    let mask: Vec<bool> = (0..b * n).map(|i| i < n).collect();
+    let mask = Tensor::<2, Bool>::from_data(TensorData::new(mask, [b, n]), &gpu);
+    let module = BlockSparseRingDilatedAttention::from_pattern(
+        DilatedPattern::single(sparse(PatternType::Dense, 16, 0.0), false),
+        None,
+    );
+    let (o, l) = module.forward_kernels(q, k.clone(), k, Some(mask)).unwrap();
+    assert!(values(o.slice_dim(0, 1..2)).iter().all(|&x| x == 0.0));
+    assert!(
+        values(l.slice_dim(0, 1..2))
+            .iter()
+            .all(|&x| x == f32::NEG_INFINITY)
+    );
+}
+
+/// A direct launch into NaN-poisoned outputs: every element must be written.
+#[test]
+fn direct_launch_writes_every_element() {
+    use burn::backend::Cube;
+    use dilated_attention_kernels::forward::{
+        AttnDtype, ClassArgs, ForwardConfig, TensorRef, forward_class,
+    };
+    use dilated_attention_kernels::upload_u32;
+
+    let gpu = gpu();
+    let (b, h, n, d) = (1, 2, 77, 64);
+    let pattern = DilatedPattern::single(sparse(PatternType::LocalWindow, 16, 0.5), true);
+    let layout = BlockLayout::new(&pattern, n, h).unwrap();
+    let kl = KernelClassLayout::new(&layout.classes[0], 1);
+    let cube = |t: Tensor<4>| t.try_into_primitive::<Cube>().unwrap();
+    let as_ref = |t: &burn_cubecl::tensor::CubeTensor| TensorRef {
+        handle: t.handle.clone(),
+        shape: t.meta.shape().iter().copied().collect(),
+        strides: t.meta.strides().iter().copied().collect(),
+    };
+    let q = cube(randn([b, h, n, d], &gpu));
+    let k = cube(randn([b, h, n, d], &gpu));
+    let out = cube(Tensor::<4>::full([b, h, n, d], f32::NAN, &gpu));
+    let lse = Tensor::<3>::full([b, h, n], f32::NAN, &gpu)
+        .try_into_primitive::<Cube>()
+        .unwrap();
+    let client = q.client.clone();
+    let up = |v: &[u32]| TensorRef::contiguous(upload_u32(&client, v), vec![v.len()]);
+    let args = ClassArgs {
+        row_ptr: up(&kl.row_ptr),
+        runs: up(&kl.runs),
+        params: up(&kl.params),
+        rows: kl.rows,
+        heads: h,
+    };
+    let config = ForwardConfig {
+        dtype: AttnDtype::F32,
+        head_dim: d,
+        block: 16,
+        causal: true,
+        scale: 0.125,
+    };
+    forward_class(
+        &client,
+        &config,
+        &as_ref(&q),
+        &as_ref(&k),
+        &as_ref(&k),
+        None,
+        &as_ref(&out),
+        &as_ref(&lse),
+        &args,
+    )
+    .unwrap();
+    let out = values(Tensor::<4>::from_primitive::<Cube>(out));
+    let lse = values(Tensor::<3>::from_primitive::<Cube>(lse));
+    assert!(
+        out.iter().all(|x| x.is_finite()),
+        "unwritten output element"
+    );
+    assert!(lse.iter().all(|x| x.is_finite()), "unwritten lse element");
+}
+
+#[test]
+fn unsupported_head_dim_falls_back_to_the_reference() {
+    let gpu = gpu();
+    let q = randn([1, 2, 50, 24], &gpu);
+    let module = BlockSparseRingDilatedAttention::from_pattern(
+        DilatedPattern::single(sparse(PatternType::Dense, 16, 0.0), false),
+        None,
+    );
+    let out = module.forward(q.clone(), q.clone(), q.clone()).unwrap();
+    assert!(values(out).iter().all(|x| x.is_finite()));
+    let err = module
+        .forward_kernels(q.clone(), q.clone(), q, None)
+        .unwrap_err();
+    assert!(err.to_string().contains("head_dim"), "{err}");
+    let config = dilated_attention_kernels::forward::ForwardConfig {
+        dtype: dilated_attention_kernels::forward::AttnDtype::F32,
+        head_dim: 24,
+        block: 16,
+        causal: false,
+        scale: 1.0,
+    };
+    assert!(matches!(
+        config.check(),
+        Err(dilated_attention_kernels::KernelError::Unsupported {
+            field: "head_dim",
+            ..
+        })
+    ));
+}
