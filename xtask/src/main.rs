@@ -10,7 +10,7 @@ mod sweep;
 
 use std::path::PathBuf;
 
-use sweep::{Backend, Mode, Options};
+use sweep::Options;
 
 const USAGE: &str = "usage: cargo xtask bench [--backend cuda|wgpu|cpu] [--sizes 4k,8k,...] \
 [--pattern seed|longnet|local|global|random|all] [--config FILE.json] [--dtype f32|f16|bf16] \
@@ -114,6 +114,7 @@ fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sweep::{Backend, Mode};
 
     #[test]
     fn sizes_and_flags_parse() {
@@ -128,5 +129,61 @@ mod tests {
         assert!(compare.is_empty());
         assert!(parse(&["--dtype".into(), "f8".into()]).is_err());
         assert!(parse(&["--sizes".into(), "4q".into()]).is_err());
+    }
+
+    /// CI's tiny sweep: the three outputs exist and parse.
+    #[test]
+    fn tiny_sweep_writes_json_markdown_and_svg() {
+        let out = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
+        let opts = Options {
+            backend: Some(Backend::Cpu),
+            sizes: Some(vec![128, 256]),
+            pattern: "seed".into(),
+            mode: Mode::Both,
+            iters: 2,
+            out: out.clone(),
+            ..Options::default()
+        };
+        let (rows, out) = sweep::run(opts).unwrap();
+        report::write_all(&rows, &out).unwrap();
+        let json: Vec<serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap())
+                .unwrap();
+        assert_eq!(json.len(), 8);
+        for key in [
+            "impl",
+            "backend",
+            "device",
+            "dtype",
+            "batch",
+            "heads",
+            "head_dim",
+            "n",
+            "pattern",
+            "density",
+            "mode",
+            "median_ms",
+            "p10_ms",
+            "p90_ms",
+            "tflops",
+            "peak_mem_bytes",
+            "status",
+        ] {
+            assert!(
+                json.iter().all(|r| r.get(key).is_some()),
+                "missing key {key}"
+            );
+        }
+        assert!(json.iter().all(|r| r["status"] == "ok"));
+        let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+        assert_eq!(md.lines().count(), 2 + rows.len());
+        let svg = std::fs::read_to_string(out.join("results.svg")).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(
+            svg.matches("<polyline").count(),
+            4,
+            "one line per impl and mode"
+        );
+        let _ = std::fs::remove_dir_all(out);
     }
 }

@@ -257,10 +257,30 @@ pub fn run(opts: Options) -> Result<(Vec<Row>, PathBuf), String> {
     };
     let device_name = format!("{device:?}");
     let (b, h, d) = (opts.batch, opts.heads, opts.head_dim);
-    let total = sizes.len() * patterns.len() * modes.len() * 2;
+    let total = sizes.len() * (patterns.len() + 1) * modes.len();
     let mut progress = Progress::new(total);
     let mut rows = Vec::new();
     for &n in &sizes {
+        let blank = |implementation: &str, pattern: &str, density: f64, mode: &str| Row {
+            implementation: implementation.into(),
+            backend: backend.name().into(),
+            device: device_name.clone(),
+            dtype: format!("{dtype:?}").to_lowercase(),
+            batch: b,
+            heads: h,
+            head_dim: d,
+            n,
+            pattern: pattern.into(),
+            density,
+            mode: mode.into(),
+            median_ms: None,
+            p10_ms: None,
+            p90_ms: None,
+            tflops: None,
+            peak_mem_bytes: None,
+            status: "ok".into(),
+            message: None,
+        };
         for name in &patterns {
             let module = match &custom {
                 Some(cfg) => {
@@ -274,63 +294,41 @@ pub fn run(opts: Options) -> Result<(Vec<Row>, PathBuf), String> {
             };
             let stats = module.layout(n, h).map_err(|e| e.to_string())?.stats();
             for &mode in modes {
-                let base = Row {
-                    implementation: "ours".into(),
-                    backend: backend.name().into(),
-                    device: device_name.clone(),
-                    dtype: format!("{dtype:?}").to_lowercase(),
-                    batch: b,
-                    heads: h,
-                    head_dim: d,
-                    n,
-                    pattern: name.clone(),
-                    density: stats.density,
-                    mode: mode.into(),
-                    median_ms: None,
-                    p10_ms: None,
-                    p90_ms: None,
-                    tflops: None,
-                    peak_mem_bytes: None,
-                    status: "ok".into(),
-                    message: None,
-                };
+                let base = blank("ours", name, stats.density, mode);
                 let flops = 4.0
                     * d as f64
                     * stats.active_pairs as f64
                     * if mode == "fwd" { 1.0 } else { 3.5 };
                 progress.step(&format!("ours {name} n={n} {mode}"));
-                rows.push(measure(&device, base.clone(), flops, || {
+                rows.push(measure(&device, base, flops, || {
                     bench_ours(&module, &device, dtype, [b, h, n, d], mode, opts.iters)
                 }));
-                // Burn's dense attention where n² scores fit (a quarter of GiB per head batch).
-                progress.step(&format!("burn-dense n={n} {mode}"));
-                let dense_flops = 4.0
-                    * d as f64
-                    * (b * h) as f64
-                    * (n as f64)
-                    * (n as f64)
-                    * if mode == "fwd" { 1.0 } else { 3.5 };
-                let dense_limit = if backend == Backend::Cpu { 4096 } else { 32768 };
-                let dense = Row {
-                    implementation: "burn-dense".into(),
-                    pattern: "dense".into(),
-                    density: 1.0,
-                    ..base
-                };
-                rows.push(if n > dense_limit {
-                    Row {
-                        status: "oom".into(),
-                        message: Some(format!(
-                            "n²·heads scores exceed the sweep's budget (n > {dense_limit})"
-                        )),
-                        ..dense
-                    }
-                } else {
-                    measure(&device, dense, dense_flops, || {
-                        bench_dense(&device, dtype, [b, h, n, d], mode, opts.iters)
-                    })
-                });
             }
+        }
+        // Burn's dense attention, once per size and mode, where n² scores fit the budget.
+        for &mode in modes {
+            progress.step(&format!("burn-dense n={n} {mode}"));
+            let dense_flops = 4.0
+                * d as f64
+                * (b * h) as f64
+                * (n as f64)
+                * (n as f64)
+                * if mode == "fwd" { 1.0 } else { 3.5 };
+            let dense_limit = if backend == Backend::Cpu { 4096 } else { 32768 };
+            let dense = blank("burn-dense", "dense", 1.0, mode);
+            rows.push(if n > dense_limit {
+                Row {
+                    status: "oom".into(),
+                    message: Some(format!(
+                        "n²·heads scores exceed the sweep's budget (n > {dense_limit})"
+                    )),
+                    ..dense
+                }
+            } else {
+                measure(&device, dense, dense_flops, || {
+                    bench_dense(&device, dtype, [b, h, n, d], mode, opts.iters)
+                })
+            });
         }
     }
     progress.finish();
