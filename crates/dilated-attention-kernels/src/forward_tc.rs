@@ -6,9 +6,10 @@
 //! 1. every plane computes `S = Q·Kᵀ` for its 16 rows with `cmma` (f32 accumulators) into
 //!    shared memory;
 //! 2. two lanes per row apply the masks and the online softmax in f32 (row max and sum by a
-//!    lane-pair shuffle), write `P` in the input dtype and rescale the row's output;
-//! 3. `O += P·V` with `cmma`, the f32 output tile living in shared memory (loaded as the
-//!    accumulator, stored back).
+//!    lane-pair shuffle) and write `P` in the input dtype; the shift moves lazily (only when a
+//!    row max passes it by more than `e^8`), so the output is rarely rescaled;
+//! 3. `O += P·V` with `cmma` into f32 accumulators that stay in registers (they visit shared
+//!    memory only to be rescaled, and at the end).
 //! Used on runtimes whose `cmma` supports the input dtype at 16×16×16 with an f32 accumulator
 //! and whose planes are 32 wide; head dims 32 and 64, blocks 64 and 128. `q, k, v` are read in
 //! `N`-wide vectors (16-byte loads for `N = 8`), which needs a contiguous head dim and
@@ -22,6 +23,8 @@ const TQ: usize = 64;
 const TK: usize = 64;
 /// Planes per cube (16 query rows each).
 const PLANES: usize = 4;
+/// How far (natural log) a row max may pass the softmax shift before the output is rescaled.
+const LAZY: f32 = 8.0;
 
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
@@ -106,10 +109,30 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
         }
         e += threads;
     }
-    let mut e = unit;
-    while e < TQ * ostr {
-        os[e] = 0.0f32;
-        e += threads;
+    sync_cube();
+    // The plane's query fragments and output accumulators live in registers for the whole
+    // cube; the output only visits shared memory when its rows must be rescaled.
+    let mut qf = Sequence::<cmma::Matrix<F>>::new();
+    let mut accs = Sequence::<cmma::Matrix<f32>>::new();
+    #[unroll]
+    for ds in 0..comptime!(head_dim / 16) {
+        qf.push(cmma::Matrix::<F>::from_slice(
+            cmma::MatrixIdent::A,
+            16usize,
+            16usize,
+            16usize,
+            cmma::MatrixLayout::RowMajor,
+            &qs[plane * 16 * qstr + ds * 16..TQ * qstr],
+            qstr as u32,
+        ));
+        accs.push(cmma::Matrix::<f32>::from_value(
+            cmma::MatrixIdent::Accumulator,
+            16usize,
+            16usize,
+            16usize,
+            cmma::MatrixLayout::Undefined,
+            0.0,
+        ));
     }
 
     // Lane pair (2r, 2r+1) owns row r of the plane's 16 rows; each lane half of the columns.
@@ -171,16 +194,6 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
                     );
                     #[unroll]
                     for ds in 0..comptime!(head_dim / 16) {
-                        let a_start = plane * 16 * qstr + ds * 16;
-                        let a = cmma::Matrix::<F>::from_slice(
-                            cmma::MatrixIdent::A,
-                            16usize,
-                            16usize,
-                            16usize,
-                            cmma::MatrixLayout::RowMajor,
-                            &qs[a_start..TQ * qstr],
-                            qstr as u32,
-                        );
                         let b_start = kt * 16 * qstr + ds * 16;
                         let b = cmma::Matrix::<F>::from_slice(
                             cmma::MatrixIdent::B,
@@ -191,7 +204,7 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
                             &ks[b_start..TK * qstr],
                             qstr as u32,
                         );
-                        cmma::execute(&a, &b, &acc, &acc);
+                        cmma::execute(&qf[ds], &b, &acc, &acc);
                     }
                     let s_start = plane * 16 * sstr + kt * 16;
                     cmma::store(
@@ -223,9 +236,14 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
                     local_max = f32::max(local_max, s);
                 }
                 let row_max = f32::max(local_max, plane_shuffle_xor(local_max, 1));
-                let m_new = f32::max(m, row_max);
+                // Lazy rescaling: the shift only moves when the row max passes it by more than
+                // LAZY (then p <= e^LAZY, safe in f16/bf16), or the row had no key before (its
+                // output and sum are still 0). The softmax does not depend on the shift.
+                let first = m == neg_inf;
+                let need = !first && row_max > m + LAZY;
+                let m_new = select(need || first, f32::max(m, row_max), m);
+                let alpha = select(need, f32::exp(m - m_new), 1.0f32);
                 let shift = select(m_new == neg_inf, 0.0f32, m_new);
-                let alpha = f32::exp(m - shift);
                 let mut local_sum = 0.0f32;
                 #[unroll]
                 for j in 0..cols {
@@ -235,33 +253,39 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
                 }
                 l = l * alpha + local_sum + plane_shuffle_xor(local_sum, 1);
                 m = m_new;
-                let dh = comptime!(head_dim / 2);
-                #[unroll]
-                for j in 0..dh {
-                    let idx = prow * ostr + half * dh + (j + lane) % dh;
-                    os[idx] = os[idx] * alpha;
+                if plane_any(need) {
+                    #[unroll]
+                    for dt in 0..comptime!(head_dim / 16) {
+                        cmma::store(
+                            &mut os[plane * 16 * ostr + dt * 16..TQ * ostr],
+                            &accs[dt],
+                            ostr as u32,
+                            cmma::MatrixLayout::RowMajor,
+                        );
+                    }
+                    sync_plane();
+                    let dh = comptime!(head_dim / 2);
+                    #[unroll]
+                    for j in 0..dh {
+                        let idx = prow * ostr + half * dh + (j + lane) % dh;
+                        os[idx] = os[idx] * alpha;
+                    }
+                    sync_plane();
+                    #[unroll]
+                    for dt in 0..comptime!(head_dim / 16) {
+                        cmma::load_with_layout(
+                            &mut accs[dt],
+                            &os[plane * 16 * ostr + dt * 16..TQ * ostr],
+                            ostr as u32,
+                            cmma::MatrixLayout::RowMajor,
+                        );
+                    }
                 }
                 sync_plane();
 
-                // 3. O += P·V for the plane's 16 rows.
+                // 3. O += P·V for the plane's 16 rows, into the register accumulators.
                 #[unroll]
                 for dt in 0..comptime!(head_dim / 16) {
-                    let o_start = plane * 16 * ostr + dt * 16;
-                    let mut acc = unsafe {
-                        cmma::Matrix::<f32>::uninitialized(
-                            cmma::MatrixIdent::Accumulator,
-                            16usize,
-                            16usize,
-                            16usize,
-                            cmma::MatrixLayout::Undefined,
-                        )
-                    };
-                    cmma::load_with_layout(
-                        &mut acc,
-                        &os[o_start..TQ * ostr],
-                        ostr as u32,
-                        cmma::MatrixLayout::RowMajor,
-                    );
                     #[unroll]
                     for kk in 0..comptime!(TK / 16) {
                         let a = cmma::Matrix::<F>::from_slice(
@@ -282,14 +306,8 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
                             &vs[kk * 16 * qstr + dt * 16..TK * qstr],
                             qstr as u32,
                         );
-                        cmma::execute(&a, &b, &acc, &acc);
+                        cmma::execute(&a, &b, &accs[dt], &accs[dt]);
                     }
-                    cmma::store(
-                        &mut os[o_start..TQ * ostr],
-                        &acc,
-                        ostr as u32,
-                        cmma::MatrixLayout::RowMajor,
-                    );
                 }
                 sync_plane();
                 c0 += TK;
@@ -297,7 +315,16 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
         }
     }
 
-    // Normalise and write the rows this cube owns (the output tile was written by the planes).
+    // Normalise and write the rows this cube owns.
+    #[unroll]
+    for dt in 0..comptime!(head_dim / 16) {
+        cmma::store(
+            &mut os[plane * 16 * ostr + dt * 16..TQ * ostr],
+            &accs[dt],
+            ostr as u32,
+            cmma::MatrixLayout::RowMajor,
+        );
+    }
     sync_cube();
     if tq_row < tokens {
         let empty = l == 0.0f32;
