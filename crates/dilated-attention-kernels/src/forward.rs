@@ -33,6 +33,7 @@ pub const MAX_BLOCK: usize = 256;
 
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
 fn block_sparse_forward<F: Float>(
     q: &Tensor<F>,
     k: &Tensor<F>,

@@ -10,6 +10,7 @@
 //!    row max passes it by more than `e^8`), so the output is rarely rescaled;
 //! 3. `O += P·V` with `cmma` into f32 accumulators that stay in registers (they visit shared
 //!    memory only to be rescaled, and at the end).
+//!
 //! Used on runtimes whose `cmma` supports the input dtype at 16×16×16 with an f32 accumulator
 //! and whose planes are 32 wide; head dims 32 and 64, blocks 64 and 128. `q, k, v` are read in
 //! `N`-wide vectors (16-byte loads for `N = 8`), which needs a contiguous head dim and
@@ -28,6 +29,7 @@ const LAZY: f32 = 8.0;
 
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
 pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
     q: &Tensor<Vector<F, N>>,
     k: &Tensor<Vector<F, N>>,
@@ -268,7 +270,7 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
                     #[unroll]
                     for j in 0..dh {
                         let idx = prow * ostr + half * dh + (j + lane) % dh;
-                        os[idx] = os[idx] * alpha;
+                        os[idx] *= alpha;
                     }
                     sync_plane();
                     #[unroll]

@@ -17,6 +17,7 @@ use cubecl::server::Handle;
 use crate::KernelError;
 
 #[cube(launch)]
+#[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
 fn lse_merge_kernel<F: Float>(
     parts: &Tensor<F>,
     lse: &Tensor<f32>,

@@ -80,7 +80,7 @@ pub fn check_inputs(
             got: q.dims().to_vec(),
         });
     }
-    if heads % kv_heads != 0 {
+    if !heads.is_multiple_of(kv_heads) {
         return Err(AttentionError::HeadsNotDivisible { heads, kv_heads });
     }
     if let Some(mask) = mask

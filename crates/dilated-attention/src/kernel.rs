@@ -87,10 +87,13 @@ fn push_runs(rows: &BlockRows, row_ptr: &mut Vec<u32>, runs: &mut Vec<u32>) {
     }
 }
 
+/// `(n, heads, group, device)`.
+type DeviceLayoutKey = (usize, usize, usize, String);
+
 /// Device copies of the kernel layouts, by `(n, heads, group, device)`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DeviceLayoutCache {
-    entries: Arc<Mutex<HashMap<(usize, usize, usize, String), Arc<Vec<ClassArgs>>>>>,
+    entries: Arc<Mutex<HashMap<DeviceLayoutKey, Arc<Vec<ClassArgs>>>>>,
 }
 
 impl DeviceLayoutCache {

@@ -142,7 +142,7 @@ impl ClassLayout {
     pub fn gathered(&self, i: usize) -> Option<(usize, usize)> {
         let segment = i / self.segment_length;
         let local = i % self.segment_length;
-        (local >= self.offset && (local - self.offset) % self.dilation_rate == 0)
+        (local >= self.offset && (local - self.offset).is_multiple_of(self.dilation_rate))
             .then(|| (segment, (local - self.offset) / self.dilation_rate))
     }
 }

@@ -34,6 +34,7 @@ pub mod merge;
 pub mod module;
 pub mod pattern;
 pub mod reference;
+pub mod schedule;
 
 pub use error::{AttentionError, Result};
 pub use layout::{BlockLayout, LayoutStats};
@@ -43,3 +44,4 @@ pub use module::{
     MultiHeadDilatedAttentionConfig,
 };
 pub use pattern::{Branch, DilatedPattern, PatternType, SparsePatternConfig};
+pub use schedule::{Partition, RingSchedule, RingStep};

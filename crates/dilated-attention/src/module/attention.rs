@@ -130,8 +130,9 @@ impl BlockSparseRingDilatedAttentionConfig {
 /// Layouts (with their index plans) already built, by `(n, heads)`. Shared by clones of a
 /// module, whose pattern is the same.
 #[derive(Debug, Clone, Default)]
+#[allow(clippy::type_complexity)]
 pub(crate) struct LayoutCache {
-    plans: Arc<Mutex<HashMap<(usize, usize), Arc<ReferencePlan>>>>,
+    plans: Arc<Mutex<HashMap<(usize, usize), Arc<ReferencePlan>>>>, // by (n, heads)
     enabled: bool,
 }
 

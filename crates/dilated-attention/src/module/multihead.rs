@@ -40,7 +40,7 @@ impl MultiHeadDilatedAttentionConfig {
                 });
             }
         }
-        if self.embed_dim % self.num_heads != 0 {
+        if !self.embed_dim.is_multiple_of(self.num_heads) {
             return Err(AttentionError::Invalid {
                 field: "embed_dim",
                 rule: format!(
@@ -55,7 +55,7 @@ impl MultiHeadDilatedAttentionConfig {
                 field: "kv_heads".into(),
             });
         }
-        if self.num_heads % kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(kv_heads) {
             return Err(AttentionError::HeadsNotDivisible {
                 heads: self.num_heads,
                 kv_heads,
