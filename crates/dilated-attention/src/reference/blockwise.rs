@@ -22,79 +22,115 @@ use crate::layout::{BlockLayout, ClassLayout};
 use crate::merge::{finite_or_zero, merge_lse, safe_log};
 
 /// Host-side index plan of one head class, derived once from the layout.
+///
+/// Only *active* rows (query blocks holding at least one output query) and *referenced* key
+/// blocks (holding at least one readable key) are gathered, so a plan restricted to a chunk of
+/// queries and a chunk of keys (a ring step) costs memory in proportion to those chunks.
 #[derive(Debug, Clone)]
 struct ClassPlan {
     /// Query heads of the class.
     heads: Vec<i64>,
-    /// Query-block rows: `segments × blocks_per_segment`.
-    rows: usize,
-    /// Gathered token slots: `rows × block`; position of each slot (0 for padding slots).
-    gather: Vec<i64>,
-    /// Whether each gathered slot holds a real token.
-    token_valid: Vec<bool>,
-    /// Rows ordered by decreasing number of key blocks.
-    order: Vec<i64>,
-    /// Inverse of `order`.
-    inverse: Vec<i64>,
-    /// Per slot `j`: the key block of each of the first `rows_j` ordered rows, and whether it is
-    /// the row's own (diagonal) block.
+    /// Active query-block rows, ordered by decreasing number of key blocks.
+    active: usize,
+    /// `[active × block]`: row of `q` for each gathered query slot (0 for padding slots).
+    q_gather: Vec<i64>,
+    /// Referenced key blocks.
+    key_blocks: usize,
+    /// `[key_blocks × block]`: row of `k`/`v` for each gathered key slot (0 for padding).
+    k_gather: Vec<i64>,
+    /// `[key_blocks × block]`: 1 where the slot is a key this plan may read.
+    k_valid: Vec<f32>,
+    /// Per slot `j`: the compact key block of each of the first `rows_j` ordered rows, and
+    /// whether it is the row's own (diagonal) block.
     slots: Vec<(Vec<i64>, Vec<bool>)>,
-    /// For each token position: its gathered slot, or `rows × block` (a zero row) if skipped.
+    /// For each output row: its gathered slot, or `active × block` (a zero row) if the class
+    /// skips it.
     scatter: Vec<i64>,
 }
 
 impl ClassPlan {
-    fn new(class: &ClassLayout, n: usize, bs: usize) -> Self {
+    /// `q_index[p]` / `k_index[p]`: the row of token position `p` in the `q` / `k` tensors the
+    /// plan will read, or -1 when the plan must not use it.
+    fn new(class: &ClassLayout, bs: usize, q_index: &[i64], k_index: &[i64], n_out: usize) -> Self {
         let per_segment = class.full.blocks;
         let rows = class.num_segments * per_segment;
-        let mut gather = vec![0i64; rows * bs];
-        let mut token_valid = vec![false; rows * bs];
-        let mut row_blocks: Vec<Vec<i64>> = vec![Vec::new(); rows];
+        // Token position of gathered slot `c` of global block `b`, if it is a real token.
+        let token = |b: usize, c: usize| {
+            let (seg, t) = (b / per_segment.max(1), (b % per_segment.max(1)) * bs + c);
+            (t < class.segment(seg).tokens).then(|| class.position(seg, t))
+        };
+        let readable: Vec<bool> = (0..rows)
+            .map(|b| (0..bs).any(|c| token(b, c).is_some_and(|p| k_index[p] >= 0)))
+            .collect();
+        let mut row_blocks: Vec<Option<Vec<usize>>> = vec![None; rows];
         for seg in 0..class.num_segments {
             let shape = class.segment(seg);
-            for t in 0..shape.tokens {
-                let slot = seg * per_segment * bs + t;
-                gather[slot] = class.position(seg, t) as i64;
-                token_valid[slot] = true;
-            }
             for q in 0..shape.blocks {
-                row_blocks[seg * per_segment + q] = shape
-                    .rows
-                    .row(q)
-                    .iter()
-                    .map(|&k| (seg * per_segment) as i64 + k as i64)
-                    .collect();
+                let b = seg * per_segment + q;
+                if (0..bs).any(|c| token(b, c).is_some_and(|p| q_index[p] >= 0)) {
+                    let keys = shape.rows.row(q).iter().map(|&k| seg * per_segment + k as usize);
+                    row_blocks[b] = Some(keys.filter(|&k| readable[k]).collect());
+                }
             }
         }
-        let mut order: Vec<usize> = (0..rows).collect();
-        order.sort_by_key(|&r| core::cmp::Reverse(row_blocks[r].len()));
-        let mut inverse = vec![0i64; rows];
-        for (i, &r) in order.iter().enumerate() {
-            inverse[r] = i as i64;
+        let mut order: Vec<usize> = (0..rows).filter(|&b| row_blocks[b].is_some()).collect();
+        let degree = |b: usize| row_blocks[b].as_ref().map_or(0, Vec::len);
+        order.sort_by_key(|&b| core::cmp::Reverse(degree(b)));
+        let mut rank = vec![usize::MAX; rows];
+        for (i, &b) in order.iter().enumerate() {
+            rank[b] = i;
         }
-        let depth = order.first().map_or(0, |&r| row_blocks[r].len());
+        let mut compact = vec![usize::MAX; rows];
+        let mut k_gather = Vec::new();
+        let mut k_valid = Vec::new();
+        let mut key_blocks = 0;
+        for &b in &order {
+            for &k in row_blocks[b].as_ref().expect("active row") {
+                if compact[k] == usize::MAX {
+                    compact[k] = key_blocks;
+                    key_blocks += 1;
+                    for c in 0..bs {
+                        let row = token(k, c).map_or(-1, |p| k_index[p]);
+                        k_gather.push(row.max(0));
+                        k_valid.push(if row >= 0 { 1.0 } else { 0.0 });
+                    }
+                }
+            }
+        }
+        let q_gather = order
+            .iter()
+            .flat_map(|&b| (0..bs).map(move |c| (b, c)))
+            .map(|(b, c)| token(b, c).map_or(0, |p| q_index[p].max(0)))
+            .collect();
+        let depth = order.first().map_or(0, |&b| degree(b));
         let slots = (0..depth)
             .map(|j| {
                 order
                     .iter()
-                    .take_while(|&&r| row_blocks[r].len() > j)
-                    .map(|&r| (row_blocks[r][j], row_blocks[r][j] == r as i64))
+                    .take_while(|&&b| degree(b) > j)
+                    .map(|&b| {
+                        let k = row_blocks[b].as_ref().expect("active row")[j];
+                        (compact[k] as i64, k == b)
+                    })
                     .unzip()
             })
             .collect();
-        let scatter = (0..n)
-            .map(|i| match class.gathered(i) {
-                Some((seg, t)) => (seg * per_segment * bs + t) as i64,
-                None => (rows * bs) as i64,
-            })
-            .collect();
+        let mut scatter = vec![(order.len() * bs) as i64; n_out];
+        for (p, &o) in q_index.iter().enumerate() {
+            if o >= 0
+                && let Some((seg, t)) = class.gathered(p)
+            {
+                let b = seg * per_segment + t / bs;
+                scatter[o as usize] = (rank[b] * bs + t % bs) as i64;
+            }
+        }
         Self {
             heads: class.heads.iter().map(|&h| h as i64).collect(),
-            rows,
-            gather,
-            token_valid,
-            order: order.into_iter().map(|r| r as i64).collect(),
-            inverse,
+            active: order.len(),
+            q_gather,
+            key_blocks,
+            k_gather,
+            k_valid,
             slots,
             scatter,
         }
@@ -107,18 +143,46 @@ impl ClassPlan {
 pub struct ReferencePlan {
     /// The layout the plan was built from.
     pub layout: BlockLayout,
+    /// Number of query rows the plan produces.
+    pub queries: usize,
     classes: Vec<ClassPlan>,
 }
 
 impl ReferencePlan {
-    /// Derives the index plans of `layout`.
+    /// Derives the index plans of `layout` (every query, every key).
     pub fn new(layout: BlockLayout) -> Self {
+        let all: Vec<i64> = (0..layout.n as i64).collect();
+        Self::with_indices(layout, &all, &all)
+    }
+
+    /// Plans restricted to the query tokens at `queries` and the key tokens at `keys` (token
+    /// positions): the attention then reads `q: [batch, heads, queries.len(), head_dim]` and
+    /// `k, v: [batch, kv_heads, keys.len(), head_dim]` holding those rows in that order, and
+    /// produces the partial result of those queries over those keys (a ring step).
+    pub fn restricted(layout: BlockLayout, queries: &[usize], keys: &[usize]) -> Self {
+        let index_of = |tokens: &[usize]| {
+            let mut index = vec![-1i64; layout.n];
+            for (row, &p) in tokens.iter().enumerate() {
+                index[p] = row as i64;
+            }
+            index
+        };
+        let (q_index, k_index) = (index_of(queries), index_of(keys));
+        Self::with_indices(layout, &q_index, &k_index)
+    }
+
+    fn with_indices(layout: BlockLayout, q_index: &[i64], k_index: &[i64]) -> Self {
+        let queries = q_index.iter().filter(|&&i| i >= 0).count();
         let classes = layout
             .classes
             .iter()
-            .map(|c| ClassPlan::new(c, layout.n, layout.block_size))
+            .map(|c| ClassPlan::new(c, layout.block_size, q_index, k_index, queries))
             .collect();
-        Self { layout, classes }
+        Self {
+            layout,
+            queries,
+            classes,
+        }
     }
 }
 
@@ -132,12 +196,13 @@ fn bools<const D: usize>(values: &[bool], shape: [usize; D], device: &Device) ->
 
 /// Blockwise reference attention.
 ///
-/// - `q: [batch, heads, n, head_dim]`, `k, v: [batch, kv_heads, n, head_dim]`
-/// - `mask: [batch, n]`, `true` = key present
+/// - `q: [batch, heads, n_q, head_dim]`, `k, v: [batch, kv_heads, n_k, head_dim]`
+/// - `mask: [batch, n_k]`, `true` = key present
 ///
-/// Returns `out: [batch, heads, n, head_dim]` (dtype of `q`) and `lse: [batch, heads, n]` (f32).
-/// Inputs must have been checked with [`crate::inputs::check_inputs`]; `plan` must have been
-/// built for `(n, heads)`.
+/// Returns `out: [batch, heads, n_q, head_dim]` (dtype of `q`) and `lse: [batch, heads, n_q]`
+/// (f32). With [`ReferencePlan::new`] `n_q = n_k = n` (inputs checked with
+/// [`crate::inputs::check_inputs`]); with [`ReferencePlan::restricted`] the tensors hold the
+/// plan's query and key rows.
 pub fn reference_attention(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -150,13 +215,12 @@ pub fn reference_attention(
     let AttentionShape {
         batch,
         heads,
-        n,
         head_dim,
         ..
     } = shape;
     let dtype = q.dtype();
     let device = q.device();
-    if n == 0 {
+    if plan.queries == 0 {
         return (
             Tensor::zeros([batch, heads, 0, head_dim], (&device, dtype)),
             Tensor::zeros([batch, heads, 0], (&device, DType::F32)),
@@ -194,8 +258,8 @@ pub fn reference_attention(
     (out.cast(dtype), lse)
 }
 
-/// Attention of one head class; returns `out: [batch, class_heads, n, head_dim]` (f32) and
-/// `lse: [batch, class_heads, n]`.
+/// Attention of one head class; returns `out: [batch, class_heads, queries, head_dim]` (f32)
+/// and `lse: [batch, class_heads, queries]`.
 fn class_attention(
     q: &Tensor<4>,
     k: &Tensor<4>,
@@ -207,19 +271,19 @@ fn class_attention(
 ) -> (Tensor<4>, Tensor<3>) {
     let AttentionShape {
         batch,
-        n,
         head_dim: d,
         ..
     } = shape;
     let bs = layout.block_size;
     let device = q.device();
     let hc = cp.heads.len();
-    let rows = cp.rows;
+    let rows = cp.active;
+    let n_out = cp.scatter.len();
     if rows == 0 {
-        // The class selects no token at all (every segment is shorter than its offset).
+        // The class selects none of the output queries.
         return (
-            Tensor::zeros([batch, hc, n, d], &device),
-            Tensor::full([batch, hc, n], f32::NEG_INFINITY, &device),
+            Tensor::zeros([batch, hc, n_out, d], &device),
+            Tensor::full([batch, hc, n_out], f32::NEG_INFINITY, &device),
         );
     }
     let kv_heads: Vec<i64> = cp
@@ -227,99 +291,89 @@ fn class_attention(
         .iter()
         .map(|&h| shape.kv_head(h as usize) as i64)
         .collect();
-    let gather = ints(&cp.gather, &device);
-    let blocks = |t: &Tensor<4>, heads: &[i64]| {
-        t.clone()
-            .select(1, ints(heads, &device))
-            .select(2, gather.clone())
-            .reshape([batch, hc, rows, bs, d])
-    };
-    let q_rows = blocks(q, &cp.heads).select(2, ints(&cp.order, &device));
-    let k_blocks = blocks(k, &kv_heads);
-    let v_blocks = blocks(v, &kv_heads);
-
-    // Key validity per gathered slot (1 = a real token that is not padded), as floats:
-    // gathers of bool tensors are not supported by every backend. [batch, rows, block]
-    let token_valid: Vec<f32> = cp
-        .token_valid
-        .iter()
-        .map(|&v| f32::from(u8::from(v)))
-        .collect();
-    let mut key_valid =
-        Tensor::<2>::from_data(TensorData::new(token_valid, [1, rows * bs]), &device)
-            .expand([batch, rows * bs]);
-    if let Some(mask) = mask {
-        key_valid = key_valid * mask.clone().float().select(1, gather.clone());
-    }
-    let key_valid = key_valid.reshape([batch, rows, bs]);
-    let upper = layout
-        .causal
-        .then(|| Tensor::<2, Bool>::tril_mask([bs, bs], 0, &device).reshape([1, 1, 1, bs, bs]));
+    let q_rows = q
+        .clone()
+        .select(1, ints(&cp.heads, &device))
+        .select(2, ints(&cp.q_gather, &device))
+        .reshape([batch, hc, rows, bs, d]);
 
     let mut m = Tensor::<5>::full([batch, hc, rows, bs, 1], f32::NEG_INFINITY, &device);
     let mut l = Tensor::<5>::zeros([batch, hc, rows, bs, 1], &device);
     let mut acc = Tensor::<5>::zeros([batch, hc, rows, bs, d], &device);
-    for (key_blocks, diagonal) in &cp.slots {
-        let rj = key_blocks.len();
-        let idx = ints(key_blocks, &device);
-        let kj = k_blocks.clone().select(2, idx.clone());
-        let vj = v_blocks.clone().select(2, idx.clone());
-        let qj = q_rows.clone().slice_dim(2, 0..rj);
-        let full = [batch, hc, rj, bs, bs];
-        let mut hidden = key_valid
-            .clone()
-            .select(1, idx)
-            .lower_elem(0.5)
-            .reshape([batch, 1, rj, 1, bs])
-            .expand(full);
-        if let Some(upper) = &upper {
-            let diag = bools(diagonal, [1, 1, rj, 1, 1], &device).expand(full);
-            hidden = hidden.bool_or(diag.bool_and(upper.clone().expand(full)));
-        }
-        let scores = qj
-            .matmul(kj.swap_dims(3, 4))
-            .mask_fill(hidden, f32::NEG_INFINITY);
-
-        let m_old = m.clone().slice_dim(2, 0..rj);
-        let m_new = m_old.clone().max_pair(scores.clone().max_dim(4)).detach();
-        let shift = finite_or_zero(m_new.clone());
-        let alpha = (m_old - shift.clone()).exp();
-        let p = (scores - shift).exp();
-        let l_new = l.clone().slice_dim(2, 0..rj) * alpha.clone() + p.clone().sum_dim(4);
-        let acc_new = acc.clone().slice_dim(2, 0..rj) * alpha + p.matmul(vj);
-        let keep_tail = |new: Tensor<5>, old: Tensor<5>| {
-            if rj == rows {
-                new
-            } else {
-                Tensor::cat(vec![new, old.slice_dim(2, rj..rows)], 2)
-            }
+    if !cp.slots.is_empty() {
+        let k_gather = ints(&cp.k_gather, &device);
+        let blocks = |t: &Tensor<4>| {
+            t.clone()
+                .select(1, ints(&kv_heads, &device))
+                .select(2, k_gather.clone())
+                .reshape([batch, hc, cp.key_blocks, bs, d])
         };
-        m = keep_tail(m_new, m);
-        l = keep_tail(l_new, l);
-        acc = keep_tail(acc_new, acc);
+        let (k_blocks, v_blocks) = (blocks(k), blocks(v));
+        // Key validity per gathered slot (1 = a readable real token that is not padded), as
+        // floats: gathers of bool tensors are not supported by every backend.
+        let slots = cp.key_blocks * bs;
+        let mut key_valid = Tensor::<2>::from_data(
+            TensorData::new(cp.k_valid.clone(), [1, slots]),
+            &device,
+        )
+        .expand([batch, slots]);
+        if let Some(mask) = mask {
+            key_valid = key_valid * mask.clone().float().select(1, k_gather.clone());
+        }
+        let key_valid = key_valid.reshape([batch, cp.key_blocks, bs]);
+        let upper = layout.causal.then(|| {
+            Tensor::<2, Bool>::tril_mask([bs, bs], 0, &device).reshape([1, 1, 1, bs, bs])
+        });
+        for (key_block, diagonal) in &cp.slots {
+            let rj = key_block.len();
+            let idx = ints(key_block, &device);
+            let kj = k_blocks.clone().select(2, idx.clone());
+            let vj = v_blocks.clone().select(2, idx.clone());
+            let qj = q_rows.clone().slice_dim(2, 0..rj);
+            let full = [batch, hc, rj, bs, bs];
+            let mut hidden = key_valid
+                .clone()
+                .select(1, idx)
+                .lower_elem(0.5)
+                .reshape([batch, 1, rj, 1, bs])
+                .expand(full);
+            if let Some(upper) = &upper {
+                let diag = bools(diagonal, [1, 1, rj, 1, 1], &device).expand(full);
+                hidden = hidden.bool_or(diag.bool_and(upper.clone().expand(full)));
+            }
+            let scores = qj.matmul(kj.swap_dims(3, 4)).mask_fill(hidden, f32::NEG_INFINITY);
+
+            let m_old = m.clone().slice_dim(2, 0..rj);
+            let m_new = m_old.clone().max_pair(scores.clone().max_dim(4)).detach();
+            let shift = finite_or_zero(m_new.clone());
+            let alpha = (m_old - shift.clone()).exp();
+            let p = (scores - shift).exp();
+            let l_new = l.clone().slice_dim(2, 0..rj) * alpha.clone() + p.clone().sum_dim(4);
+            let acc_new = acc.clone().slice_dim(2, 0..rj) * alpha + p.matmul(vj);
+            let keep_tail = |new: Tensor<5>, old: Tensor<5>| {
+                if rj == rows {
+                    new
+                } else {
+                    Tensor::cat(vec![new, old.slice_dim(2, rj..rows)], 2)
+                }
+            };
+            m = keep_tail(m_new, m);
+            l = keep_tail(l_new, l);
+            acc = keep_tail(acc_new, acc);
+        }
     }
     let (log_l, empty) = safe_log(l.clone());
-    let out = acc / l.mask_fill(empty, 1.0);
-    let lse = log_l + finite_or_zero(m);
+    let out = (acc / l.mask_fill(empty, 1.0)).reshape([batch, hc, rows * bs, d]);
+    let lse = (log_l + finite_or_zero(m)).reshape([batch, hc, rows * bs]);
 
-    // Back to the layout's row order, then to token positions (a zero / -inf row for skipped
-    // tokens).
-    let inverse = ints(&cp.inverse, &device);
-    let out = out
-        .select(2, inverse.clone())
-        .reshape([batch, hc, rows * bs, d]);
-    let lse = lse.select(2, inverse).reshape([batch, hc, rows * bs]);
+    // To output rows (a zero / -inf row for queries the class skips).
     let scatter = ints(&cp.scatter, &device);
     let out = Tensor::cat(vec![out, Tensor::zeros([batch, hc, 1, d], &device)], 2)
         .select(2, scatter.clone());
     let lse = Tensor::cat(
-        vec![
-            lse,
-            Tensor::full([batch, hc, 1], f32::NEG_INFINITY, &device),
-        ],
+        vec![lse, Tensor::full([batch, hc, 1], f32::NEG_INFINITY, &device)],
         2,
     )
     .select(2, scatter);
-    debug_assert_eq!(out.dims(), [batch, hc, n, d]);
     (out, lse)
 }
