@@ -2,8 +2,9 @@
 //!
 //! The crate is organised from configuration to execution:
 //! [`pattern`] (branches and block layout config) → [`layout`] (the blocks a sequence length
-//! induces) → [`merge`] (the log-sum-exp merge) → [`reference`] (exact paths in plain Burn ops)
-//! → [`module`] (the Burn modules). The semantics are normative and written out in
+//! induces) → [`schedule`] (the ring: which chunk meets which at which step) → [`merge`] (the
+//! log-sum-exp merge) → [`reference`] (exact paths in plain Burn ops) → [`ring`] (sequence-parallel
+//! execution) → `kernel` (the CubeCL kernels, feature `cube`) → [`module`] (the Burn modules). The semantics are normative and written out in
 //! `docs/semantics.md`.
 //!
 //! ```
@@ -34,6 +35,7 @@ pub mod merge;
 pub mod module;
 pub mod pattern;
 pub mod reference;
+pub mod ring;
 pub mod schedule;
 
 pub use error::{AttentionError, Result};

@@ -11,6 +11,8 @@ use crate::inputs::check_inputs;
 use crate::layout::BlockLayout;
 use crate::pattern::{DilatedPattern, SparsePatternConfig};
 use crate::reference::{ReferencePlan, reference_attention};
+use crate::ring::{RingOutput, RingPlan, ring_attention};
+use crate::schedule::Partition;
 
 /// Configuration of [`BlockSparseRingDilatedAttention`] (the old prototype's vocabulary).
 ///
@@ -43,6 +45,11 @@ pub struct BlockSparseRingDilatedAttentionConfig {
     pub causal: bool,
     /// Softmax scale. Default: unset, meaning `1 / sqrt(head_dim)`.
     pub scale: Option<f64>,
+    /// Holders of the ring on one device (sequence chunks, each processed against every
+    /// visiting key/value chunk). `1` disables the ring. Default: `1`.
+    pub ring_size: usize,
+    /// How the ring splits the sequence. Default: `zigzag` (balances causal work).
+    pub ring_partition: Partition,
 }
 
 impl Default for BlockSparseRingDilatedAttentionConfig {
@@ -55,6 +62,8 @@ impl Default for BlockSparseRingDilatedAttentionConfig {
             sparse_config: SparsePatternConfig::default(),
             causal: false,
             scale: None,
+            ring_size: 1,
+            ring_partition: Partition::Zigzag,
         }
     }
 }
@@ -87,6 +96,10 @@ setters! {
     with_causal: causal: bool;
     /// Sets `scale`.
     with_scale: scale: Option<f64>;
+    /// Sets `ring_size`.
+    with_ring_size: ring_size: usize;
+    /// Sets `ring_partition`.
+    with_ring_partition: ring_partition: Partition;
 }
 
 impl BlockSparseRingDilatedAttentionConfig {
@@ -121,9 +134,15 @@ impl BlockSparseRingDilatedAttentionConfig {
         {
             return Err(AttentionError::InvalidScale { value: s });
         }
-        Ok(BlockSparseRingDilatedAttention::from_pattern(
-            pattern, self.scale,
-        ))
+        if self.ring_size == 0 {
+            return Err(AttentionError::ZeroValue {
+                field: "ring_size".into(),
+            });
+        }
+        Ok(
+            BlockSparseRingDilatedAttention::from_pattern(pattern, self.scale)
+                .with_ring(self.ring_size, self.ring_partition),
+        )
     }
 }
 
@@ -172,6 +191,31 @@ impl LayoutCache {
     }
 }
 
+/// Ring plans already built, by `(n, heads, holders, partition)`.
+#[derive(Debug, Clone, Default)]
+#[allow(clippy::type_complexity)]
+pub(crate) struct RingCache {
+    plans: Arc<Mutex<HashMap<(usize, usize, usize, Partition), Arc<RingPlan>>>>,
+}
+
+impl RingCache {
+    fn get(
+        &self,
+        layout: &BlockLayout,
+        holders: usize,
+        partition: Partition,
+    ) -> crate::Result<Arc<RingPlan>> {
+        let key = (layout.n, layout.heads, holders, partition);
+        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(plan) = plans.get(&key) {
+            return Ok(plan.clone());
+        }
+        let plan = Arc::new(RingPlan::new(layout, holders, partition)?);
+        plans.insert(key, plan.clone());
+        Ok(plan)
+    }
+}
+
 /// Block-sparse, dilated, multi-branch attention (LongNet semantics, `docs/semantics.md`).
 ///
 /// Stateless apart from its configuration: it has no parameters. The layout of each sequence
@@ -184,6 +228,11 @@ pub struct BlockSparseRingDilatedAttention {
     #[module(skip)]
     cache: LayoutCache,
     use_kernels: bool,
+    ring_size: usize,
+    #[module(skip)]
+    ring_partition: Partition,
+    #[module(skip)]
+    ring_cache: RingCache,
     #[cfg(feature = "cube")]
     #[module(skip)]
     device_cache: crate::kernel::DeviceLayoutCache,
@@ -197,9 +246,19 @@ impl BlockSparseRingDilatedAttention {
             scale,
             cache: LayoutCache::new(true),
             use_kernels: true,
+            ring_size: 1,
+            ring_partition: Partition::Zigzag,
+            ring_cache: RingCache::default(),
             #[cfg(feature = "cube")]
             device_cache: Default::default(),
         }
+    }
+
+    /// The same module run as a ring of `holders` chunks on one device (`1` disables it).
+    pub fn with_ring(mut self, holders: usize, partition: Partition) -> Self {
+        self.ring_size = holders.max(1);
+        self.ring_partition = partition;
+        self
     }
 
     /// The same module restricted to the reference path (no CubeCL kernels).
@@ -264,6 +323,16 @@ impl BlockSparseRingDilatedAttention {
         let shape = check_inputs(&q, &k, &v, mask.as_ref())?;
         let scale = shape.scale(self.scale)?;
         let plan = self.cache.get(&self.pattern, shape.n, shape.heads)?;
+        if self.ring_size > 1 && shape.n >= self.ring_size {
+            let device = q.device();
+            let devices = vec![device.clone(); self.ring_size];
+            let ring = self
+                .ring_cache
+                .get(&plan.layout, self.ring_size, self.ring_partition)?;
+            return Ok(
+                ring_attention(q, k, v, mask, shape, &ring, scale, &devices)?.gather(&device),
+            );
+        }
         #[cfg(feature = "cube")]
         if self.use_kernels
             && let Ok(result) = crate::kernel::try_forward(
@@ -280,6 +349,52 @@ impl BlockSparseRingDilatedAttention {
             return Ok(result);
         }
         Ok(reference_attention(q, k, v, mask, shape, &plan, scale))
+    }
+
+    /// Attention through the ring across `devices`: holder `r` computes the queries it owns
+    /// (by the module's `ring_partition`) on `devices[r]` while the key/value chunks travel
+    /// around the ring. Inputs live on one device; the output stays distributed
+    /// ([`RingOutput::gather`] collects it). Autodiff flows back through the transfers.
+    pub fn forward_ring(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        mask: Option<Tensor<2, Bool>>,
+        devices: &[Device],
+    ) -> crate::Result<RingOutput> {
+        let shape = check_inputs(&q, &k, &v, mask.as_ref())?;
+        let scale = shape.scale(self.scale)?;
+        if devices.is_empty() || devices.len() > shape.n.max(1) {
+            return Err(AttentionError::Invalid {
+                field: "devices",
+                rule: format!(
+                    "between 1 and n = {} devices, got {}",
+                    shape.n,
+                    devices.len()
+                ),
+            });
+        }
+        let plan = self.cache.get(&self.pattern, shape.n, shape.heads)?;
+        let ring = self
+            .ring_cache
+            .get(&plan.layout, devices.len(), self.ring_partition)?;
+        ring_attention(q, k, v, mask, shape, &ring, scale, devices)
+    }
+
+    /// The ring schedule this module would run with `holders` holders at length `n`.
+    pub fn ring_schedule(
+        &self,
+        n: usize,
+        heads: usize,
+        holders: usize,
+    ) -> crate::Result<crate::RingSchedule> {
+        let plan = self.cache.get(&self.pattern, n, heads)?;
+        Ok(self
+            .ring_cache
+            .get(&plan.layout, holders, self.ring_partition)?
+            .schedule
+            .clone())
     }
 
     /// [`forward_with_lse`](Self::forward_with_lse) through the CubeCL kernels only: an

@@ -20,7 +20,7 @@ pub enum AttentionKind {
     Dilated,
     /// One branch over the whole sequence with the config's block layout.
     BlockSparse,
-    /// Branches and block layout as configured.
+    /// Branches, block layout and ring (`ring_size`, `ring_partition`) as configured.
     BlockSparseRing,
 }
 
@@ -54,10 +54,11 @@ pub fn create_attention(
     };
     // Checks the rest of the config (the scale) the same way `init` does.
     config.init(device)?;
-    Ok(BlockSparseRingDilatedAttention::from_pattern(
-        pattern,
-        config.scale,
-    ))
+    let module = BlockSparseRingDilatedAttention::from_pattern(pattern, config.scale);
+    Ok(match kind {
+        AttentionKind::BlockSparseRing => module.with_ring(config.ring_size, config.ring_partition),
+        _ => module,
+    })
 }
 
 /// Builds the attention described by a JSON [`AttentionFactoryConfig`].

@@ -68,7 +68,11 @@ impl ClassPlan {
             for q in 0..shape.blocks {
                 let b = seg * per_segment + q;
                 if (0..bs).any(|c| token(b, c).is_some_and(|p| q_index[p] >= 0)) {
-                    let keys = shape.rows.row(q).iter().map(|&k| seg * per_segment + k as usize);
+                    let keys = shape
+                        .rows
+                        .row(q)
+                        .iter()
+                        .map(|&k| seg * per_segment + k as usize);
                     row_blocks[b] = Some(keys.filter(|&k| readable[k]).collect());
                 }
             }
@@ -270,9 +274,7 @@ fn class_attention(
     layout: &BlockLayout,
 ) -> (Tensor<4>, Tensor<3>) {
     let AttentionShape {
-        batch,
-        head_dim: d,
-        ..
+        batch, head_dim: d, ..
     } = shape;
     let bs = layout.block_size;
     let device = q.device();
@@ -312,18 +314,16 @@ fn class_attention(
         // Key validity per gathered slot (1 = a readable real token that is not padded), as
         // floats: gathers of bool tensors are not supported by every backend.
         let slots = cp.key_blocks * bs;
-        let mut key_valid = Tensor::<2>::from_data(
-            TensorData::new(cp.k_valid.clone(), [1, slots]),
-            &device,
-        )
-        .expand([batch, slots]);
+        let mut key_valid =
+            Tensor::<2>::from_data(TensorData::new(cp.k_valid.clone(), [1, slots]), &device)
+                .expand([batch, slots]);
         if let Some(mask) = mask {
             key_valid = key_valid * mask.clone().float().select(1, k_gather.clone());
         }
         let key_valid = key_valid.reshape([batch, cp.key_blocks, bs]);
-        let upper = layout.causal.then(|| {
-            Tensor::<2, Bool>::tril_mask([bs, bs], 0, &device).reshape([1, 1, 1, bs, bs])
-        });
+        let upper = layout
+            .causal
+            .then(|| Tensor::<2, Bool>::tril_mask([bs, bs], 0, &device).reshape([1, 1, 1, bs, bs]));
         for (key_block, diagonal) in &cp.slots {
             let rj = key_block.len();
             let idx = ints(key_block, &device);
@@ -341,7 +341,9 @@ fn class_attention(
                 let diag = bools(diagonal, [1, 1, rj, 1, 1], &device).expand(full);
                 hidden = hidden.bool_or(diag.bool_and(upper.clone().expand(full)));
             }
-            let scores = qj.matmul(kj.swap_dims(3, 4)).mask_fill(hidden, f32::NEG_INFINITY);
+            let scores = qj
+                .matmul(kj.swap_dims(3, 4))
+                .mask_fill(hidden, f32::NEG_INFINITY);
 
             let m_old = m.clone().slice_dim(2, 0..rj);
             let m_new = m_old.clone().max_pair(scores.clone().max_dim(4)).detach();
@@ -371,7 +373,10 @@ fn class_attention(
     let out = Tensor::cat(vec![out, Tensor::zeros([batch, hc, 1, d], &device)], 2)
         .select(2, scatter.clone());
     let lse = Tensor::cat(
-        vec![lse, Tensor::full([batch, hc, 1], f32::NEG_INFINITY, &device)],
+        vec![
+            lse,
+            Tensor::full([batch, hc, 1], f32::NEG_INFINITY, &device),
+        ],
         2,
     )
     .select(2, scatter);
