@@ -1,0 +1,61 @@
+//! Trains the recall transformer (`dilated_attention_examples`) and saves it.
+//!
+//! `cargo run --release --example train_recall -- [steps] [seq_len] [batch]`
+//! Defaults run on the CPU (`BURN_DEVICE` picks another backend) in a few minutes.
+
+use std::io::Write;
+
+use burn::prelude::*;
+use dilated_attention_examples::{RecallConfig, train};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let arg = |i: usize, default: usize| {
+        std::env::args()
+            .nth(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let (steps, seq_len, batch) = (arg(1, 600), arg(2, 128), arg(3, 32));
+    let device = match std::env::var("BURN_DEVICE").as_deref() {
+        Ok("wgpu") => Device::wgpu(DeviceKind::DefaultDevice),
+        _ => Device::flex(),
+    };
+    let cfg = RecallConfig::new().with_seq_len(seq_len);
+    println!(
+        "associative recall: {} pairs of {} symbols, query at position {}, chance {:.3}",
+        cfg.pairs,
+        cfg.symbols,
+        seq_len - 1,
+        1.0 / cfg.symbols as f32
+    );
+    let start = std::time::Instant::now();
+    let mut recent = Vec::new();
+    let model = train(&cfg, steps, batch, 2e-3, &device, |log| {
+        recent.push(log.accuracy);
+        if recent.len() > 20 {
+            recent.remove(0);
+        }
+        let avg = recent.iter().sum::<f32>() / recent.len() as f32;
+        let width = 30;
+        let done = width * (log.step + 1) / steps;
+        print!(
+            "\r[{}{}] step {:>4}/{steps}  loss {:.3}  acc {:.2}  (last 20: {:.2})  {:>5.1}s",
+            "#".repeat(done),
+            "-".repeat(width - done),
+            log.step + 1,
+            log.loss,
+            log.accuracy,
+            avg,
+            start.elapsed().as_secs_f64()
+        );
+        let _ = std::io::stdout().flush();
+        if (log.step + 1) % 50 == 0 {
+            println!();
+        }
+    })?;
+    println!();
+    let path = std::env::temp_dir().join("recall-model");
+    model.save_file(&path)?;
+    println!("saved to {}.bpk", path.display());
+    Ok(())
+}
