@@ -30,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let start = std::time::Instant::now();
     let mut recent = Vec::new();
-    let model = train(&cfg, steps, batch, 2e-3, &device, |log| {
+    let model = train(&cfg, steps, batch, 3e-3, &device, |log| {
         recent.push(log.accuracy);
         if recent.len() > 20 {
             recent.remove(0);
