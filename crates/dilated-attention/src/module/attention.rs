@@ -7,7 +7,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AttentionError;
-use crate::inputs::check_inputs;
+use crate::inputs::{AttentionShape, check_inputs};
 use crate::layout::BlockLayout;
 use crate::pattern::{DilatedPattern, SparsePatternConfig};
 use crate::reference::{ReferencePlan, reference_attention};
@@ -288,6 +288,20 @@ impl BlockSparseRingDilatedAttention {
         Ok(self.cache.get(&self.pattern, n, heads)?.layout.clone())
     }
 
+    /// Checks the inputs and returns their sizes, the scale and the cached layout plan.
+    fn prepare(
+        &self,
+        q: &Tensor<4>,
+        k: &Tensor<4>,
+        v: &Tensor<4>,
+        mask: Option<&Tensor<2, Bool>>,
+    ) -> crate::Result<(AttentionShape, f64, Arc<ReferencePlan>)> {
+        let shape = check_inputs(q, k, v, mask)?;
+        let scale = shape.scale(self.scale)?;
+        let plan = self.cache.get(&self.pattern, shape.n, shape.heads)?;
+        Ok((shape, scale, plan))
+    }
+
     /// Attention output.
     ///
     /// - `q: [batch, heads, n, head_dim]`
@@ -320,9 +334,7 @@ impl BlockSparseRingDilatedAttention {
         v: Tensor<4>,
         mask: Option<Tensor<2, Bool>>,
     ) -> crate::Result<(Tensor<4>, Tensor<3>)> {
-        let shape = check_inputs(&q, &k, &v, mask.as_ref())?;
-        let scale = shape.scale(self.scale)?;
-        let plan = self.cache.get(&self.pattern, shape.n, shape.heads)?;
+        let (shape, scale, plan) = self.prepare(&q, &k, &v, mask.as_ref())?;
         if self.ring_size > 1 && shape.n >= self.ring_size {
             let device = q.device();
             let devices = vec![device.clone(); self.ring_size];
@@ -363,8 +375,7 @@ impl BlockSparseRingDilatedAttention {
         mask: Option<Tensor<2, Bool>>,
         devices: &[Device],
     ) -> crate::Result<RingOutput> {
-        let shape = check_inputs(&q, &k, &v, mask.as_ref())?;
-        let scale = shape.scale(self.scale)?;
+        let (shape, scale, plan) = self.prepare(&q, &k, &v, mask.as_ref())?;
         if devices.is_empty() || devices.len() > shape.n.max(1) {
             return Err(AttentionError::Invalid {
                 field: "devices",
@@ -375,7 +386,6 @@ impl BlockSparseRingDilatedAttention {
                 ),
             });
         }
-        let plan = self.cache.get(&self.pattern, shape.n, shape.heads)?;
         let ring = self
             .ring_cache
             .get(&plan.layout, devices.len(), self.ring_partition)?;
@@ -408,9 +418,7 @@ impl BlockSparseRingDilatedAttention {
         v: Tensor<4>,
         mask: Option<Tensor<2, Bool>>,
     ) -> crate::Result<(Tensor<4>, Tensor<3>)> {
-        let shape = check_inputs(&q, &k, &v, mask.as_ref())?;
-        let scale = shape.scale(self.scale)?;
-        let plan = self.cache.get(&self.pattern, shape.n, shape.heads)?;
+        let (shape, scale, plan) = self.prepare(&q, &k, &v, mask.as_ref())?;
         crate::kernel::try_forward(
             &q,
             &k,
