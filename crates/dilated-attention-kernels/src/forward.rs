@@ -31,6 +31,60 @@ pub const SUPPORTED_HEAD_DIMS: [usize; 4] = [32, 64, 96, 128];
 /// Largest block size of the portable kernel (one unit per query row).
 pub const MAX_BLOCK: usize = 256;
 
+/// Where a cube works: its query-block row of a head class (grid `x` = row, `y` = the class's
+/// head, `z` = batch), decoded from the class parameters.
+#[derive(CubeType)]
+pub(crate) struct Tile {
+    /// Query block inside its segment.
+    pub qb: usize,
+    /// Query head.
+    pub head: usize,
+    /// Key/value head it reads.
+    pub kv_head: usize,
+    /// Batch index.
+    pub batch: usize,
+    /// Gathered tokens of its segment.
+    pub tokens: usize,
+    /// Blocks of its segment; a cube whose `qb` is past them has nothing to do.
+    pub seg_blocks: usize,
+    /// Dilation rate of the branch.
+    pub dilation: usize,
+    /// Raw position of gathered token 0 of its segment.
+    pub seg_start: usize,
+    /// First CSR row of its segment shape (full or tail).
+    pub csr_base: usize,
+}
+
+/// Decodes `params = [segment_length, dilation, offset, num_segments, blocks_full, tokens_full,
+/// tokens_tail, group]` for query-block row `row`.
+#[cube]
+#[allow(clippy::manual_div_ceil)] // CubeCL kernel code
+pub(crate) fn locate(params: &Tensor<u32>, row: usize, #[comptime] block: usize) -> Tile {
+    let seg_len = params[0] as usize;
+    let dilation = params[1] as usize;
+    let offset = params[2] as usize;
+    let num_segments = params[3] as usize;
+    let blocks_full = params[4] as usize;
+    let tokens_full = params[5] as usize;
+    let tokens_tail = params[6] as usize;
+    let group = params[7] as usize;
+    let segment = row / blocks_full;
+    let head = offset + dilation * CUBE_POS_Y as usize;
+    let is_tail = segment + 1 == num_segments && tokens_tail > 0;
+    let tokens = select(is_tail, tokens_tail, tokens_full);
+    Tile {
+        qb: row % blocks_full,
+        head,
+        kv_head: head / group,
+        batch: CUBE_POS_Z as usize,
+        tokens,
+        seg_blocks: (tokens + block - 1) / block,
+        dilation,
+        seg_start: segment * seg_len + offset,
+        csr_base: select(is_tail, blocks_full + 1, 0usize),
+    }
+}
+
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
@@ -51,35 +105,17 @@ fn block_sparse_forward<F: Float>(
     #[comptime] causal: bool,
     #[comptime] masked: bool,
 ) {
-    // params: [segment_length, dilation, offset, num_segments, blocks_full, tokens_full,
-    //          tokens_tail, group]
-    let seg_len = params[0] as usize;
-    let dilation = params[1] as usize;
-    let offset = params[2] as usize;
-    let num_segments = params[3] as usize;
-    let blocks_full = params[4] as usize;
-    let tokens_full = params[5] as usize;
-    let tokens_tail = params[6] as usize;
-    let group = params[7] as usize;
-
-    let row = CUBE_POS_X as usize;
-    let segment = row / blocks_full;
-    let qb = row % blocks_full;
-    let head = offset + dilation * CUBE_POS_Y as usize;
-    let kv_head = head / group;
-    let batch = CUBE_POS_Z as usize;
-    let is_tail = segment + 1 == num_segments && tokens_tail > 0;
-    let tokens = select(is_tail, tokens_tail, tokens_full);
-    let csr_base = select(is_tail, blocks_full + 1, 0usize);
-    let seg_blocks = (tokens + block - 1) / block;
-    if qb >= seg_blocks {
+    let tile = locate(params, CUBE_POS_X as usize, block);
+    if tile.qb >= tile.seg_blocks {
         terminate!();
     }
+    let (qb, head, kv_head, batch) = (tile.qb, tile.head, tile.kv_head, tile.batch);
+    let (tokens, dilation, seg_start, csr_base) =
+        (tile.tokens, tile.dilation, tile.seg_start, tile.csr_base);
 
     let unit = UNIT_POS as usize;
     let tq = qb * block + unit;
     let q_valid = tq < tokens;
-    let seg_start = segment * seg_len + offset;
     let pq = seg_start + select(q_valid, tq, 0usize) * dilation;
 
     // The query row, pre-scaled, and the accumulator, in registers.

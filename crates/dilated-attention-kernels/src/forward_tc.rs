@@ -18,6 +18,8 @@
 
 use cubecl::prelude::*;
 
+use crate::forward::locate;
+
 /// Query rows per cube.
 const TQ: usize = 64;
 /// Keys per chunk.
@@ -47,32 +49,15 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
     #[comptime] causal: bool,
     #[comptime] masked: bool,
 ) {
-    let seg_len = params[0] as usize;
-    let dilation = params[1] as usize;
-    let offset = params[2] as usize;
-    let num_segments = params[3] as usize;
-    let blocks_full = params[4] as usize;
-    let tokens_full = params[5] as usize;
-    let tokens_tail = params[6] as usize;
-    let group = params[7] as usize;
-
     let subtiles = comptime!(block / TQ);
-    let row = CUBE_POS_X as usize / subtiles;
-    let sub = CUBE_POS_X as usize % subtiles;
-    let segment = row / blocks_full;
-    let qb = row % blocks_full;
-    let head = offset + dilation * CUBE_POS_Y as usize;
-    let kv_head = head / group;
-    let batch = CUBE_POS_Z as usize;
-    let is_tail = segment + 1 == num_segments && tokens_tail > 0;
-    let tokens = select(is_tail, tokens_tail, tokens_full);
-    let csr_base = select(is_tail, blocks_full + 1, 0usize);
-    let seg_blocks = (tokens + block - 1) / block;
-    let q0 = qb * block + sub * TQ;
-    if qb >= seg_blocks || q0 >= tokens {
+    let tile = locate(params, CUBE_POS_X as usize / subtiles, block);
+    let (qb, head, kv_head, batch) = (tile.qb, tile.head, tile.kv_head, tile.batch);
+    let (tokens, dilation, seg_start, csr_base) =
+        (tile.tokens, tile.dilation, tile.seg_start, tile.csr_base);
+    let q0 = qb * block + (CUBE_POS_X as usize % subtiles) * TQ;
+    if qb >= tile.seg_blocks || q0 >= tokens {
         terminate!();
     }
-    let seg_start = segment * seg_len + offset;
 
     let unit = UNIT_POS as usize;
     let plane = unit / 32;
