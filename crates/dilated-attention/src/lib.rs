@@ -47,3 +47,8 @@ pub use module::{
 };
 pub use pattern::{Branch, DilatedPattern, PatternType, SparsePatternConfig};
 pub use schedule::{Partition, RingSchedule, RingStep};
+
+/// The README's code, compiled as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
