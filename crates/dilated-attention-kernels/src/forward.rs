@@ -386,7 +386,9 @@ pub fn forward_class(
             &dummy
         }
     };
-    let tensor_cores = tensor_cores_apply(client, config);
+    // The tensor-core kernel reads rows as vectors: it needs a contiguous head dim.
+    let tensor_cores =
+        tensor_cores_apply(client, config) && [q, k, v].iter().all(|t| t.strides[3] == 1);
     let (count, dim) = if tensor_cores {
         let x = class.rows * (config.block / 64);
         if x > max_cubes {

@@ -224,3 +224,34 @@ fn unsupported_head_dim_falls_back_to_the_reference() {
         })
     ));
 }
+
+/// Inputs with other strides than contiguous `[batch, heads, n, head_dim]` (a head dim that is not
+/// the fastest axis, and a heads/sequence transpose) read the same values.
+#[test]
+fn strided_inputs_equal_contiguous_ones() {
+    let gpu = gpu();
+    let (b, h, n, d) = (1, 2, 96, 32);
+    let module = BlockSparseRingDilatedAttention::from_pattern(
+        DilatedPattern::new(
+            &[32, 96],
+            &[1, 2],
+            sparse(PatternType::DilatedSparse, 16, 0.5),
+            true,
+        )
+        .unwrap(),
+        None,
+    );
+    let q = randn([b, h, d, n], &gpu).swap_dims(2, 3);
+    let k = randn([b, n, h, d], &gpu).swap_dims(1, 2);
+    let v = randn([b, h, n, d], &gpu);
+    let (o, l) = module
+        .forward_kernels(q.clone(), k.clone(), v.clone(), None)
+        .unwrap();
+    // The same values, laid out contiguously.
+    let contiguous = |t: Tensor<4>| Tensor::<4>::from_data(t.into_data(), &gpu);
+    let (o2, l2) = module
+        .forward_kernels(contiguous(q), contiguous(k), contiguous(v), None)
+        .unwrap();
+    assert_close(&values(o), &values(o2), 1e-6, "strided out");
+    assert_close(&values(l), &values(l2), 1e-6, "strided lse");
+}
