@@ -23,7 +23,7 @@ use crate::forward::locate;
 /// Query rows per cube.
 const TQ: usize = 64;
 /// Keys per chunk.
-const TK: usize = 64;
+const TK: usize = 32;
 /// Planes per cube (16 query rows each).
 const PLANES: usize = 4;
 /// How far (natural log) a row max may pass the softmax shift before the output is rescaled.
