@@ -2,7 +2,7 @@
 //!
 //! Same math, shapes, grid and layout arguments as [`crate::forward`]; only the inner loop
 //! differs. A cube of 4 planes owns a 64-row query tile (gathered rows staged once in shared
-//! memory); key blocks are walked in chunks of 64 gathered keys:
+//! memory); key blocks are walked in chunks of 32 gathered keys:
 //! 1. every plane computes `S = Q·Kᵀ` for its 16 rows with `cmma` (f32 accumulators) into
 //!    shared memory;
 //! 2. two lanes per row apply the masks and the online softmax in f32 (row max and sum by a
