@@ -4,10 +4,10 @@
 //! travel around the ring (`Tensor::to_device`, so autodiff carries their gradients back to
 //! the owners). At step `t` holder `r` computes its queries against the chunk of holder
 //! `(r - t) mod P` with a plan restricted to those rows — a step with no active block pair is
-//! skipped — and the steps' partial `(out, lse)` are merged with [`merge_lse`], the same
-//! function that merges branches. With `P` copies of one device this is chunked execution on a
-//! single device (attention memory follows the chunks); with `P` devices it is the ring across
-//! them, through the same code.
+//! skipped — and each step's partial `(out, lse)` is merged into the holder's running result
+//! with [`merge_lse`], the same function that merges branches. With `P` copies of one device
+//! this is chunked execution on a single device (attention memory follows the chunks); with `P`
+//! devices it is the ring across them, through the same code.
 
 use std::sync::Arc;
 
@@ -151,9 +151,11 @@ pub fn ring_attention(
             (chunk(&k, r), chunk(&v, r), m)
         })
         .collect();
-    let mut parts: Vec<Vec<(Tensor<4>, Tensor<3>)>> = vec![Vec::new(); p];
+    // Each holder's running result, merged step by step so that only one partial result per
+    // holder is alive at a time.
+    let mut partial: Vec<Option<(Tensor<4>, Tensor<3>)>> = vec![None; p];
     for step in 0..p {
-        for (r, part) in parts.iter_mut().enumerate() {
+        for (r, running) in partial.iter_mut().enumerate() {
             // At step t holder r holds the chunk that started on holder (r - t) mod P.
             let s = (r + p - step) % p;
             let Some(step_plan) = &plan.plans[r][s] else {
@@ -164,7 +166,7 @@ pub fn ring_attention(
                 n: plan.tokens[r].len(),
                 ..shape
             };
-            part.push(reference_attention(
+            let step_result = reference_attention(
                 q_chunks[r].clone(),
                 k_s.clone(),
                 v_s.clone(),
@@ -172,7 +174,11 @@ pub fn ring_attention(
                 local,
                 step_plan,
                 scale,
-            ));
+            );
+            *running = Some(match running.take() {
+                Some(previous) => merge_lse(vec![previous, step_result]),
+                None => step_result,
+            });
         }
         // Pass every chunk to the next holder.
         if step + 1 < p {
@@ -186,9 +192,9 @@ pub fn ring_attention(
     }
     let dtype = q.dtype();
     let (mut outs, mut lses) = (Vec::with_capacity(p), Vec::with_capacity(p));
-    for (r, part) in parts.into_iter().enumerate() {
+    for (r, running) in partial.into_iter().enumerate() {
         let n_r = plan.tokens[r].len();
-        let (o, l) = if part.is_empty() {
+        let (o, l) = running.unwrap_or_else(|| {
             (
                 Tensor::zeros(
                     [shape.batch, shape.heads, n_r, shape.head_dim],
@@ -200,9 +206,7 @@ pub fn ring_attention(
                     (&devices[r], DType::F32),
                 ),
             )
-        } else {
-            merge_lse(part)
-        };
+        });
         outs.push(o);
         lses.push(l);
     }
