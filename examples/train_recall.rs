@@ -1,6 +1,6 @@
 //! Trains the recall transformer (`dilated_attention_examples`) and saves it.
 //!
-//! `cargo run --release --example train_recall -- [steps] [seq_len] [batch]`
+//! `cargo run --release --example train_recall -- [steps] [seq_len] [batch] [pairs] [symbols]`
 //! Defaults run on the CPU (`BURN_DEVICE` picks another backend) in a few minutes.
 
 use std::io::Write;
@@ -20,7 +20,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok("wgpu") => Device::wgpu(DeviceKind::DefaultDevice),
         _ => Device::flex(),
     };
-    let cfg = RecallConfig::new().with_seq_len(seq_len);
+    let defaults = RecallConfig::new();
+    let cfg = RecallConfig::new()
+        .with_seq_len(seq_len)
+        .with_pairs(arg(4, defaults.pairs))
+        .with_symbols(arg(5, defaults.symbols));
     println!(
         "associative recall: {} pairs of {} symbols, query at position {}, chance {:.3}",
         cfg.pairs,
