@@ -103,23 +103,13 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
     let mut accs = Sequence::<cmma::Matrix<f32>>::new();
     #[unroll]
     for ds in 0..comptime!(head_dim / 16) {
-        qf.push(cmma::Matrix::<F>::from_slice(
+        qf.push(operand(
             cmma::MatrixIdent::A,
-            16usize,
-            16usize,
-            16usize,
             cmma::MatrixLayout::RowMajor,
             &qs[plane * 16 * qstr + ds * 16..TQ * qstr],
-            qstr as u32,
+            qstr,
         ));
-        accs.push(cmma::Matrix::<f32>::from_value(
-            cmma::MatrixIdent::Accumulator,
-            16usize,
-            16usize,
-            16usize,
-            cmma::MatrixLayout::Undefined,
-            0.0,
-        ));
+        accs.push(zero_accumulator());
     }
 
     // Lane pair (2r, 2r+1) owns row r of the plane's 16 rows; each lane half of the columns.
@@ -171,25 +161,15 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
                 // 1. S = Q·Kᵀ for the plane's 16 rows: TK / 16 tiles of 16 keys.
                 #[unroll]
                 for kt in 0..comptime!(TK / 16) {
-                    let acc = cmma::Matrix::<f32>::from_value(
-                        cmma::MatrixIdent::Accumulator,
-                        16usize,
-                        16usize,
-                        16usize,
-                        cmma::MatrixLayout::Undefined,
-                        0.0,
-                    );
+                    let acc = zero_accumulator();
                     #[unroll]
                     for ds in 0..comptime!(head_dim / 16) {
                         let b_start = kt * 16 * qstr + ds * 16;
-                        let b = cmma::Matrix::<F>::from_slice(
+                        let b = operand(
                             cmma::MatrixIdent::B,
-                            16usize,
-                            16usize,
-                            16usize,
                             cmma::MatrixLayout::ColMajor,
                             &ks[b_start..TK * qstr],
-                            qstr as u32,
+                            qstr,
                         );
                         cmma::execute(&qf[ds], &b, &acc, &acc);
                     }
@@ -241,15 +221,7 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
                 l = l * alpha + local_sum + plane_shuffle_xor(local_sum, 1);
                 m = m_new;
                 if plane_any(need) {
-                    #[unroll]
-                    for dt in 0..comptime!(head_dim / 16) {
-                        cmma::store(
-                            &mut os[plane * 16 * ostr + dt * 16..TQ * ostr],
-                            &accs[dt],
-                            ostr as u32,
-                            cmma::MatrixLayout::RowMajor,
-                        );
-                    }
+                    store_output(&accs, &mut os[plane * 16 * ostr..TQ * ostr], ostr, head_dim);
                     sync_plane();
                     let dh = comptime!(head_dim / 2);
                     #[unroll]
@@ -275,23 +247,17 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
                 for dt in 0..comptime!(head_dim / 16) {
                     #[unroll]
                     for kk in 0..comptime!(TK / 16) {
-                        let a = cmma::Matrix::<F>::from_slice(
+                        let a = operand(
                             cmma::MatrixIdent::A,
-                            16usize,
-                            16usize,
-                            16usize,
                             cmma::MatrixLayout::RowMajor,
                             &ps[plane * 16 * pstr + kk * 16..TQ * pstr],
-                            pstr as u32,
+                            pstr,
                         );
-                        let b = cmma::Matrix::<F>::from_slice(
+                        let b = operand(
                             cmma::MatrixIdent::B,
-                            16usize,
-                            16usize,
-                            16usize,
                             cmma::MatrixLayout::RowMajor,
                             &vs[kk * 16 * qstr + dt * 16..TK * qstr],
-                            qstr as u32,
+                            qstr,
                         );
                         cmma::execute(&a, &b, &accs[dt], &accs[dt]);
                     }
@@ -303,15 +269,7 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
     }
 
     // Normalise and write the rows this cube owns.
-    #[unroll]
-    for dt in 0..comptime!(head_dim / 16) {
-        cmma::store(
-            &mut os[plane * 16 * ostr + dt * 16..TQ * ostr],
-            &accs[dt],
-            ostr as u32,
-            cmma::MatrixLayout::RowMajor,
-        );
-    }
+    store_output(&accs, &mut os[plane * 16 * ostr..TQ * ostr], ostr, head_dim);
     sync_cube();
     if tq_row < tokens {
         let empty = l == 0.0f32;
@@ -329,5 +287,58 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
             let l_index = batch * lse.stride(0) + head * lse.stride(1) + pq * lse.stride(2);
             lse[l_index] = select(empty, neg_inf, m + f32::ln(select(empty, 1.0f32, l)));
         }
+    }
+}
+
+/// A 16×16×16 operand fragment read from `slice`, rows `stride` elements apart.
+#[cube]
+fn operand<F: Float>(
+    #[comptime] ident: cmma::MatrixIdent,
+    layout: cmma::MatrixLayout,
+    slice: &[F],
+    #[comptime] stride: usize,
+) -> cmma::Matrix<F> {
+    cmma::Matrix::<F>::from_slice(
+        ident,
+        16usize,
+        16usize,
+        16usize,
+        layout,
+        slice,
+        stride as u32,
+    )
+}
+
+/// A 16×16 f32 accumulator holding zeros.
+#[cube]
+fn zero_accumulator() -> cmma::Matrix<f32> {
+    cmma::Matrix::<f32>::from_value(
+        cmma::MatrixIdent::Accumulator,
+        16usize,
+        16usize,
+        16usize,
+        cmma::MatrixLayout::Undefined,
+        0.0,
+    )
+}
+
+/// Stores a plane's output accumulators (`head_dim / 16` tiles side by side) into `rows`, the
+/// plane's 16 rows of shared memory, `stride` elements apart.
+#[cube]
+fn store_output(
+    accs: &Sequence<cmma::Matrix<f32>>,
+    rows: &mut [f32],
+    #[comptime] stride: usize,
+    #[comptime] head_dim: usize,
+) {
+    #[unroll]
+    for dt in 0..comptime!(head_dim / 16) {
+        let end = rows.len();
+        cmma::store(
+            &mut rows[dt * 16..end],
+            &accs[dt],
+            stride as u32,
+            cmma::MatrixLayout::RowMajor,
+        );
     }
 }
