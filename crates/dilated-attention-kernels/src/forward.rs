@@ -244,7 +244,7 @@ impl TensorRef {
         }
     }
 
-    fn arg(&self) -> TensorArg {
+    pub(crate) fn arg(&self) -> TensorArg {
         // SAFETY: the caller of the launch API vouches that the handle holds the shape.
         unsafe {
             TensorArg::from_raw_parts(

@@ -5,6 +5,7 @@
 //! crate `dilated-attention` owns the semantics and wires these kernels into Burn.
 #![warn(missing_docs)]
 
+pub mod backward;
 mod error;
 pub mod forward;
 mod forward_tc;

@@ -38,11 +38,21 @@ pub struct KernelClassLayout {
 impl KernelClassLayout {
     /// Converts a class layout for the forward kernel (`group` = query heads per kv head).
     pub fn new(class: &ClassLayout, group: usize) -> Self {
+        Self::build(class, group, |rows| rows.clone())
+    }
+
+    /// The transposed form (key block → the query blocks that see it), for the `dK/dV`
+    /// kernel; same parameters as [`new`](Self::new).
+    pub fn transposed(class: &ClassLayout, group: usize) -> Self {
+        Self::build(class, group, BlockRows::transpose)
+    }
+
+    fn build(class: &ClassLayout, group: usize, rows_of: impl Fn(&BlockRows) -> BlockRows) -> Self {
         let mut row_ptr = Vec::new();
         let mut runs = Vec::new();
-        push_runs(&class.full.rows, &mut row_ptr, &mut runs);
+        push_runs(&rows_of(&class.full.rows), &mut row_ptr, &mut runs);
         match &class.tail {
-            Some(tail) => push_runs(&tail.rows, &mut row_ptr, &mut runs),
+            Some(tail) => push_runs(&rows_of(&tail.rows), &mut row_ptr, &mut runs),
             None => row_ptr.push((runs.len() / 2) as u32),
         }
         if runs.is_empty() {
@@ -90,10 +100,18 @@ fn push_runs(rows: &BlockRows, row_ptr: &mut Vec<u32>, runs: &mut Vec<u32>) {
 /// `(n, heads, group, device)`.
 type DeviceLayoutKey = (usize, usize, usize, String);
 
+/// One head class on the device: its rows for the forward and `dQ`, and its transposed rows
+/// for `dK/dV`.
+#[derive(Debug, Clone)]
+pub(crate) struct DeviceClass {
+    rows: ClassArgs,
+    cols: ClassArgs,
+}
+
 /// Device copies of the kernel layouts, by `(n, heads, group, device)`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DeviceLayoutCache {
-    entries: Arc<Mutex<HashMap<DeviceLayoutKey, Arc<Vec<ClassArgs>>>>>,
+    entries: Arc<Mutex<HashMap<DeviceLayoutKey, Arc<Vec<DeviceClass>>>>>,
 }
 
 impl DeviceLayoutCache {
@@ -103,7 +121,7 @@ impl DeviceLayoutCache {
         device: String,
         layout: &BlockLayout,
         group: usize,
-    ) -> Arc<Vec<ClassArgs>> {
+    ) -> Arc<Vec<DeviceClass>> {
         let key = (layout.n, layout.heads, group, device);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
@@ -114,16 +132,19 @@ impl DeviceLayoutCache {
                         .classes
                         .iter()
                         .map(|class| {
-                            let kl = KernelClassLayout::new(class, group);
                             let up = |v: &[u32]| {
                                 TensorRef::contiguous(upload_u32(client, v), vec![v.len()])
                             };
-                            ClassArgs {
+                            let args = |kl: KernelClassLayout| ClassArgs {
                                 row_ptr: up(&kl.row_ptr),
                                 runs: up(&kl.runs),
                                 params: up(&kl.params),
                                 rows: kl.rows,
                                 heads: class.heads.len(),
+                            };
+                            DeviceClass {
+                                rows: args(KernelClassLayout::new(class, group)),
+                                cols: args(KernelClassLayout::transposed(class, group)),
                             }
                         })
                         .collect(),
@@ -131,6 +152,33 @@ impl DeviceLayoutCache {
             })
             .clone()
     }
+}
+
+/// The kernels' static configuration for these inputs, or why there is none.
+fn kernel_config(
+    dtype: DType,
+    shape: AttentionShape,
+    layout: &BlockLayout,
+    scale: f64,
+) -> Result<ForwardConfig, String> {
+    let dtype = match dtype {
+        DType::F32 => AttnDtype::F32,
+        DType::F16 => AttnDtype::F16,
+        DType::BF16 => AttnDtype::BF16,
+        other => return Err(format!("dtype {other:?} has no kernel")),
+    };
+    let config = ForwardConfig {
+        dtype,
+        head_dim: shape.head_dim,
+        block: layout.block_size,
+        causal: layout.causal,
+        scale: scale as f32,
+    };
+    config.check().map_err(|e| e.to_string())?;
+    if shape.n == 0 {
+        return Err("empty sequence".into());
+    }
+    Ok(config)
 }
 
 fn cube(t: Tensor<4>) -> Option<CubeTensor> {
@@ -160,23 +208,7 @@ pub(crate) fn try_forward(
     cache: &DeviceLayoutCache,
 ) -> Result<(Tensor<4>, Tensor<3>), String> {
     let device = q.device();
-    let dtype = match q.dtype() {
-        DType::F32 => AttnDtype::F32,
-        DType::F16 => AttnDtype::F16,
-        DType::BF16 => AttnDtype::BF16,
-        other => return Err(format!("dtype {other:?} has no kernel")),
-    };
-    let config = ForwardConfig {
-        dtype,
-        head_dim: shape.head_dim,
-        block: layout.block_size,
-        causal: layout.causal,
-        scale: scale as f32,
-    };
-    config.check().map_err(|e| e.to_string())?;
-    if shape.n == 0 {
-        return Err("empty sequence".into());
-    }
+    let config = kernel_config(q.dtype(), shape, layout, scale)?;
     let not_cube = || "not a CubeCL tensor without autodiff tracking".to_string();
     let qc = cube(q.clone()).ok_or_else(not_cube)?;
     let kc = cube(k.clone()).ok_or_else(not_cube)?;
@@ -217,7 +249,7 @@ pub(crate) fn try_forward(
                 mask_r.as_ref(),
                 &out_r,
                 &lse_r,
-                args,
+                &args.rows,
             )
             .map_err(|e| e.to_string())?;
         }
@@ -227,4 +259,111 @@ pub(crate) fn try_forward(
         ));
     }
     Ok(merge_lse(parts))
+}
+
+/// What the backward kernels read: the forward's inputs and its merged results.
+#[derive(Debug, Clone)]
+pub(crate) struct SavedForward {
+    /// `[batch, heads, n, head_dim]`.
+    pub q: Tensor<4>,
+    /// `[batch, kv_heads, n, head_dim]`.
+    pub k: Tensor<4>,
+    /// `[batch, kv_heads, n, head_dim]`.
+    pub v: Tensor<4>,
+    /// `[batch, n]`, true = present.
+    pub mask: Option<Tensor<2, Bool>>,
+    /// Merged output `[batch, heads, n, head_dim]`.
+    pub out: Tensor<4>,
+    /// Merged log-sum-exp `[batch, heads, n]` f32.
+    pub lse: Tensor<3>,
+}
+
+/// `(dq, dk, dv)` of the merged attention through the backward kernels, for tensors on a
+/// CubeCL device without autodiff tracking.
+///
+/// - `dout: [batch, heads, n, head_dim]`, the gradient of the merged output;
+/// - `dlse: [batch, heads, n]`, the gradient of the merged log-sum-exp, if it is used.
+///
+/// Returns gradients in the inputs' dtype, `dk, dv` summed over the query heads of each kv head.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn try_backward(
+    saved: &SavedForward,
+    dout: Tensor<4>,
+    dlse: Option<Tensor<3>>,
+    shape: AttentionShape,
+    layout: &BlockLayout,
+    scale: f64,
+    cache: &DeviceLayoutCache,
+) -> Result<(Tensor<4>, Tensor<4>, Tensor<4>), String> {
+    use dilated_attention_kernels::backward::{BackwardArgs, backward_class, delta};
+    let config = kernel_config(saved.q.dtype(), shape, layout, scale)?;
+    let not_cube = || "not a CubeCL tensor without autodiff tracking".to_string();
+    let device = saved.q.device();
+    let dtype = saved.q.dtype();
+    let [b, h, n, d] = [shape.batch, shape.heads, shape.n, shape.head_dim];
+    let prim = |t: &Tensor<4>| cube(t.clone()).ok_or_else(not_cube);
+    let prim3 = |t: Tensor<3>| t.try_into_primitive::<Cube>().map_err(|_| not_cube());
+    let (qc, kc, vc) = (prim(&saved.q)?, prim(&saved.k)?, prim(&saved.v)?);
+    let (oc, gc) = (prim(&saved.out)?, prim(&dout.cast(dtype))?);
+    let lc = prim3(saved.lse.clone())?;
+    let dlse_c = dlse.map(|t| prim3(t.cast(DType::F32))).transpose()?;
+    let mask_c = match &saved.mask {
+        Some(m) => Some(
+            m.clone()
+                .int()
+                .try_into_primitive::<Cube>()
+                .map_err(|_| not_cube())?,
+        ),
+        None => None,
+    };
+    let client = qc.client.clone();
+    let classes = cache.get(&client, format!("{:?}", qc.device), layout, shape.group());
+
+    let zeros4 =
+        || cube(Tensor::<4>::zeros([b, h, n, d], (&device, DType::F32))).ok_or_else(not_cube);
+    let (dq, dk, dv) = (zeros4()?, zeros4()?, zeros4()?);
+    let delta_c = prim3(Tensor::<3>::zeros([b, h, n], (&device, DType::F32)))?;
+    let refs = |t: &CubeTensor| tensor_ref(t);
+    let (qr, kr, vr, or, gr, lr) = (
+        refs(&qc),
+        refs(&kc),
+        refs(&vc),
+        refs(&oc),
+        refs(&gc),
+        refs(&lc),
+    );
+    let (dqr, dkr, dvr, deltar) = (refs(&dq), refs(&dk), refs(&dv), refs(&delta_c));
+    let mask_r = mask_c.as_ref().map(tensor_ref);
+    let dlse_r = dlse_c.as_ref().map(tensor_ref);
+    delta(&client, &config, &or, &gr, dlse_r.as_ref(), &deltar).map_err(|e| e.to_string())?;
+    let args = BackwardArgs {
+        q: &qr,
+        k: &kr,
+        v: &vr,
+        mask: mask_r.as_ref(),
+        dout: &gr,
+        lse: &lr,
+        delta: &deltar,
+        dq: &dqr,
+        dk: &dkr,
+        dv: &dvr,
+    };
+    for class in classes.iter() {
+        backward_class(&client, &config, &args, &class.rows, &class.cols)
+            .map_err(|e| e.to_string())?;
+    }
+    let dq = Tensor::<4>::from_primitive::<Cube>(dq).cast(dtype);
+    let per_kv = |t: CubeTensor| {
+        let t = Tensor::<4>::from_primitive::<Cube>(t);
+        let g = shape.group();
+        let t = if g == 1 {
+            t
+        } else {
+            t.reshape([b, shape.kv_heads, g, n * d])
+                .sum_dim(2)
+                .reshape([b, shape.kv_heads, n, d])
+        };
+        t.cast(dtype)
+    };
+    Ok((dq, per_kv(dk), per_kv(dv)))
 }

@@ -431,4 +431,67 @@ impl BlockSparseRingDilatedAttention {
         )
         .map_err(|reason| AttentionError::KernelUnavailable { reason })
     }
+
+    /// Gradients of [`forward_with_lse`](Self::forward_with_lse) through the CubeCL backward
+    /// kernels, given what the forward saw and returned.
+    ///
+    /// - `q, k, v, mask`: the forward's inputs (shapes as there);
+    /// - `out: [batch, heads, n, head_dim]`, `lse: [batch, heads, n]`: the forward's results;
+    /// - `dout: [batch, heads, n, head_dim]`: gradient of the loss with respect to `out`;
+    /// - `dlse: [batch, heads, n]`: gradient with respect to `lse`, if the loss uses it.
+    ///
+    /// Returns `(dq, dk, dv)` in the shapes and dtype of `q, k, v` (`dk, dv` summed over the
+    /// query heads of each kv head). Tensors must live on a CubeCL device without autodiff
+    /// tracking; otherwise [`AttentionError::KernelUnavailable`] says why.
+    #[cfg(feature = "cube")]
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_kernels(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        mask: Option<Tensor<2, Bool>>,
+        out: Tensor<4>,
+        lse: Tensor<3>,
+        dout: Tensor<4>,
+        dlse: Option<Tensor<3>>,
+    ) -> crate::Result<(Tensor<4>, Tensor<4>, Tensor<4>)> {
+        let (shape, scale, plan) = self.prepare(&q, &k, &v, mask.as_ref())?;
+        let expect = |name: &'static str, got: Vec<usize>, want: Vec<usize>| {
+            if got == want {
+                Ok(())
+            } else {
+                Err(AttentionError::ShapeMismatch {
+                    tensor: name,
+                    expected: format!("{want:?}"),
+                    got,
+                })
+            }
+        };
+        let rows = vec![shape.batch, shape.heads, shape.n];
+        expect("out", out.dims().to_vec(), q.dims().to_vec())?;
+        expect("dout", dout.dims().to_vec(), q.dims().to_vec())?;
+        expect("lse", lse.dims().to_vec(), rows.clone())?;
+        if let Some(dlse) = &dlse {
+            expect("dlse", dlse.dims().to_vec(), rows)?;
+        }
+        let saved = crate::kernel::SavedForward {
+            q,
+            k,
+            v,
+            mask,
+            out,
+            lse,
+        };
+        crate::kernel::try_backward(
+            &saved,
+            dout,
+            dlse,
+            shape,
+            &plan.layout,
+            scale,
+            &self.device_cache,
+        )
+        .map_err(|reason| AttentionError::KernelUnavailable { reason })
+    }
 }

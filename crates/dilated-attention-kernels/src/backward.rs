@@ -1,0 +1,502 @@
+//! Backward of block-sparse dilated flash attention, one head class of one branch at a time.
+//!
+//! The branches' outputs are merged as one softmax over the union of their keys, so with the
+//! merged output `O` and log-sum-exp `L` every branch's backward is a plain flash backward:
+//! `p_ij = e^{x_ij − L_i}`, `x_ij = scale · q_i·k_j`, `Δ_i = Σ_d dO_id · O_id − dL_i`,
+//! `ds_ij = p_ij (dO_i·v_j − Δ_i)`, and
+//! `dq_i += scale Σ_j ds_ij k_j`, `dk_j += scale Σ_i ds_ij q_i`, `dv_j += Σ_i p_ij dO_i`,
+//! over the same (gathered, causal, masked) pairs as the forward. The `dL` term makes the
+//! log-sum-exp output differentiable too; the weights of the branch merge are inside `p`.
+//!
+//! Shapes: `q, out, dout: [batch, heads, n, head_dim]`, `k, v: [batch, kv_heads, n, head_dim]`
+//! (any strides), `lse, delta: [batch, heads, n]` f32, `mask: [batch, n]` u32.
+//! The gradients accumulate (read–add–write) into contiguous f32 buffers
+//! `dq, dk, dv: [batch, heads, n, head_dim]`, indexed by the **query** head: within a branch a
+//! (head, token) pair belongs to one class, launches run in stream order, so no two units write
+//! one element at once. The caller sums `dk, dv` over the query heads that share a kv head.
+//!
+//! Kernels:
+//! - [`delta`](backward_delta): one unit per (batch, head, token) row.
+//! - `dQ`: the forward's grid (a cube per query block, a unit per query row), walking the
+//!   query block's key blocks; keys and values staged in shared memory.
+//! - `dK/dV`: a cube per key block, a unit per key row, walking the **transposed** layout (the
+//!   query blocks that see the key block); queries, `dO`, `L` and `Δ` staged in shared memory.
+
+use cubecl::prelude::*;
+
+use crate::KernelError;
+use crate::forward::{ClassArgs, ForwardConfig, TensorRef, locate};
+
+/// Rows staged per shared-memory step.
+const CHUNK: usize = 16;
+
+/// `delta[b, h, i] = Σ_d dout·out − dlse` in f32.
+#[cube(launch_unchecked)]
+fn backward_delta<F: Float>(
+    out: &Tensor<F>,
+    dout: &Tensor<F>,
+    dlse: &Tensor<f32>,
+    delta: &mut Tensor<f32>,
+    rows: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] with_dlse: bool,
+) {
+    let row = ABSOLUTE_POS;
+    if row >= rows {
+        terminate!();
+    }
+    let n = delta.shape(2);
+    let heads = delta.shape(1);
+    let i = row % n;
+    let h = (row / n) % heads;
+    let b = row / (n * heads);
+    let o_base = b * out.stride(0) + h * out.stride(1) + i * out.stride(2);
+    let g_base = b * dout.stride(0) + h * dout.stride(1) + i * dout.stride(2);
+    let mut sum = 0.0f32;
+    #[unroll]
+    for d in 0..head_dim {
+        sum += f32::cast_from(out[o_base + d * out.stride(3)])
+            * f32::cast_from(dout[g_base + d * dout.stride(3)]);
+    }
+    if comptime!(with_dlse) {
+        sum -= dlse[b * dlse.stride(0) + h * dlse.stride(1) + i * dlse.stride(2)];
+    }
+    let at = b * delta.stride(0) + h * delta.stride(1) + i * delta.stride(2);
+    delta[at] = sum;
+}
+
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+#[allow(clippy::manual_div_ceil)] // CubeCL kernel code
+fn backward_dq<F: Float>(
+    q: &Tensor<F>,
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    mask: &Tensor<u32>,
+    dout: &Tensor<F>,
+    lse: &Tensor<f32>,
+    delta: &Tensor<f32>,
+    row_ptr: &Tensor<u32>,
+    runs: &Tensor<u32>,
+    params: &Tensor<u32>,
+    dq: &mut Tensor<f32>,
+    scale: f32,
+    neg_inf: f32,
+    #[comptime] head_dim: usize,
+    #[comptime] block: usize,
+    #[comptime] causal: bool,
+    #[comptime] masked: bool,
+) {
+    let tile = locate(params, CUBE_POS_X as usize, block);
+    if tile.qb >= tile.seg_blocks {
+        terminate!();
+    }
+    let (qb, head, kv_head, batch) = (tile.qb, tile.head, tile.kv_head, tile.batch);
+    let (tokens, dilation, seg_start, csr_base) =
+        (tile.tokens, tile.dilation, tile.seg_start, tile.csr_base);
+
+    let unit = UNIT_POS as usize;
+    let tq = qb * block + unit;
+    let q_valid = tq < tokens;
+    let pq = seg_start + select(q_valid, tq, 0usize) * dilation;
+
+    let mut qr = Array::<f32>::new(head_dim);
+    let mut gr = Array::<f32>::new(head_dim);
+    let mut acc = Array::<f32>::new(head_dim);
+    let q_base = batch * q.stride(0) + head * q.stride(1) + pq * q.stride(2);
+    let g_base = batch * dout.stride(0) + head * dout.stride(1) + pq * dout.stride(2);
+    #[unroll]
+    for d in 0..head_dim {
+        qr[d] = f32::cast_from(q[q_base + d * q.stride(3)]) * scale;
+        gr[d] = f32::cast_from(dout[g_base + d * dout.stride(3)]);
+        acc[d] = 0.0f32;
+    }
+    let l_row = lse[batch * lse.stride(0) + head * lse.stride(1) + pq * lse.stride(2)];
+    let delta_row = delta[batch * delta.stride(0) + head * delta.stride(1) + pq * delta.stride(2)];
+    // A row with no key in any branch has `L = -inf` and no gradient.
+    let live = q_valid && l_row != neg_inf;
+    let l_safe = select(live, l_row, 0.0f32);
+
+    let mut ks = Shared::<[f32]>::new_slice(CHUNK * head_dim);
+    let mut vs = Shared::<[f32]>::new_slice(CHUNK * head_dim);
+    let mut kvalid = Shared::<[u32]>::new_slice(CHUNK);
+
+    let k_base = batch * k.stride(0) + kv_head * k.stride(1);
+    let v_base = batch * v.stride(0) + kv_head * v.stride(1);
+    let (k_row, k_col) = (k.stride(2), k.stride(3));
+    let (v_row, v_col) = (v.stride(2), v.stride(3));
+    let (m_batch, m_pos) = (mask.stride(0), mask.stride(1));
+    let run_lo = row_ptr[csr_base + qb] as usize;
+    let run_hi = row_ptr[csr_base + qb + 1] as usize;
+    for run in run_lo..run_hi {
+        let kb_lo = runs[2 * run] as usize;
+        let kb_hi = runs[2 * run + 1] as usize;
+        for kb in kb_lo..kb_hi {
+            let mut c0 = 0usize;
+            while c0 < block {
+                let mut e = unit;
+                while e < CHUNK * head_dim {
+                    let c = e / head_dim;
+                    let d = e % head_dim;
+                    let tk = kb * block + c0 + c;
+                    let present = tk < tokens && c0 + c < block;
+                    let pk = seg_start + select(present, tk, 0usize) * dilation;
+                    ks[e] = f32::cast_from(k[k_base + pk * k_row + d * k_col]);
+                    vs[e] = f32::cast_from(v[v_base + pk * v_row + d * v_col]);
+                    if d == 0 {
+                        let mut ok = present;
+                        if comptime!(masked) {
+                            ok = ok && mask[batch * m_batch + pk * m_pos] != 0;
+                        }
+                        kvalid[c] = select(ok, 1u32, 0u32);
+                    }
+                    e += block;
+                }
+                sync_cube();
+
+                for c in 0..CHUNK {
+                    let tk = kb * block + c0 + c;
+                    let mut ok = live && kvalid[c] != 0;
+                    if comptime!(causal) {
+                        ok = ok && tk <= tq;
+                    }
+                    let mut dot = 0.0f32;
+                    let mut dp = 0.0f32;
+                    for d in 0..head_dim {
+                        dot += qr[d] * ks[c * head_dim + d];
+                        dp += gr[d] * vs[c * head_dim + d];
+                    }
+                    let p = select(ok, f32::exp(dot - l_safe), 0.0f32);
+                    let ds = select(ok, p * (dp - delta_row), 0.0f32);
+                    for d in 0..head_dim {
+                        acc[d] += ds * ks[c * head_dim + d];
+                    }
+                }
+                sync_cube();
+                c0 += CHUNK;
+            }
+        }
+    }
+
+    if q_valid {
+        let base = batch * dq.stride(0) + head * dq.stride(1) + pq * dq.stride(2);
+        #[unroll]
+        for d in 0..head_dim {
+            let at = base + d * dq.stride(3);
+            dq[at] += acc[d] * scale;
+        }
+    }
+}
+
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+#[allow(clippy::manual_div_ceil)] // CubeCL kernel code
+fn backward_dkdv<F: Float>(
+    q: &Tensor<F>,
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    mask: &Tensor<u32>,
+    dout: &Tensor<F>,
+    lse: &Tensor<f32>,
+    delta: &Tensor<f32>,
+    col_ptr: &Tensor<u32>,
+    runs: &Tensor<u32>,
+    params: &Tensor<u32>,
+    dk: &mut Tensor<f32>,
+    dv: &mut Tensor<f32>,
+    scale: f32,
+    neg_inf: f32,
+    #[comptime] head_dim: usize,
+    #[comptime] block: usize,
+    #[comptime] causal: bool,
+    #[comptime] masked: bool,
+) {
+    // `qb` here is the key block; the transposed rows list the query blocks that see it.
+    let tile = locate(params, CUBE_POS_X as usize, block);
+    if tile.qb >= tile.seg_blocks {
+        terminate!();
+    }
+    let (kb, head, kv_head, batch) = (tile.qb, tile.head, tile.kv_head, tile.batch);
+    let (tokens, dilation, seg_start, csr_base) =
+        (tile.tokens, tile.dilation, tile.seg_start, tile.csr_base);
+
+    let unit = UNIT_POS as usize;
+    let tk = kb * block + unit;
+    let k_valid = tk < tokens;
+    let pk = seg_start + select(k_valid, tk, 0usize) * dilation;
+    let mut key_live = k_valid;
+    if comptime!(masked) {
+        key_live = key_live && mask[batch * mask.stride(0) + pk * mask.stride(1)] != 0;
+    }
+
+    let mut kr = Array::<f32>::new(head_dim);
+    let mut vr = Array::<f32>::new(head_dim);
+    let mut dk_acc = Array::<f32>::new(head_dim);
+    let mut dv_acc = Array::<f32>::new(head_dim);
+    let k_base = batch * k.stride(0) + kv_head * k.stride(1) + pk * k.stride(2);
+    let v_base = batch * v.stride(0) + kv_head * v.stride(1) + pk * v.stride(2);
+    #[unroll]
+    for d in 0..head_dim {
+        kr[d] = f32::cast_from(k[k_base + d * k.stride(3)]);
+        vr[d] = f32::cast_from(v[v_base + d * v.stride(3)]);
+        dk_acc[d] = 0.0f32;
+        dv_acc[d] = 0.0f32;
+    }
+
+    // Staged queries (pre-scaled), their output gradients, `L` (0 for dead rows) and `Δ`.
+    let mut qs = Shared::<[f32]>::new_slice(CHUNK * head_dim);
+    let mut gs = Shared::<[f32]>::new_slice(CHUNK * head_dim);
+    let mut ls = Shared::<[f32]>::new_slice(CHUNK);
+    let mut ds_row = Shared::<[f32]>::new_slice(CHUNK);
+    let mut qlive = Shared::<[u32]>::new_slice(CHUNK);
+
+    let q_base = batch * q.stride(0) + head * q.stride(1);
+    let g_base = batch * dout.stride(0) + head * dout.stride(1);
+    let l_base = batch * lse.stride(0) + head * lse.stride(1);
+    let d_base = batch * delta.stride(0) + head * delta.stride(1);
+    let run_lo = col_ptr[csr_base + kb] as usize;
+    let run_hi = col_ptr[csr_base + kb + 1] as usize;
+    for run in run_lo..run_hi {
+        let qb_lo = runs[2 * run] as usize;
+        let qb_hi = runs[2 * run + 1] as usize;
+        for qb in qb_lo..qb_hi {
+            let mut c0 = 0usize;
+            while c0 < block {
+                let mut e = unit;
+                while e < CHUNK * head_dim {
+                    let c = e / head_dim;
+                    let d = e % head_dim;
+                    let tq = qb * block + c0 + c;
+                    let present = tq < tokens && c0 + c < block;
+                    let pq = seg_start + select(present, tq, 0usize) * dilation;
+                    qs[e] = f32::cast_from(q[q_base + pq * q.stride(2) + d * q.stride(3)]) * scale;
+                    gs[e] = f32::cast_from(dout[g_base + pq * dout.stride(2) + d * dout.stride(3)]);
+                    if d == 0 {
+                        let l = lse[l_base + pq * lse.stride(2)];
+                        let ok = present && l != neg_inf;
+                        qlive[c] = select(ok, 1u32, 0u32);
+                        ls[c] = select(ok, l, 0.0f32);
+                        ds_row[c] = delta[d_base + pq * delta.stride(2)];
+                    }
+                    e += block;
+                }
+                sync_cube();
+
+                for c in 0..CHUNK {
+                    let tq = qb * block + c0 + c;
+                    let mut ok = key_live && qlive[c] != 0;
+                    if comptime!(causal) {
+                        ok = ok && tk <= tq;
+                    }
+                    let mut dot = 0.0f32;
+                    let mut dp = 0.0f32;
+                    for d in 0..head_dim {
+                        dot += qs[c * head_dim + d] * kr[d];
+                        dp += gs[c * head_dim + d] * vr[d];
+                    }
+                    let p = select(ok, f32::exp(dot - ls[c]), 0.0f32);
+                    let ds = select(ok, p * (dp - ds_row[c]), 0.0f32);
+                    for d in 0..head_dim {
+                        dv_acc[d] += p * gs[c * head_dim + d];
+                        dk_acc[d] += ds * qs[c * head_dim + d];
+                    }
+                }
+                sync_cube();
+                c0 += CHUNK;
+            }
+        }
+    }
+
+    if k_valid {
+        let k_at = batch * dk.stride(0) + head * dk.stride(1) + pk * dk.stride(2);
+        let v_at = batch * dv.stride(0) + head * dv.stride(1) + pk * dv.stride(2);
+        #[unroll]
+        for d in 0..head_dim {
+            let dk_at = k_at + d * dk.stride(3);
+            let dv_at = v_at + d * dv.stride(3);
+            dk[dk_at] += dk_acc[d];
+            dv[dv_at] += dv_acc[d];
+        }
+    }
+}
+
+/// Launches the `Δ` prepass over all rows.
+///
+/// - `out, dout: [batch, heads, n, head_dim]` (the merged output and its gradient)
+/// - `dlse: [batch, heads, n]` f32, the gradient of the merged log-sum-exp, or `None`
+/// - `delta: [batch, heads, n]` f32 (written)
+pub fn delta(
+    client: &Client,
+    config: &ForwardConfig,
+    out: &TensorRef,
+    dout: &TensorRef,
+    dlse: Option<&TensorRef>,
+    delta: &TensorRef,
+) -> Result<(), KernelError> {
+    config.check()?;
+    let rows: usize = delta.shape.iter().product();
+    if rows == 0 {
+        return Ok(());
+    }
+    let threads = 256usize;
+    let cubes = rows.div_ceil(threads);
+    let count = CubeCount::new_1d(u32::try_from(cubes).map_err(|_| KernelError::Unsupported {
+        field: "n",
+        rule: "at most 2^32 cubes of rows".into(),
+    })?);
+    let dlse_ref = dlse.unwrap_or(delta);
+    macro_rules! launch {
+        ($t:ty) => {
+            // SAFETY: `row < rows` bounds every index; strides come from the shapes.
+            unsafe {
+                backward_delta::launch_unchecked::<$t>(
+                    client,
+                    count,
+                    CubeDim::new_1d(threads as u32),
+                    out.arg(),
+                    dout.arg(),
+                    dlse_ref.arg(),
+                    delta.arg(),
+                    rows,
+                    config.head_dim,
+                    dlse.is_some(),
+                )
+            }
+        };
+    }
+    use crate::forward::AttnDtype;
+    match config.dtype {
+        AttnDtype::F32 => launch!(f32),
+        AttnDtype::F16 => launch!(half::f16),
+        AttnDtype::BF16 => launch!(half::bf16),
+    }
+    Ok(())
+}
+
+/// The tensors of one backward call (see the module docs for shapes).
+#[derive(Debug, Clone, Copy)]
+pub struct BackwardArgs<'a> {
+    /// Queries `[batch, heads, n, head_dim]`.
+    pub q: &'a TensorRef,
+    /// Keys `[batch, kv_heads, n, head_dim]`.
+    pub k: &'a TensorRef,
+    /// Values `[batch, kv_heads, n, head_dim]`.
+    pub v: &'a TensorRef,
+    /// Padding mask `[batch, n]` u32 (1 = present), or `None`.
+    pub mask: Option<&'a TensorRef>,
+    /// Gradient of the merged output `[batch, heads, n, head_dim]`.
+    pub dout: &'a TensorRef,
+    /// Merged log-sum-exp `[batch, heads, n]` f32.
+    pub lse: &'a TensorRef,
+    /// `Δ` from [`delta`], `[batch, heads, n]` f32.
+    pub delta: &'a TensorRef,
+    /// Query gradient accumulator `[batch, heads, n, head_dim]` f32.
+    pub dq: &'a TensorRef,
+    /// Key gradient accumulator per query head `[batch, heads, n, head_dim]` f32.
+    pub dk: &'a TensorRef,
+    /// Value gradient accumulator per query head `[batch, heads, n, head_dim]` f32.
+    pub dv: &'a TensorRef,
+}
+
+/// Adds one head class's contribution to `dq`, `dk` and `dv`.
+///
+/// `rows` is the class's forward layout (query block → key blocks), `cols` the transposed one
+/// (key block → query blocks), both in the form of [`ClassArgs`] with the same `params`.
+pub fn backward_class(
+    client: &Client,
+    config: &ForwardConfig,
+    args: &BackwardArgs<'_>,
+    rows: &ClassArgs,
+    cols: &ClassArgs,
+) -> Result<(), KernelError> {
+    config.check()?;
+    let batch = args.q.shape[0];
+    if rows.rows == 0 || rows.heads == 0 || batch == 0 {
+        return Ok(());
+    }
+    let max_cubes = 65_535;
+    if rows.rows > max_cubes || rows.heads > max_cubes || batch > max_cubes {
+        return Err(KernelError::Unsupported {
+            field: "n",
+            rule: format!("at most {max_cubes} query blocks per class, heads and batch"),
+        });
+    }
+    for (name, t) in [("dq", args.dq), ("dk", args.dk), ("dv", args.dv)] {
+        if t.shape != args.q.shape {
+            return Err(KernelError::Shape {
+                arg: name,
+                expected: format!("the shape of q, {:?}", args.q.shape),
+            });
+        }
+    }
+    let dummy;
+    let mask_ref = match args.mask {
+        Some(m) => m,
+        None => {
+            dummy = TensorRef::contiguous(args.lse.handle.clone(), vec![1, 1]);
+            &dummy
+        }
+    };
+    let count = CubeCount::Static(rows.rows as u32, rows.heads as u32, batch as u32);
+    let dim = CubeDim::new_1d(config.block as u32);
+    macro_rules! launch {
+        ($t:ty) => {
+            // SAFETY: token positions are clamped to real tokens of the segment, CSR indices
+            // come from the layout, shared-memory indices are bounded by comptime sizes.
+            unsafe {
+                backward_dq::launch_unchecked::<$t>(
+                    client,
+                    count.clone(),
+                    dim,
+                    args.q.arg(),
+                    args.k.arg(),
+                    args.v.arg(),
+                    mask_ref.arg(),
+                    args.dout.arg(),
+                    args.lse.arg(),
+                    args.delta.arg(),
+                    rows.row_ptr.arg(),
+                    rows.runs.arg(),
+                    rows.params.arg(),
+                    args.dq.arg(),
+                    config.scale,
+                    f32::NEG_INFINITY,
+                    config.head_dim,
+                    config.block,
+                    config.causal,
+                    args.mask.is_some(),
+                );
+                backward_dkdv::launch_unchecked::<$t>(
+                    client,
+                    count,
+                    dim,
+                    args.q.arg(),
+                    args.k.arg(),
+                    args.v.arg(),
+                    mask_ref.arg(),
+                    args.dout.arg(),
+                    args.lse.arg(),
+                    args.delta.arg(),
+                    cols.row_ptr.arg(),
+                    cols.runs.arg(),
+                    cols.params.arg(),
+                    args.dk.arg(),
+                    args.dv.arg(),
+                    config.scale,
+                    f32::NEG_INFINITY,
+                    config.head_dim,
+                    config.block,
+                    config.causal,
+                    args.mask.is_some(),
+                )
+            }
+        };
+    }
+    use crate::forward::AttnDtype;
+    match config.dtype {
+        AttnDtype::F32 => launch!(f32),
+        AttnDtype::F16 => launch!(half::f16),
+        AttnDtype::BF16 => launch!(half::bf16),
+    }
+    Ok(())
+}
