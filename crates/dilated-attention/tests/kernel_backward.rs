@@ -176,3 +176,70 @@ fn rows_without_keys_have_zero_gradient() {
         assert!(values(g.slice_dim(0, 1..2)).iter().all(|&x| x == 0.0));
     }
 }
+
+/// Which outputs the loss reads.
+#[derive(Debug, Clone, Copy)]
+enum Uses {
+    Out,
+    Lse,
+    Both,
+}
+
+/// `loss.backward()` on an autodiff wgpu device runs the kernels (forward_kernels refuses to
+/// fall back) and gives the reference path's gradients, whichever outputs the loss reads.
+#[rstest]
+fn autodiff_runs_the_kernels(
+    #[values(Uses::Out, Uses::Lse, Uses::Both)] uses: Uses,
+    #[values(false, true)] causal: bool,
+) {
+    let (b, h, kvh, n, d) = (1, 4, 2, 90, 32);
+    let pattern = DilatedPattern::new(
+        &[32, 90],
+        &[1, 2],
+        sparse(PatternType::DilatedSparse, 16, 0.5),
+        causal,
+    )
+    .unwrap();
+    let module = BlockSparseRingDilatedAttention::from_pattern(pattern, None);
+    let cpu = cpu(21);
+    let inputs = [
+        randn([b, h, n, d], &cpu),
+        randn([b, kvh, n, d], &cpu),
+        randn([b, kvh, n, d], &cpu),
+    ];
+    let r = randn([b, h, n, d], &cpu);
+    let s = randn([b, h, n], &cpu);
+    let grads_on = |device: &Device, kernels: bool| {
+        let ad = device.clone().autodiff();
+        let [q, k, v] = inputs
+            .clone()
+            .map(|t| Tensor::<4>::from_data(t.into_data(), &ad).require_grad());
+        let (out, lse) = if kernels {
+            module.forward_kernels(q.clone(), k.clone(), v.clone(), None)
+        } else {
+            module
+                .clone()
+                .without_kernels()
+                .forward_with_lse(q.clone(), k.clone(), v.clone(), None)
+        }
+        .unwrap();
+        let r = Tensor::<4>::from_data(r.to_data(), &ad);
+        let s = Tensor::<3>::from_data(s.to_data(), &ad);
+        let loss = match uses {
+            Uses::Out => (out * r).sum(),
+            Uses::Lse => (lse * s).sum(),
+            Uses::Both => (out * r).sum() + (lse * s).sum(),
+        };
+        let grads = loss.backward();
+        // A loss of `lse` alone does not reach `v` on the reference path: its gradient is 0.
+        [q, k, v].map(|t| {
+            let zeros = t.zeros_like().without_autodiff();
+            values(t.grad(&grads).unwrap_or(zeros))
+        })
+    };
+    let got = grads_on(&gpu(), true);
+    let want = grads_on(&cpu, false);
+    for (name, (g, w)) in ["dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {
+        assert_close(g, w, 1e-4, &format!("{name} {uses:?} causal={causal}"));
+    }
+}

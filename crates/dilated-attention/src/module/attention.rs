@@ -288,6 +288,22 @@ impl BlockSparseRingDilatedAttention {
         Ok(self.cache.get(&self.pattern, n, heads)?.layout.clone())
     }
 
+    /// The kernels' view of one call.
+    #[cfg(feature = "cube")]
+    fn call(
+        &self,
+        shape: AttentionShape,
+        scale: f64,
+        plan: &Arc<ReferencePlan>,
+    ) -> crate::kernel::Call {
+        crate::kernel::Call {
+            shape,
+            plan: plan.clone(),
+            scale,
+            cache: self.device_cache.clone(),
+        }
+    }
+
     /// Checks the inputs and returns their sizes, the scale and the cached layout plan.
     fn prepare(
         &self,
@@ -347,16 +363,8 @@ impl BlockSparseRingDilatedAttention {
         }
         #[cfg(feature = "cube")]
         if self.use_kernels
-            && let Ok(result) = crate::kernel::try_forward(
-                &q,
-                &k,
-                &v,
-                mask.as_ref(),
-                shape,
-                &plan.layout,
-                scale,
-                &self.device_cache,
-            )
+            && let Ok(result) =
+                crate::kernel::attention(&q, &k, &v, mask.as_ref(), &self.call(shape, scale, &plan))
         {
             return Ok(result);
         }
@@ -408,8 +416,9 @@ impl BlockSparseRingDilatedAttention {
     }
 
     /// [`forward_with_lse`](Self::forward_with_lse) through the CubeCL kernels only: an
-    /// [`AttentionError::KernelUnavailable`] says why they cannot run (another device, autodiff
-    /// tracking, an unsupported head dim, ...) instead of falling back to the reference path.
+    /// [`AttentionError::KernelUnavailable`] says why they cannot run (another device, an
+    /// unsupported head dim, ...) instead of falling back to the reference path. On an autodiff
+    /// device the call is recorded so that `backward()` runs the backward kernels.
     #[cfg(feature = "cube")]
     pub fn forward_kernels(
         &self,
@@ -419,17 +428,8 @@ impl BlockSparseRingDilatedAttention {
         mask: Option<Tensor<2, Bool>>,
     ) -> crate::Result<(Tensor<4>, Tensor<3>)> {
         let (shape, scale, plan) = self.prepare(&q, &k, &v, mask.as_ref())?;
-        crate::kernel::try_forward(
-            &q,
-            &k,
-            &v,
-            mask.as_ref(),
-            shape,
-            &plan.layout,
-            scale,
-            &self.device_cache,
-        )
-        .map_err(|reason| AttentionError::KernelUnavailable { reason })
+        crate::kernel::attention(&q, &k, &v, mask.as_ref(), &self.call(shape, scale, &plan))
+            .map_err(|reason| AttentionError::KernelUnavailable { reason })
     }
 
     /// Gradients of [`forward_with_lse`](Self::forward_with_lse) through the CubeCL backward

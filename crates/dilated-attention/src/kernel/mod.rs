@@ -6,6 +6,8 @@
 //! device, an autodiff-tracked tensor, an unsupported head dim or block size) returns `None`, and
 //! the module runs the reference path instead.
 
+mod autodiff;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +22,8 @@ use dilated_attention_kernels::{Client, upload_u32};
 use crate::inputs::AttentionShape;
 use crate::layout::{BlockLayout, BlockRows, ClassLayout};
 use crate::merge::merge_lse;
+
+pub(crate) use autodiff::{Call, attention};
 
 /// The kernel form of a class layout: rows of a full then a tail segment, as runs of
 /// consecutive key blocks.
