@@ -77,7 +77,7 @@ impl Backward<Cube, 3> for AttentionStep {
             q: plain(s.q),
             k: plain(s.k),
             v: plain(s.v),
-            mask: s.mask.map(|m| Tensor::<2, Bool>::from_primitive::<Cube>(m)),
+            mask: s.mask.map(Tensor::<2, Bool>::from_primitive::<Cube>),
             out: plain(s.out),
             lse: plain(s.lse),
         };
