@@ -6,7 +6,9 @@ longnet : branches [n/4, n/2, n] x [1, 2, 4], dense -> the torchscale way (gathe
           and dense SDPA (FlashAttention-2) over the whole sequence for reference.
 Prints one JSON object per row (median of triton.testing.do_bench, milliseconds).
 
-python3 benches/torch_baseline.py [f16|bf16|f32] [sizes...]
+python3 benches/torch_baseline.py [f16|bf16|f32] [fwd|fwdbwd|both] [sizes...]
+fwdbwd times forward plus backward with a random output gradient; peak_mem_bytes is
+torch.cuda.max_memory_allocated() over the timed calls.
 """
 import json
 import sys
@@ -68,26 +70,54 @@ def torchscale(q, k, v, branches):
 
 def main():
     dtype = DT[sys.argv[1] if len(sys.argv) > 1 else "f16"]
-    sizes = [int(s[:-1]) * 1024 if s.endswith("k") else int(s) for s in (sys.argv[2:] or ["4k", "16k"])]
+    args = sys.argv[2:]
+    modes = ["fwd"]
+    if args and args[0] in ("fwd", "fwdbwd", "both"):
+        modes = {"fwd": ["fwd"], "fwdbwd": ["fwdbwd"], "both": ["fwd", "fwdbwd"]}[args[0]]
+        args = args[1:]
+    sizes = [int(s[:-1]) * 1024 if s.endswith("k") else int(s) for s in (args or ["4k", "16k"])]
     b, h, d = 1, 8, 64
     dev = torch.cuda.get_device_name()
     for n in sizes:
-        q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=dtype) for _ in range(3))
         rows = []
         mask = seed_mask(n)
         density = 1.0 - mask.sparsity() / 100.0  # block density; the seed blocks are all full
-        rows.append(("torch-flex", "seed", density, lambda: flex(q, k, v, block_mask=mask)))
+        rows.append(("torch-flex", "seed", density, lambda q, k, v: flex(q, k, v, block_mask=mask)))
         branches = [(n // 4, 1), (n // 2, 2), (n, 4)]
         dens = sum((w // r) ** 2 * (n // w) for w, r in branches) / (n * n)
-        rows.append(("torch-torchscale", "longnet", dens, lambda: torchscale(q, k, v, branches)))
-        rows.append(("torch-sdpa", "dense", 1.0, lambda: F.scaled_dot_product_attention(q, k, v)))
-        for impl, pattern, density, fn in rows:
-            ms = do_bench(fn, warmup=25, rep=200, return_mode="median")
-            flops = 4 * d * density * h * n * n
-            print(json.dumps({"impl": impl, "backend": "cuda", "device": dev, "dtype": str(dtype).split(".")[-1],
-                              "batch": b, "heads": h, "head_dim": d, "n": n, "pattern": pattern,
-                              "density": round(density, 6), "mode": "fwd", "median_ms": round(ms, 4),
-                              "tflops": round(flops / ms / 1e9, 2), "status": "ok"}), flush=True)
+        rows.append(("torch-torchscale", "longnet", dens, lambda q, k, v: torchscale(q, k, v, branches)))
+        rows.append(("torch-sdpa", "dense", 1.0, lambda q, k, v: F.scaled_dot_product_attention(q, k, v)))
+        for mode in modes:
+            grad = mode == "fwdbwd"
+            q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=dtype, requires_grad=grad) for _ in range(3))
+            dout = torch.randn(b, h, n, d, device="cuda", dtype=dtype)
+            for impl, pattern, density, fn in rows:
+                if grad:
+                    def call(fn=fn):
+                        for t in (q, k, v):
+                            t.grad = None
+                        fn(q, k, v).backward(dout)
+                else:
+                    def call(fn=fn):
+                        with torch.no_grad():
+                            fn(q, k, v)
+                status, ms, peak = "ok", None, None
+                try:
+                    call()
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                    ms = do_bench(call, warmup=25, rep=200, return_mode="median")
+                    peak = torch.cuda.max_memory_allocated()
+                except torch.OutOfMemoryError:
+                    status = "oom"
+                    torch.cuda.empty_cache()
+                flops = 4 * d * density * h * n * n * (3.5 if grad else 1.0)
+                print(json.dumps({"impl": impl, "backend": "cuda", "device": dev, "dtype": str(dtype).split(".")[-1],
+                                  "batch": b, "heads": h, "head_dim": d, "n": n, "pattern": pattern,
+                                  "density": round(density, 6), "mode": mode,
+                                  "median_ms": None if ms is None else round(ms, 4),
+                                  "tflops": None if ms is None else round(flops / ms / 1e9, 2),
+                                  "peak_mem_bytes": peak, "status": status}), flush=True)
 
 
 if __name__ == "__main__":

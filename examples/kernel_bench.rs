@@ -1,7 +1,10 @@
 //! Times the attention module on a device: the seed layout and the LongNet preset, median of
 //! many runs after warm-up, device-synchronised. Prints one JSON object per row.
 //!
-//! `cargo run --release --example kernel_bench [--features cuda] -- <cuda|wgpu> <f32|f16> <sizes,...> [iters]`
+//! `cargo run --release --example kernel_bench [--features cuda] -- <cuda|wgpu> <f32|f16|bf16> <sizes,...> [iters] [fwd|fwdbwd|both]`
+//!
+//! `fwdbwd` times the forward and `out.sum().backward()` on an autodiff device (the backward
+//! kernels).
 
 use std::time::Instant;
 
@@ -50,6 +53,11 @@ fn main() {
         })
         .collect();
     let iters: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(20);
+    let modes: &[&str] = match args.get(5).map_or("fwd", String::as_str) {
+        "fwdbwd" => &["fwdbwd"],
+        "both" => &["fwd", "fwdbwd"],
+        _ => &["fwd"],
+    };
     let device = match backend {
         #[cfg(feature = "cuda")]
         "cuda" => Device::cuda(0),
@@ -78,40 +86,58 @@ fn main() {
         for (name, pattern) in [("seed", seed(128)), ("longnet", longnet(n, 64))] {
             let module = BlockSparseRingDilatedAttention::from_pattern(pattern, None);
             let stats = module.layout(n, h).expect("layout").stats();
-            let make = || {
-                Tensor::<4>::random([b, h, n, d], Distribution::Normal(0.0, 1.0), &device)
-                    .cast(dtype)
-            };
-            let (q, k, v) = (make(), make(), make());
-            let run = || {
-                let (o, l) = module
-                    .forward_kernels(q.clone(), k.clone(), v.clone(), None)
-                    .expect("the kernels run these inputs");
-                (o, l)
-            };
-            for _ in 0..3 {
-                let _ = run();
-            }
-            device.sync().expect("sync");
-            let mut times = Vec::with_capacity(iters);
-            for _ in 0..iters {
-                let start = Instant::now();
-                let r = run();
+            for &mode in modes {
+                let grad = mode == "fwdbwd";
+                let dev = if grad {
+                    device.clone().autodiff()
+                } else {
+                    device.clone()
+                };
+                let make = || {
+                    let t = Tensor::<4>::random(
+                        [b, h, n, d],
+                        Distribution::Normal(0.0, 1.0),
+                        (&dev, dtype),
+                    );
+                    if grad { t.require_grad() } else { t }
+                };
+                let (q, k, v) = (make(), make(), make());
+                let run = || {
+                    let (o, _) = module
+                        .forward_kernels(q.clone(), k.clone(), v.clone(), None)
+                        .expect("the kernels run these inputs");
+                    if grad {
+                        let g = o.cast(DType::F32).sum().backward();
+                        drop(g);
+                    } else {
+                        drop(o);
+                    }
+                };
+                for _ in 0..3 {
+                    run();
+                }
                 device.sync().expect("sync");
-                times.push(start.elapsed().as_secs_f64() * 1e3);
-                drop(r);
+                let mut times = Vec::with_capacity(iters);
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    run();
+                    device.sync().expect("sync");
+                    times.push(start.elapsed().as_secs_f64() * 1e3);
+                }
+                times.sort_by(f64::total_cmp);
+                let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+                let median = pct(0.5);
+                let work = if grad { 3.5 } else { 1.0 };
+                let tflops =
+                    work * 4.0 * d as f64 * stats.active_pairs as f64 / (median * 1e-3) / 1e12;
+                println!(
+                    "{{\"impl\":\"ours\",\"backend\":\"{backend}\",\"dtype\":\"{dtype:?}\",\"n\":{n},\"pattern\":\"{name}\",\
+                     \"mode\":\"{mode}\",\"density\":{:.6},\"median_ms\":{median:.3},\"p10_ms\":{:.3},\"p90_ms\":{:.3},\"tflops\":{tflops:.2}}}",
+                    stats.density,
+                    pct(0.1),
+                    pct(0.9)
+                );
             }
-            times.sort_by(f64::total_cmp);
-            let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
-            let median = pct(0.5);
-            let tflops = 4.0 * d as f64 * stats.active_pairs as f64 / (median * 1e-3) / 1e12;
-            println!(
-                "{{\"impl\":\"ours\",\"backend\":\"{backend}\",\"dtype\":\"{dtype:?}\",\"n\":{n},\"pattern\":\"{name}\",\
-                 \"density\":{:.6},\"median_ms\":{median:.3},\"p10_ms\":{:.3},\"p90_ms\":{:.3},\"tflops\":{tflops:.2}}}",
-                stats.density,
-                pct(0.1),
-                pct(0.9)
-            );
         }
     }
 }

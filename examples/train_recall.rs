@@ -1,7 +1,9 @@
 //! Trains the recall transformer (`dilated_attention_examples`) and saves it.
 //!
-//! `cargo run --release --example train_recall -- [steps] [seq_len] [batch] [pairs] [symbols]`
-//! Defaults run on the CPU (`BURN_DEVICE` picks another backend) in a few minutes.
+//! `cargo run --release --example train_recall -- [steps] [seq_len] [batch] [pairs] [symbols] [d_model]`
+//! (4 heads: `d_model` 128 gives head dim 32, which the GPU kernels serve).
+//! Defaults run on the CPU in a few minutes; `BURN_DEVICE=wgpu` (or `cuda`, built with
+//! `--features cuda`) trains on a GPU through the attention kernels.
 
 use std::io::Write;
 
@@ -18,15 +20,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (steps, seq_len, batch) = (arg(1, 600), arg(2, 128), arg(3, 32));
     let device = match std::env::var("BURN_DEVICE").as_deref() {
         Ok("wgpu") => Device::wgpu(DeviceKind::DefaultDevice),
+        #[cfg(feature = "cuda")]
+        Ok("cuda") => Device::cuda(0),
         _ => Device::flex(),
     };
     let defaults = RecallConfig::new();
     let cfg = RecallConfig::new()
         .with_seq_len(seq_len)
         .with_pairs(arg(4, defaults.pairs))
-        .with_symbols(arg(5, defaults.symbols));
+        .with_symbols(arg(5, defaults.symbols))
+        .with_d_model(arg(6, defaults.d_model));
     println!(
-        "associative recall: {} pairs of {} symbols, query at position {}, chance {:.3}",
+        "associative recall on {device:?}: {} pairs of {} symbols, query at position {}, chance {:.3}",
         cfg.pairs,
         cfg.symbols,
         seq_len - 1,

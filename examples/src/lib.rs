@@ -1,7 +1,8 @@
 //! A small decoder-only transformer whose attention layers are
 //! [`MultiHeadDilatedAttention`], trained on associative recall: key–value pairs early in the
 //! sequence, filler tokens, and a query key at the end whose value the model must name. A
-//! local window cannot solve it: the pair sits far before the query.
+//! local window cannot solve it: the pair sits far before the query. `seq_len` must be a
+//! multiple of 4 with room for the pairs (`4 · pairs + 2 <= seq_len`).
 //!
 //! Used by `examples/train_recall.rs` and by the CI test that checks the loss falls.
 
@@ -154,12 +155,15 @@ pub fn batch(
             .map(|_| cfg.symbols + next(cfg.symbols))
             .collect();
         let asked = next(cfg.pairs);
-        let mut seq = Vec::with_capacity(cfg.seq_len);
+        // Pair `i` sits at positions `4i + 2, 4i + 3`: the values share the query's offset
+        // class mod 4, so the head of that class sees all of them through the dilated branch.
+        let mut seq = vec![filler; cfg.seq_len];
         for i in 0..cfg.pairs {
-            seq.extend([keys[i], values[i]]);
+            seq[4 * i + 2] = keys[i];
+            seq[4 * i + 3] = values[i];
         }
-        seq.resize(cfg.seq_len - 2, filler);
-        seq.extend([query, keys[asked]]);
+        seq[cfg.seq_len - 2] = query;
+        seq[cfg.seq_len - 1] = keys[asked];
         tokens.extend(seq.into_iter().map(|t| t as i64));
         targets.push(values[asked] as i64);
     }

@@ -369,7 +369,7 @@ fn measure(device: &Device, mut row: Row, flops: f64, f: impl FnOnce() -> Vec<f6
 
 fn inputs(device: &Device, dtype: DType, shape: [usize; 4], grad: bool) -> [Tensor<4>; 3] {
     [0, 1, 2].map(|_| {
-        let t = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device).cast(dtype);
+        let t = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), (device, dtype));
         if grad { t.require_grad() } else { t }
     })
 }

@@ -86,6 +86,7 @@ fn backward_dq<F: Float>(
     #[comptime] block: usize,
     #[comptime] causal: bool,
     #[comptime] masked: bool,
+    #[comptime] unroll: bool,
 ) {
     let tile = locate(params, CUBE_POS_X as usize, block);
     if tile.qb >= tile.seg_blocks {
@@ -162,12 +163,14 @@ fn backward_dq<F: Float>(
                     }
                     let mut dot = 0.0f32;
                     let mut dp = 0.0f32;
+                    #[unroll(unroll)]
                     for d in 0..head_dim {
                         dot += qr[d] * ks[c * head_dim + d];
                         dp += gr[d] * vs[c * head_dim + d];
                     }
                     let p = select(ok, f32::exp(dot - l_safe), 0.0f32);
                     let ds = select(ok, p * (dp - delta_row), 0.0f32);
+                    #[unroll(unroll)]
                     for d in 0..head_dim {
                         acc[d] += ds * ks[c * head_dim + d];
                     }
@@ -210,6 +213,7 @@ fn backward_dkdv<F: Float>(
     #[comptime] block: usize,
     #[comptime] causal: bool,
     #[comptime] masked: bool,
+    #[comptime] unroll: bool,
 ) {
     // `qb` here is the key block; the transposed rows list the query blocks that see it.
     let tile = locate(params, CUBE_POS_X as usize, block);
@@ -290,12 +294,14 @@ fn backward_dkdv<F: Float>(
                     }
                     let mut dot = 0.0f32;
                     let mut dp = 0.0f32;
+                    #[unroll(unroll)]
                     for d in 0..head_dim {
                         dot += qs[c * head_dim + d] * kr[d];
                         dp += gs[c * head_dim + d] * vr[d];
                     }
                     let p = select(ok, f32::exp(dot - ls[c]), 0.0f32);
                     let ds = select(ok, p * (dp - ds_row[c]), 0.0f32);
+                    #[unroll(unroll)]
                     for d in 0..head_dim {
                         dv_acc[d] += p * gs[c * head_dim + d];
                         dk_acc[d] += ds * qs[c * head_dim + d];
@@ -439,6 +445,7 @@ pub fn backward_class(
     };
     let count = CubeCount::Static(rows.rows as u32, rows.heads as u32, batch as u32);
     let dim = CubeDim::new_1d(config.block as u32);
+    let unroll = crate::forward::unroll_inner_loops(client);
     macro_rules! launch {
         ($t:ty) => {
             // SAFETY: token positions are clamped to real tokens of the segment, CSR indices
@@ -465,6 +472,7 @@ pub fn backward_class(
                     config.block,
                     config.causal,
                     args.mask.is_some(),
+                    unroll,
                 );
                 backward_dkdv::launch_unchecked::<$t>(
                     client,
@@ -488,6 +496,7 @@ pub fn backward_class(
                     config.block,
                     config.causal,
                     args.mask.is_some(),
+                    unroll,
                 )
             }
         };

@@ -104,6 +104,7 @@ fn block_sparse_forward<F: Float>(
     #[comptime] block: usize,
     #[comptime] causal: bool,
     #[comptime] masked: bool,
+    #[comptime] unroll: bool,
 ) {
     let tile = locate(params, CUBE_POS_X as usize, block);
     if tile.qb >= tile.seg_blocks {
@@ -177,6 +178,7 @@ fn block_sparse_forward<F: Float>(
                         ok = ok && tk <= tq;
                     }
                     let mut dot = 0.0f32;
+                    #[unroll(unroll)]
                     for d in 0..head_dim {
                         dot += qr[d] * ks[c * head_dim + d];
                     }
@@ -187,12 +189,14 @@ fn block_sparse_forward<F: Float>(
                 if m_new != neg_inf {
                     let alpha = f32::exp(m - m_new);
                     l *= alpha;
+                    #[unroll(unroll)]
                     for d in 0..head_dim {
                         acc[d] *= alpha;
                     }
                     for c in 0..CHUNK {
                         let p = f32::exp(s[c] - m_new);
                         l += p;
+                        #[unroll(unroll)]
                         for d in 0..head_dim {
                             acc[d] += p * vs[c * head_dim + d];
                         }
@@ -313,6 +317,17 @@ pub fn tensor_cores_apply(client: &Client, config: &ForwardConfig) -> bool {
         && client.features().matmul.cmma.contains(&mma)
 }
 
+/// Whether the portable kernels unroll their loops over the head dim.
+///
+/// Unrolled, the query row and the accumulators stay in registers (on CUDA the rolled loops
+/// index them dynamically, which puts them in local memory). Not on Mesa's lavapipe (plane
+/// width 8): its LLVM compiles the unrolled kernels very slowly, and it stops every loop
+/// after 65 535 iterations per invocation, counted over all loops, so kernels there are
+/// exact only while `n · head_dim` per row stays well under that (the CI sizes do).
+pub(crate) fn unroll_inner_loops(client: &Client) -> bool {
+    client.properties().hardware.plane_size_max > 8
+}
+
 /// Static configuration of a forward launch.
 #[derive(Debug, Clone, Copy)]
 pub struct ForwardConfig {
@@ -408,7 +423,7 @@ pub fn forward_class(
         )
     };
     macro_rules! launch {
-        ($kernel:ident, $t:ty $(, $vec:expr)?) => {
+        ($kernel:ident, $t:ty $(, $vec:expr)? ; $($extra:expr),*) => {
             // SAFETY: every index the kernels form stays inside its tensor: token positions are
             // clamped to real tokens of the segment, CSR indices come from the layout, and
             // shared-memory indices are bounded by the comptime tile sizes.
@@ -433,11 +448,13 @@ pub fn forward_class(
                     config.block,
                     config.causal,
                     mask.is_some(),
+                    $($extra,)*
                 )
             }
         };
     }
     use crate::forward_tc::block_sparse_forward_tc;
+    let unroll = unroll_inner_loops(client);
     // 16-byte loads where every row start is 8-element aligned.
     let width = if [q, k, v]
         .iter()
@@ -448,11 +465,11 @@ pub fn forward_class(
         1
     };
     match (config.dtype, tensor_cores) {
-        (AttnDtype::F32, _) => launch!(block_sparse_forward, f32),
-        (AttnDtype::F16, false) => launch!(block_sparse_forward, half::f16),
-        (AttnDtype::BF16, false) => launch!(block_sparse_forward, half::bf16),
-        (AttnDtype::F16, true) => launch!(block_sparse_forward_tc, half::f16, width),
-        (AttnDtype::BF16, true) => launch!(block_sparse_forward_tc, half::bf16, width),
+        (AttnDtype::F32, _) => launch!(block_sparse_forward, f32; unroll),
+        (AttnDtype::F16, false) => launch!(block_sparse_forward, half::f16; unroll),
+        (AttnDtype::BF16, false) => launch!(block_sparse_forward, half::bf16; unroll),
+        (AttnDtype::F16, true) => launch!(block_sparse_forward_tc, half::f16, width;),
+        (AttnDtype::BF16, true) => launch!(block_sparse_forward_tc, half::bf16, width;),
     }
     Ok(())
 }
