@@ -1,6 +1,6 @@
 //! Trains the recall transformer (`dilated_attention_examples`) and saves it.
 //!
-//! `cargo run --release --example train_recall -- [steps] [seq_len] [batch] [pairs] [symbols] [d_model]`
+//! `cargo run --release --example train_recall -- [steps] [seq_len] [batch] [pairs] [symbols] [d_model] [lr]`
 //! (4 heads: `d_model` 128 gives head dim 32, which the GPU kernels serve).
 //! Defaults run on the CPU in a few minutes; `BURN_DEVICE=wgpu` (or `cuda`, built with
 //! `--features cuda`) trains on a GPU through the attention kernels.
@@ -39,7 +39,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let start = std::time::Instant::now();
     let mut recent = Vec::new();
-    let model = train(&cfg, steps, batch, 3e-3, &device, |log| {
+    let lr: f64 = std::env::args()
+        .nth(7)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3e-3);
+    let model = train(&cfg, steps, batch, lr, &device, |log| {
         recent.push(log.accuracy);
         if recent.len() > 20 {
             recent.remove(0);

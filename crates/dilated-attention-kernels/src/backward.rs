@@ -339,7 +339,7 @@ pub fn delta(
     dlse: Option<&TensorRef>,
     delta: &TensorRef,
 ) -> Result<(), KernelError> {
-    config.check()?;
+    config.check_on(client)?;
     let rows: usize = delta.shape.iter().product();
     if rows == 0 {
         return Ok(());
@@ -415,7 +415,7 @@ pub fn backward_class(
     rows: &ClassArgs,
     cols: &ClassArgs,
 ) -> Result<(), KernelError> {
-    config.check()?;
+    config.check_on(client)?;
     let batch = args.q.shape[0];
     if rows.rows == 0 || rows.heads == 0 || batch == 0 {
         return Ok(());
@@ -502,10 +502,107 @@ pub fn backward_class(
         };
     }
     use crate::forward::AttnDtype;
+    let tensors = [args.q, args.k, args.v, args.dout];
+    if crate::forward::tensor_cores_apply(client, config)
+        && tensors.iter().all(|t| t.strides[3] == 1)
+    {
+        // 16-byte loads where every row start is 8-element aligned.
+        let aligned = tensors
+            .iter()
+            .all(|t| t.strides[..3].iter().all(|s| s % 8 == 0));
+        let width = if aligned { 8 } else { 1 };
+        return launch_tc(client, config, args, rows, cols, mask_ref, batch, width);
+    }
     match config.dtype {
         AttnDtype::F32 => launch!(f32),
         AttnDtype::F16 => launch!(half::f16),
         AttnDtype::BF16 => launch!(half::bf16),
+    }
+    Ok(())
+}
+
+/// The tensor-core kernels of [`backward_class`] (f16/bf16, `cmma`).
+#[allow(clippy::too_many_arguments)]
+fn launch_tc(
+    client: &Client,
+    config: &ForwardConfig,
+    args: &BackwardArgs<'_>,
+    rows: &ClassArgs,
+    cols: &ClassArgs,
+    mask: &TensorRef,
+    batch: usize,
+    width: usize,
+) -> Result<(), KernelError> {
+    use crate::backward_tc::{backward_dkdv_tc, backward_dq_tc};
+    use crate::forward::AttnDtype;
+    let x = rows.rows * (config.block / 32);
+    if x > 65_535 {
+        return Err(KernelError::Unsupported {
+            field: "n",
+            rule: "at most 65535 row tiles per class".into(),
+        });
+    }
+    let count = CubeCount::Static(x as u32, rows.heads as u32, batch as u32);
+    let dim = CubeDim::new_1d(64);
+    macro_rules! launch {
+        ($t:ty) => {
+            // SAFETY: as for the portable kernels; vector loads need the contiguous head dim
+            // and (for width 8) the 8-aligned row starts checked by the caller.
+            unsafe {
+                backward_dq_tc::launch_unchecked::<$t>(
+                    client,
+                    count.clone(),
+                    dim,
+                    width,
+                    args.q.arg(),
+                    args.k.arg(),
+                    args.v.arg(),
+                    mask.arg(),
+                    args.dout.arg(),
+                    args.lse.arg(),
+                    args.delta.arg(),
+                    rows.row_ptr.arg(),
+                    rows.runs.arg(),
+                    rows.params.arg(),
+                    args.dq.arg(),
+                    config.scale,
+                    f32::NEG_INFINITY,
+                    config.head_dim,
+                    config.block,
+                    config.causal,
+                    args.mask.is_some(),
+                );
+                backward_dkdv_tc::launch_unchecked::<$t>(
+                    client,
+                    count,
+                    dim,
+                    width,
+                    args.q.arg(),
+                    args.k.arg(),
+                    args.v.arg(),
+                    mask.arg(),
+                    args.dout.arg(),
+                    args.lse.arg(),
+                    args.delta.arg(),
+                    cols.row_ptr.arg(),
+                    cols.runs.arg(),
+                    cols.params.arg(),
+                    args.dk.arg(),
+                    args.dv.arg(),
+                    config.scale,
+                    f32::NEG_INFINITY,
+                    config.head_dim,
+                    config.block,
+                    config.causal,
+                    args.mask.is_some(),
+                )
+            }
+        };
+    }
+    match config.dtype {
+        AttnDtype::F16 => launch!(half::f16),
+        AttnDtype::BF16 => launch!(half::bf16),
+        AttnDtype::F32 => unreachable!("tensor cores serve f16 and bf16 only"),
     }
     Ok(())
 }

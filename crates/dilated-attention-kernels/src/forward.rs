@@ -344,6 +344,26 @@ pub struct ForwardConfig {
 }
 
 impl ForwardConfig {
+    /// Checks what the kernel supports and that the runtime of `client` has the element type
+    /// (WGSL, for one, has no bf16).
+    pub fn check_on(&self, client: &Client) -> Result<(), KernelError> {
+        use cubecl::ir::{ElemType, FloatKind};
+        self.check()?;
+        let kind = match self.dtype {
+            AttnDtype::F32 => FloatKind::F32,
+            AttnDtype::F16 => FloatKind::F16,
+            AttnDtype::BF16 => FloatKind::BF16,
+        };
+        if client.features().supports_type(ElemType::Float(kind)) {
+            Ok(())
+        } else {
+            Err(KernelError::Unsupported {
+                field: "dtype",
+                rule: format!("this runtime has no {:?} kernels", self.dtype),
+            })
+        }
+    }
+
     /// Checks what the kernel supports.
     pub fn check(&self) -> Result<(), KernelError> {
         if !SUPPORTED_HEAD_DIMS.contains(&self.head_dim) {
@@ -381,7 +401,7 @@ pub fn forward_class(
     lse: &TensorRef,
     class: &ClassArgs,
 ) -> Result<(), KernelError> {
-    config.check()?;
+    config.check_on(client)?;
     let batch = q.shape[0];
     if class.rows == 0 || class.heads == 0 || batch == 0 {
         return Ok(());

@@ -292,7 +292,7 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
 
 /// A 16×16×16 operand fragment read from `slice`, rows `stride` elements apart.
 #[cube]
-fn operand<F: Float>(
+pub(crate) fn operand<F: Float>(
     #[comptime] ident: cmma::MatrixIdent,
     layout: cmma::MatrixLayout,
     slice: &[F],
@@ -311,7 +311,7 @@ fn operand<F: Float>(
 
 /// A 16×16 f32 accumulator holding zeros.
 #[cube]
-fn zero_accumulator() -> cmma::Matrix<f32> {
+pub(crate) fn zero_accumulator() -> cmma::Matrix<f32> {
     cmma::Matrix::<f32>::from_value(
         cmma::MatrixIdent::Accumulator,
         16usize,

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod backward;
+mod backward_tc;
 mod error;
 pub mod forward;
 mod forward_tc;

@@ -243,3 +243,111 @@ fn autodiff_runs_the_kernels(
         assert_close(g, w, 1e-4, &format!("{name} {uses:?} causal={causal}"));
     }
 }
+
+/// A direct launch of the Δ prepass into a NaN-poisoned buffer writes every row, and the
+/// per-class launches leave rows of other classes untouched (their accumulators stay 0).
+#[test]
+fn direct_launch_writes_delta_and_only_class_rows() {
+    use burn::backend::Cube;
+    use dilated_attention::BlockLayout;
+    use dilated_attention::kernel::KernelClassLayout;
+    use dilated_attention_kernels::backward::{BackwardArgs, backward_class, delta};
+    use dilated_attention_kernels::forward::{AttnDtype, ClassArgs, ForwardConfig, TensorRef};
+    use dilated_attention_kernels::upload_u32;
+
+    let gpu = gpu();
+    let (b, h, n, d) = (1, 2, 70, 32);
+    // One branch dilated by 2: head 0 owns the even tokens, head 1 the odd ones.
+    let pattern =
+        DilatedPattern::new(&[70], &[2], sparse(PatternType::Dense, 16, 0.0), true).unwrap();
+    let layout = BlockLayout::new(&pattern, n, h).unwrap();
+    let prim = |t: Tensor<4>| t.try_into_primitive::<Cube>().unwrap();
+    let prim3 = |t: Tensor<3>| t.try_into_primitive::<Cube>().unwrap();
+    let as_ref = |t: &burn_cubecl::tensor::CubeTensor| TensorRef {
+        handle: t.handle.clone(),
+        shape: t.meta.shape().iter().copied().collect(),
+        strides: t.meta.strides().iter().copied().collect(),
+    };
+    let [q, k, v, out, dout] = [0; 5].map(|_| prim(randn([b, h, n, d], &gpu)));
+    let lse = prim3(randn([b, h, n], &gpu));
+    let delta_buf = prim3(Tensor::<3>::full([b, h, n], f32::NAN, &gpu));
+    let [dq, dk, dv] = [0; 3].map(|_| prim(Tensor::<4>::zeros([b, h, n, d], &gpu)));
+    let client = q.client.clone();
+    let config = ForwardConfig {
+        dtype: AttnDtype::F32,
+        head_dim: d,
+        block: 16,
+        causal: true,
+        scale: 0.2,
+    };
+    delta(
+        &client,
+        &config,
+        &as_ref(&out),
+        &as_ref(&dout),
+        None,
+        &as_ref(&delta_buf),
+    )
+    .unwrap();
+    let up = |v: &[u32]| TensorRef::contiguous(upload_u32(&client, v), vec![v.len()]);
+    let args_of = |kl: KernelClassLayout| ClassArgs {
+        row_ptr: up(&kl.row_ptr),
+        runs: up(&kl.runs),
+        params: up(&kl.params),
+        rows: kl.rows,
+        heads: 1,
+    };
+    // Only class 0 (head 0, even tokens).
+    let class = &layout.classes[0];
+    let (qr, kr, vr, gr, lr, deltar) = (
+        as_ref(&q),
+        as_ref(&k),
+        as_ref(&v),
+        as_ref(&dout),
+        as_ref(&lse),
+        as_ref(&delta_buf),
+    );
+    let (dqr, dkr, dvr) = (as_ref(&dq), as_ref(&dk), as_ref(&dv));
+    let args = BackwardArgs {
+        q: &qr,
+        k: &kr,
+        v: &vr,
+        mask: None,
+        dout: &gr,
+        lse: &lr,
+        delta: &deltar,
+        dq: &dqr,
+        dk: &dkr,
+        dv: &dvr,
+    };
+    backward_class(
+        &client,
+        &config,
+        &args,
+        &args_of(KernelClassLayout::new(class, 1)),
+        &args_of(KernelClassLayout::transposed(class, 1)),
+    )
+    .unwrap();
+    let delta_v = values(Tensor::<3>::from_primitive::<Cube>(delta_buf));
+    assert!(delta_v.iter().all(|x| x.is_finite()), "unwritten Δ row");
+    for g in [dq, dk, dv] {
+        let g = values(Tensor::<4>::from_primitive::<Cube>(g));
+        for i in 0..n {
+            let row = &g[i * d..(i + 1) * d];
+            assert!(row.iter().all(|x| x.is_finite()));
+            if i % 2 == 1 {
+                assert!(
+                    row.iter().all(|&x| x == 0.0),
+                    "head 0, odd token {i} was written"
+                );
+            } else {
+                assert!(
+                    row.iter().any(|&x| x != 0.0),
+                    "head 0, even token {i} was not written"
+                );
+            }
+        }
+        // Head 1 belongs to the other class.
+        assert!(g[n * d..].iter().all(|&x| x == 0.0));
+    }
+}

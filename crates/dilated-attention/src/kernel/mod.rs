@@ -308,7 +308,10 @@ pub(crate) fn try_backward(
     let prim = |t: &Tensor<4>| cube(t.clone()).ok_or_else(not_cube);
     let prim3 = |t: Tensor<3>| t.try_into_primitive::<Cube>().map_err(|_| not_cube());
     let (qc, kc, vc) = (prim(&saved.q)?, prim(&saved.k)?, prim(&saved.v)?);
-    let (oc, gc) = (prim(&saved.out)?, prim(&dout.cast(dtype))?);
+    // The upstream gradient may be broadcast (`sum().backward()`) or strided: the
+    // tensor-core kernels read rows as vectors.
+    let gc = burn_cubecl::kernel::into_contiguous(prim(&dout.cast(dtype))?);
+    let oc = prim(&saved.out)?;
     let lc = prim3(saved.lse.clone())?;
     let dlse_c = dlse.map(|t| prim3(t.cast(DType::F32))).transpose()?;
     let mask_c = match &saved.mask {
