@@ -9,6 +9,7 @@
 //! - `dK/dV` (rows = keys, chunks of the queries that see them, from the transposed layout):
 //!   `Sᵀ = K·Qᵀ`, `dPᵀ = V·dOᵀ`; `dV += Pᵀ·dO`, then `dK += dSᵀ·Q` (the same shared tile holds
 //!   `Pᵀ`, then `dSᵀ`).
+//!
 //! At the end each plane adds `scale · dQ` (or `scale · dK`, `dV`) to the f32 gradient buffers
 //! one 16×16 tile at a time.
 //!
