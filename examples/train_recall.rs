@@ -42,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let lr: f64 = std::env::args()
         .nth(7)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3e-3);
+        .unwrap_or(1e-3);
     let model = train(&cfg, steps, batch, lr, &device, |log| {
         recent.push(log.accuracy);
         if recent.len() > 20 {
