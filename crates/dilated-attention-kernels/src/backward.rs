@@ -25,7 +25,7 @@
 use cubecl::prelude::*;
 
 use crate::KernelError;
-use crate::forward::{ClassArgs, ForwardConfig, TensorRef, locate};
+use crate::forward::{ClassArgs, ForwardConfig, TensorRef, locate, stage_keys};
 
 /// Rows staged per shared-memory step.
 const CHUNK: usize = 16;
@@ -92,7 +92,7 @@ fn backward_dq<F: Float>(
     if tile.qb >= tile.seg_blocks {
         terminate!();
     }
-    let (qb, head, kv_head, batch) = (tile.qb, tile.head, tile.kv_head, tile.batch);
+    let (qb, head, batch) = (tile.qb, tile.head, tile.batch);
     let (tokens, dilation, seg_start, csr_base) =
         (tile.tokens, tile.dilation, tile.seg_start, tile.csr_base);
 
@@ -122,11 +122,6 @@ fn backward_dq<F: Float>(
     let mut vs = Shared::<[f32]>::new_slice(CHUNK * head_dim);
     let mut kvalid = Shared::<[u32]>::new_slice(CHUNK);
 
-    let k_base = batch * k.stride(0) + kv_head * k.stride(1);
-    let v_base = batch * v.stride(0) + kv_head * v.stride(1);
-    let (k_row, k_col) = (k.stride(2), k.stride(3));
-    let (v_row, v_col) = (v.stride(2), v.stride(3));
-    let (m_batch, m_pos) = (mask.stride(0), mask.stride(1));
     let run_lo = row_ptr[csr_base + qb] as usize;
     let run_hi = row_ptr[csr_base + qb + 1] as usize;
     for run in run_lo..run_hi {
@@ -135,24 +130,20 @@ fn backward_dq<F: Float>(
         for kb in kb_lo..kb_hi {
             let mut c0 = 0usize;
             while c0 < block {
-                let mut e = unit;
-                while e < CHUNK * head_dim {
-                    let c = e / head_dim;
-                    let d = e % head_dim;
-                    let tk = kb * block + c0 + c;
-                    let present = tk < tokens && c0 + c < block;
-                    let pk = seg_start + select(present, tk, 0usize) * dilation;
-                    ks[e] = f32::cast_from(k[k_base + pk * k_row + d * k_col]);
-                    vs[e] = f32::cast_from(v[v_base + pk * v_row + d * v_col]);
-                    if d == 0 {
-                        let mut ok = present;
-                        if comptime!(masked) {
-                            ok = ok && mask[batch * m_batch + pk * m_pos] != 0;
-                        }
-                        kvalid[c] = select(ok, 1u32, 0u32);
-                    }
-                    e += block;
-                }
+                stage_keys(
+                    k,
+                    v,
+                    mask,
+                    &mut ks[0..CHUNK * head_dim],
+                    &mut vs[0..CHUNK * head_dim],
+                    &mut kvalid[0..CHUNK],
+                    &tile,
+                    kb * block + c0,
+                    c0,
+                    head_dim,
+                    block,
+                    masked,
+                );
                 sync_cube();
 
                 for c in 0..CHUNK {

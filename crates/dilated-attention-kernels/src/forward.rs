@@ -85,6 +85,47 @@ pub(crate) fn locate(params: &Tensor<u32>, row: usize, #[comptime] block: usize)
     }
 }
 
+/// Stages the `CHUNK` gathered keys and values starting at gathered token `t0` (offset `c0`
+/// inside its block; strided rows of the tile's segment) in shared memory as f32, and whether
+/// each is a present token in `kvalid`. Run by all `block` units of the cube.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn stage_keys<F: Float>(
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    mask: &Tensor<u32>,
+    ks: &mut [f32],
+    vs: &mut [f32],
+    kvalid: &mut [u32],
+    tile: &Tile,
+    t0: usize,
+    c0: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] block: usize,
+    #[comptime] masked: bool,
+) {
+    let k_base = tile.batch * k.stride(0) + tile.kv_head * k.stride(1);
+    let v_base = tile.batch * v.stride(0) + tile.kv_head * v.stride(1);
+    let mut e = UNIT_POS as usize;
+    while e < CHUNK * head_dim {
+        let c = e / head_dim;
+        let d = e % head_dim;
+        let tk = t0 + c;
+        let present = tk < tile.tokens && c0 + c < block;
+        let pk = tile.seg_start + select(present, tk, 0usize) * tile.dilation;
+        ks[e] = f32::cast_from(k[k_base + pk * k.stride(2) + d * k.stride(3)]);
+        vs[e] = f32::cast_from(v[v_base + pk * v.stride(2) + d * v.stride(3)]);
+        if d == 0 {
+            let mut ok = present;
+            if comptime!(masked) {
+                ok = ok && mask[tile.batch * mask.stride(0) + pk * mask.stride(1)] != 0;
+            }
+            kvalid[c] = select(ok, 1u32, 0u32);
+        }
+        e += block;
+    }
+}
+
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
@@ -110,7 +151,7 @@ fn block_sparse_forward<F: Float>(
     if tile.qb >= tile.seg_blocks {
         terminate!();
     }
-    let (qb, head, kv_head, batch) = (tile.qb, tile.head, tile.kv_head, tile.batch);
+    let (qb, head, batch) = (tile.qb, tile.head, tile.batch);
     let (tokens, dilation, seg_start, csr_base) =
         (tile.tokens, tile.dilation, tile.seg_start, tile.csr_base);
 
@@ -136,11 +177,6 @@ fn block_sparse_forward<F: Float>(
     let mut vs = Shared::<[f32]>::new_slice(CHUNK * head_dim);
     let mut kvalid = Shared::<[u32]>::new_slice(CHUNK);
 
-    let k_base = batch * k.stride(0) + kv_head * k.stride(1);
-    let v_base = batch * v.stride(0) + kv_head * v.stride(1);
-    let (k_row, k_col) = (k.stride(2), k.stride(3));
-    let (v_row, v_col) = (v.stride(2), v.stride(3));
-    let (m_batch, m_pos) = (mask.stride(0), mask.stride(1));
     let run_lo = row_ptr[csr_base + qb] as usize;
     let run_hi = row_ptr[csr_base + qb + 1] as usize;
     for run in run_lo..run_hi {
@@ -149,25 +185,20 @@ fn block_sparse_forward<F: Float>(
         for kb in kb_lo..kb_hi {
             let mut c0 = 0usize;
             while c0 < block {
-                // Stage CHUNK gathered keys and values (strided rows) in shared memory.
-                let mut e = unit;
-                while e < CHUNK * head_dim {
-                    let c = e / head_dim;
-                    let d = e % head_dim;
-                    let tk = kb * block + c0 + c;
-                    let present = tk < tokens && c0 + c < block;
-                    let pk = seg_start + select(present, tk, 0usize) * dilation;
-                    ks[e] = f32::cast_from(k[k_base + pk * k_row + d * k_col]);
-                    vs[e] = f32::cast_from(v[v_base + pk * v_row + d * v_col]);
-                    if d == 0 {
-                        let mut ok = present;
-                        if comptime!(masked) {
-                            ok = ok && mask[batch * m_batch + pk * m_pos] != 0;
-                        }
-                        kvalid[c] = select(ok, 1u32, 0u32);
-                    }
-                    e += block;
-                }
+                stage_keys(
+                    k,
+                    v,
+                    mask,
+                    &mut ks[0..CHUNK * head_dim],
+                    &mut vs[0..CHUNK * head_dim],
+                    &mut kvalid[0..CHUNK],
+                    &tile,
+                    kb * block + c0,
+                    c0,
+                    head_dim,
+                    block,
+                    masked,
+                );
                 sync_cube();
 
                 let mut chunk_max = neg_inf;

@@ -10,15 +10,9 @@
 mod common;
 
 use burn::prelude::*;
-use common::{assert_close, cpu, padding_mask, randn, values, wgpu_device};
-use dilated_attention::{
-    BlockSparseRingDilatedAttention, DilatedPattern, PatternType, SparsePatternConfig,
-};
+use common::{assert_close, cpu, gpu, padding_mask, randn, sparse, values};
+use dilated_attention::{BlockSparseRingDilatedAttention, DilatedPattern, PatternType};
 use rstest::rstest;
-
-fn gpu() -> Device {
-    wgpu_device().expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)")
-}
 
 /// `Σ out · R + Σ finite(lse) · S`.
 fn loss(out: Tensor<4>, lse: Tensor<3>, r: &Tensor<4>, s: &Tensor<3>) -> Tensor<1> {
@@ -79,19 +73,6 @@ fn check(
         .zip([dq, dk, dv].into_iter().zip(&expected))
     {
         assert_close(&values(got), want, 1e-4, &format!("{name} {what}"));
-    }
-}
-
-fn sparse(kind: PatternType, block: usize, sparsity: f64) -> SparsePatternConfig {
-    let cfg = SparsePatternConfig::new(kind)
-        .with_block_size(block)
-        .with_sparsity_ratio(sparsity)
-        .with_seed(5);
-    match kind {
-        PatternType::Custom => {
-            cfg.with_custom_blocks(vec![vec![(0, 0), (1, 0), (2, 2), (3, 1)]; 2])
-        }
-        _ => cfg,
     }
 }
 

@@ -9,16 +9,12 @@
 mod common;
 
 use burn::prelude::*;
-use common::{assert_close, cpu, padding_mask, randn, values, wgpu_device};
+use common::{assert_close, cpu, gpu, padding_mask, randn, sparse, values};
 use dilated_attention::kernel::KernelClassLayout;
 use dilated_attention::{
-    BlockLayout, BlockSparseRingDilatedAttention, DilatedPattern, PatternType, SparsePatternConfig,
+    BlockLayout, BlockSparseRingDilatedAttention, DilatedPattern, PatternType,
 };
 use rstest::rstest;
-
-fn gpu() -> Device {
-    wgpu_device().expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)")
-}
 
 #[allow(clippy::too_many_arguments)]
 fn check(
@@ -55,19 +51,6 @@ fn check(
     let what = format!("{pattern:?} n={n} heads={heads}/{kv_heads} d={head_dim} mask={masked}");
     assert_close(&values(o), &values(o_ref), 1e-4, &format!("out {what}"));
     assert_close(&values(l), &values(l_ref), 1e-4, &format!("lse {what}"));
-}
-
-fn sparse(kind: PatternType, block: usize, sparsity: f64) -> SparsePatternConfig {
-    let cfg = SparsePatternConfig::new(kind)
-        .with_block_size(block)
-        .with_sparsity_ratio(sparsity)
-        .with_seed(3);
-    match kind {
-        PatternType::Custom => {
-            cfg.with_custom_blocks(vec![vec![(0, 0), (1, 0), (2, 2), (3, 1)]; 2])
-        }
-        _ => cfg,
-    }
 }
 
 #[rstest]

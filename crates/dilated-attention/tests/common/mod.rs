@@ -64,3 +64,27 @@ pub fn wgpu_device() -> Option<Device> {
     })
     .ok()
 }
+
+/// The wgpu device, or a panic that says how to get lavapipe.
+#[cfg(feature = "wgpu")]
+pub fn gpu() -> Device {
+    wgpu_device().expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)")
+}
+
+/// A sparse config of `kind` with a fixed seed; `Custom` gets a small fixed block list.
+pub fn sparse(
+    kind: dilated_attention::PatternType,
+    block: usize,
+    sparsity: f64,
+) -> dilated_attention::SparsePatternConfig {
+    let cfg = dilated_attention::SparsePatternConfig::new(kind)
+        .with_block_size(block)
+        .with_sparsity_ratio(sparsity)
+        .with_seed(3);
+    match kind {
+        dilated_attention::PatternType::Custom => {
+            cfg.with_custom_blocks(vec![vec![(0, 0), (1, 0), (2, 2), (3, 1)]; 2])
+        }
+        _ => cfg,
+    }
+}
