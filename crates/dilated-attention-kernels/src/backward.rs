@@ -25,7 +25,11 @@
 use cubecl::prelude::*;
 
 use crate::KernelError;
-use crate::forward::{ClassArgs, ForwardConfig, TensorRef, locate, stage_keys};
+use crate::backward_tc::{backward_dkdv_tc, backward_dq_tc};
+use crate::forward::{
+    AttnDtype, ClassArgs, ForwardConfig, TensorRef, locate, mask_or_stand_in, stage_keys,
+    tensor_cores_apply, unroll_inner_loops, vector_width,
+};
 
 /// Rows staged per shared-memory step.
 const CHUNK: usize = 16;
@@ -138,7 +142,7 @@ fn backward_dq<F: Float>(
                     &mut vs[0..CHUNK * head_dim],
                     &mut kvalid[0..CHUNK],
                     &tile,
-                    kb * block + c0,
+                    kb,
                     c0,
                     head_dim,
                     block,
@@ -361,7 +365,6 @@ pub fn delta(
             }
         };
     }
-    use crate::forward::AttnDtype;
     match config.dtype {
         AttnDtype::F32 => launch!(f32),
         AttnDtype::F16 => launch!(half::f16),
@@ -426,129 +429,42 @@ pub fn backward_class(
             });
         }
     }
-    let dummy;
-    let mask_ref = match args.mask {
-        Some(m) => m,
-        None => {
-            dummy = TensorRef::contiguous(args.lse.handle.clone(), vec![1, 1]);
-            &dummy
-        }
-    };
-    let count = CubeCount::Static(rows.rows as u32, rows.heads as u32, batch as u32);
-    let dim = CubeDim::new_1d(config.block as u32);
-    let unroll = crate::forward::unroll_inner_loops(client);
-    macro_rules! launch {
-        ($t:ty) => {
-            // SAFETY: token positions are clamped to real tokens of the segment, CSR indices
-            // come from the layout, shared-memory indices are bounded by comptime sizes.
-            unsafe {
-                backward_dq::launch_unchecked::<$t>(
-                    client,
-                    count.clone(),
-                    dim,
-                    args.q.arg(),
-                    args.k.arg(),
-                    args.v.arg(),
-                    mask_ref.arg(),
-                    args.dout.arg(),
-                    args.lse.arg(),
-                    args.delta.arg(),
-                    rows.row_ptr.arg(),
-                    rows.runs.arg(),
-                    rows.params.arg(),
-                    args.dq.arg(),
-                    config.scale,
-                    f32::NEG_INFINITY,
-                    config.head_dim,
-                    config.block,
-                    config.causal,
-                    args.mask.is_some(),
-                    unroll,
-                );
-                backward_dkdv::launch_unchecked::<$t>(
-                    client,
-                    count,
-                    dim,
-                    args.q.arg(),
-                    args.k.arg(),
-                    args.v.arg(),
-                    mask_ref.arg(),
-                    args.dout.arg(),
-                    args.lse.arg(),
-                    args.delta.arg(),
-                    cols.row_ptr.arg(),
-                    cols.runs.arg(),
-                    cols.params.arg(),
-                    args.dk.arg(),
-                    args.dv.arg(),
-                    config.scale,
-                    f32::NEG_INFINITY,
-                    config.head_dim,
-                    config.block,
-                    config.causal,
-                    args.mask.is_some(),
-                    unroll,
-                )
-            }
-        };
-    }
-    use crate::forward::AttnDtype;
+    let mask_ref = &mask_or_stand_in(args.mask, args.lse);
+    // The tensor-core kernels read rows as vectors: they need a contiguous head dim. They
+    // work on 32-row tiles of 2 planes; the portable ones on a block, one unit per row.
     let tensors = [args.q, args.k, args.v, args.dout];
-    if crate::forward::tensor_cores_apply(client, config)
-        && tensors.iter().all(|t| t.strides[3] == 1)
-    {
-        // 16-byte loads where every row start is 8-element aligned.
-        let aligned = tensors
-            .iter()
-            .all(|t| t.strides[..3].iter().all(|s| s % 8 == 0));
-        let width = if aligned { 8 } else { 1 };
-        return launch_tc(client, config, args, rows, cols, mask_ref, batch, width);
-    }
-    match config.dtype {
-        AttnDtype::F32 => launch!(f32),
-        AttnDtype::F16 => launch!(half::f16),
-        AttnDtype::BF16 => launch!(half::bf16),
-    }
-    Ok(())
-}
-
-/// The tensor-core kernels of [`backward_class`] (f16/bf16, `cmma`).
-#[allow(clippy::too_many_arguments)]
-fn launch_tc(
-    client: &Client,
-    config: &ForwardConfig,
-    args: &BackwardArgs<'_>,
-    rows: &ClassArgs,
-    cols: &ClassArgs,
-    mask: &TensorRef,
-    batch: usize,
-    width: usize,
-) -> Result<(), KernelError> {
-    use crate::backward_tc::{backward_dkdv_tc, backward_dq_tc};
-    use crate::forward::AttnDtype;
-    let x = rows.rows * (config.block / 32);
-    if x > 65_535 {
+    let tensor_cores =
+        tensor_cores_apply(client, config) && tensors.iter().all(|t| t.strides[3] == 1);
+    let (x, threads) = if tensor_cores {
+        (rows.rows * (config.block / 32), 64)
+    } else {
+        (rows.rows, config.block)
+    };
+    if x > max_cubes {
         return Err(KernelError::Unsupported {
             field: "n",
-            rule: "at most 65535 row tiles per class".into(),
+            rule: format!("at most {max_cubes} row tiles per class"),
         });
     }
     let count = CubeCount::Static(x as u32, rows.heads as u32, batch as u32);
-    let dim = CubeDim::new_1d(64);
+    let dim = CubeDim::new_1d(threads as u32);
+    let unroll = unroll_inner_loops(client);
+    let width = vector_width(&tensors);
     macro_rules! launch {
-        ($t:ty) => {
-            // SAFETY: as for the portable kernels; vector loads need the contiguous head dim
-            // and (for width 8) the 8-aligned row starts checked by the caller.
+        ($dq:ident, $dkdv:ident, $t:ty $(, $vec:expr)? ; $($extra:expr),*) => {
+            // SAFETY: token positions are clamped to real tokens of the segment, CSR indices
+            // come from the layout, shared-memory indices are bounded by comptime sizes; the
+            // vector loads of the tensor-core kernels rest on the checks of `vector_width`.
             unsafe {
-                backward_dq_tc::launch_unchecked::<$t>(
+                $dq::launch_unchecked::<$t>(
                     client,
                     count.clone(),
                     dim,
-                    width,
+                    $($vec,)?
                     args.q.arg(),
                     args.k.arg(),
                     args.v.arg(),
-                    mask.arg(),
+                    mask_ref.arg(),
                     args.dout.arg(),
                     args.lse.arg(),
                     args.delta.arg(),
@@ -562,16 +478,17 @@ fn launch_tc(
                     config.block,
                     config.causal,
                     args.mask.is_some(),
+                    $($extra,)*
                 );
-                backward_dkdv_tc::launch_unchecked::<$t>(
+                $dkdv::launch_unchecked::<$t>(
                     client,
                     count,
                     dim,
-                    width,
+                    $($vec,)?
                     args.q.arg(),
                     args.k.arg(),
                     args.v.arg(),
-                    mask.arg(),
+                    mask_ref.arg(),
                     args.dout.arg(),
                     args.lse.arg(),
                     args.delta.arg(),
@@ -586,14 +503,21 @@ fn launch_tc(
                     config.block,
                     config.causal,
                     args.mask.is_some(),
+                    $($extra,)*
                 )
             }
         };
     }
-    match config.dtype {
-        AttnDtype::F16 => launch!(half::f16),
-        AttnDtype::BF16 => launch!(half::bf16),
-        AttnDtype::F32 => unreachable!("tensor cores serve f16 and bf16 only"),
+    match (config.dtype, tensor_cores) {
+        (AttnDtype::F32, _) => launch!(backward_dq, backward_dkdv, f32; unroll),
+        (AttnDtype::F16, false) => launch!(backward_dq, backward_dkdv, half::f16; unroll),
+        (AttnDtype::BF16, false) => launch!(backward_dq, backward_dkdv, half::bf16; unroll),
+        (AttnDtype::F16, true) => {
+            launch!(backward_dq_tc, backward_dkdv_tc, half::f16, width;)
+        }
+        (AttnDtype::BF16, true) => {
+            launch!(backward_dq_tc, backward_dkdv_tc, half::bf16, width;)
+        }
     }
     Ok(())
 }

@@ -85,9 +85,9 @@ pub(crate) fn locate(params: &Tensor<u32>, row: usize, #[comptime] block: usize)
     }
 }
 
-/// Stages the `CHUNK` gathered keys and values starting at gathered token `t0` (offset `c0`
-/// inside its block; strided rows of the tile's segment) in shared memory as f32, and whether
-/// each is a present token in `kvalid`. Run by all `block` units of the cube.
+/// Stages the `CHUNK` gathered keys and values of key block `kb` from offset `c0` (strided rows
+/// of the tile's segment) in shared memory as f32, and whether each is a present token in
+/// `kvalid`. Run by all `block` units of the cube.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn stage_keys<F: Float>(
@@ -98,7 +98,7 @@ pub(crate) fn stage_keys<F: Float>(
     vs: &mut [f32],
     kvalid: &mut [u32],
     tile: &Tile,
-    t0: usize,
+    kb: usize,
     c0: usize,
     #[comptime] head_dim: usize,
     #[comptime] block: usize,
@@ -110,7 +110,7 @@ pub(crate) fn stage_keys<F: Float>(
     while e < CHUNK * head_dim {
         let c = e / head_dim;
         let d = e % head_dim;
-        let tk = t0 + c;
+        let tk = kb * block + c0 + c;
         let present = tk < tile.tokens && c0 + c < block;
         let pk = tile.seg_start + select(present, tk, 0usize) * tile.dilation;
         ks[e] = f32::cast_from(k[k_base + pk * k.stride(2) + d * k.stride(3)]);
@@ -193,7 +193,7 @@ fn block_sparse_forward<F: Float>(
                     &mut vs[0..CHUNK * head_dim],
                     &mut kvalid[0..CHUNK],
                     &tile,
-                    kb * block + c0,
+                    kb,
                     c0,
                     head_dim,
                     block,
@@ -413,6 +413,22 @@ impl ForwardConfig {
     }
 }
 
+/// The padding mask, or a 1×1 stand-in over `any` that no kernel reads (`masked` is false):
+/// the kernels take a mask tensor either way.
+pub(crate) fn mask_or_stand_in(mask: Option<&TensorRef>, any: &TensorRef) -> TensorRef {
+    mask.cloned()
+        .unwrap_or_else(|| TensorRef::contiguous(any.handle.clone(), vec![1, 1]))
+}
+
+/// Vector width of the tensor-core kernels' row loads: 8 (16-byte loads) where every tensor
+/// has a contiguous head dim and 8-aligned row starts, else 1.
+pub(crate) fn vector_width(tensors: &[&TensorRef]) -> usize {
+    let aligned = tensors
+        .iter()
+        .all(|t| t.strides[3] == 1 && t.strides[..3].iter().all(|s| s % 8 == 0));
+    if aligned { 8 } else { 1 }
+}
+
 /// Launches the forward of one head class.
 ///
 /// - `q, out: [batch, heads, n, head_dim]`, `k, v: [batch, kv_heads, n, head_dim]`
@@ -444,14 +460,7 @@ pub fn forward_class(
             rule: format!("at most {max_cubes} query blocks per class, heads and batch"),
         });
     }
-    let dummy;
-    let mask_ref = match mask {
-        Some(m) => m,
-        None => {
-            dummy = TensorRef::contiguous(lse.handle.clone(), vec![1, 1]);
-            &dummy
-        }
-    };
+    let mask_ref = &mask_or_stand_in(mask, lse);
     // The tensor-core kernel reads rows as vectors: it needs a contiguous head dim.
     let tensor_cores =
         tensor_cores_apply(client, config) && [q, k, v].iter().all(|t| t.strides[3] == 1);
@@ -506,15 +515,7 @@ pub fn forward_class(
     }
     use crate::forward_tc::block_sparse_forward_tc;
     let unroll = unroll_inner_loops(client);
-    // 16-byte loads where every row start is 8-element aligned.
-    let width = if [q, k, v]
-        .iter()
-        .all(|t| t.strides[3] == 1 && t.strides[..3].iter().all(|s| s % 8 == 0))
-    {
-        8
-    } else {
-        1
-    };
+    let width = vector_width(&[q, k, v]);
     match (config.dtype, tensor_cores) {
         (AttnDtype::F32, _) => launch!(block_sparse_forward, f32; unroll),
         (AttnDtype::F16, false) => launch!(block_sparse_forward, half::f16; unroll),

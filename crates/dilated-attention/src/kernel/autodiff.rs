@@ -25,7 +25,7 @@ use burn::tensor::{Bool, DType, GradientCheckpointingStrategy, Shape, Tensor};
 use burn_cubecl::CubeDevice;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::{DeviceLayoutCache, SavedForward, try_backward, try_forward};
+use super::{DeviceLayoutCache, SavedForward, cube, try_backward, try_forward};
 use crate::inputs::AttentionShape;
 use crate::reference::ReferencePlan;
 
@@ -61,8 +61,7 @@ fn plain<const D: usize>(t: CubeTensor) -> Tensor<D> {
 }
 
 fn prim<const D: usize>(t: Tensor<D>) -> CubeTensor {
-    t.try_into_primitive::<Cube>()
-        .expect("a tensor made on a plain CubeCL device converts back")
+    cube(t).expect("a tensor made on a plain CubeCL device converts back")
 }
 
 impl Backward<Cube, 3> for AttentionStep {
@@ -165,7 +164,7 @@ where
         call.scale,
         &call.cache,
     )?;
-    let (out, lse) = (prim(out), prim(lse));
+    let (out, lse) = (cube(out)?, cube(lse)?);
     let (out, lse) = match AttentionStep
         .prepare::<C>([qg, kg, vg])
         .compute_bound()

@@ -185,8 +185,21 @@ fn kernel_config(
     Ok(config)
 }
 
-fn cube(t: Tensor<4>) -> Option<CubeTensor> {
-    t.try_into_primitive::<Cube>().ok()
+/// The CubeCL primitive of a float tensor on a CubeCL device without autodiff tracking.
+pub(crate) fn cube<const D: usize>(t: Tensor<D>) -> Result<CubeTensor, String> {
+    t.try_into_primitive::<Cube>()
+        .map_err(|_| "not a CubeCL tensor without autodiff tracking".to_string())
+}
+
+/// The padding mask as a CubeCL primitive of 0/1 integers, as the kernels read it.
+fn cube_mask(mask: Option<&Tensor<2, Bool>>) -> Result<Option<CubeTensor>, String> {
+    mask.map(|m| {
+        m.clone()
+            .int()
+            .try_into_primitive::<Cube>()
+            .map_err(|_| "the mask is not on a CubeCL device without autodiff tracking".to_string())
+    })
+    .transpose()
 }
 
 fn tensor_ref(t: &CubeTensor) -> TensorRef {
@@ -213,19 +226,8 @@ pub(crate) fn try_forward(
 ) -> Result<(Tensor<4>, Tensor<3>), String> {
     let device = q.device();
     let config = kernel_config(q.dtype(), shape, layout, scale)?;
-    let not_cube = || "not a CubeCL tensor without autodiff tracking".to_string();
-    let qc = cube(q.clone()).ok_or_else(not_cube)?;
-    let kc = cube(k.clone()).ok_or_else(not_cube)?;
-    let vc = cube(v.clone()).ok_or_else(not_cube)?;
-    let mask_t = match mask {
-        Some(m) => Some(
-            m.clone()
-                .int()
-                .try_into_primitive::<Cube>()
-                .map_err(|_| not_cube())?,
-        ),
-        None => None,
-    };
+    let (qc, kc, vc) = (cube(q.clone())?, cube(k.clone())?, cube(v.clone())?);
+    let mask_t = cube_mask(mask)?;
     let client = qc.client.clone();
     let classes = cache.get(&client, format!("{:?}", qc.device), layout, shape.group());
     let (qr, kr, vr) = (tensor_ref(&qc), tensor_ref(&kc), tensor_ref(&vc));
@@ -237,8 +239,7 @@ pub(crate) fn try_forward(
     for branch in 0..layout.branches.len() {
         let out = Tensor::<4>::zeros([b, h, n, d], (&device, q_dtype));
         let lse = Tensor::<3>::full([b, h, n], f32::NEG_INFINITY, (&device, DType::F32));
-        let out_c = cube(out).ok_or_else(not_cube)?;
-        let lse_c = lse.try_into_primitive::<Cube>().map_err(|_| not_cube())?;
+        let (out_c, lse_c) = (cube(out)?, cube(lse)?);
         let (out_r, lse_r) = (tensor_ref(&out_c), tensor_ref(&lse_c));
         for (class, args) in layout.classes.iter().zip(classes.iter()) {
             if class.branch != branch {
@@ -301,45 +302,40 @@ pub(crate) fn try_backward(
 ) -> Result<(Tensor<4>, Tensor<4>, Tensor<4>), String> {
     use dilated_attention_kernels::backward::{BackwardArgs, backward_class, delta};
     let config = kernel_config(saved.q.dtype(), shape, layout, scale)?;
-    let not_cube = || "not a CubeCL tensor without autodiff tracking".to_string();
     let device = saved.q.device();
     let dtype = saved.q.dtype();
     let [b, h, n, d] = [shape.batch, shape.heads, shape.n, shape.head_dim];
-    let prim = |t: &Tensor<4>| cube(t.clone()).ok_or_else(not_cube);
-    let prim3 = |t: Tensor<3>| t.try_into_primitive::<Cube>().map_err(|_| not_cube());
-    let (qc, kc, vc) = (prim(&saved.q)?, prim(&saved.k)?, prim(&saved.v)?);
+    let (qc, kc, vc) = (
+        cube(saved.q.clone())?,
+        cube(saved.k.clone())?,
+        cube(saved.v.clone())?,
+    );
     // The upstream gradient may be broadcast (`sum().backward()`) or strided: the
     // tensor-core kernels read rows as vectors.
-    let gc = burn_cubecl::kernel::into_contiguous(prim(&dout.cast(dtype))?);
-    let oc = prim(&saved.out)?;
-    let lc = prim3(saved.lse.clone())?;
-    let dlse_c = dlse.map(|t| prim3(t.cast(DType::F32))).transpose()?;
-    let mask_c = match &saved.mask {
-        Some(m) => Some(
-            m.clone()
-                .int()
-                .try_into_primitive::<Cube>()
-                .map_err(|_| not_cube())?,
-        ),
-        None => None,
-    };
+    let gc = burn_cubecl::kernel::into_contiguous(cube(dout.cast(dtype))?);
+    let (oc, lc) = (cube(saved.out.clone())?, cube(saved.lse.clone())?);
+    let dlse_c = dlse.map(|t| cube(t.cast(DType::F32))).transpose()?;
+    let mask_c = cube_mask(saved.mask.as_ref())?;
     let client = qc.client.clone();
     let classes = cache.get(&client, format!("{:?}", qc.device), layout, shape.group());
 
-    let zeros4 =
-        || cube(Tensor::<4>::zeros([b, h, n, d], (&device, DType::F32))).ok_or_else(not_cube);
+    let zeros4 = || cube(Tensor::<4>::zeros([b, h, n, d], (&device, DType::F32)));
     let (dq, dk, dv) = (zeros4()?, zeros4()?, zeros4()?);
-    let delta_c = prim3(Tensor::<3>::zeros([b, h, n], (&device, DType::F32)))?;
-    let refs = |t: &CubeTensor| tensor_ref(t);
+    let delta_c = cube(Tensor::<3>::zeros([b, h, n], (&device, DType::F32)))?;
     let (qr, kr, vr, or, gr, lr) = (
-        refs(&qc),
-        refs(&kc),
-        refs(&vc),
-        refs(&oc),
-        refs(&gc),
-        refs(&lc),
+        tensor_ref(&qc),
+        tensor_ref(&kc),
+        tensor_ref(&vc),
+        tensor_ref(&oc),
+        tensor_ref(&gc),
+        tensor_ref(&lc),
     );
-    let (dqr, dkr, dvr, deltar) = (refs(&dq), refs(&dk), refs(&dv), refs(&delta_c));
+    let (dqr, dkr, dvr, deltar) = (
+        tensor_ref(&dq),
+        tensor_ref(&dk),
+        tensor_ref(&dv),
+        tensor_ref(&delta_c),
+    );
     let mask_r = mask_c.as_ref().map(tensor_ref);
     let dlse_r = dlse_c.as_ref().map(tensor_ref);
     delta(&client, &config, &or, &gr, dlse_r.as_ref(), &deltar).map_err(|e| e.to_string())?;
