@@ -6,7 +6,9 @@
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use dilated_attention::BlockSparseRingDilatedAttentionConfig;
-use dilated_attention_kernels::forward::{AttnDtype, ForwardConfig, tensor_cores_apply};
+use dilated_attention_kernels::forward::{
+    AttnDtype, ForwardConfig, manual_mma_applies, tensor_cores_apply,
+};
 use dilated_attention_kernels::merge::lse_merge_f32;
 use dilated_attention_kernels::{read_f32, upload_f32};
 
@@ -57,8 +59,9 @@ fn main() {
             scale: 0.125,
         };
         println!(
-            "tensor-core forward for {dtype:?}: {}",
-            tensor_cores_apply(&client, &config)
+            "tensor-core forward for {dtype:?}: cmma {}, manual mma {}",
+            tensor_cores_apply(&client, &config),
+            manual_mma_applies(&client, &config)
         );
     }
 
@@ -244,6 +247,69 @@ fn main() {
             }
             println!("{line}");
             assert!(err.is_finite() && err < 5e-2, "{line}");
+        }
+    }
+
+    // 4b. Forward edge cases (the manual-MMA kernel on CUDA): tail blocks, padding, GQA, head
+    //     dims 32/128, blocks 64/128/256, causal. Ours and the same-dtype reference path on the
+    //     device, both against the f32 reference on the CPU on the same quantised inputs.
+    let edge = [
+        // (n, head_dim, block, causal, masked)
+        (1000usize, 64usize, 128usize, true, true),
+        (777, 128, 64, false, true),
+        (1500, 32, 256, true, false),
+        (1216, 64, 64, false, false),
+        (2100, 128, 128, true, false),
+    ];
+    for (n, hd, block, causal, masked) in edge {
+        let pattern = DilatedPattern::new(
+            &[512, 1024],
+            &[1, 2],
+            SparsePatternConfig::new(PatternType::DilatedSparse)
+                .with_block_size(block)
+                .with_block_dilation_rates(vec![1, 2]),
+            causal,
+        )
+        .unwrap();
+        let module = BlockSparseRingDilatedAttention::from_pattern(pattern, None);
+        let q = Tensor::<4>::random([1, 8, n, hd], Distribution::Normal(0.0, 1.0), &cpu);
+        let k = Tensor::<4>::random([1, 2, n, hd], Distribution::Normal(0.0, 1.0), &cpu);
+        let v = Tensor::<4>::random([1, 2, n, hd], Distribution::Normal(0.0, 1.0), &cpu);
+        let keep = Tensor::<2>::random([1, n], Distribution::Uniform(0.0, 1.0), &cpu);
+        let mask_on = |dev: &Device| masked.then(|| keep.clone().to_device(dev).greater_elem(0.2));
+        for dtype in [DType::F16, DType::BF16].into_iter().filter(|&d| has(d)) {
+            let quant = |t: &Tensor<4>| t.clone().cast(dtype).cast(DType::F32);
+            let (qq, kq, vq) = (quant(&q), quant(&k), quant(&v));
+            let (o_ref, l_ref) = module
+                .clone()
+                .without_kernels()
+                .forward_with_lse(qq.clone(), kq.clone(), vq.clone(), mask_on(&cpu))
+                .unwrap();
+            let to = |t: &Tensor<4>| t.clone().to_device(&device).cast(dtype);
+            let (o, l) = module
+                .forward_kernels(to(&qq), to(&kq), to(&vq), mask_on(&device))
+                .expect("the kernels run these inputs");
+            let (o_naive, _) = module
+                .clone()
+                .without_kernels()
+                .forward_with_lse(to(&qq), to(&kq), to(&vq), mask_on(&device))
+                .unwrap();
+            let (o_ref, l_ref) = (read(o_ref), read(l_ref));
+            let err = max_abs_diff(&read(o.cast(DType::F32)), &o_ref);
+            let naive = max_abs_diff(&read(o_naive.cast(DType::F32)), &o_ref);
+            let l = read(l);
+            let lse_ok = l.iter().zip(&l_ref).all(|(a, b)| {
+                (a.is_infinite() && b.is_infinite()) || (a - b).abs() <= 1e-2 * b.abs().max(1.0)
+            });
+            let line = format!(
+                "{dtype:?} edge n={n} d={hd} block={block} causal={causal} mask={masked}: \
+                 kernel {err:.2e}, same-dtype reference path {naive:.2e}, lse ok {lse_ok}"
+            );
+            println!("{line}");
+            assert!(
+                err.is_finite() && err <= 2.0 * naive.max(1e-3) && lse_ok,
+                "{line}"
+            );
         }
     }
 

@@ -1,7 +1,7 @@
 //! Times the attention module on a device: the seed layout and the LongNet preset, median of
 //! many runs after warm-up, device-synchronised. Prints one JSON object per row.
 //!
-//! `cargo run --release --example kernel_bench [--features cuda] -- <cuda|wgpu> <f32|f16|bf16> <sizes,...> [iters] [fwd|fwdbwd|both]`
+//! `cargo run --release --example kernel_bench [--features cuda] -- <cuda|wgpu> <f32|f16|bf16> <sizes,...> [iters] [fwd|fwdbwd|both] [longnet block]`
 //!
 //! `fwdbwd` times the forward and `out.sum().backward()` on an autodiff device (the backward
 //! kernels).
@@ -58,6 +58,7 @@ fn main() {
         "both" => &["fwd", "fwdbwd"],
         _ => &["fwd"],
     };
+    let longnet_block: usize = args.get(6).and_then(|s| s.parse().ok()).unwrap_or(64);
     let device = match backend {
         #[cfg(feature = "cuda")]
         "cuda" => Device::cuda(0),
@@ -83,7 +84,7 @@ fn main() {
             "{{\"impl\":\"alloc-only\",\"n\":{n},\"median_ms\":{:.3}}}",
             alloc[alloc.len() / 2]
         );
-        for (name, pattern) in [("seed", seed(128)), ("longnet", longnet(n, 64))] {
+        for (name, pattern) in [("seed", seed(128)), ("longnet", longnet(n, longnet_block))] {
             let module = BlockSparseRingDilatedAttention::from_pattern(pattern, None);
             let stats = module.layout(n, h).expect("layout").stats();
             for &mode in modes {

@@ -25,20 +25,23 @@
 use cubecl::prelude::*;
 
 use crate::KernelError;
+use crate::backward_mma::{ROWS, backward_dkdv_mma, backward_dq_mma};
 use crate::backward_tc::{backward_dkdv_tc, backward_dq_tc};
 use crate::forward::{
-    AttnDtype, ClassArgs, ForwardConfig, TensorRef, locate, mask_or_stand_in, stage_keys,
-    tensor_cores_apply, unroll_inner_loops, vector_width,
+    AttnDtype, ClassArgs, ForwardConfig, TensorRef, locate, manual_mma_applies,
+    manual_mma_turned_off, mask_or_stand_in, stage_keys, tensor_cores_apply, unroll_inner_loops,
+    vector_width,
 };
 
 /// Rows staged per shared-memory step.
 const CHUNK: usize = 16;
 
-/// `delta[b, h, i] = Σ_d dout·out − dlse` in f32.
+/// `delta[b, h, i] = Σ_d dout·out − dlse` in f32, a unit per row reading `N`-wide vectors
+/// (`N = 8` where the head dim is contiguous and rows 8-aligned, else 1).
 #[cube(launch_unchecked)]
-fn backward_delta<F: Float>(
-    out: &Tensor<F>,
-    dout: &Tensor<F>,
+fn backward_delta<F: Float, N: Size>(
+    out: &Tensor<Vector<F, N>>,
+    dout: &Tensor<Vector<F, N>>,
     dlse: &Tensor<f32>,
     delta: &mut Tensor<f32>,
     rows: usize,
@@ -54,13 +57,18 @@ fn backward_delta<F: Float>(
     let i = row % n;
     let h = (row / n) % heads;
     let b = row / (n * heads);
+    let nv = N::value();
     let o_base = b * out.stride(0) + h * out.stride(1) + i * out.stride(2);
     let g_base = b * dout.stride(0) + h * dout.stride(1) + i * dout.stride(2);
     let mut sum = 0.0f32;
     #[unroll]
-    for d in 0..head_dim {
-        sum += f32::cast_from(out[o_base + d * out.stride(3)])
-            * f32::cast_from(dout[g_base + d * dout.stride(3)]);
+    for dv in 0..comptime!(head_dim / nv) {
+        let o = out[(o_base + dv * nv * out.stride(3)) / nv];
+        let g = dout[(g_base + dv * nv * dout.stride(3)) / nv];
+        #[unroll]
+        for e in 0..nv {
+            sum += f32::cast_from(o.extract(e)) * f32::cast_from(g.extract(e));
+        }
     }
     if comptime!(with_dlse) {
         sum -= dlse[b * dlse.stride(0) + h * dlse.stride(1) + i * dlse.stride(2)];
@@ -346,14 +354,18 @@ pub fn delta(
         rule: "at most 2^32 cubes of rows".into(),
     })?);
     let dlse_ref = dlse.unwrap_or(delta);
+    // WGSL vectors stop at 4 lanes.
+    let width = vector_width(&[out, dout]).min(client.properties().hardware.max_vector_size);
     macro_rules! launch {
         ($t:ty) => {
-            // SAFETY: `row < rows` bounds every index; strides come from the shapes.
+            // SAFETY: `row < rows` bounds every index; strides come from the shapes, and
+            // 8-wide vectors only where `vector_width` found the rows aligned.
             unsafe {
                 backward_delta::launch_unchecked::<$t>(
                     client,
                     count,
                     CubeDim::new_1d(threads as u32),
+                    width,
                     out.arg(),
                     dout.arg(),
                     dlse_ref.arg(),
@@ -433,9 +445,14 @@ pub fn backward_class(
     // The tensor-core kernels read rows as vectors: they need a contiguous head dim. They
     // work on 32-row tiles of 2 planes; the portable ones on a block, one unit per row.
     let tensors = [args.q, args.k, args.v, args.dout];
+    let width = vector_width(&tensors);
+    let manual =
+        manual_mma_applies(client, config) && width == 8 && !manual_mma_turned_off("BACKWARD");
     let tensor_cores =
-        tensor_cores_apply(client, config) && tensors.iter().all(|t| t.strides[3] == 1);
-    let (x, threads) = if tensor_cores {
+        !manual && tensor_cores_apply(client, config) && tensors.iter().all(|t| t.strides[3] == 1);
+    let (x, threads) = if manual {
+        (rows.rows * (config.block / ROWS), 2 * ROWS)
+    } else if tensor_cores {
         (rows.rows * (config.block / 32), 64)
     } else {
         (rows.rows, config.block)
@@ -449,7 +466,6 @@ pub fn backward_class(
     let count = CubeCount::Static(x as u32, rows.heads as u32, batch as u32);
     let dim = CubeDim::new_1d(threads as u32);
     let unroll = unroll_inner_loops(client);
-    let width = vector_width(&tensors);
     macro_rules! launch {
         ($dq:ident, $dkdv:ident, $t:ty $(, $vec:expr)? ; $($extra:expr),*) => {
             // SAFETY: token positions are clamped to real tokens of the segment, CSR indices
@@ -508,15 +524,25 @@ pub fn backward_class(
             }
         };
     }
-    match (config.dtype, tensor_cores) {
-        (AttnDtype::F32, _) => launch!(backward_dq, backward_dkdv, f32; unroll),
-        (AttnDtype::F16, false) => launch!(backward_dq, backward_dkdv, half::f16; unroll),
-        (AttnDtype::BF16, false) => launch!(backward_dq, backward_dkdv, half::bf16; unroll),
-        (AttnDtype::F16, true) => {
+    match (config.dtype, manual, tensor_cores) {
+        (AttnDtype::F32, _, _) => launch!(backward_dq, backward_dkdv, f32; unroll),
+        (AttnDtype::F16, true, _) => {
+            launch!(backward_dq_mma, backward_dkdv_mma, half::f16, width;)
+        }
+        (AttnDtype::BF16, true, _) => {
+            launch!(backward_dq_mma, backward_dkdv_mma, half::bf16, width;)
+        }
+        (AttnDtype::F16, false, true) => {
             launch!(backward_dq_tc, backward_dkdv_tc, half::f16, width;)
         }
-        (AttnDtype::BF16, true) => {
+        (AttnDtype::BF16, false, true) => {
             launch!(backward_dq_tc, backward_dkdv_tc, half::bf16, width;)
+        }
+        (AttnDtype::F16, false, false) => {
+            launch!(backward_dq, backward_dkdv, half::f16; unroll)
+        }
+        (AttnDtype::BF16, false, false) => {
+            launch!(backward_dq, backward_dkdv, half::bf16; unroll)
         }
     }
     Ok(())

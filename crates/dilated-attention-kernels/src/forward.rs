@@ -348,6 +348,43 @@ pub fn tensor_cores_apply(client: &Client, config: &ForwardConfig) -> bool {
         && client.features().matmul.cmma.contains(&mma)
 }
 
+/// Whether the manual-MMA kernel ([`crate::forward_mma`]) serves `config` on `client`: f16/bf16
+/// with the runtime's manual `mma` at 16×8×16 into f32 and `ldmatrix` (CUDA sm_80+), 32-wide
+/// planes, head dim 32, 64 or 128, block 64, 128 or 256. The launch also needs 8-wide row loads
+/// (see [`vector_width`]). The backward's manual-MMA kernels follow the same rule.
+pub fn manual_mma_applies(client: &Client, config: &ForwardConfig) -> bool {
+    use cubecl::features::MmaConfig;
+    use cubecl::ir::{ElemType, FloatKind};
+    let elem = match config.dtype {
+        AttnDtype::F16 => ElemType::Float(FloatKind::F16),
+        AttnDtype::BF16 => ElemType::Float(FloatKind::BF16),
+        AttnDtype::F32 => return false,
+    };
+    let hw = &client.properties().hardware;
+    let features = client.features();
+    let mma = MmaConfig {
+        a_type: elem,
+        b_type: elem,
+        cd_type: ElemType::Float(FloatKind::F32),
+        m: 16,
+        n: 8,
+        k: 16,
+    };
+    hw.plane_size_min == 32
+        && hw.plane_size_max == 32
+        && matches!(config.head_dim, 32 | 64 | 128)
+        && matches!(config.block, 64 | 128 | 256)
+        && features.matmul.mma.contains(&mma)
+        && features.matmul.ldmatrix.contains(&elem)
+}
+
+/// Whether the environment turns the manual-MMA kernels of one pass off, for comparisons:
+/// `DILATED_ATTENTION_FORWARD=cmma` or `DILATED_ATTENTION_BACKWARD=cmma` runs the `cmma`
+/// kernels of that pass instead.
+pub(crate) fn manual_mma_turned_off(pass: &str) -> bool {
+    std::env::var(format!("DILATED_ATTENTION_{pass}")).is_ok_and(|v| v == "cmma")
+}
+
 /// Whether the portable kernels unroll their loops over the head dim.
 ///
 /// Unrolled, the query row and the accumulators stay in registers (on CUDA the rolled loops
@@ -461,10 +498,27 @@ pub fn forward_class(
         });
     }
     let mask_ref = &mask_or_stand_in(mask, lse);
+    let width = vector_width(&[q, k, v]);
+    let manual =
+        manual_mma_applies(client, config) && width == 8 && !manual_mma_turned_off("FORWARD");
     // The tensor-core kernel reads rows as vectors: it needs a contiguous head dim.
-    let tensor_cores =
-        tensor_cores_apply(client, config) && [q, k, v].iter().all(|t| t.strides[3] == 1);
-    let (count, dim) = if tensor_cores {
+    let tensor_cores = !manual
+        && tensor_cores_apply(client, config)
+        && [q, k, v].iter().all(|t| t.strides[3] == 1);
+    let (count, dim) = if manual {
+        let tile = config.block.min(crate::forward_mma::TQ_MAX);
+        let x = class.rows * (config.block / tile);
+        if x > max_cubes {
+            return Err(KernelError::Unsupported {
+                field: "n",
+                rule: format!("at most {max_cubes} query tiles per class"),
+            });
+        }
+        (
+            CubeCount::Static(x as u32, class.heads as u32, batch as u32),
+            CubeDim::new_1d(2 * tile as u32),
+        )
+    } else if tensor_cores {
         let x = class.rows * (config.block / 64);
         if x > max_cubes {
             return Err(KernelError::Unsupported {
@@ -513,15 +567,17 @@ pub fn forward_class(
             }
         };
     }
+    use crate::forward_mma::block_sparse_forward_mma;
     use crate::forward_tc::block_sparse_forward_tc;
     let unroll = unroll_inner_loops(client);
-    let width = vector_width(&[q, k, v]);
-    match (config.dtype, tensor_cores) {
-        (AttnDtype::F32, _) => launch!(block_sparse_forward, f32; unroll),
-        (AttnDtype::F16, false) => launch!(block_sparse_forward, half::f16; unroll),
-        (AttnDtype::BF16, false) => launch!(block_sparse_forward, half::bf16; unroll),
-        (AttnDtype::F16, true) => launch!(block_sparse_forward_tc, half::f16, width;),
-        (AttnDtype::BF16, true) => launch!(block_sparse_forward_tc, half::bf16, width;),
+    match (config.dtype, manual, tensor_cores) {
+        (AttnDtype::F32, _, _) => launch!(block_sparse_forward, f32; unroll),
+        (AttnDtype::F16, true, _) => launch!(block_sparse_forward_mma, half::f16, width;),
+        (AttnDtype::BF16, true, _) => launch!(block_sparse_forward_mma, half::bf16, width;),
+        (AttnDtype::F16, false, true) => launch!(block_sparse_forward_tc, half::f16, width;),
+        (AttnDtype::BF16, false, true) => launch!(block_sparse_forward_tc, half::bf16, width;),
+        (AttnDtype::F16, false, false) => launch!(block_sparse_forward, half::f16; unroll),
+        (AttnDtype::BF16, false, false) => launch!(block_sparse_forward, half::bf16; unroll),
     }
     Ok(())
 }

@@ -6,11 +6,14 @@
 #![warn(missing_docs)]
 
 pub mod backward;
+mod backward_mma;
 mod backward_tc;
 mod error;
 pub mod forward;
+mod forward_mma;
 mod forward_tc;
 pub mod merge;
+mod mma;
 
 pub use cubecl::prelude::Client;
 pub use cubecl::server::Handle;

@@ -1,0 +1,541 @@
+//! Tensor-core backward on manual MMA (`mma.sync.m16n8k16` + `ldmatrix`, CUDA sm_80+), the
+//! FlashAttention-2 register layout of [`crate::mma`].
+//!
+//! Same math, shapes and accumulation contract as [`crate::backward`]:
+//! `p_ij = 2^{x_ij − L_i}` (base 2, `x_ij = log2(e)·scale·q_i·k_j`), `ds_ij = p_ij (dO_i·v_j − Δ_i)`,
+//! `dq_i += scale Σ_j ds_ij k_j`, `dk_j += scale Σ_i ds_ij q_i`, `dv_j += Σ_i p_ij dO_i`, added
+//! to the f32 buffers `dq, dk, dv: [batch, heads, n, head_dim]` (query-head indexed).
+//!
+//! A cube owns `ROWS = 64` gathered rows, one plane per 16. The other side is walked in chunks
+//! of `CHUNK = 64` rows copied by `cp.async` into two shared stages (chunk `i + 1` lands while
+//! chunk `i` is computed). `dQ` keeps its `Q` and `dO` fragments in registers; `dK/dV` keeps `K`
+//! and `V` in shared memory and re-reads their fragments per chunk (that removed its register
+//! spills: 223 registers, 2 cubes per SM on the H200):
+//! - `dQ` (rows = queries, chunks of keys, forward layout): `S = Q·Kᵀ`, `dP = dO·Vᵀ`,
+//!   `dS = P ∘ (dP − Δ)` in registers, `dQ += dS·K`;
+//! - `dK/dV` (rows = keys, chunks of the queries that see them, transposed layout):
+//!   `Sᵀ = K·Qᵀ`, `Pᵀ`, `dV += Pᵀ·dO`, `dPᵀ = V·dOᵀ`, `dSᵀ = Pᵀ ∘ (dPᵀ − Δ)`, `dK += dSᵀ·Q`.
+//!
+//! Queries that see no key (`L = -inf`) or lie past the segment get `L = +inf` (so `p = 0`);
+//! keys that are not present are never written (their gradient rows stay as they are).
+
+use cubecl::prelude::barrier::Barrier;
+use cubecl::prelude::*;
+
+use crate::forward::locate;
+use crate::forward_mma::{LOG2E, key_present};
+use crate::mma::{
+    CHUNK, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_pair, stage_rows, tiles_as_a,
+    wait, zero_tiles,
+};
+
+/// Rows per cube (16 per plane).
+pub(crate) const ROWS: usize = 64;
+
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+#[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
+pub(crate) fn backward_dq_mma<F: Float, N: Size>(
+    q: &Tensor<Vector<F, N>>,
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
+    mask: &Tensor<u32>,
+    dout: &Tensor<Vector<F, N>>,
+    lse: &Tensor<f32>,
+    delta: &Tensor<f32>,
+    row_ptr: &Tensor<u32>,
+    runs: &Tensor<u32>,
+    params: &Tensor<u32>,
+    dq: &mut Tensor<f32>,
+    scale: f32,
+    neg_inf: f32,
+    #[comptime] head_dim: usize,
+    #[comptime] block: usize,
+    #[comptime] causal: bool,
+    #[comptime] masked: bool,
+) {
+    let subtiles = comptime!(block / ROWS);
+    let threads = comptime!(ROWS * 2);
+    let tile = locate(params, CUBE_POS_X as usize / subtiles, block);
+    let q0 = tile.qb * block + (CUBE_POS_X as usize % subtiles) * ROWS;
+    if tile.qb >= tile.seg_blocks || q0 >= tile.tokens {
+        terminate!();
+    }
+    let unit = UNIT_POS as usize;
+    let plane = unit / 32;
+    let lane = unit % 32;
+    let g = lane / 4;
+    let t = lane % 4;
+
+    let nv = N::value();
+    let rstr = comptime!(head_dim / nv + 1);
+    // Two stages of CHUNK key and CHUNK value rows; Q and dO are staged in stage 1 first.
+    let srows = comptime!(2 * CHUNK);
+    let buf_len = comptime!(4 * CHUNK * (head_dim / nv + 1));
+    let mut buf = Shared::<[Vector<F, N>]>::new_slice(buf_len);
+    let mut kvalid = Shared::<[u32]>::new_slice(comptime!(2 * CHUNK));
+    let bar0 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
+    let bar1 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
+
+    let mut walk = Walk::new(row_ptr, runs, tile.csr_base + tile.qb);
+    if walk.live() {
+        let first = walk.first(block);
+        let b = &mut buf[0..buf_len];
+        issue_pair::<F, N>(
+            k,
+            v,
+            b,
+            &tile,
+            tile.kv_head,
+            first,
+            0usize,
+            threads,
+            rstr,
+            head_dim,
+        );
+        bar0.commit_copy_async();
+        if unit < CHUNK {
+            kvalid[unit] = key_present(mask, &tile, first + unit, masked);
+        }
+    }
+
+    // The plane's Q and dO fragments, and L (base 2; +inf for a row with no key) and Δ of its
+    // rows g and g + 8.
+    let b = &mut buf[0..buf_len];
+    stage_rows::<F, N>(
+        q, b, &tile, tile.head, q0, srows, ROWS, threads, rstr, head_dim,
+    );
+    let r1 = comptime!(2 * CHUNK + ROWS);
+    stage_rows::<F, N>(
+        dout, b, &tile, tile.head, q0, r1, ROWS, threads, rstr, head_dim,
+    );
+    sync_cube();
+    let qf = a_fragments::<F, N>(&buf[0..buf_len], srows + plane * 16, rstr, head_dim);
+    let gf = a_fragments::<F, N>(&buf[0..buf_len], r1 + plane * 16, rstr, head_dim);
+    let mut acc = zero_tiles(comptime!(head_dim / 8));
+    let prow0 = q0 + plane * 16;
+    let l_base = tile.batch * lse.stride(0) + tile.head * lse.stride(1);
+    let d_base = tile.batch * delta.stride(0) + tile.head * delta.stride(1);
+    let mut lrow = Array::<f32>::new(2usize);
+    let mut drow = Array::<f32>::new(2usize);
+    #[unroll]
+    for h in 0..2usize {
+        let row = prow0 + g + 8 * h;
+        let present = row < tile.tokens;
+        let pq = tile.seg_start + select(present, row, 0usize) * tile.dilation;
+        let l = lse[l_base + pq * lse.stride(2)];
+        lrow[h] = select(present && l != neg_inf, l * LOG2E, -neg_inf);
+        drow[h] = delta[d_base + pq * delta.stride(2)];
+    }
+    let sl2 = scale * LOG2E;
+
+    let mut stage = 0usize;
+    while walk.live() {
+        let k0 = walk.first(block);
+        walk.advance(runs, block);
+        sync_cube();
+        if walk.live() {
+            let next = 1 - stage;
+            let first = walk.first(block);
+            let b = &mut buf[0..buf_len];
+            let r0 = next * srows;
+            issue_pair::<F, N>(
+                k,
+                v,
+                b,
+                &tile,
+                tile.kv_head,
+                first,
+                r0,
+                threads,
+                rstr,
+                head_dim,
+            );
+            commit(&bar0, &bar1, next);
+            if unit < CHUNK {
+                kvalid[next * CHUNK + unit] = key_present(mask, &tile, first + unit, masked);
+            }
+        }
+        wait(&bar0, &bar1, stage);
+        let base = stage * srows;
+        let kv0 = stage * CHUNK;
+
+        let skip = causal && k0 > prow0 + 15;
+        if !skip {
+            // S = Q·Kᵀ and dP = dO·Vᵀ.
+            let mut s = zero_tiles(comptime!(CHUNK / 8));
+            let mut dp = zero_tiles(comptime!(CHUNK / 8));
+            #[unroll]
+            for jj in 0..comptime!(CHUNK / 16) {
+                #[unroll]
+                for ds in 0..comptime!(head_dim / 16) {
+                    let j0 = comptime!(2 * jj);
+                    let b = &buf[0..buf_len];
+                    let r0 = base + jj * 16;
+                    mma_pair::<F, N>(qf.index(ds), b, r0, ds, &mut s, j0, rstr, false);
+                    let r1 = base + CHUNK + jj * 16;
+                    mma_pair::<F, N>(gf.index(ds), b, r1, ds, &mut dp, j0, rstr, false);
+                }
+            }
+            let mut need = k0 + CHUNK > tile.tokens;
+            if comptime!(masked) {
+                need = true;
+            }
+            if comptime!(causal) {
+                need = need || k0 + CHUNK > prow0 + 1;
+            }
+            // dS = P ∘ (dP − Δ), P = 2^{x − L}, over the pairs the forward saw.
+            #[unroll]
+            for j in 0..comptime!(CHUNK / 8) {
+                #[unroll]
+                for h in 0..2usize {
+                    let row = prow0 + g + 8 * h;
+                    let x = s.index(j)[h];
+                    let y = dp.index(j)[h];
+                    let mut r = y;
+                    #[unroll]
+                    for c in 0..2usize {
+                        let key = j * 8 + 2 * t + c;
+                        let mut xs = x.extract(c) * sl2;
+                        if need {
+                            let mut ok = kvalid[kv0 + key] != 0;
+                            if comptime!(causal) {
+                                ok = ok && k0 + key <= row;
+                            }
+                            xs = select(ok, xs, neg_inf);
+                        }
+                        let p = exp2_approx(xs - lrow[h]);
+                        r.insert(c, p * (y.extract(c) - drow[h]));
+                    }
+                    let sj = s.index_mut(j);
+                    sj[h] = r;
+                }
+            }
+            // dQ += dS·K.
+            #[unroll]
+            for kk in 0..comptime!(CHUNK / 16) {
+                let a = tiles_as_a::<F>(&s, kk);
+                #[unroll]
+                for dd in 0..comptime!(head_dim / 16) {
+                    let j0 = comptime!(2 * dd);
+                    mma_pair::<F, N>(
+                        &a,
+                        &buf[0..buf_len],
+                        base + kk * 16,
+                        0usize,
+                        &mut acc,
+                        j0,
+                        rstr,
+                        true,
+                    );
+                }
+            }
+        }
+        stage = 1 - stage;
+    }
+
+    let step = dq.stride(3);
+    #[unroll]
+    for h in 0..2usize {
+        let row = prow0 + g + 8 * h;
+        if row < tile.tokens {
+            let pq = tile.seg_start + row * tile.dilation;
+            let base = tile.batch * dq.stride(0) + tile.head * dq.stride(1) + pq * dq.stride(2);
+            #[unroll]
+            for dt in 0..comptime!(head_dim / 8) {
+                let x = acc.index(dt)[h];
+                let d = dt * 8 + 2 * t;
+                dq[base + d * step] += x.extract(0usize) * scale;
+                dq[base + (d + 1) * step] += x.extract(1usize) * scale;
+            }
+        }
+    }
+}
+
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+#[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
+pub(crate) fn backward_dkdv_mma<F: Float, N: Size>(
+    q: &Tensor<Vector<F, N>>,
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
+    mask: &Tensor<u32>,
+    dout: &Tensor<Vector<F, N>>,
+    lse: &Tensor<f32>,
+    delta: &Tensor<f32>,
+    col_ptr: &Tensor<u32>,
+    runs: &Tensor<u32>,
+    params: &Tensor<u32>,
+    dk: &mut Tensor<f32>,
+    dv: &mut Tensor<f32>,
+    scale: f32,
+    neg_inf: f32,
+    #[comptime] head_dim: usize,
+    #[comptime] block: usize,
+    #[comptime] causal: bool,
+    #[comptime] masked: bool,
+) {
+    // Rows are keys: `tile.qb` is the key block, the transposed layout lists its query blocks.
+    let subtiles = comptime!(block / ROWS);
+    let threads = comptime!(ROWS * 2);
+    let tile = locate(params, CUBE_POS_X as usize / subtiles, block);
+    let k0 = tile.qb * block + (CUBE_POS_X as usize % subtiles) * ROWS;
+    if tile.qb >= tile.seg_blocks || k0 >= tile.tokens {
+        terminate!();
+    }
+    let unit = UNIT_POS as usize;
+    let plane = unit / 32;
+    let lane = unit % 32;
+    let g = lane / 4;
+    let t = lane % 4;
+
+    let nv = N::value();
+    let rstr = comptime!(head_dim / nv + 1);
+    // Two stages of CHUNK query and CHUNK dO rows, then the tile's K and V rows.
+    let srows = comptime!(2 * CHUNK);
+    let krows = comptime!(4 * CHUNK);
+    let buf_len = comptime!((4 * CHUNK + 2 * ROWS) * (head_dim / nv + 1));
+    let mut buf = Shared::<[Vector<F, N>]>::new_slice(buf_len);
+    let mut lq = Shared::<[f32]>::new_slice(comptime!(2 * CHUNK));
+    let mut dlt = Shared::<[f32]>::new_slice(comptime!(2 * CHUNK));
+    let bar0 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
+    let bar1 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
+    let l_base = tile.batch * lse.stride(0) + tile.head * lse.stride(1);
+    let d_base = tile.batch * delta.stride(0) + tile.head * delta.stride(1);
+
+    let mut walk = Walk::new(col_ptr, runs, tile.csr_base + tile.qb);
+    if walk.live() {
+        let first = walk.first(block);
+        let b = &mut buf[0..buf_len];
+        issue_pair::<F, N>(
+            q, dout, b, &tile, tile.head, first, 0usize, threads, rstr, head_dim,
+        );
+        bar0.commit_copy_async();
+        if unit < CHUNK {
+            let (l, d) = query_stats(lse, delta, &tile, l_base, d_base, first + unit, neg_inf);
+            lq[unit] = l;
+            dlt[unit] = d;
+        }
+    }
+
+    // The tile's K and V rows, staged once; each plane reads its A fragments per chunk (held
+    // across the walk they would cost 32 registers and a cube per SM).
+    let b = &mut buf[0..buf_len];
+    stage_rows::<F, N>(
+        k,
+        b,
+        &tile,
+        tile.kv_head,
+        k0,
+        krows,
+        ROWS,
+        threads,
+        rstr,
+        head_dim,
+    );
+    let vrows = comptime!(4 * CHUNK + ROWS);
+    stage_rows::<F, N>(
+        v,
+        b,
+        &tile,
+        tile.kv_head,
+        k0,
+        vrows,
+        ROWS,
+        threads,
+        rstr,
+        head_dim,
+    );
+    let mut dk_acc = zero_tiles(comptime!(head_dim / 8));
+    let mut dv_acc = zero_tiles(comptime!(head_dim / 8));
+    let krow0 = k0 + plane * 16;
+    let sl2 = scale * LOG2E;
+
+    let mut stage = 0usize;
+    while walk.live() {
+        let c0 = walk.first(block);
+        walk.advance(runs, block);
+        sync_cube();
+        if walk.live() {
+            let next = 1 - stage;
+            let first = walk.first(block);
+            let b = &mut buf[0..buf_len];
+            let r0 = next * srows;
+            issue_pair::<F, N>(
+                q, dout, b, &tile, tile.head, first, r0, threads, rstr, head_dim,
+            );
+            commit(&bar0, &bar1, next);
+            if unit < CHUNK {
+                let (l, d) = query_stats(lse, delta, &tile, l_base, d_base, first + unit, neg_inf);
+                lq[next * CHUNK + unit] = l;
+                dlt[next * CHUNK + unit] = d;
+            }
+        }
+        wait(&bar0, &bar1, stage);
+        let base = stage * srows;
+        let cq0 = stage * CHUNK;
+
+        // Causal: a plane whose keys all follow the chunk's queries gets nothing.
+        let skip = causal && c0 + CHUNK <= krow0;
+        if !skip {
+            // Sᵀ = K·Qᵀ, then Pᵀ = 2^{x − L} (queries along the columns).
+            let kf = a_fragments::<F, N>(&buf[0..buf_len], krows + plane * 16, rstr, head_dim);
+            let mut s = zero_tiles(comptime!(CHUNK / 8));
+            #[unroll]
+            for jj in 0..comptime!(CHUNK / 16) {
+                #[unroll]
+                for ds in 0..comptime!(head_dim / 16) {
+                    let j0 = comptime!(2 * jj);
+                    mma_pair::<F, N>(
+                        kf.index(ds),
+                        &buf[0..buf_len],
+                        base + jj * 16,
+                        ds,
+                        &mut s,
+                        j0,
+                        rstr,
+                        false,
+                    );
+                }
+            }
+            let need = causal && c0 < krow0 + 16;
+            #[unroll]
+            for j in 0..comptime!(CHUNK / 8) {
+                #[unroll]
+                for h in 0..2usize {
+                    let key = krow0 + g + 8 * h;
+                    let mut x = s.index(j)[h];
+                    #[unroll]
+                    for c in 0..2usize {
+                        let col = j * 8 + 2 * t + c;
+                        let mut xs = x.extract(c) * sl2;
+                        if need {
+                            xs = select(key <= c0 + col, xs, neg_inf);
+                        }
+                        x.insert(c, exp2_approx(xs - lq[cq0 + col]));
+                    }
+                    let sj = s.index_mut(j);
+                    sj[h] = x;
+                }
+            }
+            // dV += Pᵀ·dO.
+            #[unroll]
+            for kk in 0..comptime!(CHUNK / 16) {
+                let a = tiles_as_a::<F>(&s, kk);
+                #[unroll]
+                for dd in 0..comptime!(head_dim / 16) {
+                    let j0 = comptime!(2 * dd);
+                    let r0 = base + CHUNK + kk * 16;
+                    mma_pair::<F, N>(
+                        &a,
+                        &buf[0..buf_len],
+                        r0,
+                        0usize,
+                        &mut dv_acc,
+                        j0,
+                        rstr,
+                        true,
+                    );
+                }
+            }
+            // dPᵀ = V·dOᵀ, then dSᵀ = Pᵀ ∘ (dPᵀ − Δ).
+            let vf = a_fragments::<F, N>(&buf[0..buf_len], vrows + plane * 16, rstr, head_dim);
+            let mut dp = zero_tiles(comptime!(CHUNK / 8));
+            #[unroll]
+            for jj in 0..comptime!(CHUNK / 16) {
+                #[unroll]
+                for ds in 0..comptime!(head_dim / 16) {
+                    let j0 = comptime!(2 * jj);
+                    let r0 = base + CHUNK + jj * 16;
+                    mma_pair::<F, N>(
+                        vf.index(ds),
+                        &buf[0..buf_len],
+                        r0,
+                        ds,
+                        &mut dp,
+                        j0,
+                        rstr,
+                        false,
+                    );
+                }
+            }
+            #[unroll]
+            for j in 0..comptime!(CHUNK / 8) {
+                #[unroll]
+                for h in 0..2usize {
+                    let p = s.index(j)[h];
+                    let mut y = dp.index(j)[h];
+                    #[unroll]
+                    for c in 0..2usize {
+                        let col = j * 8 + 2 * t + c;
+                        y.insert(c, p.extract(c) * (y.extract(c) - dlt[cq0 + col]));
+                    }
+                    let dj = dp.index_mut(j);
+                    dj[h] = y;
+                }
+            }
+            // dK += dSᵀ·Q.
+            #[unroll]
+            for kk in 0..comptime!(CHUNK / 16) {
+                let a = tiles_as_a::<F>(&dp, kk);
+                #[unroll]
+                for dd in 0..comptime!(head_dim / 16) {
+                    let j0 = comptime!(2 * dd);
+                    let r0 = base + kk * 16;
+                    mma_pair::<F, N>(
+                        &a,
+                        &buf[0..buf_len],
+                        r0,
+                        0usize,
+                        &mut dk_acc,
+                        j0,
+                        rstr,
+                        true,
+                    );
+                }
+            }
+        }
+        stage = 1 - stage;
+    }
+
+    let (k_step, v_step) = (dk.stride(3), dv.stride(3));
+    #[unroll]
+    for h in 0..2usize {
+        let key = krow0 + g + 8 * h;
+        if key_present(mask, &tile, key, masked) != 0 {
+            let pk = tile.seg_start + key * tile.dilation;
+            let k_at = tile.batch * dk.stride(0) + tile.head * dk.stride(1) + pk * dk.stride(2);
+            let v_at = tile.batch * dv.stride(0) + tile.head * dv.stride(1) + pk * dv.stride(2);
+            #[unroll]
+            for dt in 0..comptime!(head_dim / 8) {
+                let x = dk_acc.index(dt)[h];
+                let y = dv_acc.index(dt)[h];
+                let d = dt * 8 + 2 * t;
+                dk[k_at + d * k_step] += x.extract(0usize) * scale;
+                dk[k_at + (d + 1) * k_step] += x.extract(1usize) * scale;
+                dv[v_at + d * v_step] += y.extract(0usize);
+                dv[v_at + (d + 1) * v_step] += y.extract(1usize);
+            }
+        }
+    }
+}
+
+/// `(L, Δ)` of gathered query `tq` of the tile's segment: `L` in base 2, `+inf` where the
+/// query is past the segment or sees no key (so that its `p` is 0).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn query_stats(
+    lse: &Tensor<f32>,
+    delta: &Tensor<f32>,
+    tile: &crate::forward::Tile,
+    l_base: usize,
+    d_base: usize,
+    tq: usize,
+    neg_inf: f32,
+) -> (f32, f32) {
+    let present = tq < tile.tokens;
+    let pq = tile.seg_start + select(present, tq, 0usize) * tile.dilation;
+    let l = lse[l_base + pq * lse.stride(2)];
+    let l2 = select(present && l != neg_inf, l * LOG2E, -neg_inf);
+    (l2, delta[d_base + pq * delta.stride(2)])
+}

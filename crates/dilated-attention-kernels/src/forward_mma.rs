@@ -1,0 +1,324 @@
+//! Tensor-core forward on manual MMA: `mma.sync.m16n8k16` (f16/bf16 → f32) fed by `ldmatrix`,
+//! the FlashAttention-2 register layout (CUDA, sm_80 and later).
+//!
+//! Same math, shapes, grid and layout arguments as [`crate::forward`]: for each query row `i` of a
+//! tile, `out_i = Σ_j 2^{x_ij - m_i} v_j / Σ_j 2^{x_ij - m_i}` and `lse_i = ln 2 · m_i + ln l_i`
+//! with `x_ij = log2(e) · scale · q_i·k_j` over the row's active gathered keys.
+//!
+//! A cube of 4 planes owns `TQ = 64` gathered query rows (a block of 128 or 256 is split into
+//! 64-row tiles), one plane (warp) per 16 rows; the `O` accumulators stay in registers for the
+//! whole row, the query rows in shared memory (their `A` fragments are re-read per chunk: held
+//! across the row they cost 16 registers, i.e. a cube per SM). Keys are walked in chunks of
+//! `CHUNK = 64` gathered rows (row stride `head_dim + 8` halves, so `ldmatrix` rows fall on
+//! distinct banks) copied by `cp.async` into two shared stages, chunk `i + 1` landing while
+//! chunk `i` is computed. Per chunk and plane:
+//! 1. `S = Q·Kᵀ`: `ldmatrix.x4` gives two 8-key `B` fragments, `CHUNK / 8` accumulators of 16×8;
+//! 2. masks only where the chunk needs them (tail, padding, causal diagonal), the online softmax
+//!    in f32 with `ex2.approx` (row max across the 4 lanes of a row by shuffles, row sums kept per
+//!    lane until the end);
+//! 3. `O += P·V`: the `S` accumulators of two adjacent key tiles *are* the `A` fragment of `P`
+//!    (no trip through shared memory); `V` fragments by `ldmatrix.x4.trans`.
+//!
+//! Needs f16/bf16, 32-wide planes, the runtime's manual MMA at 16×8×16, head dim 32/64/128,
+//! block 64/128/256, and `q, k, v` read as 8-wide vectors (contiguous head dim, 8-aligned
+//! strides). `out: [batch, heads, n, head_dim]` is written per element, `lse: [batch, heads, n]`.
+
+use cubecl::prelude::barrier::Barrier;
+use cubecl::prelude::*;
+
+use crate::forward::locate;
+use crate::mma::{
+    CHUNK, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_pair, scale_rows, stage_rows,
+    tiles_as_a, wait, zero_tiles,
+};
+
+/// Largest query tile (rows per cube); a cube owns `min(block, TQ_MAX)` rows.
+pub(crate) const TQ_MAX: usize = 64;
+/// `log2(e)`: scores are scaled once so that the softmax runs on `exp2`.
+pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
+/// `ln(2)`: back from base-2 to natural log-sum-exp.
+const LN2: f32 = std::f32::consts::LN_2;
+
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+#[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
+pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
+    q: &Tensor<Vector<F, N>>,
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
+    mask: &Tensor<u32>,
+    row_ptr: &Tensor<u32>,
+    runs: &Tensor<u32>,
+    out: &mut Tensor<F>,
+    lse: &mut Tensor<f32>,
+    params: &Tensor<u32>,
+    scale: f32,
+    neg_inf: f32,
+    #[comptime] head_dim: usize,
+    #[comptime] block: usize,
+    #[comptime] causal: bool,
+    #[comptime] masked: bool,
+) {
+    let tq = comptime!(if block >= TQ_MAX { TQ_MAX } else { block });
+    let subtiles = comptime!(block / tq);
+    let threads = comptime!(tq * 2);
+    let tile = locate(params, CUBE_POS_X as usize / subtiles, block);
+    let q0 = tile.qb * block + (CUBE_POS_X as usize % subtiles) * tq;
+    if tile.qb >= tile.seg_blocks || q0 >= tile.tokens {
+        terminate!();
+    }
+
+    let unit = UNIT_POS as usize;
+    let plane = unit / 32;
+    let lane = unit % 32;
+    // Accumulator coordinates: lane = 4·g + t holds rows g, g + 8 and columns 2t, 2t + 1.
+    let g = lane / 4;
+    let t = lane % 4;
+
+    let nv = N::value();
+    let rstr = comptime!(head_dim / nv + 1);
+    // Two stages of CHUNK key rows and CHUNK value rows, then the tile's query rows.
+    let stage_rows_n = comptime!(2 * CHUNK);
+    let qrow0 = comptime!(4 * CHUNK);
+    let buf_len = comptime!((4 * CHUNK + tq) * (head_dim / nv + 1));
+    let mut buf = Shared::<[Vector<F, N>]>::new_slice(buf_len);
+    let mut kvalid = Shared::<[u32]>::new_slice(comptime!(2 * CHUNK));
+    let bar0 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
+    let bar1 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
+
+    let mut walk = Walk::new(row_ptr, runs, tile.csr_base + tile.qb);
+    if walk.live() {
+        let first = walk.first(block);
+        issue_pair::<F, N>(
+            k,
+            v,
+            &mut buf[0..buf_len],
+            &tile,
+            tile.kv_head,
+            first,
+            0usize,
+            threads,
+            rstr,
+            head_dim,
+        );
+        bar0.commit_copy_async();
+        if unit < CHUNK {
+            kvalid[unit] = key_present(mask, &tile, first + unit, masked);
+        }
+    }
+
+    // Stage the gathered query rows once; each plane reads its A fragments per chunk (held
+    // across the whole row they would cost 16 registers and a cube per SM).
+    stage_rows::<F, N>(
+        q,
+        &mut buf[0..buf_len],
+        &tile,
+        tile.head,
+        q0,
+        qrow0,
+        tq,
+        threads,
+        rstr,
+        head_dim,
+    );
+    let mut acc = zero_tiles(comptime!(head_dim / 8));
+    // Running max (base 2, scaled) and per-lane partial sums of rows g and g + 8.
+    let mut m = Array::<f32>::new(2usize);
+    let mut l = Array::<f32>::new(2usize);
+    m[0] = neg_inf;
+    m[1] = neg_inf;
+    l[0] = 0.0f32;
+    l[1] = 0.0f32;
+    let sl2 = scale * LOG2E;
+    let prow0 = q0 + plane * 16;
+
+    // Walk the row's key chunks; chunk i + 1 is copied into the other stage while chunk i is
+    // computed.
+    let mut stage = 0usize;
+    while walk.live() {
+        let k0 = walk.first(block);
+        walk.advance(runs, block);
+        // Every plane is done with the other stage (chunk i - 1) before it is overwritten; on
+        // the first pass this also publishes the staged query rows.
+        sync_cube();
+        if walk.live() {
+            let next = 1 - stage;
+            let first = walk.first(block);
+            issue_pair::<F, N>(
+                k,
+                v,
+                &mut buf[0..buf_len],
+                &tile,
+                tile.kv_head,
+                first,
+                next * stage_rows_n,
+                threads,
+                rstr,
+                head_dim,
+            );
+            commit(&bar0, &bar1, next);
+            if unit < CHUNK {
+                kvalid[next * CHUNK + unit] = key_present(mask, &tile, first + unit, masked);
+            }
+        }
+        wait(&bar0, &bar1, stage);
+        let base = stage * stage_rows_n;
+        let kv0 = stage * CHUNK;
+
+        // A plane whose rows all precede the chunk's keys has nothing to add (causal).
+        let skip = causal && k0 > prow0 + 15;
+        if !skip {
+            // 1. S = Q·Kᵀ: CHUNK / 8 tiles of 16×8.
+            let qf = a_fragments::<F, N>(&buf[0..buf_len], qrow0 + plane * 16, rstr, head_dim);
+            let mut s = zero_tiles(comptime!(CHUNK / 8));
+            #[unroll]
+            for jj in 0..comptime!(CHUNK / 16) {
+                #[unroll]
+                for ds in 0..comptime!(head_dim / 16) {
+                    mma_pair::<F, N>(
+                        qf.index(ds),
+                        &buf[0..buf_len],
+                        base + jj * 16,
+                        ds,
+                        &mut s,
+                        comptime!(2 * jj),
+                        rstr,
+                        false,
+                    );
+                }
+            }
+
+            // 2. Masks where the chunk needs them: the segment's tail, padding, the diagonal.
+            let mut need = k0 + CHUNK > tile.tokens;
+            if comptime!(masked) {
+                need = true;
+            }
+            if comptime!(causal) {
+                need = need || k0 + CHUNK > prow0 + 1;
+            }
+            if need {
+                #[unroll]
+                for j in 0..comptime!(CHUNK / 8) {
+                    #[unroll]
+                    for h in 0..2usize {
+                        let row = prow0 + g + 8 * h;
+                        let mut x = s.index(j)[h];
+                        #[unroll]
+                        for c in 0..2usize {
+                            let key = j * 8 + 2 * t + c;
+                            let mut ok = kvalid[kv0 + key] != 0;
+                            if comptime!(causal) {
+                                ok = ok && k0 + key <= row;
+                            }
+                            x.insert(c, select(ok, x.extract(c), neg_inf));
+                        }
+                        let sj = s.index_mut(j);
+                        sj[h] = x;
+                    }
+                }
+            }
+
+            // Online softmax in base 2: row max over the 4 lanes of a row, sums kept per lane.
+            let mut alpha = Array::<f32>::new(2usize);
+            #[unroll]
+            for h in 0..2usize {
+                let mut mx = neg_inf;
+                #[unroll]
+                for j in 0..comptime!(CHUNK / 8) {
+                    let x = s.index(j)[h];
+                    mx = f32::max(mx, f32::max(x.extract(0usize), x.extract(1usize)));
+                }
+                mx *= sl2;
+                mx = f32::max(mx, plane_shuffle_xor(mx, 1));
+                mx = f32::max(mx, plane_shuffle_xor(mx, 2));
+                let m_new = f32::max(m[h], mx);
+                let shift = select(m_new == neg_inf, 0.0f32, m_new);
+                alpha[h] = exp2_approx(m[h] - shift);
+                m[h] = m_new;
+                let mut sum = 0.0f32;
+                #[unroll]
+                for j in 0..comptime!(CHUNK / 8) {
+                    let mut x = s.index(j)[h];
+                    #[unroll]
+                    for c in 0..2usize {
+                        let p = exp2_approx(x.extract(c) * sl2 - shift);
+                        sum += p;
+                        x.insert(c, p);
+                    }
+                    let sj = s.index_mut(j);
+                    sj[h] = x;
+                }
+                l[h] = l[h] * alpha[h] + sum;
+            }
+            scale_rows(&mut acc, &alpha);
+
+            // 3. O += P·V: the S tiles of keys 16·kk .. are the A fragment of P.
+            #[unroll]
+            for kk in 0..comptime!(CHUNK / 16) {
+                let pa = tiles_as_a::<F>(&s, kk);
+                #[unroll]
+                for dd in 0..comptime!(head_dim / 16) {
+                    mma_pair::<F, N>(
+                        &pa,
+                        &buf[0..buf_len],
+                        base + CHUNK + kk * 16,
+                        0usize,
+                        &mut acc,
+                        comptime!(2 * dd),
+                        rstr,
+                        true,
+                    );
+                }
+            }
+        }
+        stage = 1 - stage;
+    }
+
+    // Row sums across the 4 lanes of each row, then normalise and write the rows.
+    let o_step = out.stride(3);
+    #[unroll]
+    for h in 0..2usize {
+        let mut sum = l[h];
+        sum += plane_shuffle_xor(sum, 1);
+        sum += plane_shuffle_xor(sum, 2);
+        let row = prow0 + g + 8 * h;
+        if row < tile.tokens {
+            let empty = sum == 0.0f32;
+            let inv = select(empty, 0.0f32, 1.0f32 / select(empty, 1.0f32, sum));
+            let pq = tile.seg_start + row * tile.dilation;
+            let o_base =
+                tile.batch * out.stride(0) + tile.head * out.stride(1) + pq * out.stride(2);
+            #[unroll]
+            for dt in 0..comptime!(head_dim / 8) {
+                let x = acc.index(dt)[h];
+                let d = dt * 8 + 2 * t;
+                out[o_base + d * o_step] = F::cast_from(x.extract(0usize) * inv);
+                out[o_base + (d + 1) * o_step] = F::cast_from(x.extract(1usize) * inv);
+            }
+            if t == 0 {
+                let l_index =
+                    tile.batch * lse.stride(0) + tile.head * lse.stride(1) + pq * lse.stride(2);
+                let value = m[h] * LN2 + f32::ln(select(empty, 1.0f32, sum));
+                lse[l_index] = select(empty, neg_inf, value);
+            }
+        }
+    }
+}
+
+/// Whether gathered token `tk` of the tile's segment is a key: a real token, present in the
+/// padding mask when there is one.
+#[cube]
+pub(crate) fn key_present(
+    mask: &Tensor<u32>,
+    tile: &crate::forward::Tile,
+    tk: usize,
+    #[comptime] masked: bool,
+) -> u32 {
+    let present = tk < tile.tokens;
+    let mut ok = present;
+    if comptime!(masked) {
+        let pk = tile.seg_start + select(present, tk, 0usize) * tile.dilation;
+        ok = ok && mask[tile.batch * mask.stride(0) + pk * mask.stride(1)] != 0;
+    }
+    select(ok, 1u32, 0u32)
+}

@@ -1,0 +1,300 @@
+//! Building blocks of the manual-MMA kernels ([`crate::forward_mma`], [`crate::backward_mma`]):
+//! `mma.sync.m16n8k16` tiles (f16/bf16 operands, f32 accumulators) fed by `ldmatrix`, on CUDA
+//! sm_80 and later.
+//!
+//! Register layout (PTX's, lane = `4·g + t`): an accumulator tile of 16×8 holds rows `g` and
+//! `g + 8`, columns `2t, 2t + 1` (two `Vector<f32, 2>`); an `A` fragment (16×16) holds the same
+//! rows at columns `2t, 2t + 1` and `2t + 8, 2t + 9` (four `Vector<F, 2>`); so the accumulators
+//! of two adjacent 8-column tiles, rounded to `F`, are the `A` fragment of the next product —
+//! `P` and `dS` never leave registers. The other side's chunks arrive by `cp.async` into two
+//! shared stages (one cube barrier each), so the next chunk loads while the current one is
+//! computed, without registers in flight. Shared tiles are rows of `head_dim + 8` halves (one
+//! spare 8-wide vector per row), which puts the 8 rows of each `ldmatrix` phase on distinct
+//! banks.
+
+use cubecl::cmma::{MatrixIdent, MmaDefinition};
+use cubecl::prelude::barrier::{Barrier, copy_async};
+use cubecl::prelude::*;
+
+use crate::forward::Tile;
+
+/// Rows of the other side (keys for queries, queries for keys) per shared-memory chunk.
+pub(crate) const CHUNK: usize = 64;
+
+/// Two elements: the vector width of every fragment register.
+pub(crate) type P2 = Const<2>;
+
+/// The one MMA shape of these kernels: 16×8×16, `F × F → f32`.
+#[cube]
+pub(crate) fn mma_def<F: Float>() -> MmaDefinition<F, F, f32> {
+    MmaDefinition::<F, F, f32>::new(16usize, 8usize, 16usize)
+}
+
+/// `2^x` with the hardware's approximate exponential (relative error about 2⁻²²; `-inf` → 0).
+#[cube]
+pub(crate) fn exp2_approx(x: f32) -> f32 {
+    let out: f32;
+    gpu_asm!(
+        "ex2.approx.ftz.f32 {o}, {i};",
+        o = out(_) out,
+        i = in(_) x,
+        options(pure, nomem),
+    );
+    out
+}
+
+/// `count` accumulator tiles of 16×8 holding zeros.
+#[cube]
+pub(crate) fn zero_tiles(#[comptime] count: usize) -> Sequence<Array<Vector<f32, P2>>> {
+    let mut tiles = Sequence::<Array<Vector<f32, P2>>>::new();
+    #[unroll]
+    for _ in 0..count {
+        let mut a = Array::<Vector<f32, P2>>::new(2usize);
+        a[0] = Vector::new(0.0f32);
+        a[1] = Vector::new(0.0f32);
+        tiles.push(a);
+    }
+    tiles
+}
+
+/// The `A` fragments (16 rows × `head_dim`, `head_dim / 16` of them) of the 16 rows starting at
+/// shared row `row0`, `rstr` vectors apart.
+#[cube]
+pub(crate) fn a_fragments<F: Float, N: Size>(
+    buf: &[Vector<F, N>],
+    row0: usize,
+    #[comptime] rstr: usize,
+    #[comptime] head_dim: usize,
+) -> Sequence<Array<Vector<F, P2>>> {
+    let mma = mma_def::<F>();
+    let lane = UNIT_POS_PLANE as usize;
+    let (m8, r8) = (lane / 8, lane % 8);
+    let mut frags = Sequence::<Array<Vector<F, P2>>>::new();
+    #[unroll]
+    for ds in 0..comptime!(head_dim / 16) {
+        let idx = (row0 + (m8 % 2) * 8 + r8) * rstr + ds * 2 + m8 / 2;
+        frags.push(mma.load_matrix::<_, P2>(&buf[idx..idx + 1], MatrixIdent::A, 4usize, false));
+    }
+    frags
+}
+
+/// `acc[j] += a · B_j` for `j = j0, j0 + 1`, the two 16×8 `B` fragments one `ldmatrix.x4`
+/// reads from the shared rows starting at `row0`, `rstr` vectors apart:
+/// - `trans = false`: `B_j = Xᵀ` for the 8 rows `row0 + 8(j − j0) ..` of `X` and the 16
+///   columns `16·kc ..` (`X·Yᵀ` products: `Q·Kᵀ`, `dO·Vᵀ`, `K·Qᵀ`, `V·dOᵀ`);
+/// - `trans = true`: `B_j = X` for the 16 rows `row0 ..` and the 8 columns `8j ..`
+///   (`P·V`, `dS·K`, `Pᵀ·dO`, `dSᵀ·Q`).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn mma_pair<F: Float, N: Size>(
+    a: &Array<Vector<F, P2>>,
+    buf: &[Vector<F, N>],
+    row0: usize,
+    kc: usize,
+    acc: &mut Sequence<Array<Vector<f32, P2>>>,
+    #[comptime] j0: usize,
+    #[comptime] rstr: usize,
+    #[comptime] trans: bool,
+) {
+    let mma = mma_def::<F>();
+    let lane = UNIT_POS_PLANE as usize;
+    let (m8, r8) = (lane / 8, lane % 8);
+    // Matrix m8 of the x4 load: (row half, column half) = (m8 / 2, m8 % 2) untransposed,
+    // (m8 % 2, m8 / 2) transposed; column halves are 8-wide vectors.
+    let idx = if comptime!(trans) {
+        (row0 + (m8 % 2) * 8 + r8) * rstr + (j0 + m8 / 2)
+    } else {
+        (row0 + (m8 / 2) * 8 + r8) * rstr + kc * 2 + m8 % 2
+    };
+    let b = mma.load_matrix::<_, P2>(&buf[idx..idx + 1], MatrixIdent::B, 4usize, trans);
+    let mut b0 = Array::<Vector<F, P2>>::new(2usize);
+    let mut b1 = Array::<Vector<F, P2>>::new(2usize);
+    b0[0] = b[0];
+    b0[1] = b[1];
+    b1[0] = b[2];
+    b1[1] = b[3];
+    mma.execute_inplace(a, &b0, acc.index_mut(j0));
+    mma.execute_inplace(a, &b1, acc.index_mut(j0 + 1));
+}
+
+/// The `A` fragment of columns `16·kk ..` of a 16-row matrix held as accumulator tiles,
+/// rounded to `F`.
+#[cube]
+pub(crate) fn tiles_as_a<F: Float>(
+    tiles: &Sequence<Array<Vector<f32, P2>>>,
+    #[comptime] kk: usize,
+) -> Array<Vector<F, P2>> {
+    let mut a = Array::<Vector<F, P2>>::new(4usize);
+    a[0] = Vector::cast_from(tiles.index(2 * kk)[0]);
+    a[1] = Vector::cast_from(tiles.index(2 * kk)[1]);
+    a[2] = Vector::cast_from(tiles.index(2 * kk + 1)[0]);
+    a[3] = Vector::cast_from(tiles.index(2 * kk + 1)[1]);
+    a
+}
+
+/// `acc = s · acc` row-wise: `s[0]` for row `g`, `s[1]` for row `g + 8` of every tile.
+#[cube]
+pub(crate) fn scale_rows(acc: &mut Sequence<Array<Vector<f32, P2>>>, s: &Array<f32>) {
+    #[unroll]
+    for dt in 0..acc.len() {
+        let a = acc.index_mut(dt);
+        a[0] = a[0] * Vector::new(s[0]);
+        a[1] = a[1] * Vector::new(s[1]);
+    }
+}
+
+/// Stages `rows` gathered rows of `x` (one head, from gathered token `first`) as 8-wide
+/// vectors into `buf` from shared row `row0`; rows past the segment's tokens repeat token 0.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn stage_rows<F: Float, N: Size>(
+    x: &Tensor<Vector<F, N>>,
+    buf: &mut [Vector<F, N>],
+    tile: &Tile,
+    head: usize,
+    first: usize,
+    row0: usize,
+    #[comptime] rows: usize,
+    #[comptime] threads: usize,
+    #[comptime] rstr: usize,
+    #[comptime] head_dim: usize,
+) {
+    let nv = N::value();
+    let hv = comptime!(head_dim / nv);
+    let base = tile.batch * x.stride(0) + head * x.stride(1);
+    let mut e = UNIT_POS as usize;
+    while e < rows * hv {
+        let r = e / hv;
+        let dv = e % hv;
+        let t = first + r;
+        let p = tile.seg_start + select(t < tile.tokens, t, 0usize) * tile.dilation;
+        buf[(row0 + r) * rstr + dv] = x[(base + p * x.stride(2)) / nv + dv];
+        e += threads;
+    }
+}
+
+/// Issues this unit's share of the asynchronous copies (`cp.async`, 16 bytes each) of the
+/// `CHUNK` gathered rows of `x` and of `y` (one head each) from gathered token `first` into the
+/// shared rows `row0 ..` (`x`) and `row0 + CHUNK ..` (`y`); rows past the segment's tokens
+/// repeat token 0. The caller commits them on the stage's barrier.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn issue_pair<F: Float, N: Size>(
+    x: &Tensor<Vector<F, N>>,
+    y: &Tensor<Vector<F, N>>,
+    buf: &mut [Vector<F, N>],
+    tile: &Tile,
+    head: usize,
+    first: usize,
+    row0: usize,
+    #[comptime] threads: usize,
+    #[comptime] rstr: usize,
+    #[comptime] head_dim: usize,
+) {
+    let nv = N::value();
+    let hv = comptime!(head_dim / nv);
+    let per = comptime!(CHUNK * head_dim / nv / threads);
+    let x_base = tile.batch * x.stride(0) + head * x.stride(1);
+    let y_base = tile.batch * y.stride(0) + head * y.stride(1);
+    #[unroll]
+    for i in 0..per {
+        let e = UNIT_POS as usize + i * threads;
+        let c = e / hv;
+        let dv = e % hv;
+        let t = first + c;
+        let p = tile.seg_start + select(t < tile.tokens, t, 0usize) * tile.dilation;
+        let xi = (x_base + p * x.stride(2)) / nv + dv;
+        let yi = (y_base + p * y.stride(2)) / nv + dv;
+        let xs = (row0 + c) * rstr + dv;
+        let ys = (row0 + CHUNK + c) * rstr + dv;
+        copy_async(
+            x.slice(xi, xi + 1),
+            &mut buf[xs..xs + 1],
+            comptime!(nv as u32),
+        );
+        copy_async(
+            y.slice(yi, yi + 1),
+            &mut buf[ys..ys + 1],
+            comptime!(nv as u32),
+        );
+    }
+}
+
+/// Commits this unit's pending copies on the barrier of `stage` (`bar0` or `bar1`).
+#[cube]
+pub(crate) fn commit(bar0: &Shared<Barrier>, bar1: &Shared<Barrier>, stage: usize) {
+    if stage == 0 {
+        bar0.commit_copy_async();
+    } else {
+        bar1.commit_copy_async();
+    }
+}
+
+/// Waits until every unit's copies of `stage` (`bar0` or `bar1`) have landed.
+#[cube]
+pub(crate) fn wait(bar0: &Shared<Barrier>, bar1: &Shared<Barrier>, stage: usize) {
+    if stage == 0 {
+        bar0.arrive_and_wait();
+    } else {
+        bar1.arrive_and_wait();
+    }
+}
+
+/// A walk over the chunks of `CHUNK` gathered rows that one layout row lists: its runs of
+/// blocks, each block in chunks.
+#[derive(CubeType)]
+pub(crate) struct Walk {
+    run: usize,
+    run_end: usize,
+    blk: usize,
+    blk_end: usize,
+    c0: usize,
+}
+
+#[cube]
+impl Walk {
+    /// The walk of layout row `row` (`row_ptr`/`runs` as in [`crate::forward::ClassArgs`]).
+    pub(crate) fn new(row_ptr: &Tensor<u32>, runs: &Tensor<u32>, row: usize) -> Walk {
+        let run = row_ptr[row] as usize;
+        let run_end = row_ptr[row + 1] as usize;
+        let mut blk = 0usize;
+        let mut blk_end = 0usize;
+        if run < run_end {
+            blk = runs[2 * run] as usize;
+            blk_end = runs[2 * run + 1] as usize;
+        }
+        Walk {
+            run,
+            run_end,
+            blk,
+            blk_end,
+            c0: 0usize,
+        }
+    }
+
+    /// Whether the walk has a chunk left.
+    pub(crate) fn live(&self) -> bool {
+        self.run < self.run_end
+    }
+
+    /// The current chunk's first gathered token.
+    pub(crate) fn first(&self, #[comptime] block: usize) -> usize {
+        self.blk * block + self.c0
+    }
+
+    /// Moves to the next chunk.
+    pub(crate) fn advance(&mut self, runs: &Tensor<u32>, #[comptime] block: usize) {
+        self.c0 += CHUNK;
+        if self.c0 >= block {
+            self.c0 = 0;
+            self.blk += 1;
+            if self.blk >= self.blk_end {
+                self.run += 1;
+                if self.run < self.run_end {
+                    self.blk = runs[2 * self.run] as usize;
+                    self.blk_end = runs[2 * self.run + 1] as usize;
+                }
+            }
+        }
+    }
+}
