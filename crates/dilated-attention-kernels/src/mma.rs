@@ -134,6 +134,7 @@ pub(crate) fn tiles_as_a<F: Float>(
 
 /// `acc = s · acc` row-wise: `s[0]` for row `g`, `s[1]` for row `g + 8` of every tile.
 #[cube]
+#[allow(clippy::assign_op_pattern)] // kept as measured on the GPU (`*=` on vector elements untried)
 pub(crate) fn scale_rows(acc: &mut Sequence<Array<Vector<f32, P2>>>, s: &Array<f32>) {
     #[unroll]
     for dt in 0..acc.len() {
