@@ -28,9 +28,8 @@ use crate::KernelError;
 use crate::backward_mma::{ROWS, backward_dkdv_mma, backward_dq_mma};
 use crate::backward_tc::{backward_dkdv_tc, backward_dq_tc};
 use crate::forward::{
-    AttnDtype, ClassArgs, ForwardConfig, TensorRef, locate, manual_mma_applies,
-    manual_mma_turned_off, mask_or_stand_in, stage_keys, tensor_cores_apply, unroll_inner_loops,
-    vector_width,
+    AttnDtype, ClassArgs, ForwardConfig, Pass, TensorRef, locate, manual_mma_serves,
+    mask_or_stand_in, stage_keys, tensor_cores_apply, unroll_inner_loops, vector_width,
 };
 
 /// Rows staged per shared-memory step.
@@ -446,8 +445,7 @@ pub fn backward_class(
     // work on 32-row tiles of 2 planes; the portable ones on a block, one unit per row.
     let tensors = [args.q, args.k, args.v, args.dout];
     let width = vector_width(&tensors);
-    let manual =
-        manual_mma_applies(client, config) && width == 8 && !manual_mma_turned_off("BACKWARD");
+    let manual = manual_mma_serves(client, config, width, Pass::Backward);
     let tensor_cores =
         !manual && tensor_cores_apply(client, config) && tensors.iter().all(|t| t.strides[3] == 1);
     let (x, threads) = if manual {

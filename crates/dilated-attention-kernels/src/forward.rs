@@ -322,30 +322,41 @@ pub enum AttnDtype {
     BF16,
 }
 
+impl AttnDtype {
+    /// The CubeCL element type.
+    fn elem(self) -> cubecl::ir::ElemType {
+        use cubecl::ir::{ElemType, FloatKind};
+        ElemType::Float(match self {
+            Self::F32 => FloatKind::F32,
+            Self::F16 => FloatKind::F16,
+            Self::BF16 => FloatKind::BF16,
+        })
+    }
+}
+
+/// The tensor-core shape `m×n×16` for `dtype` operands into f32 accumulators, where the tensor
+/// cores take that dtype (f16, bf16) and planes are 32 wide; `None` otherwise.
+fn half_mma(client: &Client, dtype: AttnDtype, n: u32) -> Option<cubecl::features::MmaConfig> {
+    let hw = &client.properties().hardware;
+    let planes_32 = hw.plane_size_min == 32 && hw.plane_size_max == 32;
+    (dtype != AttnDtype::F32 && planes_32).then(|| cubecl::features::MmaConfig {
+        a_type: dtype.elem(),
+        b_type: dtype.elem(),
+        cd_type: AttnDtype::F32.elem(),
+        m: 16,
+        n,
+        k: 16,
+    })
+}
+
 /// Whether the tensor-core kernel ([`crate::forward_tc`]) serves `config` on `client`: f16/bf16
 /// with a 16×16×16 `cmma` into f32, 32-wide planes, head dim 32 or 64, block 64 or 128.
 pub fn tensor_cores_apply(client: &Client, config: &ForwardConfig) -> bool {
-    use cubecl::features::MmaConfig;
-    use cubecl::ir::{ElemType, FloatKind};
-    let elem = match config.dtype {
-        AttnDtype::F16 => ElemType::Float(FloatKind::F16),
-        AttnDtype::BF16 => ElemType::Float(FloatKind::BF16),
-        AttnDtype::F32 => return false,
-    };
-    let hw = &client.properties().hardware;
-    let mma = MmaConfig {
-        a_type: elem,
-        b_type: elem,
-        cd_type: ElemType::Float(FloatKind::F32),
-        m: 16,
-        n: 16,
-        k: 16,
-    };
-    hw.plane_size_min == 32
-        && hw.plane_size_max == 32
-        && matches!(config.head_dim, 32 | 64)
-        && matches!(config.block, 64 | 128)
-        && client.features().matmul.cmma.contains(&mma)
+    half_mma(client, config.dtype, 16).is_some_and(|mma| {
+        matches!(config.head_dim, 32 | 64)
+            && matches!(config.block, 64 | 128)
+            && client.features().matmul.cmma.contains(&mma)
+    })
 }
 
 /// Whether the manual-MMA kernel ([`crate::forward_mma`]) serves `config` on `client`: f16/bf16
@@ -353,36 +364,40 @@ pub fn tensor_cores_apply(client: &Client, config: &ForwardConfig) -> bool {
 /// planes, head dim 32, 64 or 128, block 64, 128 or 256. The launch also needs 8-wide row loads
 /// (see [`vector_width`]). The backward's manual-MMA kernels follow the same rule.
 pub fn manual_mma_applies(client: &Client, config: &ForwardConfig) -> bool {
-    use cubecl::features::MmaConfig;
-    use cubecl::ir::{ElemType, FloatKind};
-    let elem = match config.dtype {
-        AttnDtype::F16 => ElemType::Float(FloatKind::F16),
-        AttnDtype::BF16 => ElemType::Float(FloatKind::BF16),
-        AttnDtype::F32 => return false,
-    };
-    let hw = &client.properties().hardware;
     let features = client.features();
-    let mma = MmaConfig {
-        a_type: elem,
-        b_type: elem,
-        cd_type: ElemType::Float(FloatKind::F32),
-        m: 16,
-        n: 8,
-        k: 16,
-    };
-    hw.plane_size_min == 32
-        && hw.plane_size_max == 32
-        && matches!(config.head_dim, 32 | 64 | 128)
-        && matches!(config.block, 64 | 128 | 256)
-        && features.matmul.mma.contains(&mma)
-        && features.matmul.ldmatrix.contains(&elem)
+    half_mma(client, config.dtype, 8).is_some_and(|mma| {
+        matches!(config.head_dim, 32 | 64 | 128)
+            && matches!(config.block, 64 | 128 | 256)
+            && features.matmul.mma.contains(&mma)
+            && features.matmul.ldmatrix.contains(&config.dtype.elem())
+    })
 }
 
-/// Whether the environment turns the manual-MMA kernels of one pass off, for comparisons:
+/// The pass whose kernels [`manual_mma_serves`] chooses.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Pass {
+    Forward,
+    Backward,
+}
+
+/// Whether a launch of `pass` runs the manual-MMA kernels: [`manual_mma_applies`], rows read
+/// as 8-wide vectors (`width`, from [`vector_width`]), and not turned off by the environment.
 /// `DILATED_ATTENTION_FORWARD=cmma` or `DILATED_ATTENTION_BACKWARD=cmma` runs the `cmma`
-/// kernels of that pass instead.
-pub(crate) fn manual_mma_turned_off(pass: &str) -> bool {
-    std::env::var(format!("DILATED_ATTENTION_{pass}")).is_ok_and(|v| v == "cmma")
+/// kernels of that pass instead, for comparisons; the variables are read once per process.
+pub(crate) fn manual_mma_serves(
+    client: &Client,
+    config: &ForwardConfig,
+    width: usize,
+    pass: Pass,
+) -> bool {
+    use std::sync::OnceLock;
+    static OFF: [OnceLock<bool>; 2] = [OnceLock::new(), OnceLock::new()];
+    let (slot, var) = match pass {
+        Pass::Forward => (&OFF[0], "DILATED_ATTENTION_FORWARD"),
+        Pass::Backward => (&OFF[1], "DILATED_ATTENTION_BACKWARD"),
+    };
+    let off = *slot.get_or_init(|| std::env::var(var).is_ok_and(|v| v == "cmma"));
+    !off && width == 8 && manual_mma_applies(client, config)
 }
 
 /// Whether the portable kernels unroll their loops over the head dim.
@@ -415,14 +430,8 @@ impl ForwardConfig {
     /// Checks what the kernel supports and that the runtime of `client` has the element type
     /// (WGSL, for one, has no bf16).
     pub fn check_on(&self, client: &Client) -> Result<(), KernelError> {
-        use cubecl::ir::{ElemType, FloatKind};
         self.check()?;
-        let kind = match self.dtype {
-            AttnDtype::F32 => FloatKind::F32,
-            AttnDtype::F16 => FloatKind::F16,
-            AttnDtype::BF16 => FloatKind::BF16,
-        };
-        if client.features().supports_type(ElemType::Float(kind)) {
+        if client.features().supports_type(self.dtype.elem()) {
             Ok(())
         } else {
             Err(KernelError::Unsupported {
@@ -499,43 +508,30 @@ pub fn forward_class(
     }
     let mask_ref = &mask_or_stand_in(mask, lse);
     let width = vector_width(&[q, k, v]);
-    let manual =
-        manual_mma_applies(client, config) && width == 8 && !manual_mma_turned_off("FORWARD");
+    let manual = manual_mma_serves(client, config, width, Pass::Forward);
     // The tensor-core kernel reads rows as vectors: it needs a contiguous head dim.
     let tensor_cores = !manual
         && tensor_cores_apply(client, config)
         && [q, k, v].iter().all(|t| t.strides[3] == 1);
-    let (count, dim) = if manual {
+    // Query rows per cube: the manual-MMA tile, the cmma kernel's 64, or a whole block (one
+    // unit per row); cubes have two units per row on the tensor cores.
+    let (rows_per_cube, threads) = if manual {
         let tile = config.block.min(crate::forward_mma::TQ_MAX);
-        let x = class.rows * (config.block / tile);
-        if x > max_cubes {
-            return Err(KernelError::Unsupported {
-                field: "n",
-                rule: format!("at most {max_cubes} query tiles per class"),
-            });
-        }
-        (
-            CubeCount::Static(x as u32, class.heads as u32, batch as u32),
-            CubeDim::new_1d(2 * tile as u32),
-        )
+        (tile, 2 * tile)
     } else if tensor_cores {
-        let x = class.rows * (config.block / 64);
-        if x > max_cubes {
-            return Err(KernelError::Unsupported {
-                field: "n",
-                rule: format!("at most {max_cubes} query tiles per class"),
-            });
-        }
-        (
-            CubeCount::Static(x as u32, class.heads as u32, batch as u32),
-            CubeDim::new_1d(128),
-        )
+        (64, 128)
     } else {
-        (
-            CubeCount::Static(class.rows as u32, class.heads as u32, batch as u32),
-            CubeDim::new_1d(config.block as u32),
-        )
+        (config.block, config.block)
     };
+    let x = class.rows * (config.block / rows_per_cube);
+    if x > max_cubes {
+        return Err(KernelError::Unsupported {
+            field: "n",
+            rule: format!("at most {max_cubes} query tiles per class"),
+        });
+    }
+    let count = CubeCount::Static(x as u32, class.heads as u32, batch as u32);
+    let dim = CubeDim::new_1d(threads as u32);
     macro_rules! launch {
         ($kernel:ident, $t:ty $(, $vec:expr)? ; $($extra:expr),*) => {
             // SAFETY: every index the kernels form stays inside its tensor: token positions are
