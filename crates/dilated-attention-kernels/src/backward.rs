@@ -29,7 +29,7 @@ use crate::backward_mma::{ROWS, backward_dkdv_mma, backward_dq_mma};
 use crate::backward_tc::{backward_dkdv_tc, backward_dq_tc};
 use crate::forward::{
     AttnDtype, ClassArgs, ForwardConfig, Pass, TensorRef, locate, manual_mma_serves,
-    mask_or_stand_in, stage_keys, tensor_cores_apply, unroll_inner_loops, vector_width,
+    mask_or_stand_in, mma_tiles, stage_keys, tensor_cores_apply, unroll_inner_loops, vector_width,
 };
 
 /// Rows staged per shared-memory step.
@@ -401,24 +401,46 @@ pub struct BackwardArgs<'a> {
     pub lse: &'a TensorRef,
     /// `Δ` from [`delta`], `[batch, heads, n]` f32.
     pub delta: &'a TensorRef,
-    /// Query gradient accumulator `[batch, heads, n, head_dim]` f32.
+    /// Query gradient accumulator `[batch, heads, n, head_dim]` f32 (the inputs' dtype with
+    /// `overwrite`, see [`backward_class`]).
     pub dq: &'a TensorRef,
-    /// Key gradient accumulator per query head `[batch, heads, n, head_dim]` f32.
+    /// Key gradient accumulator per query head `[batch, heads, n, head_dim]` f32 (likewise).
     pub dk: &'a TensorRef,
-    /// Value gradient accumulator per query head `[batch, heads, n, head_dim]` f32.
+    /// Value gradient accumulator per query head `[batch, heads, n, head_dim]` f32 (likewise).
     pub dv: &'a TensorRef,
+}
+
+/// Whether [`backward_class`] can store (`overwrite`) rather than add the gradients of a class
+/// for these tensors (`q, k, v, dout` as in [`BackwardArgs`]): the manual-MMA kernels can.
+pub fn backward_can_overwrite(
+    client: &Client,
+    config: &ForwardConfig,
+    q: &TensorRef,
+    k: &TensorRef,
+    v: &TensorRef,
+    dout: &TensorRef,
+) -> bool {
+    let width = vector_width(&[q, k, v, dout]);
+    config.check_on(client).is_ok() && manual_mma_serves(client, config, width, Pass::Backward)
 }
 
 /// Adds one head class's contribution to `dq`, `dk` and `dv`.
 ///
 /// `rows` is the class's forward layout (query block → key blocks), `cols` the transposed one
 /// (key block → query blocks), both in the form of [`ClassArgs`] with the same `params`.
+///
+/// With `overwrite` the contribution is stored instead of added, in buffers of the inputs'
+/// dtype (`config.dtype`, not f32), every real token's row of the class's heads written (zeros
+/// for padded keys): a caller whose one class covers every row of `dq, dk, dv` (dilation 1,
+/// all heads, no GQA) needs neither zero-filled f32 buffers nor a cast. Only the kernels of
+/// [`backward_can_overwrite`] do that.
 pub fn backward_class(
     client: &Client,
     config: &ForwardConfig,
     args: &BackwardArgs<'_>,
     rows: &ClassArgs,
     cols: &ClassArgs,
+    overwrite: bool,
 ) -> Result<(), KernelError> {
     config.check_on(client)?;
     let batch = args.q.shape[0];
@@ -446,8 +468,18 @@ pub fn backward_class(
     let tensors = [args.q, args.k, args.v, args.dout];
     let width = vector_width(&tensors);
     let manual = manual_mma_serves(client, config, width, Pass::Backward);
+    if overwrite && !manual {
+        return Err(KernelError::Unsupported {
+            field: "overwrite",
+            rule: "only the manual-MMA backward stores gradients (see `backward_can_overwrite`)"
+                .into(),
+        });
+    }
     let tensor_cores =
         !manual && tensor_cores_apply(client, config) && tensors.iter().all(|t| t.strides[3] == 1);
+    // The manual-MMA dQ kernel has its own tile (`tiles` 16-row MMA tiles per plane).
+    let dq_tiles = mma_tiles(Pass::Backward);
+    let (dq_rows, dq_threads) = crate::backward_mma::dq_cube_shape(config.block, dq_tiles);
     let (x, threads) = if manual {
         (rows.rows * (config.block / ROWS), 2 * ROWS)
     } else if tensor_cores {
@@ -463,17 +495,26 @@ pub fn backward_class(
     }
     let count = CubeCount::Static(x as u32, rows.heads as u32, batch as u32);
     let dim = CubeDim::new_1d(threads as u32);
+    let (dq_count, dq_dim) = if manual {
+        let x = rows.rows * (config.block / dq_rows);
+        (
+            CubeCount::Static(x as u32, rows.heads as u32, batch as u32),
+            CubeDim::new_1d(dq_threads as u32),
+        )
+    } else {
+        (count.clone(), dim)
+    };
     let unroll = unroll_inner_loops(client);
     macro_rules! launch {
-        ($dq:ident, $dkdv:ident, $t:ty $(, $vec:expr)? ; $($extra:expr),*) => {
+        ($dq:ident, $dkdv:ident, [$($t:ty),+] $(, $vec:expr)? ; $($extra:expr),* ; $($dq_extra:expr),*) => {
             // SAFETY: token positions are clamped to real tokens of the segment, CSR indices
             // come from the layout, shared-memory indices are bounded by comptime sizes; the
             // vector loads of the tensor-core kernels rest on the checks of `vector_width`.
             unsafe {
-                $dq::launch_unchecked::<$t>(
+                $dq::launch_unchecked::<$($t),+>(
                     client,
-                    count.clone(),
-                    dim,
+                    dq_count,
+                    dq_dim,
                     $($vec,)?
                     args.q.arg(),
                     args.k.arg(),
@@ -493,8 +534,9 @@ pub fn backward_class(
                     config.causal,
                     args.mask.is_some(),
                     $($extra,)*
+                    $($dq_extra,)*
                 );
-                $dkdv::launch_unchecked::<$t>(
+                $dkdv::launch_unchecked::<$($t),+>(
                     client,
                     count,
                     dim,
@@ -522,25 +564,32 @@ pub fn backward_class(
             }
         };
     }
-    match (config.dtype, manual, tensor_cores) {
-        (AttnDtype::F32, _, _) => launch!(backward_dq, backward_dkdv, f32; unroll),
-        (AttnDtype::F16, true, _) => {
-            launch!(backward_dq_mma, backward_dkdv_mma, half::f16, width;)
+    use half::{bf16, f16};
+    match (config.dtype, manual, tensor_cores, overwrite) {
+        (AttnDtype::F32, _, _, _) => launch!(backward_dq, backward_dkdv, [f32]; unroll;),
+        (AttnDtype::F16, true, _, false) => {
+            launch!(backward_dq_mma, backward_dkdv_mma, [f16, f32], width; false; dq_tiles)
         }
-        (AttnDtype::BF16, true, _) => {
-            launch!(backward_dq_mma, backward_dkdv_mma, half::bf16, width;)
+        (AttnDtype::F16, true, _, true) => {
+            launch!(backward_dq_mma, backward_dkdv_mma, [f16, f16], width; true; dq_tiles)
         }
-        (AttnDtype::F16, false, true) => {
-            launch!(backward_dq_tc, backward_dkdv_tc, half::f16, width;)
+        (AttnDtype::BF16, true, _, false) => {
+            launch!(backward_dq_mma, backward_dkdv_mma, [bf16, f32], width; false; dq_tiles)
         }
-        (AttnDtype::BF16, false, true) => {
-            launch!(backward_dq_tc, backward_dkdv_tc, half::bf16, width;)
+        (AttnDtype::BF16, true, _, true) => {
+            launch!(backward_dq_mma, backward_dkdv_mma, [bf16, bf16], width; true; dq_tiles)
         }
-        (AttnDtype::F16, false, false) => {
-            launch!(backward_dq, backward_dkdv, half::f16; unroll)
+        (AttnDtype::F16, false, true, _) => {
+            launch!(backward_dq_tc, backward_dkdv_tc, [f16], width;;)
         }
-        (AttnDtype::BF16, false, false) => {
-            launch!(backward_dq, backward_dkdv, half::bf16; unroll)
+        (AttnDtype::BF16, false, true, _) => {
+            launch!(backward_dq_tc, backward_dkdv_tc, [bf16], width;;)
+        }
+        (AttnDtype::F16, false, false, _) => {
+            launch!(backward_dq, backward_dkdv, [f16]; unroll;)
+        }
+        (AttnDtype::BF16, false, false, _) => {
+            launch!(backward_dq, backward_dkdv, [bf16]; unroll;)
         }
     }
     Ok(())

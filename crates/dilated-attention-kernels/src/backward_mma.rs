@@ -4,7 +4,9 @@
 //! Same math, shapes and accumulation contract as [`crate::backward`]:
 //! `p_ij = 2^{x_ij − L_i}` (base 2, `x_ij = log2(e)·scale·q_i·k_j`), `ds_ij = p_ij (dO_i·v_j − Δ_i)`,
 //! `dq_i += scale Σ_j ds_ij k_j`, `dk_j += scale Σ_i ds_ij q_i`, `dv_j += Σ_i p_ij dO_i`, added
-//! to the f32 buffers `dq, dk, dv: [batch, heads, n, head_dim]` (query-head indexed).
+//! to the f32 buffers `dq, dk, dv: [batch, heads, n, head_dim]` (query-head indexed) — or, with
+//! `overwrite` (one class that covers every row, see `backward_class`), stored in buffers of
+//! the inputs' dtype (`G = F`), which then need no zero fill, are not read, and need no cast.
 //!
 //! A cube owns `ROWS = 64` gathered rows, one plane per 16. The other side is walked in chunks
 //! of `CHUNK = 64` rows copied by `cp.async` into two shared stages (chunk `i + 1` lands while
@@ -17,7 +19,8 @@
 //!   `Sᵀ = K·Qᵀ`, `Pᵀ`, `dV += Pᵀ·dO`, `dPᵀ = V·dOᵀ`, `dSᵀ = Pᵀ ∘ (dPᵀ − Δ)`, `dK += dSᵀ·Q`.
 //!
 //! Queries that see no key (`L = -inf`) or lie past the segment get `L = +inf` (so `p = 0`);
-//! keys that are not present are never written (their gradient rows stay as they are).
+//! keys that are not present are never written (their gradient rows stay as they are), but
+//! for zeros with `overwrite`.
 
 use cubecl::prelude::barrier::Barrier;
 use cubecl::prelude::*;
@@ -25,17 +28,23 @@ use cubecl::prelude::*;
 use crate::forward::locate;
 use crate::forward_mma::{LOG2E, key_present};
 use crate::mma::{
-    CHUNK, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_pair, stage_rows, tiles_as_a,
-    wait, zero_tiles,
+    CHUNK, P2, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_pair, mma_rows, stage_rows,
+    tiles_as_a, wait, zero_tiles,
 };
 
 /// Rows per cube (16 per plane).
 pub(crate) const ROWS: usize = 64;
 
+/// Query rows per cube and units per cube of a `dQ` launch with `tiles` MMA tiles per plane
+/// (as the forward's [`crate::forward_mma::cube_shape`]).
+pub(crate) fn dq_cube_shape(block: usize, tiles: usize) -> (usize, usize) {
+    crate::forward_mma::cube_shape(block, tiles)
+}
+
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
-pub(crate) fn backward_dq_mma<F: Float, N: Size>(
+pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
     q: &Tensor<Vector<F, N>>,
     k: &Tensor<Vector<F, N>>,
     v: &Tensor<Vector<F, N>>,
@@ -46,18 +55,25 @@ pub(crate) fn backward_dq_mma<F: Float, N: Size>(
     row_ptr: &Tensor<u32>,
     runs: &Tensor<u32>,
     params: &Tensor<u32>,
-    dq: &mut Tensor<f32>,
+    dq: &mut Tensor<G>,
     scale: f32,
     neg_inf: f32,
     #[comptime] head_dim: usize,
     #[comptime] block: usize,
     #[comptime] causal: bool,
     #[comptime] masked: bool,
+    #[comptime] overwrite: bool,
+    #[comptime] tiles: usize,
 ) {
-    let subtiles = comptime!(block / ROWS);
-    let threads = comptime!(ROWS * 2);
+    let tq = comptime!(dq_cube_shape(block, tiles).0);
+    let threads = comptime!(dq_cube_shape(block, tiles).1);
+    let subtiles = comptime!(block / tq);
+    let prows = comptime!(16 * tiles);
+    let dtiles = comptime!(head_dim / 8);
+    let ctiles = comptime!(CHUNK / 8);
+    let hs = comptime!(head_dim / 16);
     let tile = locate(params, CUBE_POS_X as usize / subtiles, block);
-    let q0 = tile.qb * block + (CUBE_POS_X as usize % subtiles) * ROWS;
+    let q0 = tile.qb * block + (CUBE_POS_X as usize % subtiles) * tq;
     if tile.qb >= tile.seg_blocks || q0 >= tile.tokens {
         terminate!();
     }
@@ -69,9 +85,11 @@ pub(crate) fn backward_dq_mma<F: Float, N: Size>(
 
     let nv = N::value();
     let rstr = comptime!(head_dim / nv + 1);
-    // Two stages of CHUNK key and CHUNK value rows; Q and dO are staged in stage 1 first.
+    // Two stages of CHUNK key and CHUNK value rows, then the tile's Q and dO rows.
     let srows = comptime!(2 * CHUNK);
-    let buf_len = comptime!(4 * CHUNK * (head_dim / nv + 1));
+    let qrows = comptime!(4 * CHUNK);
+    let grows = comptime!(4 * CHUNK + tq);
+    let buf_len = comptime!((4 * CHUNK + 2 * tq) * (head_dim / nv + 1));
     let mut buf = Shared::<[Vector<F, N>]>::new_slice(buf_len);
     let mut kvalid = Shared::<[u32]>::new_slice(comptime!(2 * CHUNK));
     let bar0 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
@@ -99,33 +117,33 @@ pub(crate) fn backward_dq_mma<F: Float, N: Size>(
         }
     }
 
-    // The plane's Q and dO fragments, and L (base 2; +inf for a row with no key) and Δ of its
-    // rows g and g + 8.
+    // The tile's Q and dO rows, staged once (each plane re-reads its A fragments per chunk:
+    // held across the walk they would cost 32 registers per tile), and L (base 2; +inf for a
+    // row with no key) and Δ of its rows (entry 2i + h: row 16i + g + 8h).
     let b = &mut buf[0..buf_len];
     stage_rows::<F, N>(
-        q, b, &tile, tile.head, q0, srows, ROWS, threads, rstr, head_dim,
+        q, b, &tile, tile.head, q0, qrows, tq, threads, rstr, head_dim,
     );
-    let r1 = comptime!(2 * CHUNK + ROWS);
     stage_rows::<F, N>(
-        dout, b, &tile, tile.head, q0, r1, ROWS, threads, rstr, head_dim,
+        dout, b, &tile, tile.head, q0, grows, tq, threads, rstr, head_dim,
     );
-    sync_cube();
-    let qf = a_fragments::<F, N>(&buf[0..buf_len], srows + plane * 16, rstr, head_dim);
-    let gf = a_fragments::<F, N>(&buf[0..buf_len], r1 + plane * 16, rstr, head_dim);
-    let mut acc = zero_tiles(comptime!(head_dim / 8));
-    let prow0 = q0 + plane * 16;
+    let mut acc = zero_tiles(comptime!(tiles * dtiles));
+    let prow0 = q0 + plane * prows;
     let l_base = tile.batch * lse.stride(0) + tile.head * lse.stride(1);
     let d_base = tile.batch * delta.stride(0) + tile.head * delta.stride(1);
-    let mut lrow = Array::<f32>::new(2usize);
-    let mut drow = Array::<f32>::new(2usize);
+    let mut lrow = Array::<f32>::new(comptime!(2 * tiles));
+    let mut drow = Array::<f32>::new(comptime!(2 * tiles));
     #[unroll]
-    for h in 0..2usize {
-        let row = prow0 + g + 8 * h;
-        let present = row < tile.tokens;
-        let pq = tile.seg_start + select(present, row, 0usize) * tile.dilation;
-        let l = lse[l_base + pq * lse.stride(2)];
-        lrow[h] = select(present && l != neg_inf, l * LOG2E, -neg_inf);
-        drow[h] = delta[d_base + pq * delta.stride(2)];
+    for i in 0..tiles {
+        #[unroll]
+        for h in 0..2usize {
+            let row = prow0 + i * 16 + g + 8 * h;
+            let present = row < tile.tokens;
+            let pq = tile.seg_start + select(present, row, 0usize) * tile.dilation;
+            let l = lse[l_base + pq * lse.stride(2)];
+            lrow[comptime!(2 * i + h)] = select(present && l != neg_inf, l * LOG2E, -neg_inf);
+            drow[comptime!(2 * i + h)] = delta[d_base + pq * delta.stride(2)];
+        }
     }
     let sl2 = scale * LOG2E;
 
@@ -133,6 +151,8 @@ pub(crate) fn backward_dq_mma<F: Float, N: Size>(
     while walk.live() {
         let k0 = walk.first(block);
         walk.advance(runs, block);
+        // Every plane is done with the other stage before it is overwritten; on the first
+        // pass this also publishes the staged Q and dO rows.
         sync_cube();
         if walk.live() {
             let next = 1 - stage;
@@ -160,21 +180,27 @@ pub(crate) fn backward_dq_mma<F: Float, N: Size>(
         let base = stage * srows;
         let kv0 = stage * CHUNK;
 
-        let skip = causal && k0 > prow0 + 15;
+        let skip = causal && k0 > prow0 + prows - 1;
         if !skip {
-            // S = Q·Kᵀ and dP = dO·Vᵀ.
-            let mut s = zero_tiles(comptime!(CHUNK / 8));
-            let mut dp = zero_tiles(comptime!(CHUNK / 8));
+            // S = Q·Kᵀ and dP = dO·Vᵀ, every K and V fragment serving each query tile.
+            let b = &buf[0..buf_len];
+            let qf = a_fragments::<F, N>(b, qrows + plane * prows, tiles, rstr, head_dim);
+            let gf = a_fragments::<F, N>(b, grows + plane * prows, tiles, rstr, head_dim);
+            let mut s = zero_tiles(comptime!(tiles * ctiles));
+            let mut dp = zero_tiles(comptime!(tiles * ctiles));
             #[unroll]
             for jj in 0..comptime!(CHUNK / 16) {
                 #[unroll]
-                for ds in 0..comptime!(head_dim / 16) {
+                for ds in 0..hs {
                     let j0 = comptime!(2 * jj);
-                    let b = &buf[0..buf_len];
                     let r0 = base + jj * 16;
-                    mma_pair::<F, N>(qf.index(ds), b, r0, ds, &mut s, j0, rstr, false);
+                    mma_rows::<F, N>(
+                        &qf, ds, hs, tiles, b, r0, ds, &mut s, j0, ctiles, rstr, false,
+                    );
                     let r1 = base + CHUNK + jj * 16;
-                    mma_pair::<F, N>(gf.index(ds), b, r1, ds, &mut dp, j0, rstr, false);
+                    mma_rows::<F, N>(
+                        &gf, ds, hs, tiles, b, r1, ds, &mut dp, j0, ctiles, rstr, false,
+                    );
                 }
             }
             let mut need = k0 + CHUNK > tile.tokens;
@@ -186,45 +212,57 @@ pub(crate) fn backward_dq_mma<F: Float, N: Size>(
             }
             // dS = P ∘ (dP − Δ), P = 2^{x − L}, over the pairs the forward saw.
             #[unroll]
-            for j in 0..comptime!(CHUNK / 8) {
+            for i in 0..tiles {
                 #[unroll]
-                for h in 0..2usize {
-                    let row = prow0 + g + 8 * h;
-                    let x = s.index(j)[h];
-                    let y = dp.index(j)[h];
-                    let mut r = y;
+                for j in 0..ctiles {
                     #[unroll]
-                    for c in 0..2usize {
-                        let key = j * 8 + 2 * t + c;
-                        let mut xs = x.extract(c) * sl2;
-                        if need {
-                            let mut ok = kvalid[kv0 + key] != 0;
-                            if comptime!(causal) {
-                                ok = ok && k0 + key <= row;
+                    for h in 0..2usize {
+                        let e = comptime!(2 * i + h);
+                        let row = prow0 + i * 16 + g + 8 * h;
+                        let x = s.index(comptime!(i * ctiles + j))[h];
+                        let y = dp.index(comptime!(i * ctiles + j))[h];
+                        let mut r = y;
+                        #[unroll]
+                        for c in 0..2usize {
+                            let key = j * 8 + 2 * t + c;
+                            let mut xs = x.extract(c) * sl2;
+                            if need {
+                                let mut ok = kvalid[kv0 + key] != 0;
+                                if comptime!(causal) {
+                                    ok = ok && k0 + key <= row;
+                                }
+                                xs = select(ok, xs, neg_inf);
                             }
-                            xs = select(ok, xs, neg_inf);
+                            let p = exp2_approx(xs - lrow[e]);
+                            r.insert(c, p * (y.extract(c) - drow[e]));
                         }
-                        let p = exp2_approx(xs - lrow[h]);
-                        r.insert(c, p * (y.extract(c) - drow[h]));
+                        let sj = s.index_mut(comptime!(i * ctiles + j));
+                        sj[h] = r;
                     }
-                    let sj = s.index_mut(j);
-                    sj[h] = r;
                 }
             }
-            // dQ += dS·K.
+            // dQ += dS·K, every K fragment serving each query tile.
             #[unroll]
             for kk in 0..comptime!(CHUNK / 16) {
-                let a = tiles_as_a::<F>(&s, kk);
+                let mut a = Sequence::<Array<Vector<F, P2>>>::new();
                 #[unroll]
-                for dd in 0..comptime!(head_dim / 16) {
+                for i in 0..tiles {
+                    a.push(tiles_as_a::<F>(&s, comptime!(i * (ctiles / 2) + kk)));
+                }
+                #[unroll]
+                for dd in 0..hs {
                     let j0 = comptime!(2 * dd);
-                    mma_pair::<F, N>(
+                    mma_rows::<F, N>(
                         &a,
-                        &buf[0..buf_len],
+                        0usize,
+                        1usize,
+                        tiles,
+                        b,
                         base + kk * 16,
                         0usize,
                         &mut acc,
                         j0,
+                        dtiles,
                         rstr,
                         true,
                     );
@@ -236,17 +274,29 @@ pub(crate) fn backward_dq_mma<F: Float, N: Size>(
 
     let step = dq.stride(3);
     #[unroll]
-    for h in 0..2usize {
-        let row = prow0 + g + 8 * h;
-        if row < tile.tokens {
-            let pq = tile.seg_start + row * tile.dilation;
-            let base = tile.batch * dq.stride(0) + tile.head * dq.stride(1) + pq * dq.stride(2);
-            #[unroll]
-            for dt in 0..comptime!(head_dim / 8) {
-                let x = acc.index(dt)[h];
-                let d = dt * 8 + 2 * t;
-                dq[base + d * step] += x.extract(0usize) * scale;
-                dq[base + (d + 1) * step] += x.extract(1usize) * scale;
+    for i in 0..tiles {
+        #[unroll]
+        for h in 0..2usize {
+            let row = prow0 + i * 16 + g + 8 * h;
+            if row < tile.tokens {
+                let pq = tile.seg_start + row * tile.dilation;
+                let base = tile.batch * dq.stride(0) + tile.head * dq.stride(1) + pq * dq.stride(2);
+                #[unroll]
+                for dt in 0..dtiles {
+                    let x = acc.index(comptime!(i * dtiles + dt))[h];
+                    let d = dt * 8 + 2 * t;
+                    let (y0, y1) = (
+                        G::cast_from(x.extract(0usize) * scale),
+                        G::cast_from(x.extract(1usize) * scale),
+                    );
+                    if comptime!(overwrite) {
+                        dq[base + d * step] = y0;
+                        dq[base + (d + 1) * step] = y1;
+                    } else {
+                        dq[base + d * step] += y0;
+                        dq[base + (d + 1) * step] += y1;
+                    }
+                }
             }
         }
     }
@@ -255,7 +305,7 @@ pub(crate) fn backward_dq_mma<F: Float, N: Size>(
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
-pub(crate) fn backward_dkdv_mma<F: Float, N: Size>(
+pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
     q: &Tensor<Vector<F, N>>,
     k: &Tensor<Vector<F, N>>,
     v: &Tensor<Vector<F, N>>,
@@ -266,14 +316,15 @@ pub(crate) fn backward_dkdv_mma<F: Float, N: Size>(
     col_ptr: &Tensor<u32>,
     runs: &Tensor<u32>,
     params: &Tensor<u32>,
-    dk: &mut Tensor<f32>,
-    dv: &mut Tensor<f32>,
+    dk: &mut Tensor<G>,
+    dv: &mut Tensor<G>,
     scale: f32,
     neg_inf: f32,
     #[comptime] head_dim: usize,
     #[comptime] block: usize,
     #[comptime] causal: bool,
     #[comptime] masked: bool,
+    #[comptime] overwrite: bool,
 ) {
     // Rows are keys: `tile.qb` is the key block, the transposed layout lists its query blocks.
     let subtiles = comptime!(block / ROWS);
@@ -379,7 +430,8 @@ pub(crate) fn backward_dkdv_mma<F: Float, N: Size>(
         let skip = causal && c0 + CHUNK <= krow0;
         if !skip {
             // Sᵀ = K·Qᵀ, then Pᵀ = 2^{x − L} (queries along the columns).
-            let kf = a_fragments::<F, N>(&buf[0..buf_len], krows + plane * 16, rstr, head_dim);
+            let kf =
+                a_fragments::<F, N>(&buf[0..buf_len], krows + plane * 16, 1usize, rstr, head_dim);
             let mut s = zero_tiles(comptime!(CHUNK / 8));
             #[unroll]
             for jj in 0..comptime!(CHUNK / 16) {
@@ -439,7 +491,8 @@ pub(crate) fn backward_dkdv_mma<F: Float, N: Size>(
                 }
             }
             // dPᵀ = V·dOᵀ, then dSᵀ = Pᵀ ∘ (dPᵀ − Δ).
-            let vf = a_fragments::<F, N>(&buf[0..buf_len], vrows + plane * 16, rstr, head_dim);
+            let vf =
+                a_fragments::<F, N>(&buf[0..buf_len], vrows + plane * 16, 1usize, rstr, head_dim);
             let mut dp = zero_tiles(comptime!(CHUNK / 8));
             #[unroll]
             for jj in 0..comptime!(CHUNK / 16) {
@@ -502,19 +555,38 @@ pub(crate) fn backward_dkdv_mma<F: Float, N: Size>(
     #[unroll]
     for h in 0..2usize {
         let key = krow0 + g + 8 * h;
-        if key_present(mask, &tile, key, masked) != 0 {
+        // A padded key gets no gradient (its sums above are not masked); with `overwrite` its
+        // zeros are written too, so that every real token's row is.
+        let present = key_present(mask, &tile, key, masked) != 0;
+        let mut write = present;
+        if comptime!(overwrite) {
+            write = key < tile.tokens;
+        }
+        if write {
             let pk = tile.seg_start + key * tile.dilation;
             let k_at = tile.batch * dk.stride(0) + tile.head * dk.stride(1) + pk * dk.stride(2);
             let v_at = tile.batch * dv.stride(0) + tile.head * dv.stride(1) + pk * dv.stride(2);
+            let keep = select(present, 1.0f32, 0.0f32);
             #[unroll]
             for dt in 0..comptime!(head_dim / 8) {
                 let x = dk_acc.index(dt)[h];
                 let y = dv_acc.index(dt)[h];
                 let d = dt * 8 + 2 * t;
-                dk[k_at + d * k_step] += x.extract(0usize) * scale;
-                dk[k_at + (d + 1) * k_step] += x.extract(1usize) * scale;
-                dv[v_at + d * v_step] += y.extract(0usize);
-                dv[v_at + (d + 1) * v_step] += y.extract(1usize);
+                let x0 = G::cast_from(x.extract(0usize) * scale * keep);
+                let x1 = G::cast_from(x.extract(1usize) * scale * keep);
+                let y0 = G::cast_from(y.extract(0usize) * keep);
+                let y1 = G::cast_from(y.extract(1usize) * keep);
+                if comptime!(overwrite) {
+                    dk[k_at + d * k_step] = x0;
+                    dk[k_at + (d + 1) * k_step] = x1;
+                    dv[v_at + d * v_step] = y0;
+                    dv[v_at + (d + 1) * v_step] = y1;
+                } else {
+                    dk[k_at + d * k_step] += x0;
+                    dk[k_at + (d + 1) * k_step] += x1;
+                    dv[v_at + d * v_step] += y0;
+                    dv[v_at + (d + 1) * v_step] += y1;
+                }
             }
         }
     }

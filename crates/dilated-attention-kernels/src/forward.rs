@@ -400,6 +400,24 @@ pub(crate) fn manual_mma_serves(
     !off && width == 8 && manual_mma_applies(client, config)
 }
 
+/// 16-row MMA tiles per plane of the manual-MMA forward and `dQ` kernels (with 2, each
+/// shared-memory `B` fragment feeds two MMAs): 2 for both, or what
+/// `DILATED_ATTENTION_FORWARD_TILES=1|2` and `DILATED_ATTENTION_DQ_TILES=1|2` say, for
+/// comparisons; read once per process.
+pub(crate) fn mma_tiles(pass: Pass) -> usize {
+    use std::sync::OnceLock;
+    static TILES: [OnceLock<usize>; 2] = [OnceLock::new(), OnceLock::new()];
+    let (slot, var, default) = match pass {
+        Pass::Forward => (&TILES[0], "DILATED_ATTENTION_FORWARD_TILES", 2),
+        Pass::Backward => (&TILES[1], "DILATED_ATTENTION_DQ_TILES", 2),
+    };
+    *slot.get_or_init(|| match std::env::var(var).as_deref() {
+        Ok("1") => 1,
+        Ok("2") => 2,
+        _ => default,
+    })
+}
+
 /// Whether the portable kernels unroll their loops over the head dim.
 ///
 /// Unrolled, the query row and the accumulators stay in registers (on CUDA the rolled loops
@@ -475,13 +493,28 @@ pub(crate) fn vector_width(tensors: &[&TensorRef]) -> usize {
     if aligned { 8 } else { 1 }
 }
 
+/// Whether [`forward_class`] can merge a class's result into `out, lse` in the kernel for
+/// these tensors (`q, k, v` as they will be passed): the manual-MMA kernel does.
+pub fn fuses_merge(
+    client: &Client,
+    config: &ForwardConfig,
+    q: &TensorRef,
+    k: &TensorRef,
+    v: &TensorRef,
+) -> bool {
+    config.check_on(client).is_ok()
+        && manual_mma_serves(client, config, vector_width(&[q, k, v]), Pass::Forward)
+}
+
 /// Launches the forward of one head class.
 ///
 /// - `q, out: [batch, heads, n, head_dim]`, `k, v: [batch, kv_heads, n, head_dim]`
 /// - `mask: [batch, n]` u32 (1 = key present), or `None`
 /// - `lse: [batch, heads, n]` f32
 ///
-/// Writes the class's rows of `out` and `lse` only.
+/// Writes the class's rows of `out` and `lse` only: overwrites them, or with `merge` merges
+/// the class's result into what they hold (LSE merge; `0, -inf` rows take the result as it is),
+/// which only the kernels of [`fuses_merge`] do.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_class(
     client: &Client,
@@ -493,6 +526,7 @@ pub fn forward_class(
     out: &TensorRef,
     lse: &TensorRef,
     class: &ClassArgs,
+    merge: bool,
 ) -> Result<(), KernelError> {
     config.check_on(client)?;
     let batch = q.shape[0];
@@ -509,15 +543,21 @@ pub fn forward_class(
     let mask_ref = &mask_or_stand_in(mask, lse);
     let width = vector_width(&[q, k, v]);
     let manual = manual_mma_serves(client, config, width, Pass::Forward);
+    if merge && !manual {
+        return Err(KernelError::Unsupported {
+            field: "merge",
+            rule: "only the manual-MMA forward merges in the kernel (see `fuses_merge`)".into(),
+        });
+    }
     // The tensor-core kernel reads rows as vectors: it needs a contiguous head dim.
     let tensor_cores = !manual
         && tensor_cores_apply(client, config)
         && [q, k, v].iter().all(|t| t.strides[3] == 1);
     // Query rows per cube: the manual-MMA tile, the cmma kernel's 64, or a whole block (one
     // unit per row); cubes have two units per row on the tensor cores.
+    let tiles = mma_tiles(Pass::Forward);
     let (rows_per_cube, threads) = if manual {
-        let tile = config.block.min(crate::forward_mma::TQ_MAX);
-        (tile, 2 * tile)
+        crate::forward_mma::cube_shape(config.block, tiles)
     } else if tensor_cores {
         (64, 128)
     } else {
@@ -568,8 +608,12 @@ pub fn forward_class(
     let unroll = unroll_inner_loops(client);
     match (config.dtype, manual, tensor_cores) {
         (AttnDtype::F32, _, _) => launch!(block_sparse_forward, f32; unroll),
-        (AttnDtype::F16, true, _) => launch!(block_sparse_forward_mma, half::f16, width;),
-        (AttnDtype::BF16, true, _) => launch!(block_sparse_forward_mma, half::bf16, width;),
+        (AttnDtype::F16, true, _) => {
+            launch!(block_sparse_forward_mma, half::f16, width; tiles, merge)
+        }
+        (AttnDtype::BF16, true, _) => {
+            launch!(block_sparse_forward_mma, half::bf16, width; tiles, merge)
+        }
         (AttnDtype::F16, false, true) => launch!(block_sparse_forward_tc, half::f16, width;),
         (AttnDtype::BF16, false, true) => launch!(block_sparse_forward_tc, half::bf16, width;),
         (AttnDtype::F16, false, false) => launch!(block_sparse_forward, half::f16; unroll),

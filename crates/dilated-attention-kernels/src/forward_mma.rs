@@ -5,10 +5,12 @@
 //! tile, `out_i = Σ_j 2^{x_ij - m_i} v_j / Σ_j 2^{x_ij - m_i}` and `lse_i = ln 2 · m_i + ln l_i`
 //! with `x_ij = log2(e) · scale · q_i·k_j` over the row's active gathered keys.
 //!
-//! A cube of 4 planes owns `TQ = 64` gathered query rows (a block of 128 or 256 is split into
-//! 64-row tiles), one plane (warp) per 16 rows; the `O` accumulators stay in registers for the
-//! whole row, the query rows in shared memory (their `A` fragments are re-read per chunk: held
-//! across the row they cost 16 registers, i.e. a cube per SM). Keys are walked in chunks of
+//! A plane (warp) owns `16 · tiles` gathered query rows (`tiles` = 1 or 2 stacked 16-row MMA
+//! tiles; with 2, every `B` fragment read from shared memory feeds two MMAs, which halves the
+//! `ldmatrix` traffic per product), a cube of up to 4 planes `TQ = min(block, 64 · tiles)` rows
+//! (a larger block is split into tiles of `TQ` rows). The `O` accumulators stay in registers
+//! for the whole row, the query rows in shared memory (their `A` fragments are re-read per
+//! chunk: held across the row they would cost 16 registers per tile). Keys are walked in chunks of
 //! `CHUNK = 64` gathered rows (row stride `head_dim + 8` halves, so `ldmatrix` rows fall on
 //! distinct banks) copied by `cp.async` into two shared stages, chunk `i + 1` landing while
 //! chunk `i` is computed. Per chunk and plane:
@@ -19,6 +21,11 @@
 //! 3. `O += P·V`: the `S` accumulators of two adjacent key tiles *are* the `A` fragment of `P`
 //!    (no trip through shared memory); `V` fragments by `ldmatrix.x4.trans`.
 //!
+//! With `merge`, the tile's result is merged into what `out, lse` hold (an earlier branch's
+//! rows, or `0, -inf`) by the LSE merge as it is written — `out = (e^{lse_prev} out_prev +
+//! e^{lse_own} out_own) / (e^{lse_prev} + e^{lse_own})`, `lse = log(e^{lse_prev} + e^{lse_own})`
+//! — so the branches of a pattern need neither their own buffers nor a merge pass.
+//!
 //! Needs f16/bf16, 32-wide planes, the runtime's manual MMA at 16×8×16, head dim 32/64/128,
 //! block 64/128/256, and `q, k, v` read as 8-wide vectors (contiguous head dim, 8-aligned
 //! strides). `out: [batch, heads, n, head_dim]` is written per element, `lse: [batch, heads, n]`.
@@ -28,12 +35,19 @@ use cubecl::prelude::*;
 
 use crate::forward::locate;
 use crate::mma::{
-    CHUNK, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_pair, scale_rows, stage_rows,
-    tiles_as_a, wait, zero_tiles,
+    CHUNK, P2, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_rows, scale_rows,
+    stage_rows, tiles_as_a, wait, zero_tiles,
 };
 
-/// Largest query tile (rows per cube); a cube owns `min(block, TQ_MAX)` rows.
+/// Largest query tile per 16-row MMA tile of a plane: a cube owns `min(block, TQ_MAX · tiles)`
+/// rows, at most 4 planes.
 pub(crate) const TQ_MAX: usize = 64;
+
+/// Query rows per cube and units per cube of a forward launch with `tiles` MMA tiles per plane.
+pub(crate) fn cube_shape(block: usize, tiles: usize) -> (usize, usize) {
+    let tq = block.min(TQ_MAX * tiles);
+    (tq, 32 * tq / (16 * tiles))
+}
 /// `log2(e)`: scores are scaled once so that the softmax runs on `exp2`.
 pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// `ln(2)`: back from base-2 to natural log-sum-exp.
@@ -58,10 +72,15 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
     #[comptime] block: usize,
     #[comptime] causal: bool,
     #[comptime] masked: bool,
+    #[comptime] tiles: usize,
+    #[comptime] merge: bool,
 ) {
-    let tq = comptime!(if block >= TQ_MAX { TQ_MAX } else { block });
+    let tq = comptime!(cube_shape(block, tiles).0);
+    let threads = comptime!(cube_shape(block, tiles).1);
     let subtiles = comptime!(block / tq);
-    let threads = comptime!(tq * 2);
+    let prows = comptime!(16 * tiles);
+    let dtiles = comptime!(head_dim / 8);
+    let ctiles = comptime!(CHUNK / 8);
     let tile = locate(params, CUBE_POS_X as usize / subtiles, block);
     let q0 = tile.qb * block + (CUBE_POS_X as usize % subtiles) * tq;
     if tile.qb >= tile.seg_blocks || q0 >= tile.tokens {
@@ -121,16 +140,19 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
         rstr,
         head_dim,
     );
-    let mut acc = zero_tiles(comptime!(head_dim / 8));
-    // Running max (base 2, scaled) and per-lane partial sums of rows g and g + 8.
-    let mut m = Array::<f32>::new(2usize);
-    let mut l = Array::<f32>::new(2usize);
-    m[0] = neg_inf;
-    m[1] = neg_inf;
-    l[0] = 0.0f32;
-    l[1] = 0.0f32;
+    // Tile i's accumulators at i · dtiles ..; its scores at i · ctiles ...
+    let mut acc = zero_tiles(comptime!(tiles * dtiles));
+    // Running max (base 2, scaled) and per-lane partial sums of rows g and g + 8 of each tile
+    // (entry 2i + h: row 16i + g + 8h).
+    let mut m = Array::<f32>::new(comptime!(2 * tiles));
+    let mut l = Array::<f32>::new(comptime!(2 * tiles));
+    #[unroll]
+    for i in 0..comptime!(2 * tiles) {
+        m[i] = neg_inf;
+        l[i] = 0.0f32;
+    }
     let sl2 = scale * LOG2E;
-    let prow0 = q0 + plane * 16;
+    let prow0 = q0 + plane * prows;
 
     // Walk the row's key chunks; chunk i + 1 is copied into the other stage while chunk i is
     // computed.
@@ -166,22 +188,33 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
         let kv0 = stage * CHUNK;
 
         // A plane whose rows all precede the chunk's keys has nothing to add (causal).
-        let skip = causal && k0 > prow0 + 15;
+        let skip = causal && k0 > prow0 + prows - 1;
         if !skip {
-            // 1. S = Q·Kᵀ: CHUNK / 8 tiles of 16×8.
-            let qf = a_fragments::<F, N>(&buf[0..buf_len], qrow0 + plane * 16, rstr, head_dim);
-            let mut s = zero_tiles(comptime!(CHUNK / 8));
+            // 1. S = Q·Kᵀ: CHUNK / 8 tiles of 16×8 per query tile, each K fragment serving
+            // every query tile.
+            let qf = a_fragments::<F, N>(
+                &buf[0..buf_len],
+                qrow0 + plane * prows,
+                tiles,
+                rstr,
+                head_dim,
+            );
+            let mut s = zero_tiles(comptime!(tiles * ctiles));
             #[unroll]
             for jj in 0..comptime!(CHUNK / 16) {
                 #[unroll]
                 for ds in 0..comptime!(head_dim / 16) {
-                    mma_pair::<F, N>(
-                        qf.index(ds),
+                    mma_rows::<F, N>(
+                        &qf,
+                        ds,
+                        comptime!(head_dim / 16),
+                        tiles,
                         &buf[0..buf_len],
                         base + jj * 16,
                         ds,
                         &mut s,
                         comptime!(2 * jj),
+                        ctiles,
                         rstr,
                         false,
                     );
@@ -198,73 +231,89 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
             }
             if need {
                 #[unroll]
-                for j in 0..comptime!(CHUNK / 8) {
+                for i in 0..tiles {
                     #[unroll]
-                    for h in 0..2usize {
-                        let row = prow0 + g + 8 * h;
-                        let mut x = s.index(j)[h];
+                    for j in 0..ctiles {
                         #[unroll]
-                        for c in 0..2usize {
-                            let key = j * 8 + 2 * t + c;
-                            let mut ok = kvalid[kv0 + key] != 0;
-                            if comptime!(causal) {
-                                ok = ok && k0 + key <= row;
+                        for h in 0..2usize {
+                            let row = prow0 + i * 16 + g + 8 * h;
+                            let mut x = s.index(comptime!(i * ctiles + j))[h];
+                            #[unroll]
+                            for c in 0..2usize {
+                                let key = j * 8 + 2 * t + c;
+                                let mut ok = kvalid[kv0 + key] != 0;
+                                if comptime!(causal) {
+                                    ok = ok && k0 + key <= row;
+                                }
+                                x.insert(c, select(ok, x.extract(c), neg_inf));
                             }
-                            x.insert(c, select(ok, x.extract(c), neg_inf));
+                            let sj = s.index_mut(comptime!(i * ctiles + j));
+                            sj[h] = x;
                         }
-                        let sj = s.index_mut(j);
-                        sj[h] = x;
                     }
                 }
             }
 
             // Online softmax in base 2: row max over the 4 lanes of a row, sums kept per lane.
-            let mut alpha = Array::<f32>::new(2usize);
+            let mut alpha = Array::<f32>::new(comptime!(2 * tiles));
             #[unroll]
-            for h in 0..2usize {
-                let mut mx = neg_inf;
+            for i in 0..tiles {
                 #[unroll]
-                for j in 0..comptime!(CHUNK / 8) {
-                    let x = s.index(j)[h];
-                    mx = f32::max(mx, f32::max(x.extract(0usize), x.extract(1usize)));
-                }
-                mx *= sl2;
-                mx = f32::max(mx, plane_shuffle_xor(mx, 1));
-                mx = f32::max(mx, plane_shuffle_xor(mx, 2));
-                let m_new = f32::max(m[h], mx);
-                let shift = select(m_new == neg_inf, 0.0f32, m_new);
-                alpha[h] = exp2_approx(m[h] - shift);
-                m[h] = m_new;
-                let mut sum = 0.0f32;
-                #[unroll]
-                for j in 0..comptime!(CHUNK / 8) {
-                    let mut x = s.index(j)[h];
+                for h in 0..2usize {
+                    let r = comptime!(2 * i + h);
+                    let mut mx = neg_inf;
                     #[unroll]
-                    for c in 0..2usize {
-                        let p = exp2_approx(x.extract(c) * sl2 - shift);
-                        sum += p;
-                        x.insert(c, p);
+                    for j in 0..ctiles {
+                        let x = s.index(comptime!(i * ctiles + j))[h];
+                        mx = f32::max(mx, f32::max(x.extract(0usize), x.extract(1usize)));
                     }
-                    let sj = s.index_mut(j);
-                    sj[h] = x;
+                    mx *= sl2;
+                    mx = f32::max(mx, plane_shuffle_xor(mx, 1));
+                    mx = f32::max(mx, plane_shuffle_xor(mx, 2));
+                    let m_new = f32::max(m[r], mx);
+                    let shift = select(m_new == neg_inf, 0.0f32, m_new);
+                    alpha[r] = exp2_approx(m[r] - shift);
+                    m[r] = m_new;
+                    let mut sum = 0.0f32;
+                    #[unroll]
+                    for j in 0..ctiles {
+                        let mut x = s.index(comptime!(i * ctiles + j))[h];
+                        #[unroll]
+                        for c in 0..2usize {
+                            let p = exp2_approx(x.extract(c) * sl2 - shift);
+                            sum += p;
+                            x.insert(c, p);
+                        }
+                        let sj = s.index_mut(comptime!(i * ctiles + j));
+                        sj[h] = x;
+                    }
+                    l[r] = l[r] * alpha[r] + sum;
                 }
-                l[h] = l[h] * alpha[h] + sum;
             }
-            scale_rows(&mut acc, &alpha);
+            scale_rows(&mut acc, &alpha, dtiles);
 
-            // 3. O += P·V: the S tiles of keys 16·kk .. are the A fragment of P.
+            // 3. O += P·V: the S tiles of keys 16·kk .. are the A fragment of P; each V
+            // fragment serves every query tile.
             #[unroll]
             for kk in 0..comptime!(CHUNK / 16) {
-                let pa = tiles_as_a::<F>(&s, kk);
+                let mut pa = Sequence::<Array<Vector<F, P2>>>::new();
+                #[unroll]
+                for i in 0..tiles {
+                    pa.push(tiles_as_a::<F>(&s, comptime!(i * (ctiles / 2) + kk)));
+                }
                 #[unroll]
                 for dd in 0..comptime!(head_dim / 16) {
-                    mma_pair::<F, N>(
+                    mma_rows::<F, N>(
                         &pa,
+                        0usize,
+                        1usize,
+                        tiles,
                         &buf[0..buf_len],
                         base + CHUNK + kk * 16,
                         0usize,
                         &mut acc,
                         comptime!(2 * dd),
+                        dtiles,
                         rstr,
                         true,
                     );
@@ -277,29 +326,69 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
     // Row sums across the 4 lanes of each row, then normalise and write the rows.
     let o_step = out.stride(3);
     #[unroll]
-    for h in 0..2usize {
-        let mut sum = l[h];
-        sum += plane_shuffle_xor(sum, 1);
-        sum += plane_shuffle_xor(sum, 2);
-        let row = prow0 + g + 8 * h;
-        if row < tile.tokens {
-            let empty = sum == 0.0f32;
-            let inv = select(empty, 0.0f32, 1.0f32 / select(empty, 1.0f32, sum));
-            let pq = tile.seg_start + row * tile.dilation;
-            let o_base =
-                tile.batch * out.stride(0) + tile.head * out.stride(1) + pq * out.stride(2);
-            #[unroll]
-            for dt in 0..comptime!(head_dim / 8) {
-                let x = acc.index(dt)[h];
-                let d = dt * 8 + 2 * t;
-                out[o_base + d * o_step] = F::cast_from(x.extract(0usize) * inv);
-                out[o_base + (d + 1) * o_step] = F::cast_from(x.extract(1usize) * inv);
+    for i in 0..tiles {
+        #[unroll]
+        for h in 0..2usize {
+            let r = comptime!(2 * i + h);
+            let mut sum = l[r];
+            sum += plane_shuffle_xor(sum, 1);
+            sum += plane_shuffle_xor(sum, 2);
+            let row = prow0 + i * 16 + g + 8 * h;
+            let live = row < tile.tokens;
+            let pq = tile.seg_start + select(live, row, 0usize) * tile.dilation;
+            let l_index =
+                tile.batch * lse.stride(0) + tile.head * lse.stride(1) + pq * lse.stride(2);
+            // With `merge`, lane t = 0 reads the row's running lse and hands it to the other
+            // three (outside the branch below: every lane of the plane takes part) before it
+            // overwrites it.
+            let mut prev = neg_inf;
+            if comptime!(merge) {
+                let mine = select(t == 0, lse[l_index], neg_inf);
+                prev = plane_shuffle(mine, (4 * g) as u32);
             }
-            if t == 0 {
-                let l_index =
-                    tile.batch * lse.stride(0) + tile.head * lse.stride(1) + pq * lse.stride(2);
-                let value = m[h] * LN2 + f32::ln(select(empty, 1.0f32, sum));
-                lse[l_index] = select(empty, neg_inf, value);
+            // Uniform across the 4 lanes of a row (they skip or write together).
+            if live {
+                let empty = sum == 0.0f32;
+                let o_base =
+                    tile.batch * out.stride(0) + tile.head * out.stride(1) + pq * out.stride(2);
+                let own = select(
+                    empty,
+                    neg_inf,
+                    m[r] * LN2 + f32::ln(select(empty, 1.0f32, sum)),
+                );
+                // out = w_new · acc + w_old · out_prev, lse = log(e^prev + e^own).
+                let mut w_new = select(empty, 0.0f32, 1.0f32 / select(empty, 1.0f32, sum));
+                let mut w_old = 0.0f32;
+                let mut value = own;
+                if comptime!(merge) {
+                    let top = f32::max(prev, own);
+                    let shift = select(top == neg_inf, 0.0f32, top);
+                    let a = f32::exp(prev - shift);
+                    let b = f32::exp(own - shift);
+                    let total = a + b;
+                    let none = total == 0.0f32;
+                    let inv_total = select(none, 0.0f32, 1.0f32 / select(none, 1.0f32, total));
+                    w_old = a * inv_total;
+                    w_new *= b * inv_total;
+                    value = select(none, neg_inf, shift + f32::ln(select(none, 1.0f32, total)));
+                }
+                #[unroll]
+                for dt in 0..dtiles {
+                    let x = acc.index(comptime!(i * dtiles + dt))[h];
+                    let d = dt * 8 + 2 * t;
+                    let (o0, o1) = (o_base + d * o_step, o_base + (d + 1) * o_step);
+                    let mut y0 = x.extract(0usize) * w_new;
+                    let mut y1 = x.extract(1usize) * w_new;
+                    if comptime!(merge) {
+                        y0 += w_old * f32::cast_from(out[o0]);
+                        y1 += w_old * f32::cast_from(out[o1]);
+                    }
+                    out[o0] = F::cast_from(y0);
+                    out[o1] = F::cast_from(y1);
+                }
+                if t == 0 {
+                    lse[l_index] = value;
+                }
             }
         }
     }

@@ -57,12 +57,13 @@ pub(crate) fn zero_tiles(#[comptime] count: usize) -> Sequence<Array<Vector<f32,
     tiles
 }
 
-/// The `A` fragments (16 rows × `head_dim`, `head_dim / 16` of them) of the 16 rows starting at
-/// shared row `row0`, `rstr` vectors apart.
+/// The `A` fragments of `tiles` stacked 16-row tiles starting at shared row `row0`, `rstr`
+/// vectors apart: `head_dim / 16` per tile, tile `i`'s fragment `ds` at `i · head_dim / 16 + ds`.
 #[cube]
 pub(crate) fn a_fragments<F: Float, N: Size>(
     buf: &[Vector<F, N>],
     row0: usize,
+    #[comptime] tiles: usize,
     #[comptime] rstr: usize,
     #[comptime] head_dim: usize,
 ) -> Sequence<Array<Vector<F, P2>>> {
@@ -71,19 +72,46 @@ pub(crate) fn a_fragments<F: Float, N: Size>(
     let (m8, r8) = (lane / 8, lane % 8);
     let mut frags = Sequence::<Array<Vector<F, P2>>>::new();
     #[unroll]
-    for ds in 0..comptime!(head_dim / 16) {
-        let idx = (row0 + (m8 % 2) * 8 + r8) * rstr + ds * 2 + m8 / 2;
-        frags.push(mma.load_matrix::<_, P2>(&buf[idx..idx + 1], MatrixIdent::A, 4usize, false));
+    for i in 0..tiles {
+        #[unroll]
+        for ds in 0..comptime!(head_dim / 16) {
+            let idx = (row0 + i * 16 + (m8 % 2) * 8 + r8) * rstr + ds * 2 + m8 / 2;
+            frags.push(mma.load_matrix::<_, P2>(&buf[idx..idx + 1], MatrixIdent::A, 4usize, false));
+        }
     }
     frags
 }
 
-/// `acc[j] += a · B_j` for `j = j0, j0 + 1`, the two 16×8 `B` fragments one `ldmatrix.x4`
-/// reads from the shared rows starting at `row0`, `rstr` vectors apart:
-/// - `trans = false`: `B_j = Xᵀ` for the 8 rows `row0 + 8(j − j0) ..` of `X` and the 16
-///   columns `16·kc ..` (`X·Yᵀ` products: `Q·Kᵀ`, `dO·Vᵀ`, `K·Qᵀ`, `V·dOᵀ`);
-/// - `trans = true`: `B_j = X` for the 16 rows `row0 ..` and the 8 columns `8j ..`
+/// The two 16×8 `B` fragments (`b[0..2]`, `b[2..4]`) one `ldmatrix.x4` reads from the shared
+/// rows starting at `row0`, `rstr` vectors apart:
+/// - `trans = false`: `B_j = Xᵀ` for the 8 rows `row0 + 8j ..` of `X` and the 16 columns
+///   `16·kc ..` (`X·Yᵀ` products: `Q·Kᵀ`, `dO·Vᵀ`, `K·Qᵀ`, `V·dOᵀ`);
+/// - `trans = true`: `B_j = X` for the 16 rows `row0 ..` and the 8 columns `8(j0 + j) ..`
 ///   (`P·V`, `dS·K`, `Pᵀ·dO`, `dSᵀ·Q`).
+#[cube]
+fn b_fragments<F: Float, N: Size>(
+    buf: &[Vector<F, N>],
+    row0: usize,
+    kc: usize,
+    #[comptime] j0: usize,
+    #[comptime] rstr: usize,
+    #[comptime] trans: bool,
+) -> Array<Vector<F, P2>> {
+    let mma = mma_def::<F>();
+    let lane = UNIT_POS_PLANE as usize;
+    let (m8, r8) = (lane / 8, lane % 8);
+    // Matrix m8 of the x4 load: (row half, column half) = (m8 / 2, m8 % 2) untransposed,
+    // (m8 % 2, m8 / 2) transposed; column halves are 8-wide vectors.
+    let idx = if comptime!(trans) {
+        (row0 + (m8 % 2) * 8 + r8) * rstr + (j0 + m8 / 2)
+    } else {
+        (row0 + (m8 / 2) * 8 + r8) * rstr + kc * 2 + m8 % 2
+    };
+    mma.load_matrix::<_, P2>(&buf[idx..idx + 1], MatrixIdent::B, 4usize, trans)
+}
+
+/// `acc[j] += a · B_j` for `j = j0, j0 + 1`, the two `B` fragments of [`b_fragments`] (same
+/// `row0`, `kc`, `trans`; for `trans` the columns start at `8·j0`).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn mma_pair<F: Float, N: Size>(
@@ -97,16 +125,7 @@ pub(crate) fn mma_pair<F: Float, N: Size>(
     #[comptime] trans: bool,
 ) {
     let mma = mma_def::<F>();
-    let lane = UNIT_POS_PLANE as usize;
-    let (m8, r8) = (lane / 8, lane % 8);
-    // Matrix m8 of the x4 load: (row half, column half) = (m8 / 2, m8 % 2) untransposed,
-    // (m8 % 2, m8 / 2) transposed; column halves are 8-wide vectors.
-    let idx = if comptime!(trans) {
-        (row0 + (m8 % 2) * 8 + r8) * rstr + (j0 + m8 / 2)
-    } else {
-        (row0 + (m8 / 2) * 8 + r8) * rstr + kc * 2 + m8 % 2
-    };
-    let b = mma.load_matrix::<_, P2>(&buf[idx..idx + 1], MatrixIdent::B, 4usize, trans);
+    let b = b_fragments::<F, N>(buf, row0, kc, j0, rstr, trans);
     let mut b0 = Array::<Vector<F, P2>>::new(2usize);
     let mut b1 = Array::<Vector<F, P2>>::new(2usize);
     b0[0] = b[0];
@@ -115,6 +134,40 @@ pub(crate) fn mma_pair<F: Float, N: Size>(
     b1[1] = b[3];
     mma.execute_inplace(a, &b0, acc.index_mut(j0));
     mma.execute_inplace(a, &b1, acc.index_mut(j0 + 1));
+}
+
+/// [`mma_pair`] for `tiles` stacked 16-row tiles sharing one `ldmatrix.x4` of `B`:
+/// `acc[j0 + i·j_step + j] += a[a0 + i·a_step] · B_j` for `i < tiles`, `j = 0, 1`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn mma_rows<F: Float, N: Size>(
+    a: &Sequence<Array<Vector<F, P2>>>,
+    #[comptime] a0: usize,
+    #[comptime] a_step: usize,
+    #[comptime] tiles: usize,
+    buf: &[Vector<F, N>],
+    row0: usize,
+    kc: usize,
+    acc: &mut Sequence<Array<Vector<f32, P2>>>,
+    #[comptime] j0: usize,
+    #[comptime] j_step: usize,
+    #[comptime] rstr: usize,
+    #[comptime] trans: bool,
+) {
+    let mma = mma_def::<F>();
+    let b = b_fragments::<F, N>(buf, row0, kc, j0, rstr, trans);
+    let mut b0 = Array::<Vector<F, P2>>::new(2usize);
+    let mut b1 = Array::<Vector<F, P2>>::new(2usize);
+    b0[0] = b[0];
+    b0[1] = b[1];
+    b1[0] = b[2];
+    b1[1] = b[3];
+    #[unroll]
+    for i in 0..tiles {
+        let ai = a.index(comptime!(a0 + i * a_step));
+        mma.execute_inplace(ai, &b0, acc.index_mut(comptime!(j0 + i * j_step)));
+        mma.execute_inplace(ai, &b1, acc.index_mut(comptime!(j0 + i * j_step + 1)));
+    }
 }
 
 /// The `A` fragment of columns `16·kk ..` of a 16-row matrix held as accumulator tiles,
@@ -132,15 +185,20 @@ pub(crate) fn tiles_as_a<F: Float>(
     a
 }
 
-/// `acc = s · acc` row-wise: `s[0]` for row `g`, `s[1]` for row `g + 8` of every tile.
+/// `acc = s · acc` row-wise over stacked 16-row tiles of `per_tile` accumulators each:
+/// `s[2i]` for row `g`, `s[2i + 1]` for row `g + 8` of tile `i`.
 #[cube]
 #[allow(clippy::assign_op_pattern)] // kept as measured on the GPU (`*=` on vector elements untried)
-pub(crate) fn scale_rows(acc: &mut Sequence<Array<Vector<f32, P2>>>, s: &Array<f32>) {
+pub(crate) fn scale_rows(
+    acc: &mut Sequence<Array<Vector<f32, P2>>>,
+    s: &Array<f32>,
+    #[comptime] per_tile: usize,
+) {
     #[unroll]
     for dt in 0..acc.len() {
         let a = acc.index_mut(dt);
-        a[0] = a[0] * Vector::new(s[0]);
-        a[1] = a[1] * Vector::new(s[1]);
+        a[0] = a[0] * Vector::new(s[comptime!(2 * (dt / per_tile))]);
+        a[1] = a[1] * Vector::new(s[comptime!(2 * (dt / per_tile) + 1)]);
     }
 }
 

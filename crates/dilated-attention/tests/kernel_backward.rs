@@ -307,6 +307,7 @@ fn direct_launch_writes_delta_and_only_class_rows() {
         &args,
         &args_of(KernelClassLayout::new(class, 1)),
         &args_of(KernelClassLayout::transposed(class, 1)),
+        false,
     )
     .unwrap();
     let delta_v = values(Tensor::<3>::from_primitive::<Cube>(delta_buf));

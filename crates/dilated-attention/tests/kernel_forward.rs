@@ -167,6 +167,7 @@ fn direct_launch_writes_every_element() {
         &as_ref(&out),
         &as_ref(&lse),
         &args,
+        false,
     )
     .unwrap();
     let out = values(Tensor::<4>::from_primitive::<Cube>(out));

@@ -2,7 +2,9 @@
 //!
 //! On a CubeCL device (wgpu, CUDA) without autodiff tracking, [`try_forward`] unwraps the Burn
 //! tensors into CubeCL handles, launches the forward kernel once per head class of each branch,
-//! and merges the branches with [`merge_lse`]. Anything the kernel does not cover (another
+//! and merges the branches: inside the kernel as it writes where the kernel can
+//! (`fuses_merge`: the manual-MMA forward on CUDA), else with [`merge_lse`] over one buffer
+//! pair per branch. Anything the kernel does not cover (another
 //! device, an autodiff-tracked tensor, an unsupported head dim or block size) returns `None`, and
 //! the module runs the reference path instead.
 
@@ -15,7 +17,7 @@ use burn::backend::Cube;
 use burn::tensor::{Bool, DType, Tensor};
 use burn_cubecl::tensor::CubeTensor;
 use dilated_attention_kernels::forward::{
-    AttnDtype, ClassArgs, ForwardConfig, TensorRef, forward_class,
+    AttnDtype, ClassArgs, ForwardConfig, TensorRef, forward_class, fuses_merge,
 };
 use dilated_attention_kernels::{Client, upload_u32};
 
@@ -235,33 +237,51 @@ pub(crate) fn try_forward(
 
     let [b, h, n, d] = [shape.batch, shape.heads, shape.n, shape.head_dim];
     let q_dtype = q.dtype();
-    let mut parts = Vec::with_capacity(layout.branches.len());
-    for branch in 0..layout.branches.len() {
+    let buffers = || -> Result<(CubeTensor, CubeTensor), String> {
         let out = Tensor::<4>::zeros([b, h, n, d], (&device, q_dtype));
         let lse = Tensor::<3>::full([b, h, n], f32::NEG_INFINITY, (&device, DType::F32));
-        let (out_c, lse_c) = (cube(out)?, cube(lse)?);
-        let (out_r, lse_r) = (tensor_ref(&out_c), tensor_ref(&lse_c));
+        Ok((cube(out)?, cube(lse)?))
+    };
+    let launch = |out: &CubeTensor, lse: &CubeTensor, branch: usize, merge: bool| {
+        let (out_r, lse_r) = (tensor_ref(out), tensor_ref(lse));
         for (class, args) in layout.classes.iter().zip(classes.iter()) {
-            if class.branch != branch {
-                continue;
+            if class.branch == branch {
+                forward_class(
+                    &client,
+                    &config,
+                    &qr,
+                    &kr,
+                    &vr,
+                    mask_r.as_ref(),
+                    &out_r,
+                    &lse_r,
+                    &args.rows,
+                    merge,
+                )
+                .map_err(|e| e.to_string())?;
             }
-            forward_class(
-                &client,
-                &config,
-                &qr,
-                &kr,
-                &vr,
-                mask_r.as_ref(),
-                &out_r,
-                &lse_r,
-                &args.rows,
-            )
-            .map_err(|e| e.to_string())?;
         }
-        parts.push((
-            Tensor::<4>::from_primitive::<Cube>(out_c),
-            Tensor::<3>::from_primitive::<Cube>(lse_c),
-        ));
+        Ok::<(), String>(())
+    };
+    let finish = |(out, lse): (CubeTensor, CubeTensor)| {
+        (
+            Tensor::<4>::from_primitive::<Cube>(out),
+            Tensor::<3>::from_primitive::<Cube>(lse),
+        )
+    };
+    if fuses_merge(&client, &config, &qr, &kr, &vr) {
+        // One pair of buffers: every branch after the first merges into it as it is written.
+        let (out, lse) = buffers()?;
+        for branch in 0..layout.branches.len() {
+            launch(&out, &lse, branch, branch > 0)?;
+        }
+        return Ok(finish((out, lse)));
+    }
+    let mut parts = Vec::with_capacity(layout.branches.len());
+    for branch in 0..layout.branches.len() {
+        let (out, lse) = buffers()?;
+        launch(&out, &lse, branch, false)?;
+        parts.push(finish((out, lse)));
     }
     Ok(merge_lse(parts))
 }
@@ -300,7 +320,9 @@ pub(crate) fn try_backward(
     scale: f64,
     cache: &DeviceLayoutCache,
 ) -> Result<(Tensor<4>, Tensor<4>, Tensor<4>), String> {
-    use dilated_attention_kernels::backward::{BackwardArgs, backward_class, delta};
+    use dilated_attention_kernels::backward::{
+        BackwardArgs, backward_can_overwrite, backward_class, delta,
+    };
     let config = kernel_config(saved.q.dtype(), shape, layout, scale)?;
     let device = saved.q.device();
     let dtype = saved.q.dtype();
@@ -319,8 +341,29 @@ pub(crate) fn try_backward(
     let client = qc.client.clone();
     let classes = cache.get(&client, format!("{:?}", qc.device), layout, shape.group());
 
-    let zeros4 = || cube(Tensor::<4>::zeros([b, h, n, d], (&device, DType::F32)));
-    let (dq, dk, dv) = (zeros4()?, zeros4()?, zeros4()?);
+    // One class that covers every row (dilation 1, every head, no GQA: the seed layout, say)
+    // lets the kernels store their gradients where they can, into buffers with no zero fill.
+    let covers_all = |c: &crate::layout::ClassLayout| {
+        c.dilation_rate == 1 && c.offset == 0 && c.heads.len() == h && shape.group() == 1
+    };
+    let overwrite = matches!(layout.classes.as_slice(), [c] if covers_all(c))
+        && backward_can_overwrite(
+            &client,
+            &config,
+            &tensor_ref(&qc),
+            &tensor_ref(&kc),
+            &tensor_ref(&vc),
+            &tensor_ref(&gc),
+        );
+    // Stored gradients land in the inputs' dtype; added ones in zero-filled f32 buffers.
+    let grad4 = || {
+        cube(if overwrite {
+            Tensor::<4>::empty([b, h, n, d], (&device, dtype))
+        } else {
+            Tensor::<4>::zeros([b, h, n, d], (&device, DType::F32))
+        })
+    };
+    let (dq, dk, dv) = (grad4()?, grad4()?, grad4()?);
     let delta_c = cube(Tensor::<3>::zeros([b, h, n], (&device, DType::F32)))?;
     let (qr, kr, vr, or, gr, lr) = (
         tensor_ref(&qc),
@@ -352,7 +395,7 @@ pub(crate) fn try_backward(
         dv: &dvr,
     };
     for class in classes.iter() {
-        backward_class(&client, &config, &args, &class.rows, &class.cols)
+        backward_class(&client, &config, &args, &class.rows, &class.cols, overwrite)
             .map_err(|e| e.to_string())?;
     }
     let dq = Tensor::<4>::from_primitive::<Cube>(dq).cast(dtype);
