@@ -166,7 +166,8 @@ fn main() {
     use burn::tensor::DType;
     use burn::tensor::module::attention as burn_attention;
     use dilated_attention::{
-        BlockSparseRingDilatedAttention, DilatedPattern, PatternType, SparsePatternConfig,
+        BlockSparseRingDilatedAttention, DilatedPattern, Partition, PatternType,
+        SparsePatternConfig,
     };
     let n = 2048;
     let presets = [
@@ -321,6 +322,10 @@ fn main() {
     let k = Tensor::<4>::random([1, 4, n, 64], Distribution::Normal(0.0, 1.0), &cpu);
     let v = Tensor::<4>::random([1, 4, n, 64], Distribution::Normal(0.0, 1.0), &cpu);
     let r = Tensor::<4>::random([1, 8, n, 64], Distribution::Normal(0.0, 1.0), &cpu);
+    // Eight kv heads: one class over every row, where the kernels store their gradients
+    // instead of adding them to zero-filled buffers.
+    let k8 = Tensor::<4>::random([1, 8, n, 64], Distribution::Normal(0.0, 1.0), &cpu);
+    let v8 = Tensor::<4>::random([1, 8, n, 64], Distribution::Normal(0.0, 1.0), &cpu);
     let grad_presets = [
         (
             "seed",
@@ -377,8 +382,14 @@ fn main() {
         .filter(|&d| has(d))
     {
         let quant = |t: &Tensor<4>| t.clone().cast(dtype).cast(DType::F32);
-        let (qq, kq, vq) = (quant(&q), quant(&k), quant(&v));
-        for (name, pattern) in &grad_presets {
+        let (qq, k4, v4, k8, v8) = (quant(&q), quant(&k), quant(&v), quant(&k8), quant(&v8));
+        let cases = [
+            ("seed (GQA 8/4)", &grad_presets[0].1, &k4, &v4),
+            ("seed (8 kv heads, stored)", &grad_presets[0].1, &k8, &v8),
+            ("longnet-causal (GQA 8/4)", &grad_presets[1].1, &k4, &v4),
+        ];
+        for (name, pattern, kq, vq) in cases {
+            let (kq, vq) = (kq.clone(), vq.clone());
             let module = BlockSparseRingDilatedAttention::from_pattern(pattern.clone(), None);
             let truth = grads(&module, &cpu, DType::F32, false, [&qq, &kq, &vq]);
             let ours = grads(&module, &device, dtype, true, [&qq, &kq, &vq]);
@@ -429,5 +440,168 @@ fn main() {
         "finite differences (f32, longnet-causal, n={n}): <dq, u> {analytic:.4}, numeric {numeric:.4}, rel err {rel:.1e}"
     );
     assert!(rel < 1e-2);
+
+    // 7. The ring on one device (its steps in Burn ops on the device, P chunks) in f16/bf16:
+    //    within 2.5 × the error of the unchunked kernel path + 2e-3, both against the f32
+    //    reference on the CPU; n = 3824, 5 heads (not powers of two), causal and not.
+    let n = 3824;
+    let rand5 = || Tensor::<4>::random([1, 5, n, 64], Distribution::Normal(0.0, 1.0), &cpu);
+    let (q, k, v) = (rand5(), rand5(), rand5());
+    for dtype in [DType::F16, DType::BF16].into_iter().filter(|&d| has(d)) {
+        let quant = |t: &Tensor<4>| t.clone().cast(dtype).cast(DType::F32);
+        let (qq, kq, vq) = (quant(&q), quant(&k), quant(&v));
+        let to = |t: &Tensor<4>| t.clone().to_device(&device).cast(dtype);
+        for causal in [false, true] {
+            let presets = [
+                (
+                    "seed",
+                    DilatedPattern::single(
+                        SparsePatternConfig::new(PatternType::DilatedSparse)
+                            .with_block_size(128)
+                            .with_block_dilation_rates(vec![1, 2, 4]),
+                        causal,
+                    ),
+                ),
+                (
+                    "longnet",
+                    DilatedPattern::new(
+                        &[n / 4, n / 2, n],
+                        &[1, 2, 4],
+                        SparsePatternConfig::new(PatternType::Dense).with_block_size(64),
+                        causal,
+                    )
+                    .unwrap(),
+                ),
+            ];
+            for (name, pattern) in presets {
+                let plain = BlockSparseRingDilatedAttention::from_pattern(pattern, None);
+                let truth = read(
+                    plain
+                        .clone()
+                        .without_kernels()
+                        .forward(qq.clone(), kq.clone(), vq.clone())
+                        .unwrap(),
+                );
+                let single = read(
+                    plain
+                        .forward(to(&qq), to(&kq), to(&vq))
+                        .unwrap()
+                        .cast(DType::F32),
+                );
+                let e_single = max_abs_diff(&single, &truth);
+                for (p, partition) in [(2, Partition::Zigzag), (4, Partition::Contiguous)] {
+                    let ring = plain.clone().with_ring(p, partition);
+                    let got = read(
+                        ring.forward(to(&qq), to(&kq), to(&vq))
+                            .unwrap()
+                            .cast(DType::F32),
+                    );
+                    let e = max_abs_diff(&got, &truth);
+                    let line = format!(
+                        "{dtype:?} ring {name} causal={causal} P={p} {partition:?}: {e:.2e} \
+                         (unchunked kernels {e_single:.2e})"
+                    );
+                    println!("{line}");
+                    assert!(e <= 2.5 * e_single + 2e-3, "{line}");
+                }
+            }
+        }
+    }
+
+    // 8. n = 16384 through the kernels in f32, f16 and bf16 against an f64 oracle on sampled
+    //    rows (every key the layout allows, a key counted once per branch that allows it), the
+    //    same-dtype reference path on the device as the yardstick for f16/bf16.
+    let n = 16384;
+    let (heads, d) = (8, 64);
+    let rand = || Tensor::<4>::random([1, heads, n, d], Distribution::Normal(0.0, 1.0), &cpu);
+    let (q, k, v) = (rand(), rand(), rand());
+    let samples: Vec<(usize, usize)> = (0..48).map(|s| (s % heads, (s * 7919 + 13) % n)).collect();
+    for (name, pattern) in [
+        (
+            "seed",
+            DilatedPattern::single(
+                SparsePatternConfig::new(PatternType::DilatedSparse)
+                    .with_block_size(128)
+                    .with_block_dilation_rates(vec![1, 2, 4]),
+                false,
+            ),
+        ),
+        (
+            "longnet-causal",
+            DilatedPattern::new(
+                &[n / 4, n / 2, n],
+                &[1, 2, 4],
+                SparsePatternConfig::new(PatternType::Dense).with_block_size(128),
+                true,
+            )
+            .unwrap(),
+        ),
+    ] {
+        let layout = dilated_attention::BlockLayout::new(&pattern, n, heads).unwrap();
+        let module = BlockSparseRingDilatedAttention::from_pattern(pattern.clone(), None);
+        for dtype in [DType::F32, DType::F16, DType::BF16]
+            .into_iter()
+            .filter(|&d| has(d))
+        {
+            let quant = |t: &Tensor<4>| t.clone().cast(dtype).cast(DType::F32);
+            let (qq, kq, vq) = (quant(&q), quant(&k), quant(&v));
+            let (qv, kv, vv) = (read(qq.clone()), read(kq.clone()), read(vq.clone()));
+            let to = |t: &Tensor<4>| t.clone().to_device(&device).cast(dtype);
+            let ours = read(
+                module
+                    .forward_kernels(to(&qq), to(&kq), to(&vq), None)
+                    .expect("the kernels run these inputs")
+                    .0
+                    .cast(DType::F32),
+            );
+            let naive = read(
+                module
+                    .clone()
+                    .without_kernels()
+                    .forward(to(&qq), to(&kq), to(&vq))
+                    .unwrap()
+                    .cast(DType::F32),
+            );
+            let at = |h: usize, i: usize| (h * n + i) * d;
+            let (mut e_ours, mut e_naive) = (0.0f64, 0.0f64);
+            for &(h, i) in &samples {
+                let scale = 1.0 / (d as f64).sqrt();
+                let mut w = Vec::new();
+                for j in 0..n {
+                    let count = (0..pattern.branches.len())
+                        .filter(|&b| layout.allows(b, h, i, j))
+                        .count();
+                    if count > 0 {
+                        let x: f64 = (0..d)
+                            .map(|c| qv[at(h, i) + c] as f64 * kv[at(h, j) + c] as f64)
+                            .sum();
+                        w.push((j, count as f64, x * scale));
+                    }
+                }
+                let m = w.iter().fold(f64::NEG_INFINITY, |m, x| m.max(x.2));
+                let z: f64 = w.iter().map(|x| x.1 * (x.2 - m).exp()).sum();
+                for c in 0..d {
+                    let o = w
+                        .iter()
+                        .map(|x| x.1 * (x.2 - m).exp() * vv[at(h, x.0) + c] as f64)
+                        .sum::<f64>()
+                        / z;
+                    e_ours = e_ours.max((ours[at(h, i) + c] as f64 - o).abs());
+                    e_naive = e_naive.max((naive[at(h, i) + c] as f64 - o).abs());
+                }
+            }
+            let line = format!(
+                "{dtype:?} {name} n={n} vs f64 ({} rows): kernel {e_ours:.2e}, same-dtype \
+                 reference path {e_naive:.2e}",
+                samples.len()
+            );
+            println!("{line}");
+            if dtype == DType::F32 {
+                assert!(e_ours < 1e-4, "{line}");
+            } else {
+                assert!(e_ours <= 2.0 * e_naive, "{line}");
+            }
+        }
+    }
     println!("device probe passed on {which}");
 }

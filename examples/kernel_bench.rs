@@ -3,8 +3,9 @@
 //!
 //! `cargo run --release --example kernel_bench [--features cuda] -- <cuda|wgpu> <f32|f16|bf16> <sizes,...> [iters] [fwd|fwdbwd|both] [longnet block]`
 //!
-//! `fwdbwd` times the forward and `out.sum().backward()` on an autodiff device (the backward
-//! kernels).
+//! `fwdbwd` times the forward and `out.backward()` (seeded with ones, the gradient of
+//! `out.sum()` without the reduction) on an autodiff device (the backward kernels); `phases` splits that step into its parts (forward, loss, backward; the backward
+//! also without the final sync, i.e. the host's enqueue time), each synchronised.
 
 use std::time::Instant;
 
@@ -56,9 +57,10 @@ fn main() {
     let modes: &[&str] = match args.get(5).map_or("fwd", String::as_str) {
         "fwdbwd" => &["fwdbwd"],
         "both" => &["fwd", "fwdbwd"],
+        "phases" => &["phases"],
         _ => &["fwd"],
     };
-    let longnet_block: usize = args.get(6).and_then(|s| s.parse().ok()).unwrap_or(64);
+    let longnet_block: usize = args.get(6).and_then(|s| s.parse().ok()).unwrap_or(128);
     let device = match backend {
         #[cfg(feature = "cuda")]
         "cuda" => Device::cuda(0),
@@ -88,6 +90,10 @@ fn main() {
             let module = BlockSparseRingDilatedAttention::from_pattern(pattern, None);
             let stats = module.layout(n, h).expect("layout").stats();
             for &mode in modes {
+                if mode == "phases" {
+                    phases(&module, &device, dtype, [b, h, n, d], iters, name);
+                    continue;
+                }
                 let grad = mode == "fwdbwd";
                 let dev = if grad {
                     device.clone().autodiff()
@@ -108,7 +114,7 @@ fn main() {
                         .forward_kernels(q.clone(), k.clone(), v.clone(), None)
                         .expect("the kernels run these inputs");
                     if grad {
-                        let g = o.cast(DType::F32).sum().backward();
+                        let g = o.backward();
                         drop(g);
                     } else {
                         drop(o);
@@ -141,4 +147,61 @@ fn main() {
             }
         }
     }
+}
+
+/// The parts of one training step, each followed by a device sync, as medians over `iters`:
+/// where the time of `fwdbwd` goes between kernels, Burn's glue and the host.
+fn phases(
+    module: &BlockSparseRingDilatedAttention,
+    device: &Device,
+    dtype: DType,
+    shape: [usize; 4],
+    iters: usize,
+    name: &str,
+) {
+    let ad = device.clone().autodiff();
+    let make =
+        || Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), (&ad, dtype)).require_grad();
+    let (q, k, v) = (make(), make(), make());
+    let mut parts: [Vec<f64>; 5] = Default::default();
+    for i in 0..iters + 3 {
+        let t0 = Instant::now();
+        let (o, _) = module
+            .forward_kernels(q.clone(), k.clone(), v.clone(), None)
+            .expect("the kernels run these inputs");
+        device.sync().expect("sync");
+        let t1 = Instant::now();
+        let loss = o.sum();
+        device.sync().expect("sync");
+        let t2 = Instant::now();
+        let grads = loss.backward();
+        let t3 = Instant::now();
+        device.sync().expect("sync");
+        let t4 = Instant::now();
+        drop(grads);
+        device.sync().expect("sync");
+        let t5 = Instant::now();
+        if i >= 3 {
+            let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+            parts[0].push(ms(t0, t1));
+            parts[1].push(ms(t1, t2));
+            parts[2].push(ms(t2, t3));
+            parts[3].push(ms(t2, t4));
+            parts[4].push(ms(t4, t5));
+        }
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [f, l, e, bw, dr] = &mut parts;
+    println!(
+        "{{\"impl\":\"phases\",\"pattern\":\"{name}\",\"n\":{},\"forward_ms\":{:.3},\"loss_ms\":{:.3},\"backward_enqueue_ms\":{:.3},\"backward_ms\":{:.3},\"drop_ms\":{:.3}}}",
+        shape[2],
+        med(f),
+        med(l),
+        med(e),
+        med(bw),
+        med(dr)
+    );
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use sweep::Options;
 
 const USAGE: &str = "usage: cargo xtask bench [--backend cuda|wgpu|cpu] [--sizes 4k,8k,...] \
-[--pattern seed|longnet|local|global|random|all] [--config FILE.json] [--dtype f32|f16|bf16] \
+[--pattern seed|longnet|local|global|random|LIST,...|all] [--config FILE.json] [--dtype f32|f16|bf16] \
 [--batch B] [--heads H] [--head-dim D] [--mode fwd|fwdbwd|both] [--iters N] [--out DIR]\n       \
 cargo xtask bench --compare a.json b.json [...] [--out DIR]";
 

@@ -169,7 +169,8 @@ fn pattern(name: &str, n: usize) -> Option<DilatedPattern> {
         "longnet" => DilatedPattern::new(
             &[(n / 4).max(1), (n / 2).max(1), n.max(1)],
             &[1, 2, 4],
-            SparsePatternConfig::new(PatternType::Dense).with_block_size(64),
+            // Blocks of 128: the forward's two-tile planes then own 128 rows per cube.
+            SparsePatternConfig::new(PatternType::Dense).with_block_size(128),
             false,
         )
         .ok(),
@@ -243,11 +244,16 @@ pub fn run(opts: Options) -> Result<(Vec<Row>, PathBuf), String> {
         (None, "all") => ["seed", "longnet", "local", "global", "random"]
             .map(String::from)
             .to_vec(),
-        (None, p) if pattern(p, 1).is_some() => vec![p.to_string()],
-        (None, p) => {
-            return Err(format!(
-                "--pattern: seed, longnet, local, global, random or all, got `{p}`"
-            ));
+        (None, list) => {
+            // One name or a comma-separated list of them.
+            let names: Vec<String> = list.split(',').map(|p| p.trim().to_string()).collect();
+            if let Some(bad) = names.iter().find(|p| pattern(p, 1).is_none()) {
+                return Err(format!(
+                    "--pattern: seed, longnet, local, global, random, a comma-separated list \
+                     of them, or all; got `{bad}`"
+                ));
+            }
+            names
         }
     };
     let modes: &[&str] = match opts.mode {
@@ -402,7 +408,9 @@ fn bench_ours(
             let out = module
                 .forward(q.clone(), k.clone(), v.clone())
                 .expect("valid inputs");
-            let _ = out.sum().backward();
+            // Seeded with a ones gradient (that of `out.sum()`, without the reduction), as
+            // PyTorch's rows are timed with `out.backward(dout)`.
+            let _ = out.backward();
         })
     }
 }
@@ -425,7 +433,9 @@ fn bench_dense(
         let [q, k, v] = inputs(&ad, dtype, shape, true);
         time(device, iters, || {
             let out = attention(q.clone(), k.clone(), v.clone(), None, None, options);
-            let _ = out.sum().backward();
+            // Seeded with a ones gradient (that of `out.sum()`, without the reduction), as
+            // PyTorch's rows are timed with `out.backward(dout)`.
+            let _ = out.backward();
         })
     }
 }
