@@ -24,6 +24,29 @@ fn read<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.try_to_vec_as::<f32>().expect("readable")
 }
 
+/// The seed layout: one branch `(n, 1)`, `dilated_sparse` with block offsets 0, ±1, ±2, ±4.
+fn seed(block: usize, causal: bool) -> dilated_attention::DilatedPattern {
+    use dilated_attention::{DilatedPattern, PatternType, SparsePatternConfig};
+    DilatedPattern::single(
+        SparsePatternConfig::new(PatternType::DilatedSparse)
+            .with_block_size(block)
+            .with_block_dilation_rates(vec![1, 2, 4]),
+        causal,
+    )
+}
+
+/// LongNet: branches `[n/4, n/2, n] × [1, 2, 4]`, dense blocks.
+fn longnet(n: usize, block: usize, causal: bool) -> dilated_attention::DilatedPattern {
+    use dilated_attention::{DilatedPattern, PatternType, SparsePatternConfig};
+    DilatedPattern::new(
+        &[n / 4, n / 2, n],
+        &[1, 2, 4],
+        SparsePatternConfig::new(PatternType::Dense).with_block_size(block),
+        causal,
+    )
+    .expect("valid preset")
+}
+
 fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "wgpu".into());
     let (cube, device) = match which.as_str() {
@@ -171,25 +194,8 @@ fn main() {
     };
     let n = 2048;
     let presets = [
-        (
-            "seed",
-            DilatedPattern::single(
-                SparsePatternConfig::new(PatternType::DilatedSparse)
-                    .with_block_size(64)
-                    .with_block_dilation_rates(vec![1, 2, 4]),
-                false,
-            ),
-        ),
-        (
-            "longnet-causal",
-            DilatedPattern::new(
-                &[512, 1024, 2048],
-                &[1, 2, 4],
-                SparsePatternConfig::new(PatternType::Dense).with_block_size(64),
-                true,
-            )
-            .unwrap(),
-        ),
+        ("seed", seed(64, false)),
+        ("longnet-causal", longnet(2048, 64, true)),
         (
             "dense",
             DilatedPattern::single(
@@ -327,25 +333,8 @@ fn main() {
     let k8 = Tensor::<4>::random([1, 8, n, 64], Distribution::Normal(0.0, 1.0), &cpu);
     let v8 = Tensor::<4>::random([1, 8, n, 64], Distribution::Normal(0.0, 1.0), &cpu);
     let grad_presets = [
-        (
-            "seed",
-            DilatedPattern::single(
-                SparsePatternConfig::new(PatternType::DilatedSparse)
-                    .with_block_size(64)
-                    .with_block_dilation_rates(vec![1, 2, 4]),
-                false,
-            ),
-        ),
-        (
-            "longnet-causal",
-            DilatedPattern::new(
-                &[256, 512, 1024],
-                &[1, 2, 4],
-                SparsePatternConfig::new(PatternType::Dense).with_block_size(64),
-                true,
-            )
-            .unwrap(),
-        ),
+        ("seed", seed(64, false)),
+        ("longnet-causal", longnet(1024, 64, true)),
     ];
     // (dq, dk, dv) of `Σ out · r` with `kernels` on `dev` in `dtype`.
     let grads = |module: &BlockSparseRingDilatedAttention,
@@ -453,25 +442,8 @@ fn main() {
         let to = |t: &Tensor<4>| t.clone().to_device(&device).cast(dtype);
         for causal in [false, true] {
             let presets = [
-                (
-                    "seed",
-                    DilatedPattern::single(
-                        SparsePatternConfig::new(PatternType::DilatedSparse)
-                            .with_block_size(128)
-                            .with_block_dilation_rates(vec![1, 2, 4]),
-                        causal,
-                    ),
-                ),
-                (
-                    "longnet",
-                    DilatedPattern::new(
-                        &[n / 4, n / 2, n],
-                        &[1, 2, 4],
-                        SparsePatternConfig::new(PatternType::Dense).with_block_size(64),
-                        causal,
-                    )
-                    .unwrap(),
-                ),
+                ("seed", seed(128, causal)),
+                ("longnet", longnet(n, 64, causal)),
             ];
             for (name, pattern) in presets {
                 let plain = BlockSparseRingDilatedAttention::from_pattern(pattern, None);
@@ -517,25 +489,8 @@ fn main() {
     let (q, k, v) = (rand(), rand(), rand());
     let samples: Vec<(usize, usize)> = (0..48).map(|s| (s % heads, (s * 7919 + 13) % n)).collect();
     for (name, pattern) in [
-        (
-            "seed",
-            DilatedPattern::single(
-                SparsePatternConfig::new(PatternType::DilatedSparse)
-                    .with_block_size(128)
-                    .with_block_dilation_rates(vec![1, 2, 4]),
-                false,
-            ),
-        ),
-        (
-            "longnet-causal",
-            DilatedPattern::new(
-                &[n / 4, n / 2, n],
-                &[1, 2, 4],
-                SparsePatternConfig::new(PatternType::Dense).with_block_size(128),
-                true,
-            )
-            .unwrap(),
-        ),
+        ("seed", seed(128, false)),
+        ("longnet-causal", longnet(n, 128, true)),
     ] {
         let layout = dilated_attention::BlockLayout::new(&pattern, n, heads).unwrap();
         let module = BlockSparseRingDilatedAttention::from_pattern(pattern.clone(), None);

@@ -111,7 +111,7 @@ fn b_fragments<F: Float, N: Size>(
 }
 
 /// `acc[j] += a · B_j` for `j = j0, j0 + 1`, the two `B` fragments of [`b_fragments`] (same
-/// `row0`, `kc`, `trans`; for `trans` the columns start at `8·j0`).
+/// `row0`, `kc`, `trans`; for `trans` the columns start at `8·j0`): [`mma_rows`] for one tile.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn mma_pair<F: Float, N: Size>(
@@ -124,16 +124,14 @@ pub(crate) fn mma_pair<F: Float, N: Size>(
     #[comptime] rstr: usize,
     #[comptime] trans: bool,
 ) {
-    let mma = mma_def::<F>();
-    let b = b_fragments::<F, N>(buf, row0, kc, j0, rstr, trans);
-    let mut b0 = Array::<Vector<F, P2>>::new(2usize);
-    let mut b1 = Array::<Vector<F, P2>>::new(2usize);
-    b0[0] = b[0];
-    b0[1] = b[1];
-    b1[0] = b[2];
-    b1[1] = b[3];
-    mma.execute_inplace(a, &b0, acc.index_mut(j0));
-    mma.execute_inplace(a, &b1, acc.index_mut(j0 + 1));
+    let mut one = Sequence::<Array<Vector<F, P2>>>::new();
+    // In the expansion this clones the fragment's handle, not its registers (the form run on
+    // the GPU; clippy prefers `*a`).
+    #[allow(clippy::clone_on_copy)]
+    one.push(a.clone());
+    mma_rows::<F, N>(
+        &one, 0usize, 0usize, 1usize, buf, row0, kc, acc, j0, 0usize, rstr, trans,
+    );
 }
 
 /// [`mma_pair`] for `tiles` stacked 16-row tiles sharing one `ldmatrix.x4` of `B`:
