@@ -28,8 +28,9 @@ use crate::KernelError;
 use crate::backward_mma::{ROWS, backward_dkdv_mma, backward_dq_mma};
 use crate::backward_tc::{backward_dkdv_tc, backward_dq_tc};
 use crate::forward::{
-    AttnDtype, ClassArgs, ForwardConfig, Pass, TensorRef, locate, manual_mma_serves,
-    mask_or_stand_in, mma_tiles, stage_keys, tensor_cores_apply, unroll_inner_loops, vector_width,
+    AttnDtype, ClassArgs, ForwardConfig, Pass, TensorRef, locate, manual_mma_runs,
+    manual_mma_serves, mask_or_stand_in, mma_tiles, stage_keys, tensor_cores_apply,
+    unroll_inner_loops, vector_width,
 };
 
 /// Rows staged per shared-memory step.
@@ -420,8 +421,7 @@ pub fn backward_can_overwrite(
     v: &TensorRef,
     dout: &TensorRef,
 ) -> bool {
-    let width = vector_width(&[q, k, v, dout]);
-    config.check_on(client).is_ok() && manual_mma_serves(client, config, width, Pass::Backward)
+    manual_mma_runs(client, config, &[q, k, v, dout], Pass::Backward)
 }
 
 /// Adds one head class's contribution to `dq`, `dk` and `dv`.
@@ -479,7 +479,7 @@ pub fn backward_class(
         !manual && tensor_cores_apply(client, config) && tensors.iter().all(|t| t.strides[3] == 1);
     // The manual-MMA dQ kernel has its own tile (`tiles` 16-row MMA tiles per plane).
     let dq_tiles = mma_tiles(Pass::Backward);
-    let (dq_rows, dq_threads) = crate::backward_mma::dq_cube_shape(config.block, dq_tiles);
+    let (dq_rows, dq_threads) = crate::forward_mma::cube_shape(config.block, dq_tiles);
     let (x, threads) = if manual {
         (rows.rows * (config.block / ROWS), 2 * ROWS)
     } else if tensor_cores {

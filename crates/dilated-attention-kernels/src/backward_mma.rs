@@ -8,11 +8,14 @@
 //! `overwrite` (one class that covers every row, see `backward_class`), stored in buffers of
 //! the inputs' dtype (`G = F`), which then need no zero fill, are not read, and need no cast.
 //!
-//! A cube owns `ROWS = 64` gathered rows, one plane per 16. The other side is walked in chunks
-//! of `CHUNK = 64` rows copied by `cp.async` into two shared stages (chunk `i + 1` lands while
-//! chunk `i` is computed). `dQ` keeps its `Q` and `dO` fragments in registers; `dK/dV` keeps `K`
-//! and `V` in shared memory and re-reads their fragments per chunk (that removed its register
-//! spills: 223 registers, 2 cubes per SM on the H200):
+//! The other side is walked in chunks of `CHUNK = 64` rows copied by `cp.async` into two shared
+//! stages (chunk `i + 1` lands while chunk `i` is computed). `dQ` has the forward's cube shape
+//! (`crate::forward_mma::cube_shape`: `tiles` stacked 16-row MMA tiles per plane, each `K`/`V`
+//! fragment feeding every tile) and keeps its `Q` and `dO` rows in shared memory, re-reading
+//! their fragments per chunk (255 registers with two tiles, 2 cubes per SM on the H200). A
+//! `dK/dV` cube owns `ROWS = 64` keys, one plane per 16, keeps `K` and `V` in shared memory and
+//! re-reads their fragments per chunk (that removed its register spills: 223 registers, 2
+//! cubes per SM):
 //! - `dQ` (rows = queries, chunks of keys, forward layout): `S = Q·Kᵀ`, `dP = dO·Vᵀ`,
 //!   `dS = P ∘ (dP − Δ)` in registers, `dQ += dS·K`;
 //! - `dK/dV` (rows = keys, chunks of the queries that see them, transposed layout):
@@ -26,20 +29,14 @@ use cubecl::prelude::barrier::Barrier;
 use cubecl::prelude::*;
 
 use crate::forward::locate;
-use crate::forward_mma::{LOG2E, key_present};
+use crate::forward_mma::{LOG2E, cube_shape, key_present};
 use crate::mma::{
     CHUNK, P2, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_pair, mma_rows, stage_rows,
     tiles_as_a, wait, zero_tiles,
 };
 
-/// Rows per cube (16 per plane).
+/// Keys per `dK/dV` cube (16 per plane).
 pub(crate) const ROWS: usize = 64;
-
-/// Query rows per cube and units per cube of a `dQ` launch with `tiles` MMA tiles per plane
-/// (as the forward's [`crate::forward_mma::cube_shape`]).
-pub(crate) fn dq_cube_shape(block: usize, tiles: usize) -> (usize, usize) {
-    crate::forward_mma::cube_shape(block, tiles)
-}
 
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
@@ -65,8 +62,8 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
     #[comptime] overwrite: bool,
     #[comptime] tiles: usize,
 ) {
-    let tq = comptime!(dq_cube_shape(block, tiles).0);
-    let threads = comptime!(dq_cube_shape(block, tiles).1);
+    let tq = comptime!(cube_shape(block, tiles).0);
+    let threads = comptime!(cube_shape(block, tiles).1);
     let subtiles = comptime!(block / tq);
     let prows = comptime!(16 * tiles);
     let dtiles = comptime!(head_dim / 8);

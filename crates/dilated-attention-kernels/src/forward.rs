@@ -502,8 +502,20 @@ pub fn fuses_merge(
     k: &TensorRef,
     v: &TensorRef,
 ) -> bool {
+    manual_mma_runs(client, config, &[q, k, v], Pass::Forward)
+}
+
+/// Whether a launch of `pass` on these row tensors (`q, k, v`, and `dout` for the backward)
+/// runs the manual-MMA kernels: a supported configuration, [`manual_mma_serves`] at their
+/// [`vector_width`].
+pub(crate) fn manual_mma_runs(
+    client: &Client,
+    config: &ForwardConfig,
+    tensors: &[&TensorRef],
+    pass: Pass,
+) -> bool {
     config.check_on(client).is_ok()
-        && manual_mma_serves(client, config, vector_width(&[q, k, v]), Pass::Forward)
+        && manual_mma_serves(client, config, vector_width(tensors), pass)
 }
 
 /// Launches the forward of one head class.

@@ -346,15 +346,16 @@ pub(crate) fn try_backward(
     let covers_all = |c: &crate::layout::ClassLayout| {
         c.dilation_rate == 1 && c.offset == 0 && c.heads.len() == h && shape.group() == 1
     };
+    let (qr, kr, vr, or, gr, lr) = (
+        tensor_ref(&qc),
+        tensor_ref(&kc),
+        tensor_ref(&vc),
+        tensor_ref(&oc),
+        tensor_ref(&gc),
+        tensor_ref(&lc),
+    );
     let overwrite = matches!(layout.classes.as_slice(), [c] if covers_all(c))
-        && backward_can_overwrite(
-            &client,
-            &config,
-            &tensor_ref(&qc),
-            &tensor_ref(&kc),
-            &tensor_ref(&vc),
-            &tensor_ref(&gc),
-        );
+        && backward_can_overwrite(&client, &config, &qr, &kr, &vr, &gr);
     // Stored gradients land in the inputs' dtype; added ones in zero-filled f32 buffers.
     let grad4 = || {
         cube(if overwrite {
@@ -365,14 +366,6 @@ pub(crate) fn try_backward(
     };
     let (dq, dk, dv) = (grad4()?, grad4()?, grad4()?);
     let delta_c = cube(Tensor::<3>::zeros([b, h, n], (&device, DType::F32)))?;
-    let (qr, kr, vr, or, gr, lr) = (
-        tensor_ref(&qc),
-        tensor_ref(&kc),
-        tensor_ref(&vc),
-        tensor_ref(&oc),
-        tensor_ref(&gc),
-        tensor_ref(&lc),
-    );
     let (dqr, dkr, dvr, deltar) = (
         tensor_ref(&dq),
         tensor_ref(&dk),
