@@ -11,29 +11,16 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::{DType, Device, Distribution, Tensor};
 use dilated_attention::merge::merge_lse;
-use dilated_attention::{
-    BlockLayout, DilatedPattern, Partition, PatternType, RingSchedule, SparsePatternConfig,
-};
+use dilated_attention::{BlockLayout, DilatedPattern, Partition, RingSchedule};
 
-/// The prototype's layout: one branch `(n, 1)`, block offsets 0, ±1, ±2, ±4, block 128.
+/// The benchmarks' `seed` preset (block 128, not causal).
 fn seed() -> DilatedPattern {
-    DilatedPattern::single(
-        SparsePatternConfig::new(PatternType::DilatedSparse)
-            .with_block_size(128)
-            .with_block_dilation_rates(vec![1, 2, 4]),
-        false,
-    )
+    DilatedPattern::seed(128, false)
 }
 
-/// `[n/4, n/2, n] × [1, 2, 4]`, dense blocks of 64, causal or not.
+/// The `longnet` preset with dense blocks of 64, causal or not.
 fn longnet(n: usize, causal: bool) -> DilatedPattern {
-    DilatedPattern::new(
-        &[n / 4, n / 2, n],
-        &[1, 2, 4],
-        SparsePatternConfig::new(PatternType::Dense).with_block_size(64),
-        causal,
-    )
-    .expect("valid preset")
+    DilatedPattern::longnet(n, 64, causal).expect("valid preset")
 }
 
 /// Runs `f` once to warm up, then until `budget` is spent (at least 5, at most 200 runs), and

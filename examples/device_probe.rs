@@ -24,27 +24,14 @@ fn read<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.try_to_vec_as::<f32>().expect("readable")
 }
 
-/// The seed layout: one branch `(n, 1)`, `dilated_sparse` with block offsets 0, ±1, ±2, ±4.
-fn seed(block: usize, causal: bool) -> dilated_attention::DilatedPattern {
-    use dilated_attention::{DilatedPattern, PatternType, SparsePatternConfig};
-    DilatedPattern::single(
-        SparsePatternConfig::new(PatternType::DilatedSparse)
-            .with_block_size(block)
-            .with_block_dilation_rates(vec![1, 2, 4]),
-        causal,
-    )
+/// `t` rounded to `dtype` and back to f32: the inputs every precision sees.
+fn quantised(t: &Tensor<4>, dtype: burn::tensor::DType) -> Tensor<4> {
+    t.clone().cast(dtype).cast(burn::tensor::DType::F32)
 }
 
-/// LongNet: branches `[n/4, n/2, n] × [1, 2, 4]`, dense blocks.
-fn longnet(n: usize, block: usize, causal: bool) -> dilated_attention::DilatedPattern {
-    use dilated_attention::{DilatedPattern, PatternType, SparsePatternConfig};
-    DilatedPattern::new(
-        &[n / 4, n / 2, n],
-        &[1, 2, 4],
-        SparsePatternConfig::new(PatternType::Dense).with_block_size(block),
-        causal,
-    )
-    .expect("valid preset")
+/// `t` on `device` in `dtype`.
+fn on_device(t: &Tensor<4>, device: &Device, dtype: burn::tensor::DType) -> Tensor<4> {
+    t.clone().to_device(device).cast(dtype)
 }
 
 fn main() {
@@ -194,8 +181,11 @@ fn main() {
     };
     let n = 2048;
     let presets = [
-        ("seed", seed(64, false)),
-        ("longnet-causal", longnet(2048, 64, true)),
+        ("seed", DilatedPattern::seed(64, false)),
+        (
+            "longnet-causal",
+            DilatedPattern::longnet(2048, 64, true).unwrap(),
+        ),
         (
             "dense",
             DilatedPattern::single(
@@ -222,7 +212,7 @@ fn main() {
         ok
     };
     for dtype in [DType::F16, DType::BF16].into_iter().filter(|&d| has(d)) {
-        let quant = |t: &Tensor<4>| t.clone().cast(dtype).cast(DType::F32);
+        let quant = |t: &Tensor<4>| quantised(t, dtype);
         let (qq, kq, vq) = (quant(&q), quant(&k), quant(&v));
         for (name, pattern) in &presets {
             let module = BlockSparseRingDilatedAttention::from_pattern(pattern.clone(), None);
@@ -233,7 +223,7 @@ fn main() {
                     .forward(qq.clone(), kq.clone(), vq.clone())
                     .unwrap(),
             );
-            let to = |t: &Tensor<4>| t.clone().to_device(&device).cast(dtype);
+            let to = |t: &Tensor<4>| on_device(t, &device, dtype);
             let ours = read(
                 module
                     .forward_kernels(to(&qq), to(&kq), to(&vq), None)
@@ -285,14 +275,14 @@ fn main() {
         let keep = Tensor::<2>::random([1, n], Distribution::Uniform(0.0, 1.0), &cpu);
         let mask_on = |dev: &Device| masked.then(|| keep.clone().to_device(dev).greater_elem(0.2));
         for dtype in [DType::F16, DType::BF16].into_iter().filter(|&d| has(d)) {
-            let quant = |t: &Tensor<4>| t.clone().cast(dtype).cast(DType::F32);
+            let quant = |t: &Tensor<4>| quantised(t, dtype);
             let (qq, kq, vq) = (quant(&q), quant(&k), quant(&v));
             let (o_ref, l_ref) = module
                 .clone()
                 .without_kernels()
                 .forward_with_lse(qq.clone(), kq.clone(), vq.clone(), mask_on(&cpu))
                 .unwrap();
-            let to = |t: &Tensor<4>| t.clone().to_device(&device).cast(dtype);
+            let to = |t: &Tensor<4>| on_device(t, &device, dtype);
             let (o, l) = module
                 .forward_kernels(to(&qq), to(&kq), to(&vq), mask_on(&device))
                 .expect("the kernels run these inputs");
@@ -333,8 +323,11 @@ fn main() {
     let k8 = Tensor::<4>::random([1, 8, n, 64], Distribution::Normal(0.0, 1.0), &cpu);
     let v8 = Tensor::<4>::random([1, 8, n, 64], Distribution::Normal(0.0, 1.0), &cpu);
     let grad_presets = [
-        ("seed", seed(64, false)),
-        ("longnet-causal", longnet(1024, 64, true)),
+        ("seed", DilatedPattern::seed(64, false)),
+        (
+            "longnet-causal",
+            DilatedPattern::longnet(1024, 64, true).unwrap(),
+        ),
     ];
     // (dq, dk, dv) of `Σ out · r` with `kernels` on `dev` in `dtype`.
     let grads = |module: &BlockSparseRingDilatedAttention,
@@ -370,7 +363,7 @@ fn main() {
         .into_iter()
         .filter(|&d| has(d))
     {
-        let quant = |t: &Tensor<4>| t.clone().cast(dtype).cast(DType::F32);
+        let quant = |t: &Tensor<4>| quantised(t, dtype);
         let (qq, k4, v4, k8, v8) = (quant(&q), quant(&k), quant(&v), quant(&k8), quant(&v8));
         let cases = [
             ("seed (GQA 8/4)", &grad_presets[0].1, &k4, &v4),
@@ -437,13 +430,13 @@ fn main() {
     let rand5 = || Tensor::<4>::random([1, 5, n, 64], Distribution::Normal(0.0, 1.0), &cpu);
     let (q, k, v) = (rand5(), rand5(), rand5());
     for dtype in [DType::F16, DType::BF16].into_iter().filter(|&d| has(d)) {
-        let quant = |t: &Tensor<4>| t.clone().cast(dtype).cast(DType::F32);
+        let quant = |t: &Tensor<4>| quantised(t, dtype);
         let (qq, kq, vq) = (quant(&q), quant(&k), quant(&v));
-        let to = |t: &Tensor<4>| t.clone().to_device(&device).cast(dtype);
+        let to = |t: &Tensor<4>| on_device(t, &device, dtype);
         for causal in [false, true] {
             let presets = [
-                ("seed", seed(128, causal)),
-                ("longnet", longnet(n, 64, causal)),
+                ("seed", DilatedPattern::seed(128, causal)),
+                ("longnet", DilatedPattern::longnet(n, 64, causal).unwrap()),
             ];
             for (name, pattern) in presets {
                 let plain = BlockSparseRingDilatedAttention::from_pattern(pattern, None);
@@ -489,8 +482,11 @@ fn main() {
     let (q, k, v) = (rand(), rand(), rand());
     let samples: Vec<(usize, usize)> = (0..48).map(|s| (s % heads, (s * 7919 + 13) % n)).collect();
     for (name, pattern) in [
-        ("seed", seed(128, false)),
-        ("longnet-causal", longnet(n, 128, true)),
+        ("seed", DilatedPattern::seed(128, false)),
+        (
+            "longnet-causal",
+            DilatedPattern::longnet(n, 128, true).unwrap(),
+        ),
     ] {
         let layout = dilated_attention::BlockLayout::new(&pattern, n, heads).unwrap();
         let module = BlockSparseRingDilatedAttention::from_pattern(pattern.clone(), None);
@@ -498,10 +494,10 @@ fn main() {
             .into_iter()
             .filter(|&d| has(d))
         {
-            let quant = |t: &Tensor<4>| t.clone().cast(dtype).cast(DType::F32);
+            let quant = |t: &Tensor<4>| quantised(t, dtype);
             let (qq, kq, vq) = (quant(&q), quant(&k), quant(&v));
             let (qv, kv, vv) = (read(qq.clone()), read(kq.clone()), read(vq.clone()));
-            let to = |t: &Tensor<4>| t.clone().to_device(&device).cast(dtype);
+            let to = |t: &Tensor<4>| on_device(t, &device, dtype);
             let ours = read(
                 module
                     .forward_kernels(to(&qq), to(&kq), to(&vq), None)

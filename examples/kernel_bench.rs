@@ -4,35 +4,15 @@
 //! `cargo run --release --example kernel_bench [--features cuda] -- <cuda|wgpu> <f32|f16|bf16> <sizes,...> [iters] [fwd|fwdbwd|both] [longnet block]`
 //!
 //! `fwdbwd` times the forward and `out.backward()` (seeded with ones, the gradient of
-//! `out.sum()` without the reduction) on an autodiff device (the backward kernels); `phases` splits that step into its parts (forward, loss, backward; the backward
-//! also without the final sync, i.e. the host's enqueue time), each synchronised.
+//! `out.sum()` without the reduction) on an autodiff device (the backward kernels); `phases`
+//! splits a step with `out.sum()` into its parts (forward, loss, backward; the backward also
+//! without the final sync, i.e. the host's enqueue time), each synchronised.
 
 use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution};
-use dilated_attention::{
-    BlockSparseRingDilatedAttention, DilatedPattern, PatternType, SparsePatternConfig,
-};
-
-fn seed(block: usize) -> DilatedPattern {
-    DilatedPattern::single(
-        SparsePatternConfig::new(PatternType::DilatedSparse)
-            .with_block_size(block)
-            .with_block_dilation_rates(vec![1, 2, 4]),
-        false,
-    )
-}
-
-fn longnet(n: usize, block: usize) -> DilatedPattern {
-    DilatedPattern::new(
-        &[n / 4, n / 2, n],
-        &[1, 2, 4],
-        SparsePatternConfig::new(PatternType::Dense).with_block_size(block),
-        false,
-    )
-    .expect("valid preset")
-}
+use dilated_attention::{BlockSparseRingDilatedAttention, DilatedPattern};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -86,7 +66,14 @@ fn main() {
             "{{\"impl\":\"alloc-only\",\"n\":{n},\"median_ms\":{:.3}}}",
             alloc[alloc.len() / 2]
         );
-        for (name, pattern) in [("seed", seed(128)), ("longnet", longnet(n, longnet_block))] {
+        let presets = [
+            ("seed", DilatedPattern::seed(128, false)),
+            (
+                "longnet",
+                DilatedPattern::longnet(n, longnet_block, false).expect("valid preset"),
+            ),
+        ];
+        for (name, pattern) in presets {
             let module = BlockSparseRingDilatedAttention::from_pattern(pattern, None);
             let stats = module.layout(n, h).expect("layout").stats();
             for &mode in modes {

@@ -161,19 +161,9 @@ pub struct Row {
 fn pattern(name: &str, n: usize) -> Option<DilatedPattern> {
     let single = |sparse| Some(DilatedPattern::single(sparse, false));
     match name {
-        "seed" => single(
-            SparsePatternConfig::new(PatternType::DilatedSparse)
-                .with_block_size(128)
-                .with_block_dilation_rates(vec![1, 2, 4]),
-        ),
-        "longnet" => DilatedPattern::new(
-            &[(n / 4).max(1), (n / 2).max(1), n.max(1)],
-            &[1, 2, 4],
-            // Blocks of 128: the forward's two-tile planes then own 128 rows per cube.
-            SparsePatternConfig::new(PatternType::Dense).with_block_size(128),
-            false,
-        )
-        .ok(),
+        "seed" => Some(DilatedPattern::seed(128, false)),
+        // Blocks of 128: the forward's two-tile planes then own 128 rows per cube.
+        "longnet" => DilatedPattern::longnet(n, 128, false).ok(),
         "local" => single(
             SparsePatternConfig::new(PatternType::LocalWindow)
                 .with_block_size(64)

@@ -234,6 +234,30 @@ impl DilatedPattern {
         }
     }
 
+    /// The old Python prototype's layout, the benchmarks' `seed` preset: one branch over the
+    /// whole sequence, `dilated_sparse` blocks of `block_size` with block offsets 0, ±1, ±2, ±4
+    /// (`block_dilation_rates = [1, 2, 4]`).
+    pub fn seed(block_size: usize, causal: bool) -> Self {
+        Self::single(
+            SparsePatternConfig::new(PatternType::DilatedSparse)
+                .with_block_size(block_size)
+                .with_block_dilation_rates(vec![1, 2, 4]),
+            causal,
+        )
+    }
+
+    /// LongNet's branches for `n` tokens, the benchmarks' `longnet` preset: segments
+    /// `[n/4, n/2, n]` (at least 1) with dilation rates `[1, 2, 4]`, dense blocks of
+    /// `block_size`.
+    pub fn longnet(n: usize, block_size: usize, causal: bool) -> Result<Self> {
+        Self::new(
+            &[(n / 4).max(1), (n / 2).max(1), n.max(1)],
+            &[1, 2, 4],
+            SparsePatternConfig::new(PatternType::Dense).with_block_size(block_size),
+            causal,
+        )
+    }
+
     /// Checks every rule that does not depend on the sequence length.
     pub fn validate(&self) -> Result<()> {
         if self.branches.is_empty() {
@@ -272,6 +296,20 @@ impl DilatedPattern {
 mod tests {
     use super::*;
     use rstest::rstest;
+
+    #[test]
+    fn presets_have_the_documented_branches() {
+        let seed = DilatedPattern::seed(128, true);
+        assert_eq!(seed.branches, vec![Branch::new(usize::MAX, 1)]);
+        assert_eq!(seed.sparse.pattern_type, PatternType::DilatedSparse);
+        assert_eq!(seed.sparse.block_dilation_rates, Some(vec![1, 2, 4]));
+        assert_eq!((seed.sparse.block_size, seed.causal), (128, true));
+        let longnet = DilatedPattern::longnet(4096, 64, false).unwrap();
+        let branches = [(1024, 1), (2048, 2), (4096, 4)].map(|(w, r)| Branch::new(w, r));
+        assert_eq!(longnet.branches, branches.to_vec());
+        assert_eq!(longnet.sparse.pattern_type, PatternType::Dense);
+        assert_eq!((longnet.sparse.block_size, longnet.causal), (64, false));
+    }
 
     #[test]
     fn mismatched_lists_are_rejected() {
