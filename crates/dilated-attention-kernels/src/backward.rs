@@ -13,7 +13,9 @@
 //! The gradients accumulate (read–add–write) into contiguous f32 buffers
 //! `dq, dk, dv: [batch, heads, n, head_dim]`, indexed by the **query** head: within a branch a
 //! (head, token) pair belongs to one class, launches run in stream order, so no two units write
-//! one element at once. The caller sums `dk, dv` over the query heads that share a kv head.
+//! one element at once — but for the manual-MMA backward's fused `dQ` (sm_90), whose key cubes
+//! add to the same query rows by f32 atomics. The caller sums `dk, dv` over the query heads
+//! that share a kv head.
 //!
 //! Kernels:
 //! - [`delta`](backward_delta): one unit per (batch, head, token) row.
@@ -411,6 +413,63 @@ pub struct BackwardArgs<'a> {
     pub dv: &'a TensorRef,
 }
 
+/// How the manual-MMA backward forms `dQ`: by its own kernel (the default), or inside the
+/// `dK/dV` kernel (FlashAttention-2's five products per block pair instead of seven: `dS` goes
+/// through shared memory by `stmatrix` and `dQ += dS·K` is added to an f32 buffer by `.v2.f32`
+/// atomics; sm_90).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DqPlan {
+    /// `dQ` inside the `dK/dV` kernel.
+    fuse: bool,
+    /// Keys per `dK/dV` cube (16 per plane).
+    rows: usize,
+}
+
+/// The [`DqPlan`] for `config` on `client`. The fused `dQ` was measured slower on the H200
+/// (LongNet 128K fwd+bwd 265 against 261 ms; `docs/benchmarks.md`), so it runs only with
+/// `DILATED_ATTENTION_DQ=fused` (read once per process), where the runtime has `stmatrix` for
+/// the dtype and `.v2.f32` atomic adds, and for the shapes it was checked on: head dims 64 and
+/// 128, blocks of 64 or 128 keys, one cube per key block (with blocks of 256 and head dim 32
+/// its gradients were wrong on the H200; `docs/notes.md`).
+fn dq_plan(client: &Client, config: &ForwardConfig) -> DqPlan {
+    use cubecl::features::AtomicUsage;
+    use cubecl::ir::{ElemType, FloatKind, Type};
+    use std::sync::OnceLock;
+    static FUSED: OnceLock<bool> = OnceLock::new();
+    let asked =
+        *FUSED.get_or_init(|| std::env::var("DILATED_ATTENTION_DQ").is_ok_and(|v| v == "fused"));
+    let pairs = Type::atomic(Type::new(ElemType::Float(FloatKind::F32)).with_vector_size(2));
+    let fuse = asked
+        && matches!(config.head_dim, 64 | 128)
+        && matches!(config.block, 64 | 128)
+        && client
+            .features()
+            .matmul
+            .stmatrix
+            .contains(&config.dtype.elem())
+        && client
+            .properties()
+            .atomic_type_usage(pairs)
+            .contains(AtomicUsage::Add);
+    let rows = if fuse { config.block } else { ROWS };
+    DqPlan { fuse, rows }
+}
+
+/// Whether [`backward_class`] adds `dQ` atomically inside the `dK/dV` kernel for these tensors
+/// (`q, k, v, dout` as in [`BackwardArgs`]): then `dq` must be a zero-filled, contiguous f32
+/// buffer, also where `overwrite` stores `dk, dv`.
+pub fn backward_fuses_dq(
+    client: &Client,
+    config: &ForwardConfig,
+    q: &TensorRef,
+    k: &TensorRef,
+    v: &TensorRef,
+    dout: &TensorRef,
+) -> bool {
+    manual_mma_runs(client, config, &[q, k, v, dout], Pass::Backward)
+        && dq_plan(client, config).fuse
+}
+
 /// Whether [`backward_class`] can store (`overwrite`) rather than add the gradients of a class
 /// for these tensors (`q, k, v, dout` as in [`BackwardArgs`]): the manual-MMA kernels can.
 pub fn backward_can_overwrite(
@@ -433,7 +492,8 @@ pub fn backward_can_overwrite(
 /// dtype (`config.dtype`, not f32), every real token's row of the class's heads written (zeros
 /// for padded keys): a caller whose one class covers every row of `dq, dk, dv` (dilation 1,
 /// all heads, no GQA) needs neither zero-filled f32 buffers nor a cast. Only the kernels of
-/// [`backward_can_overwrite`] do that.
+/// [`backward_can_overwrite`] do that. Where [`backward_fuses_dq`] holds, `dq` is an f32
+/// accumulator all the same.
 pub fn backward_class(
     client: &Client,
     config: &ForwardConfig,
@@ -463,8 +523,7 @@ pub fn backward_class(
         }
     }
     let mask_ref = &mask_or_stand_in(args.mask, args.lse);
-    // The tensor-core kernels read rows as vectors: they need a contiguous head dim. They
-    // work on 32-row tiles of 2 planes; the portable ones on a block, one unit per row.
+    // The tensor-core kernels read rows as vectors: they need a contiguous head dim.
     let tensors = [args.q, args.k, args.v, args.dout];
     let width = vector_width(&tensors);
     let manual = manual_mma_serves(client, config, width, Pass::Backward);
@@ -475,46 +534,121 @@ pub fn backward_class(
                 .into(),
         });
     }
+    let too_many = || KernelError::Unsupported {
+        field: "n",
+        rule: format!("at most {max_cubes} row tiles per class"),
+    };
+    let grid = |x: usize| CubeCount::Static(x as u32, rows.heads as u32, batch as u32);
+    if manual {
+        // dQ (unless fused) has the forward's cube shape (`tiles` 16-row MMA tiles per
+        // plane); dK/dV cubes hold `plan.rows` keys.
+        let plan = dq_plan(client, config);
+        let dq_tiles = mma_tiles(Pass::Backward);
+        let (dq_rows, dq_threads) = crate::forward_mma::cube_shape(config.block, dq_tiles);
+        let x = rows.rows * (config.block / plan.rows);
+        let x_dq = rows.rows * (config.block / dq_rows);
+        if x.max(x_dq) > max_cubes {
+            return Err(too_many());
+        }
+        let (dq_count, dq_dim) = (grid(x_dq), CubeDim::new_1d(dq_threads as u32));
+        let (kv_count, kv_dim) = (grid(x), CubeDim::new_1d(2 * plan.rows as u32));
+        macro_rules! launch_mma {
+            ($f:ty, $g:ty) => {
+                // SAFETY: as for the other kernels below; the fused dQ adds only to rows of
+                // real tokens, into the contiguous f32 `dq` that `backward_fuses_dq` asks for.
+                unsafe {
+                    if !plan.fuse {
+                        backward_dq_mma::launch_unchecked::<$f, $g>(
+                            client,
+                            dq_count,
+                            dq_dim,
+                            width,
+                            args.q.arg(),
+                            args.k.arg(),
+                            args.v.arg(),
+                            mask_ref.arg(),
+                            args.dout.arg(),
+                            args.lse.arg(),
+                            args.delta.arg(),
+                            rows.row_ptr.arg(),
+                            rows.runs.arg(),
+                            rows.params.arg(),
+                            args.dq.arg(),
+                            config.scale,
+                            f32::NEG_INFINITY,
+                            config.head_dim,
+                            config.block,
+                            config.causal,
+                            args.mask.is_some(),
+                            overwrite,
+                            dq_tiles,
+                        );
+                    }
+                    backward_dkdv_mma::launch_unchecked::<$f, $g>(
+                        client,
+                        kv_count,
+                        kv_dim,
+                        width,
+                        args.q.arg(),
+                        args.k.arg(),
+                        args.v.arg(),
+                        mask_ref.arg(),
+                        args.dout.arg(),
+                        args.lse.arg(),
+                        args.delta.arg(),
+                        cols.row_ptr.arg(),
+                        cols.runs.arg(),
+                        cols.params.arg(),
+                        args.dk.arg(),
+                        args.dv.arg(),
+                        args.dq.arg(),
+                        config.scale,
+                        f32::NEG_INFINITY,
+                        config.head_dim,
+                        config.block,
+                        config.causal,
+                        args.mask.is_some(),
+                        overwrite,
+                        plan.rows,
+                        plan.fuse,
+                    )
+                }
+            };
+        }
+        use half::{bf16, f16};
+        match (config.dtype, overwrite) {
+            (AttnDtype::F16, false) => launch_mma!(f16, f32),
+            (AttnDtype::F16, true) => launch_mma!(f16, f16),
+            (AttnDtype::BF16, false) => launch_mma!(bf16, f32),
+            (AttnDtype::BF16, true) => launch_mma!(bf16, bf16),
+            (AttnDtype::F32, _) => unreachable!("manual MMA serves f16 and bf16 only"),
+        }
+        return Ok(());
+    }
+    // The tensor-core kernels work on 32-row tiles of 2 planes; the portable ones on a block,
+    // one unit per row.
     let tensor_cores =
-        !manual && tensor_cores_apply(client, config) && tensors.iter().all(|t| t.strides[3] == 1);
-    // The manual-MMA dQ kernel has its own tile (`tiles` 16-row MMA tiles per plane).
-    let dq_tiles = mma_tiles(Pass::Backward);
-    let (dq_rows, dq_threads) = crate::forward_mma::cube_shape(config.block, dq_tiles);
-    let (x, threads) = if manual {
-        (rows.rows * (config.block / ROWS), 2 * ROWS)
-    } else if tensor_cores {
+        tensor_cores_apply(client, config) && tensors.iter().all(|t| t.strides[3] == 1);
+    let (x, threads) = if tensor_cores {
         (rows.rows * (config.block / 32), 64)
     } else {
         (rows.rows, config.block)
     };
     if x > max_cubes {
-        return Err(KernelError::Unsupported {
-            field: "n",
-            rule: format!("at most {max_cubes} row tiles per class"),
-        });
+        return Err(too_many());
     }
-    let count = CubeCount::Static(x as u32, rows.heads as u32, batch as u32);
-    let dim = CubeDim::new_1d(threads as u32);
-    let (dq_count, dq_dim) = if manual {
-        let x = rows.rows * (config.block / dq_rows);
-        (
-            CubeCount::Static(x as u32, rows.heads as u32, batch as u32),
-            CubeDim::new_1d(dq_threads as u32),
-        )
-    } else {
-        (count.clone(), dim)
-    };
+    let (count, dim) = (grid(x), CubeDim::new_1d(threads as u32));
     let unroll = unroll_inner_loops(client);
     macro_rules! launch {
-        ($dq:ident, $dkdv:ident, [$($t:ty),+] $(, $vec:expr)? ; $($extra:expr),* ; $($dq_extra:expr),*) => {
+        ($dq:ident, $dkdv:ident, [$($t:ty),+] $(, $vec:expr)? ; $($extra:expr),*) => {
             // SAFETY: token positions are clamped to real tokens of the segment, CSR indices
             // come from the layout, shared-memory indices are bounded by comptime sizes; the
             // vector loads of the tensor-core kernels rest on the checks of `vector_width`.
             unsafe {
                 $dq::launch_unchecked::<$($t),+>(
                     client,
-                    dq_count,
-                    dq_dim,
+                    count.clone(),
+                    dim,
                     $($vec,)?
                     args.q.arg(),
                     args.k.arg(),
@@ -534,7 +668,6 @@ pub fn backward_class(
                     config.causal,
                     args.mask.is_some(),
                     $($extra,)*
-                    $($dq_extra,)*
                 );
                 $dkdv::launch_unchecked::<$($t),+>(
                     client,
@@ -565,32 +698,12 @@ pub fn backward_class(
         };
     }
     use half::{bf16, f16};
-    match (config.dtype, manual, tensor_cores, overwrite) {
-        (AttnDtype::F32, _, _, _) => launch!(backward_dq, backward_dkdv, [f32]; unroll;),
-        (AttnDtype::F16, true, _, false) => {
-            launch!(backward_dq_mma, backward_dkdv_mma, [f16, f32], width; false; dq_tiles)
-        }
-        (AttnDtype::F16, true, _, true) => {
-            launch!(backward_dq_mma, backward_dkdv_mma, [f16, f16], width; true; dq_tiles)
-        }
-        (AttnDtype::BF16, true, _, false) => {
-            launch!(backward_dq_mma, backward_dkdv_mma, [bf16, f32], width; false; dq_tiles)
-        }
-        (AttnDtype::BF16, true, _, true) => {
-            launch!(backward_dq_mma, backward_dkdv_mma, [bf16, bf16], width; true; dq_tiles)
-        }
-        (AttnDtype::F16, false, true, _) => {
-            launch!(backward_dq_tc, backward_dkdv_tc, [f16], width;;)
-        }
-        (AttnDtype::BF16, false, true, _) => {
-            launch!(backward_dq_tc, backward_dkdv_tc, [bf16], width;;)
-        }
-        (AttnDtype::F16, false, false, _) => {
-            launch!(backward_dq, backward_dkdv, [f16]; unroll;)
-        }
-        (AttnDtype::BF16, false, false, _) => {
-            launch!(backward_dq, backward_dkdv, [bf16]; unroll;)
-        }
+    match (config.dtype, tensor_cores) {
+        (AttnDtype::F32, _) => launch!(backward_dq, backward_dkdv, [f32]; unroll),
+        (AttnDtype::F16, true) => launch!(backward_dq_tc, backward_dkdv_tc, [f16], width;),
+        (AttnDtype::BF16, true) => launch!(backward_dq_tc, backward_dkdv_tc, [bf16], width;),
+        (AttnDtype::F16, false) => launch!(backward_dq, backward_dkdv, [f16]; unroll),
+        (AttnDtype::BF16, false) => launch!(backward_dq, backward_dkdv, [bf16]; unroll),
     }
     Ok(())
 }

@@ -13,13 +13,23 @@
 //! (`crate::forward_mma::cube_shape`: `tiles` stacked 16-row MMA tiles per plane, each `K`/`V`
 //! fragment feeding every tile) and keeps its `Q` and `dO` rows in shared memory, re-reading
 //! their fragments per chunk (255 registers with two tiles, 2 cubes per SM on the H200). A
-//! `dK/dV` cube owns `ROWS = 64` keys, one plane per 16, keeps `K` and `V` in shared memory and
+//! `dK/dV` cube owns `rows` keys (64, or the block with the fused `dQ`), one plane per 16, keeps `K`
+//! and `V` in shared memory and
 //! re-reads their fragments per chunk (that removed its register spills: 223 registers, 2
 //! cubes per SM):
 //! - `dQ` (rows = queries, chunks of keys, forward layout): `S = Q·Kᵀ`, `dP = dO·Vᵀ`,
 //!   `dS = P ∘ (dP − Δ)` in registers, `dQ += dS·K`;
 //! - `dK/dV` (rows = keys, chunks of the queries that see them, transposed layout):
-//!   `Sᵀ = K·Qᵀ`, `Pᵀ`, `dV += Pᵀ·dO`, `dPᵀ = V·dOᵀ`, `dSᵀ = Pᵀ ∘ (dPᵀ − Δ)`, `dK += dSᵀ·Q`.
+//!   `Sᵀ = K·Qᵀ`, `Pᵀ`, `dV += Pᵀ·dO`, `dPᵀ = V·dOᵀ`, `dSᵀ = Pᵀ ∘ (dPᵀ − Δ)`, `dK += dSᵀ·Q`;
+//! - with `fuse_dq` (sm_90: `stmatrix`), `dK/dV` also forms `dQ` and the `dQ` kernel does not
+//!   run — five products per block pair instead of seven (FlashAttention-2's backward): each
+//!   plane stores its `dSᵀ` transposed into a query-major shared tile, and after a cube
+//!   barrier plane `p` forms `dQ += scale · dS·K` for 16 of the chunk's queries and
+//!   `head_dim / dsplit` columns (`rows = 128` keys: 8 planes, `dsplit = 2`), added to the f32
+//!   `dq` by `.v2.f32` atomics (one 32-byte sector per 4 lanes). Absent keys get `dS = 0`
+//!   there, since their staged rows repeat token 0. Measured on the H200 it does not pay
+//!   (LongNet 128K fwd+bwd 265 ms against 261 ms separate: the atomics and the 8-plane cubes,
+//!   one per SM, cost what the two products save), so it runs only on request.
 //!
 //! Queries that see no key (`L = -inf`) or lie past the segment get `L = +inf` (so `p = 0`);
 //! keys that are not present are never written (their gradient rows stay as they are), but
@@ -31,11 +41,12 @@ use cubecl::prelude::*;
 use crate::forward::locate;
 use crate::forward_mma::{LOG2E, cube_shape, key_present};
 use crate::mma::{
-    CHUNK, P2, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_pair, mma_rows, stage_rows,
-    tiles_as_a, wait, zero_tiles,
+    CHUNK, P2, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_def, mma_pair, mma_rows,
+    stage_rows, tiles_as_a, wait, zero_tiles,
 };
+use cubecl::cmma::MatrixIdent;
 
-/// Keys per `dK/dV` cube (16 per plane).
+/// Keys per `dK/dV` cube (16 per plane) without a fused `dQ`.
 pub(crate) const ROWS: usize = 64;
 
 #[cube(launch_unchecked)]
@@ -315,6 +326,7 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
     params: &Tensor<u32>,
     dk: &mut Tensor<G>,
     dv: &mut Tensor<G>,
+    dq: &mut Tensor<Atomic<Vector<f32, P2>>>,
     scale: f32,
     neg_inf: f32,
     #[comptime] head_dim: usize,
@@ -322,10 +334,12 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
     #[comptime] causal: bool,
     #[comptime] masked: bool,
     #[comptime] overwrite: bool,
+    #[comptime] rows: usize,
+    #[comptime] fuse_dq: bool,
 ) {
     // Rows are keys: `tile.qb` is the key block, the transposed layout lists its query blocks.
-    let subtiles = comptime!(block / ROWS);
-    let threads = comptime!(ROWS * 2);
+    let subtiles = comptime!(block / rows);
+    let threads = comptime!(rows * 2);
     let tile = locate(params, CUBE_POS_X as usize / subtiles, block);
     let k0 = tile.qb * block + (CUBE_POS_X as usize % subtiles) * ROWS;
     if tile.qb >= tile.seg_blocks || k0 >= tile.tokens {
@@ -342,8 +356,12 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
     // Two stages of CHUNK query and CHUNK dO rows, then the tile's K and V rows.
     let srows = comptime!(2 * CHUNK);
     let krows = comptime!(4 * CHUNK);
-    let buf_len = comptime!((4 * CHUNK + 2 * ROWS) * (head_dim / nv + 1));
+    let buf_len = comptime!((4 * CHUNK + 2 * rows) * (head_dim / nv + 1));
     let mut buf = Shared::<[Vector<F, N>]>::new_slice(buf_len);
+    // With `fuse_dq`: the chunk's dS, query-major (`CHUNK` rows of the cube's keys).
+    let dsstr = comptime!(rows / nv + 1);
+    let ds_len = comptime!(if fuse_dq { CHUNK * (rows / nv + 1) } else { 1 });
+    let mut dsb = Shared::<[Vector<F, N>]>::new_slice(ds_len);
     let mut lq = Shared::<[f32]>::new_slice(comptime!(2 * CHUNK));
     let mut dlt = Shared::<[f32]>::new_slice(comptime!(2 * CHUNK));
     let bar0 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
@@ -376,12 +394,12 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
         tile.kv_head,
         k0,
         krows,
-        ROWS,
+        rows,
         threads,
         rstr,
         head_dim,
     );
-    let vrows = comptime!(4 * CHUNK + ROWS);
+    let vrows = comptime!(4 * CHUNK + rows);
     stage_rows::<F, N>(
         v,
         b,
@@ -389,7 +407,7 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
         tile.kv_head,
         k0,
         vrows,
-        ROWS,
+        rows,
         threads,
         rstr,
         head_dim,
@@ -398,6 +416,22 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
     let mut dv_acc = zero_tiles(comptime!(head_dim / 8));
     let krow0 = k0 + plane * 16;
     let sl2 = scale * LOG2E;
+    // With `fuse_dq` the keys that are not there (padding, past the segment: their staged rows
+    // repeat token 0) must give dS = 0, as they feed dQ.
+    let mut kpf = Array::<f32>::new(2usize);
+    #[unroll]
+    for h in 0..2usize {
+        kpf[h] = select(
+            key_present(mask, &tile, krow0 + g + 8 * h, masked) != 0,
+            1.0f32,
+            0.0f32,
+        );
+    }
+    // The fused dQ product: plane → (16 query rows `qt`, `head_dim / dsplit` columns `dh`).
+    let dsplit = comptime!(rows / 16 / (CHUNK / 16));
+    let qt = plane % comptime!(CHUNK / 16);
+    let dh = plane / comptime!(CHUNK / 16);
+    let qcols = comptime!(head_dim / 8 / dsplit);
 
     let mut stage = 0usize;
     while walk.live() {
@@ -518,10 +552,21 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
                     #[unroll]
                     for c in 0..2usize {
                         let col = j * 8 + 2 * t + c;
-                        y.insert(c, p.extract(c) * (y.extract(c) - dlt[cq0 + col]));
+                        let mut d = p.extract(c) * (y.extract(c) - dlt[cq0 + col]);
+                        if comptime!(fuse_dq) {
+                            d *= kpf[h];
+                        }
+                        y.insert(c, d);
                     }
                     let dj = dp.index_mut(j);
                     dj[h] = y;
+                }
+            }
+            if comptime!(fuse_dq) {
+                #[unroll]
+                for kk in 0..comptime!(CHUNK / 16) {
+                    let a = tiles_as_a::<F>(&dp, kk);
+                    store_ds_t::<F, N>(&mut dsb[0..ds_len], &a, kk, plane, dsstr);
                 }
             }
             // dK += dSᵀ·Q.
@@ -542,6 +587,63 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
                         rstr,
                         true,
                     );
+                }
+            }
+        }
+        if comptime!(fuse_dq) {
+            if skip {
+                // This plane's keys all follow the chunk's queries: its columns of dS are 0.
+                let mut a = Array::<Vector<F, P2>>::new(4usize);
+                #[unroll]
+                for r in 0..4usize {
+                    a[r] = Vector::new(F::new(0.0));
+                }
+                #[unroll]
+                for kk in 0..comptime!(CHUNK / 16) {
+                    store_ds_t::<F, N>(&mut dsb[0..ds_len], &a, kk, plane, dsstr);
+                }
+            }
+            // dQ += dS·K for the chunk's queries, atomically: every plane has written its
+            // columns of dS. A chunk that follows all of the cube's keys adds nothing.
+            sync_cube();
+            if !(causal && c0 + CHUNK <= k0) {
+                let mma = mma_def::<F>();
+                let (m8, r8) = (lane / 8, lane % 8);
+                let mut acc = zero_tiles(qcols);
+                #[unroll]
+                for kk in 0..comptime!(rows / 16) {
+                    let idx = (qt * 16 + (m8 % 2) * 8 + r8) * dsstr + kk * 2 + m8 / 2;
+                    let a =
+                        mma.load_matrix::<_, P2>(&dsb[idx..idx + 1], MatrixIdent::A, 4usize, false);
+                    #[unroll]
+                    for dd in 0..comptime!(qcols / 2) {
+                        mma_pair::<F, N>(
+                            &a,
+                            &buf[0..buf_len],
+                            krows + kk * 16,
+                            dh * qcols,
+                            &mut acc,
+                            comptime!(2 * dd),
+                            rstr,
+                            true,
+                        );
+                    }
+                }
+                // Rows of real tokens only; `dq` is contiguous (`backward_fuses_dq`), so
+                // pairs of columns are `.v2.f32` atomics.
+                let b0 = tile.batch * dq.stride(0) + tile.head * dq.stride(1);
+                #[unroll]
+                for h in 0..2usize {
+                    let tq = c0 + qt * 16 + g + 8 * h;
+                    if tq < tile.tokens {
+                        let at = b0 + (tile.seg_start + tq * tile.dilation) * dq.stride(2);
+                        #[unroll]
+                        for dt in 0..qcols {
+                            let x = acc.index(dt)[h] * Vector::new(scale);
+                            let d = (dh * qcols + dt) * 8 + 2 * t;
+                            dq[(at + d) / 2].fetch_add(x);
+                        }
+                    }
                 }
             }
         }
@@ -587,6 +689,25 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
             }
         }
     }
+}
+
+/// Stores the `A` fragment `a` of this plane's `dSᵀ` (its 16 keys × the chunk's queries
+/// `16·kk ..`) transposed into the query-major `dS` tile `dsb` (`CHUNK` rows of the cube's
+/// keys, `dsstr` vectors apart) by `stmatrix.trans`: fragment matrix `m` (key half `m % 2`,
+/// query half `m / 2`) lands as rows `16·kk + 8(m / 2) ..`, columns `16·plane + 8(m % 2) ..`.
+#[cube]
+fn store_ds_t<F: Float, N: Size>(
+    dsb: &mut [Vector<F, N>],
+    a: &Array<Vector<F, P2>>,
+    #[comptime] kk: usize,
+    plane: usize,
+    #[comptime] dsstr: usize,
+) {
+    let mma = mma_def::<F>();
+    let lane = UNIT_POS_PLANE as usize;
+    let (m8, r8) = (lane / 8, lane % 8);
+    let idx = (kk * 16 + (m8 / 2) * 8 + r8) * dsstr + plane * 2 + m8 % 2;
+    mma.store_matrix::<_, P2>(&mut dsb[idx..idx + 1], a, MatrixIdent::A, 4usize, true);
 }
 
 /// `(L, Δ)` of gathered query `tq` of the tile's segment: `L` in base 2, `+inf` where the

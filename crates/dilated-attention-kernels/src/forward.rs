@@ -324,7 +324,7 @@ pub enum AttnDtype {
 
 impl AttnDtype {
     /// The CubeCL element type.
-    fn elem(self) -> cubecl::ir::ElemType {
+    pub(crate) fn elem(self) -> cubecl::ir::ElemType {
         use cubecl::ir::{ElemType, FloatKind};
         ElemType::Float(match self {
             Self::F32 => FloatKind::F32,

@@ -86,8 +86,8 @@ pub(crate) fn a_fragments<F: Float, N: Size>(
 /// rows starting at `row0`, `rstr` vectors apart:
 /// - `trans = false`: `B_j = Xᵀ` for the 8 rows `row0 + 8j ..` of `X` and the 16 columns
 ///   `16·kc ..` (`X·Yᵀ` products: `Q·Kᵀ`, `dO·Vᵀ`, `K·Qᵀ`, `V·dOᵀ`);
-/// - `trans = true`: `B_j = X` for the 16 rows `row0 ..` and the 8 columns `8(j0 + j) ..`
-///   (`P·V`, `dS·K`, `Pᵀ·dO`, `dSᵀ·Q`).
+/// - `trans = true`: `B_j = X` for the 16 rows `row0 ..` and the 8 columns `8(kc + j0 + j) ..`
+///   (`P·V`, `dS·K`, `Pᵀ·dO`, `dSᵀ·Q`; a runtime `kc` lets a plane own a slice of the columns).
 #[cube]
 fn b_fragments<F: Float, N: Size>(
     buf: &[Vector<F, N>],
@@ -103,7 +103,7 @@ fn b_fragments<F: Float, N: Size>(
     // Matrix m8 of the x4 load: (row half, column half) = (m8 / 2, m8 % 2) untransposed,
     // (m8 % 2, m8 / 2) transposed; column halves are 8-wide vectors.
     let idx = if comptime!(trans) {
-        (row0 + (m8 % 2) * 8 + r8) * rstr + (j0 + m8 / 2)
+        (row0 + (m8 % 2) * 8 + r8) * rstr + (kc + j0 + m8 / 2)
     } else {
         (row0 + (m8 / 2) * 8 + r8) * rstr + kc * 2 + m8 % 2
     };
@@ -111,7 +111,8 @@ fn b_fragments<F: Float, N: Size>(
 }
 
 /// `acc[j] += a · B_j` for `j = j0, j0 + 1`, the two `B` fragments of [`b_fragments`] (same
-/// `row0`, `kc`, `trans`; for `trans` the columns start at `8·j0`): [`mma_rows`] for one tile.
+/// `row0`, `kc`, `trans`; for `trans` the columns start at `8·(kc + j0)`): [`mma_rows`] for one
+/// tile.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn mma_pair<F: Float, N: Size>(

@@ -321,7 +321,7 @@ pub(crate) fn try_backward(
     cache: &DeviceLayoutCache,
 ) -> Result<(Tensor<4>, Tensor<4>, Tensor<4>), String> {
     use dilated_attention_kernels::backward::{
-        BackwardArgs, backward_can_overwrite, backward_class, delta,
+        BackwardArgs, backward_can_overwrite, backward_class, backward_fuses_dq, delta,
     };
     let config = kernel_config(saved.q.dtype(), shape, layout, scale)?;
     let device = saved.q.device();
@@ -356,15 +356,21 @@ pub(crate) fn try_backward(
     );
     let overwrite = matches!(layout.classes.as_slice(), [c] if covers_all(c))
         && backward_can_overwrite(&client, &config, &qr, &kr, &vr, &gr);
-    // Stored gradients land in the inputs' dtype; added ones in zero-filled f32 buffers.
-    let grad4 = || {
-        cube(if overwrite {
+    // Stored gradients land in the inputs' dtype; added ones in zero-filled f32 buffers, and
+    // so does dQ where the dK/dV kernel adds it atomically.
+    let fused_dq = backward_fuses_dq(&client, &config, &qr, &kr, &vr, &gr);
+    let grad4 = |stored: bool| {
+        cube(if stored {
             Tensor::<4>::empty([b, h, n, d], (&device, dtype))
         } else {
             Tensor::<4>::zeros([b, h, n, d], (&device, DType::F32))
         })
     };
-    let (dq, dk, dv) = (grad4()?, grad4()?, grad4()?);
+    let (dq, dk, dv) = (
+        grad4(overwrite && !fused_dq)?,
+        grad4(overwrite)?,
+        grad4(overwrite)?,
+    );
     let delta_c = cube(Tensor::<3>::zeros([b, h, n], (&device, DType::F32)))?;
     let (dqr, dkr, dvr, deltar) = (
         tensor_ref(&dq),
