@@ -258,7 +258,8 @@ fn main() {
         (1216, 64, 64, false, false),
         (2100, 128, 128, true, false),
     ];
-    for (n, hd, block, causal, masked) in edge {
+    // Branches (512, 1) and (1024, 2), `dilated_sparse` blocks.
+    let edge_module = |block: usize, causal: bool| {
         let pattern = DilatedPattern::new(
             &[512, 1024],
             &[1, 2],
@@ -268,7 +269,10 @@ fn main() {
             causal,
         )
         .unwrap();
-        let module = BlockSparseRingDilatedAttention::from_pattern(pattern, None);
+        BlockSparseRingDilatedAttention::from_pattern(pattern, None)
+    };
+    for (n, hd, block, causal, masked) in edge {
+        let module = edge_module(block, causal);
         let q = Tensor::<4>::random([1, 8, n, hd], Distribution::Normal(0.0, 1.0), &cpu);
         let k = Tensor::<4>::random([1, 2, n, hd], Distribution::Normal(0.0, 1.0), &cpu);
         let v = Tensor::<4>::random([1, 2, n, hd], Distribution::Normal(0.0, 1.0), &cpu);
@@ -334,34 +338,37 @@ fn main() {
             DilatedPattern::longnet(1024, 128, true).unwrap(),
         ),
     ];
-    // (dq, dk, dv) of `Σ out · r` with `kernels` on `dev` in `dtype`.
+    // (dq, dk, dv) of `Σ out · r` for `inputs = [q, k, v, r]` with `kernels` on `dev` in
+    // `dtype`, keys masked where `keep > 0.2` if given.
     let grads = |module: &BlockSparseRingDilatedAttention,
                  dev: &Device,
                  dtype: DType,
                  kernels: bool,
-                 inputs: [&Tensor<4>; 3]|
+                 inputs: [&Tensor<4>; 4],
+                 keep: Option<&Tensor<2>>|
      -> [Vec<f32>; 3] {
         let ad = dev.clone().autodiff();
-        let [q, k, v] = inputs.map(|t| {
+        let [q, k, v, r] = inputs.map(|t| {
             Tensor::<4>::from_data(t.to_data(), (&ad, DType::F32))
                 .cast(dtype)
                 .detach()
-                .require_grad()
         });
+        let [q, k, v] = [q, k, v].map(|t| t.require_grad());
+        // Masks are built on each device (bool tensors do not move between backends).
+        let mask = keep.map(|t| Tensor::<2>::from_data(t.to_data(), &ad).greater_elem(0.2));
         let out = if kernels {
             module
-                .forward_kernels(q.clone(), k.clone(), v.clone(), None)
+                .forward_kernels(q.clone(), k.clone(), v.clone(), mask)
                 .expect("the kernels run these inputs")
                 .0
         } else {
             module
                 .clone()
                 .without_kernels()
-                .forward(q.clone(), k.clone(), v.clone())
+                .forward_masked(q.clone(), k.clone(), v.clone(), mask)
                 .unwrap()
         };
-        let rr = Tensor::<4>::from_data(r.to_data(), (&ad, DType::F32)).cast(dtype);
-        let g = (out * rr).cast(DType::F32).sum().backward();
+        let g = (out * r).cast(DType::F32).sum().backward();
         [q, k, v].map(|t| read(t.grad(&g).expect("gradient").cast(DType::F32)))
     };
     for dtype in [DType::F32, DType::F16, DType::BF16]
@@ -390,9 +397,9 @@ fn main() {
         for (name, pattern, kq, vq) in cases {
             let (kq, vq) = (kq.clone(), vq.clone());
             let module = BlockSparseRingDilatedAttention::from_pattern(pattern.clone(), None);
-            let truth = grads(&module, &cpu, DType::F32, false, [&qq, &kq, &vq]);
-            let ours = grads(&module, &device, dtype, true, [&qq, &kq, &vq]);
-            let naive = grads(&module, &device, dtype, false, [&qq, &kq, &vq]);
+            let truth = grads(&module, &cpu, DType::F32, false, [&qq, &kq, &vq, &r], None);
+            let ours = grads(&module, &device, dtype, true, [&qq, &kq, &vq, &r], None);
+            let naive = grads(&module, &device, dtype, false, [&qq, &kq, &vq, &r], None);
             let mut line = format!("{dtype:?} {name} gradients:");
             for (i, g) in ["dq", "dk", "dv"].iter().enumerate() {
                 let e = max_abs_diff(&ours[i], &truth[i]);
@@ -407,54 +414,14 @@ fn main() {
         }
     }
 
-    // 5b. Gradient edge cases (the manual-MMA backward on CUDA, dQ fused into dK/dV where the
-    //     card has `stmatrix`): tails, padding masks, GQA 8/2, head dims 32/64/128, blocks
-    //     64/128/256 (128-key dK/dV cubes), causal; ours and the same-dtype reference path
-    //     on the device against the f32 reference on the CPU, on the same quantised inputs.
-    let grads_masked = |module: &BlockSparseRingDilatedAttention,
-                        dev: &Device,
-                        dtype: DType,
-                        kernels: bool,
-                        inputs: [&Tensor<4>; 4],
-                        keep: Option<&Tensor<2>>|
-     -> [Vec<f32>; 3] {
-        let ad = dev.clone().autodiff();
-        let [q, k, v, r] = inputs.map(|t| {
-            Tensor::<4>::from_data(t.to_data(), (&ad, DType::F32))
-                .cast(dtype)
-                .detach()
-        });
-        let [q, k, v] = [q, k, v].map(|t| t.require_grad());
-        // Masks are built on each device (bool tensors do not move between backends).
-        let mask = keep.map(|t| Tensor::<2>::from_data(t.to_data(), &ad).greater_elem(0.2));
-        let out = if kernels {
-            module
-                .forward_kernels(q.clone(), k.clone(), v.clone(), mask)
-                .expect("the kernels run these inputs")
-                .0
-        } else {
-            module
-                .clone()
-                .without_kernels()
-                .forward_masked(q.clone(), k.clone(), v.clone(), mask)
-                .unwrap()
-        };
-        let g = (out * r).cast(DType::F32).sum().backward();
-        [q, k, v].map(|t| read(t.grad(&g).expect("gradient").cast(DType::F32)))
-    };
+    // 5b. Gradient edge cases (the manual-MMA backward on CUDA; `DILATED_ATTENTION_DQ=fused`
+    //     checks the fused dQ): tails, padding masks, GQA 8/2, head dims 32/64/128, blocks
+    //     64/128/256, causal; ours and the same-dtype reference path on the device against
+    //     the f32 reference on the CPU, on the same quantised inputs.
     // Cases past the 2x bar are reported at the end (the probe goes on to the other sections).
     let mut over: Vec<String> = Vec::new();
     for (n, hd, block, causal, masked) in edge {
-        let pattern = DilatedPattern::new(
-            &[512, 1024],
-            &[1, 2],
-            SparsePatternConfig::new(PatternType::DilatedSparse)
-                .with_block_size(block)
-                .with_block_dilation_rates(vec![1, 2]),
-            causal,
-        )
-        .unwrap();
-        let module = BlockSparseRingDilatedAttention::from_pattern(pattern, None);
+        let module = edge_module(block, causal);
         let rnd =
             |h: usize| Tensor::<4>::random([1, h, n, hd], Distribution::Normal(0.0, 1.0), &cpu);
         let (q, k, v, r) = (rnd(8), rnd(2), rnd(2), rnd(8));
@@ -464,9 +431,9 @@ fn main() {
             let quant = |t: &Tensor<4>| quantised(t, dtype);
             let (qq, kq, vq, rq) = (quant(&q), quant(&k), quant(&v), quant(&r));
             let inputs = [&qq, &kq, &vq, &rq];
-            let truth = grads_masked(&module, &cpu, DType::F32, false, inputs, keep);
-            let ours = grads_masked(&module, &device, dtype, true, inputs, keep);
-            let naive = grads_masked(&module, &device, dtype, false, inputs, keep);
+            let truth = grads(&module, &cpu, DType::F32, false, inputs, keep);
+            let ours = grads(&module, &device, dtype, true, inputs, keep);
+            let naive = grads(&module, &device, dtype, false, inputs, keep);
             let mut line = format!(
                 "{dtype:?} edge gradients n={n} d={hd} block={block} causal={causal} mask={masked}:"
             );

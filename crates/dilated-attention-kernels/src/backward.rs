@@ -534,61 +534,60 @@ pub fn backward_class(
                 .into(),
         });
     }
-    let too_many = || KernelError::Unsupported {
-        field: "n",
-        rule: format!("at most {max_cubes} row tiles per class"),
-    };
-    let grid = |x: usize| CubeCount::Static(x as u32, rows.heads as u32, batch as u32);
-    if manual {
-        // dQ (unless fused) has the forward's cube shape (`tiles` 16-row MMA tiles per
-        // plane); dK/dV cubes hold `plan.rows` keys.
-        let plan = dq_plan(client, config);
-        let dq_tiles = mma_tiles(Pass::Backward);
-        let (dq_rows, dq_threads) = crate::forward_mma::cube_shape(config.block, dq_tiles);
-        let x = rows.rows * (config.block / plan.rows);
-        let x_dq = rows.rows * (config.block / dq_rows);
-        if x.max(x_dq) > max_cubes {
-            return Err(too_many());
+    // Cube shapes: manual MMA — dQ as the forward (`tiles` 16-row MMA tiles per plane), dK/dV
+    // `plan.rows` keys (16 per plane); tensor cores — 32-row tiles of 2 planes; portable — a
+    // block, one unit per row.
+    let plan = if manual {
+        dq_plan(client, config)
+    } else {
+        DqPlan {
+            fuse: false,
+            rows: ROWS,
         }
-        let (dq_count, dq_dim) = (grid(x_dq), CubeDim::new_1d(dq_threads as u32));
-        let (kv_count, kv_dim) = (grid(x), CubeDim::new_1d(2 * plan.rows as u32));
-        macro_rules! launch_mma {
-            ($f:ty, $g:ty) => {
-                // SAFETY: as for the other kernels below; the fused dQ adds only to rows of
-                // real tokens, into the contiguous f32 `dq` that `backward_fuses_dq` asks for.
-                unsafe {
-                    if !plan.fuse {
-                        backward_dq_mma::launch_unchecked::<$f, $g>(
-                            client,
-                            dq_count,
-                            dq_dim,
-                            width,
-                            args.q.arg(),
-                            args.k.arg(),
-                            args.v.arg(),
-                            mask_ref.arg(),
-                            args.dout.arg(),
-                            args.lse.arg(),
-                            args.delta.arg(),
-                            rows.row_ptr.arg(),
-                            rows.runs.arg(),
-                            rows.params.arg(),
-                            args.dq.arg(),
-                            config.scale,
-                            f32::NEG_INFINITY,
-                            config.head_dim,
-                            config.block,
-                            config.causal,
-                            args.mask.is_some(),
-                            overwrite,
-                            dq_tiles,
-                        );
-                    }
-                    backward_dkdv_mma::launch_unchecked::<$f, $g>(
+    };
+    let tensor_cores =
+        !manual && tensor_cores_apply(client, config) && tensors.iter().all(|t| t.strides[3] == 1);
+    let dq_tiles = mma_tiles(Pass::Backward);
+    let ((dq_x, dq_threads), (kv_x, kv_threads)) = if manual {
+        let (dq_rows, dq_threads) = crate::forward_mma::cube_shape(config.block, dq_tiles);
+        (
+            (rows.rows * (config.block / dq_rows), dq_threads),
+            (rows.rows * (config.block / plan.rows), 2 * plan.rows),
+        )
+    } else if tensor_cores {
+        let shape = (rows.rows * (config.block / 32), 64);
+        (shape, shape)
+    } else {
+        let shape = (rows.rows, config.block);
+        (shape, shape)
+    };
+    if dq_x.max(kv_x) > max_cubes {
+        return Err(KernelError::Unsupported {
+            field: "n",
+            rule: format!("at most {max_cubes} row tiles per class"),
+        });
+    }
+    let grid = |x: usize| CubeCount::Static(x as u32, rows.heads as u32, batch as u32);
+    let (dq_count, dq_dim) = (grid(dq_x), CubeDim::new_1d(dq_threads as u32));
+    let (kv_count, kv_dim) = (grid(kv_x), CubeDim::new_1d(kv_threads as u32));
+    let unroll = unroll_inner_loops(client);
+    // `[extra]` goes to both kernels, `[dq_extra]` to dQ, `[kv_dq]` (the fused dQ's buffer)
+    // and `[kv_extra]` to dK/dV.
+    macro_rules! launch {
+        ($dq:ident, $dkdv:ident, [$($t:ty),+] $(, $vec:expr)? ; [$($extra:expr),*] ;
+         [$($dq_extra:expr),*] ; [$($kv_dq:expr),*] ; [$($kv_extra:expr),*]) => {
+            // SAFETY: token positions are clamped to real tokens of the segment, CSR indices
+            // come from the layout, shared-memory indices are bounded by comptime sizes; the
+            // vector loads of the tensor-core kernels rest on the checks of `vector_width`;
+            // the fused dQ adds only to rows of real tokens, into the contiguous f32 `dq` that
+            // `backward_fuses_dq` asks for.
+            unsafe {
+                if !plan.fuse {
+                    $dq::launch_unchecked::<$($t),+>(
                         client,
-                        kv_count,
-                        kv_dim,
-                        width,
+                        dq_count,
+                        dq_dim,
+                        $($vec,)?
                         args.q.arg(),
                         args.k.arg(),
                         args.v.arg(),
@@ -596,11 +595,9 @@ pub fn backward_class(
                         args.dout.arg(),
                         args.lse.arg(),
                         args.delta.arg(),
-                        cols.row_ptr.arg(),
-                        cols.runs.arg(),
-                        cols.params.arg(),
-                        args.dk.arg(),
-                        args.dv.arg(),
+                        rows.row_ptr.arg(),
+                        rows.runs.arg(),
+                        rows.params.arg(),
                         args.dq.arg(),
                         config.scale,
                         f32::NEG_INFINITY,
@@ -608,71 +605,14 @@ pub fn backward_class(
                         config.block,
                         config.causal,
                         args.mask.is_some(),
-                        overwrite,
-                        plan.rows,
-                        plan.fuse,
-                    )
+                        $($extra,)*
+                        $($dq_extra,)*
+                    );
                 }
-            };
-        }
-        use half::{bf16, f16};
-        match (config.dtype, overwrite) {
-            (AttnDtype::F16, false) => launch_mma!(f16, f32),
-            (AttnDtype::F16, true) => launch_mma!(f16, f16),
-            (AttnDtype::BF16, false) => launch_mma!(bf16, f32),
-            (AttnDtype::BF16, true) => launch_mma!(bf16, bf16),
-            (AttnDtype::F32, _) => unreachable!("manual MMA serves f16 and bf16 only"),
-        }
-        return Ok(());
-    }
-    // The tensor-core kernels work on 32-row tiles of 2 planes; the portable ones on a block,
-    // one unit per row.
-    let tensor_cores =
-        tensor_cores_apply(client, config) && tensors.iter().all(|t| t.strides[3] == 1);
-    let (x, threads) = if tensor_cores {
-        (rows.rows * (config.block / 32), 64)
-    } else {
-        (rows.rows, config.block)
-    };
-    if x > max_cubes {
-        return Err(too_many());
-    }
-    let (count, dim) = (grid(x), CubeDim::new_1d(threads as u32));
-    let unroll = unroll_inner_loops(client);
-    macro_rules! launch {
-        ($dq:ident, $dkdv:ident, [$($t:ty),+] $(, $vec:expr)? ; $($extra:expr),*) => {
-            // SAFETY: token positions are clamped to real tokens of the segment, CSR indices
-            // come from the layout, shared-memory indices are bounded by comptime sizes; the
-            // vector loads of the tensor-core kernels rest on the checks of `vector_width`.
-            unsafe {
-                $dq::launch_unchecked::<$($t),+>(
-                    client,
-                    count.clone(),
-                    dim,
-                    $($vec,)?
-                    args.q.arg(),
-                    args.k.arg(),
-                    args.v.arg(),
-                    mask_ref.arg(),
-                    args.dout.arg(),
-                    args.lse.arg(),
-                    args.delta.arg(),
-                    rows.row_ptr.arg(),
-                    rows.runs.arg(),
-                    rows.params.arg(),
-                    args.dq.arg(),
-                    config.scale,
-                    f32::NEG_INFINITY,
-                    config.head_dim,
-                    config.block,
-                    config.causal,
-                    args.mask.is_some(),
-                    $($extra,)*
-                );
                 $dkdv::launch_unchecked::<$($t),+>(
                     client,
-                    count,
-                    dim,
+                    kv_count,
+                    kv_dim,
                     $($vec,)?
                     args.q.arg(),
                     args.k.arg(),
@@ -686,6 +626,7 @@ pub fn backward_class(
                     cols.params.arg(),
                     args.dk.arg(),
                     args.dv.arg(),
+                    $($kv_dq,)*
                     config.scale,
                     f32::NEG_INFINITY,
                     config.head_dim,
@@ -693,17 +634,44 @@ pub fn backward_class(
                     config.causal,
                     args.mask.is_some(),
                     $($extra,)*
+                    $($kv_extra,)*
                 )
             }
         };
     }
     use half::{bf16, f16};
-    match (config.dtype, tensor_cores) {
-        (AttnDtype::F32, _) => launch!(backward_dq, backward_dkdv, [f32]; unroll),
-        (AttnDtype::F16, true) => launch!(backward_dq_tc, backward_dkdv_tc, [f16], width;),
-        (AttnDtype::BF16, true) => launch!(backward_dq_tc, backward_dkdv_tc, [bf16], width;),
-        (AttnDtype::F16, false) => launch!(backward_dq, backward_dkdv, [f16]; unroll),
-        (AttnDtype::BF16, false) => launch!(backward_dq, backward_dkdv, [bf16]; unroll),
+    match (config.dtype, manual, tensor_cores, overwrite) {
+        (AttnDtype::F32, _, _, _) => {
+            launch!(backward_dq, backward_dkdv, [f32]; [unroll]; []; []; [])
+        }
+        (AttnDtype::F16, true, _, false) => launch!(
+            backward_dq_mma, backward_dkdv_mma, [f16, f32], width;
+            [false]; [dq_tiles]; [args.dq.arg()]; [plan.rows, plan.fuse]
+        ),
+        (AttnDtype::F16, true, _, true) => launch!(
+            backward_dq_mma, backward_dkdv_mma, [f16, f16], width;
+            [true]; [dq_tiles]; [args.dq.arg()]; [plan.rows, plan.fuse]
+        ),
+        (AttnDtype::BF16, true, _, false) => launch!(
+            backward_dq_mma, backward_dkdv_mma, [bf16, f32], width;
+            [false]; [dq_tiles]; [args.dq.arg()]; [plan.rows, plan.fuse]
+        ),
+        (AttnDtype::BF16, true, _, true) => launch!(
+            backward_dq_mma, backward_dkdv_mma, [bf16, bf16], width;
+            [true]; [dq_tiles]; [args.dq.arg()]; [plan.rows, plan.fuse]
+        ),
+        (AttnDtype::F16, false, true, _) => {
+            launch!(backward_dq_tc, backward_dkdv_tc, [f16], width; []; []; []; [])
+        }
+        (AttnDtype::BF16, false, true, _) => {
+            launch!(backward_dq_tc, backward_dkdv_tc, [bf16], width; []; []; []; [])
+        }
+        (AttnDtype::F16, false, false, _) => {
+            launch!(backward_dq, backward_dkdv, [f16]; [unroll]; []; []; [])
+        }
+        (AttnDtype::BF16, false, false, _) => {
+            launch!(backward_dq, backward_dkdv, [bf16]; [unroll]; []; []; [])
+        }
     }
     Ok(())
 }

@@ -419,13 +419,15 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
     // With `fuse_dq` the keys that are not there (padding, past the segment: their staged rows
     // repeat token 0) must give dS = 0, as they feed dQ.
     let mut kpf = Array::<f32>::new(2usize);
-    #[unroll]
-    for h in 0..2usize {
-        kpf[h] = select(
-            key_present(mask, &tile, krow0 + g + 8 * h, masked) != 0,
-            1.0f32,
-            0.0f32,
-        );
+    if comptime!(fuse_dq) {
+        #[unroll]
+        for h in 0..2usize {
+            kpf[h] = select(
+                key_present(mask, &tile, krow0 + g + 8 * h, masked) != 0,
+                1.0f32,
+                0.0f32,
+            );
+        }
     }
     // The fused dQ product: plane → (16 query rows `qt`, `head_dim / dsplit` columns `dh`).
     let dsplit = comptime!(rows / 16 / (CHUNK / 16));
