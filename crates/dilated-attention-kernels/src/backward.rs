@@ -571,6 +571,17 @@ pub fn backward_class(
     let (dq_count, dq_dim) = (grid(dq_x), CubeDim::new_1d(dq_threads as u32));
     let (kv_count, kv_dim) = (grid(kv_x), CubeDim::new_1d(kv_threads as u32));
     let unroll = unroll_inner_loops(client);
+    // The unfused dK/dV asks for more resident cubes than its registers would allow (the fused
+    // one's 8-plane cubes fit once per SM anyway).
+    let kv_blocks = if plan.fuse {
+        0
+    } else {
+        crate::mma::min_blocks(
+            client,
+            crate::mma::Occupancy::DkDv,
+            crate::backward_mma::dkdv_shared_bytes(config.head_dim, plan.rows, false, width),
+        )
+    };
     // `[extra]` goes to both kernels, `[dq_extra]` to dQ, `[kv_dq]` (the fused dQ's buffer)
     // and `[kv_extra]` to dK/dV.
     macro_rules! launch {
@@ -646,19 +657,19 @@ pub fn backward_class(
         }
         (AttnDtype::F16, true, _, false) => launch!(
             backward_dq_mma, backward_dkdv_mma, [f16, f32], width;
-            [false]; [dq_tiles]; [args.dq.arg()]; [plan.rows, plan.fuse]
+            [false]; [dq_tiles]; [args.dq.arg()]; [plan.rows, plan.fuse, kv_blocks]
         ),
         (AttnDtype::F16, true, _, true) => launch!(
             backward_dq_mma, backward_dkdv_mma, [f16, f16], width;
-            [true]; [dq_tiles]; [args.dq.arg()]; [plan.rows, plan.fuse]
+            [true]; [dq_tiles]; [args.dq.arg()]; [plan.rows, plan.fuse, kv_blocks]
         ),
         (AttnDtype::BF16, true, _, false) => launch!(
             backward_dq_mma, backward_dkdv_mma, [bf16, f32], width;
-            [false]; [dq_tiles]; [args.dq.arg()]; [plan.rows, plan.fuse]
+            [false]; [dq_tiles]; [args.dq.arg()]; [plan.rows, plan.fuse, kv_blocks]
         ),
         (AttnDtype::BF16, true, _, true) => launch!(
             backward_dq_mma, backward_dkdv_mma, [bf16, bf16], width;
-            [true]; [dq_tiles]; [args.dq.arg()]; [plan.rows, plan.fuse]
+            [true]; [dq_tiles]; [args.dq.arg()]; [plan.rows, plan.fuse, kv_blocks]
         ),
         (AttnDtype::F16, false, true, _) => {
             launch!(backward_dq_tc, backward_dkdv_tc, [f16], width; []; []; []; [])

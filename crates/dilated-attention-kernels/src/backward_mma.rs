@@ -42,12 +42,20 @@ use crate::forward::locate;
 use crate::forward_mma::{LOG2E, cube_shape, key_present};
 use crate::mma::{
     CHUNK, P2, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_def, mma_pair, mma_rows,
-    stage_rows, tiles_as_a, wait, zero_tiles,
+    occupancy_hint, stage_rows, tiles_as_a, wait, zero_tiles,
 };
 use cubecl::cmma::MatrixIdent;
 
 /// Keys per `dK/dV` cube (16 per plane) without a fused `dQ`.
 pub(crate) const ROWS: usize = 64;
+
+/// Shared memory of a `dK/dV` cube of `rows` keys in bytes (`nv`: the vector width of the row
+/// loads): two stages of `CHUNK` query and `dO` rows, the cube's K and V rows (rows of
+/// `head_dim + nv` halves), the fused `dQ`'s `dS` tile, the chunks' `L` and `Δ`.
+pub(crate) fn dkdv_shared_bytes(head_dim: usize, rows: usize, fuse_dq: bool, nv: usize) -> usize {
+    let ds = if fuse_dq { CHUNK * (rows + nv) } else { nv };
+    ((4 * CHUNK + 2 * rows) * (head_dim + nv) + ds) * 2 + 4 * CHUNK * 4 + 16
+}
 
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
@@ -336,7 +344,9 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
     #[comptime] overwrite: bool,
     #[comptime] rows: usize,
     #[comptime] fuse_dq: bool,
+    #[comptime] min_blocks: u32,
 ) {
+    occupancy_hint(min_blocks);
     // Rows are keys: `tile.qb` is the key block, the transposed layout lists its query blocks.
     let subtiles = comptime!(block / rows);
     let threads = comptime!(rows * 2);

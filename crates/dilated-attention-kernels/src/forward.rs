@@ -618,13 +618,18 @@ pub fn forward_class(
     use crate::forward_mma::block_sparse_forward_mma;
     use crate::forward_tc::block_sparse_forward_tc;
     let unroll = unroll_inner_loops(client);
+    let blocks = crate::mma::min_blocks(
+        client,
+        crate::mma::Occupancy::Forward,
+        crate::forward_mma::shared_bytes(config.head_dim, config.block, tiles, width),
+    );
     match (config.dtype, manual, tensor_cores) {
         (AttnDtype::F32, _, _) => launch!(block_sparse_forward, f32; unroll),
         (AttnDtype::F16, true, _) => {
-            launch!(block_sparse_forward_mma, half::f16, width; tiles, merge)
+            launch!(block_sparse_forward_mma, half::f16, width; tiles, merge, blocks)
         }
         (AttnDtype::BF16, true, _) => {
-            launch!(block_sparse_forward_mma, half::bf16, width; tiles, merge)
+            launch!(block_sparse_forward_mma, half::bf16, width; tiles, merge, blocks)
         }
         (AttnDtype::F16, false, true) => launch!(block_sparse_forward_tc, half::f16, width;),
         (AttnDtype::BF16, false, true) => launch!(block_sparse_forward_tc, half::bf16, width;),

@@ -35,8 +35,8 @@ use cubecl::prelude::*;
 
 use crate::forward::locate;
 use crate::mma::{
-    CHUNK, P2, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_rows, scale_rows,
-    stage_rows, tiles_as_a, wait, zero_tiles,
+    CHUNK, P2, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_rows, occupancy_hint,
+    scale_rows, stage_rows, tiles_as_a, wait, zero_tiles,
 };
 
 /// Largest query tile per 16-row MMA tile of a plane: a cube owns `min(block, TQ_MAX · tiles)`
@@ -48,6 +48,14 @@ pub(crate) fn cube_shape(block: usize, tiles: usize) -> (usize, usize) {
     let tq = block.min(TQ_MAX * tiles);
     (tq, 32 * tq / (16 * tiles))
 }
+/// Shared memory of a forward cube in bytes (`nv`: the vector width of the row loads): two
+/// stages of `CHUNK` key and value rows and the query tile, rows of `head_dim + nv` halves,
+/// and the key flags.
+pub(crate) fn shared_bytes(head_dim: usize, block: usize, tiles: usize, nv: usize) -> usize {
+    let tq = cube_shape(block, tiles).0;
+    (4 * CHUNK + tq) * (head_dim + nv) * 2 + 2 * CHUNK * 4 + 16
+}
+
 /// `log2(e)`: scores are scaled once so that the softmax runs on `exp2`.
 pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// `ln(2)`: back from base-2 to natural log-sum-exp.
@@ -74,7 +82,9 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
     #[comptime] masked: bool,
     #[comptime] tiles: usize,
     #[comptime] merge: bool,
+    #[comptime] min_blocks: u32,
 ) {
+    occupancy_hint(min_blocks);
     let tq = comptime!(cube_shape(block, tiles).0);
     let threads = comptime!(cube_shape(block, tiles).1);
     let subtiles = comptime!(block / tq);

@@ -356,3 +356,66 @@ impl Walk {
         }
     }
 }
+
+/// Asks the compiler to budget registers for `min_blocks` resident cubes per SM (0: no ask).
+///
+/// CubeCL emits `__launch_bounds__(threads)` alone, so ptxas sizes registers for one cube; a
+/// marker comment in the source tells the workspace's patched `cubecl-cuda`
+/// (`patches/README.md`) to add the minimum. Elsewhere the comment changes nothing.
+#[cube]
+pub(crate) fn occupancy_hint(#[comptime] min_blocks: u32) {
+    if comptime!(min_blocks == 2) {
+        comment!("cubecl-min-blocks-per-sm=2");
+    }
+    if comptime!(min_blocks == 3) {
+        comment!("cubecl-min-blocks-per-sm=3");
+    }
+    if comptime!(min_blocks == 4) {
+        comment!("cubecl-min-blocks-per-sm=4");
+    }
+}
+
+/// The manual-MMA kernels that ask for more resident cubes than their registers allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Occupancy {
+    /// The forward.
+    Forward,
+    /// The (unfused) `dK/dV` kernel.
+    DkDv,
+}
+
+/// Resident cubes per SM that `kernel` asks registers for, given its shared memory per cube:
+/// the default (the forward: none; `dK/dV`: 3, i.e. at most 168 registers, which took LongNet
+/// fwd+bwd at 128K from 261 to 245 ms on the H200) where that many cubes also fit the SM's
+/// shared memory, else none. `DILATED_ATTENTION_MIN_BLOCKS=forward:N,dkdv:N` overrides the
+/// defaults for comparisons (read once per process; 0 = no ask).
+pub(crate) fn min_blocks(client: &crate::Client, kernel: Occupancy, shared_bytes: usize) -> u32 {
+    use std::sync::OnceLock;
+    static ASKED: OnceLock<(u32, u32)> = OnceLock::new();
+    let (forward, dkdv) = *ASKED.get_or_init(|| {
+        let mut asked = (0, 3);
+        if let Ok(spec) = std::env::var("DILATED_ATTENTION_MIN_BLOCKS") {
+            for item in spec.split(',') {
+                match item.split_once(':') {
+                    Some(("forward", n)) => asked.0 = n.parse().unwrap_or(asked.0),
+                    Some(("dkdv", n)) => asked.1 = n.parse().unwrap_or(asked.1),
+                    _ => {}
+                }
+            }
+        }
+        asked
+    });
+    let wanted = match kernel {
+        Occupancy::Forward => forward,
+        Occupancy::DkDv => dkdv,
+    }
+    .min(4);
+    // Every resident cube also holds 1 KB that CUDA reserves; the opt-in limit per cube is the
+    // SM's shared memory less that kilobyte.
+    let per_sm = client.properties().hardware.max_shared_memory_size + 1024;
+    if wanted > 1 && wanted as usize * (shared_bytes + 1024) <= per_sm {
+        wanted
+    } else {
+        0
+    }
+}
