@@ -100,6 +100,33 @@ fn multi_head_layer_trains() {
 }
 
 #[test]
+fn multi_head_layer_runs_its_core_in_compute_dtype() {
+    // An f32 layer whose attention runs in f16: the output stays f32, close to the f32 core's,
+    // and gradients reach the projections through the casts.
+    let device = cpu(23).autodiff();
+    let config = MultiHeadDilatedAttentionConfig::new(16, 4).with_attention(small_config());
+    let layer = config.init(&device).unwrap();
+    let half = config
+        .clone()
+        .with_compute_dtype(Some(DType::F16))
+        .init(&device)
+        .unwrap()
+        .load_record(layer.clone().into_record());
+    let x = randn([1, 20, 16], &device);
+    let (y32, y16) = (layer.forward(x.clone()).unwrap(), half.forward(x).unwrap());
+    assert_eq!(y16.dtype(), DType::F32);
+    assert_close(&values(y32), &values(y16.clone()), 1e-2, "f16 core");
+    let grads = y16.powf_scalar(2.0).sum().backward();
+    let g = half
+        .query
+        .weight
+        .val()
+        .grad(&grads)
+        .expect("query weight gradient");
+    assert!(values(g).iter().all(|v| v.is_finite()));
+}
+
+#[test]
 fn factory_builds_every_kind_from_json() {
     let device = cpu(23);
     let (q, k, v) = (
@@ -270,6 +297,10 @@ fn every_error_variant_is_reachable() {
         mha(32, 4, Some(3)).unwrap_err(),
         AttentionError::HeadsNotDivisible { .. }
     ));
+    let int_core = MultiHeadDilatedAttentionConfig::new(32, 4)
+        .with_compute_dtype(Some(DType::I32))
+        .init(&device);
+    assert_eq!(int_core.unwrap_err().field(), "compute_dtype");
     let layer = mha(32, 4, None).unwrap();
     assert_eq!(
         layer

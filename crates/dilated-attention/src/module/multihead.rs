@@ -2,6 +2,7 @@
 
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
+use burn::tensor::DType;
 
 use super::attention::{BlockSparseRingDilatedAttention, BlockSparseRingDilatedAttentionConfig};
 use crate::error::AttentionError;
@@ -28,6 +29,10 @@ pub struct MultiHeadDilatedAttentionConfig {
     /// The attention core. Default: its own defaults.
     #[config(default = "BlockSparseRingDilatedAttentionConfig::new()")]
     pub attention: BlockSparseRingDilatedAttentionConfig,
+    /// Float type the attention core runs in: `q, k, v` are cast to it after the projections
+    /// and its output back to the input's type, so an f32 model can use the f16/bf16
+    /// tensor-core kernels (gradients flow through the casts). Default: unset, the input's type.
+    pub compute_dtype: Option<DType>,
 }
 
 impl MultiHeadDilatedAttentionConfig {
@@ -61,6 +66,14 @@ impl MultiHeadDilatedAttentionConfig {
                 kv_heads,
             });
         }
+        if let Some(dtype) = self.compute_dtype
+            && !matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64)
+        {
+            return Err(AttentionError::Invalid {
+                field: "compute_dtype",
+                rule: format!("must be a float type (f64, f32, f16 or bf16), got {dtype:?}"),
+            });
+        }
         let head_dim = self.embed_dim / self.num_heads;
         let linear = |d_out| {
             LinearConfig::new(self.embed_dim, d_out)
@@ -81,6 +94,7 @@ impl MultiHeadDilatedAttentionConfig {
             embed_dim: self.embed_dim,
             num_heads: self.num_heads,
             kv_heads,
+            compute_dtype: self.compute_dtype,
         })
     }
 }
@@ -104,6 +118,8 @@ pub struct MultiHeadDilatedAttention {
     embed_dim: usize,
     num_heads: usize,
     kv_heads: usize,
+    #[module(skip)]
+    compute_dtype: Option<DType>,
 }
 
 impl MultiHeadDilatedAttention {
@@ -128,10 +144,17 @@ impl MultiHeadDilatedAttention {
         }
         let head_dim = self.embed_dim / self.num_heads;
         let heads = |t: Tensor<3>, h: usize| t.reshape([batch, seq, h, head_dim]).swap_dims(1, 2);
-        let q = heads(self.query.forward(x.clone()), self.num_heads);
-        let k = heads(self.key.forward(x.clone()), self.kv_heads);
-        let v = heads(self.value.forward(x), self.kv_heads);
+        let dtype = x.dtype();
+        let core = self.compute_dtype.unwrap_or(dtype);
+        let project = |layer: &Linear, h: usize| {
+            let t = heads(layer.forward(x.clone()), h);
+            if core == dtype { t } else { t.cast(core) }
+        };
+        let q = project(&self.query, self.num_heads);
+        let k = project(&self.key, self.kv_heads);
+        let v = project(&self.value, self.kv_heads);
         let out = self.attention.forward_masked(q, k, v, mask)?;
+        let out = if core == dtype { out } else { out.cast(dtype) };
         let mut out = out.swap_dims(1, 2).reshape([batch, seq, self.embed_dim]);
         if let Some(norm) = &self.sub_norm {
             out = norm.forward(out);
