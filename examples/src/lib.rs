@@ -10,11 +10,13 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::activation::gelu;
 use dilated_attention::{
     AttentionError, BlockSparseRingDilatedAttentionConfig, MultiHeadDilatedAttention,
     MultiHeadDilatedAttentionConfig, PatternType, SparsePatternConfig,
 };
+use std::ops::ControlFlow;
 
 /// The recall task and the model size.
 #[derive(Config, Debug)]
@@ -37,9 +39,11 @@ pub struct RecallConfig {
     /// Transformer blocks.
     #[config(default = 2)]
     pub layers: usize,
-    /// Block size of the attention layout.
+    /// Block size of the attention layout (the GPU tensor-core kernels take 64, 128 or 256).
     #[config(default = 16)]
     pub block_size: usize,
+    /// Float type the attention layers run in (their `compute_dtype`); unset: the model's f32.
+    pub attention_dtype: Option<DType>,
 }
 
 impl RecallConfig {
@@ -91,6 +95,7 @@ impl RecallModel {
                     norm1: LayerNormConfig::new(d).init(device),
                     attention: MultiHeadDilatedAttentionConfig::new(d, cfg.heads)
                         .with_attention(cfg.attention())
+                        .with_compute_dtype(cfg.attention_dtype)
                         .init(device)?,
                     norm2: LayerNormConfig::new(d).init(device),
                     up: LinearConfig::new(d, 4 * d).init(device),
@@ -111,10 +116,30 @@ impl RecallModel {
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Result<Tensor<2>, AttentionError> {
         let [batch, seq] = tokens.dims();
         let device = tokens.device();
-        let pos = Tensor::<1, Int>::arange(0..seq as i64, &device)
-            .reshape([1, seq])
-            .expand([batch, seq]);
-        let mut x = self.tokens.forward(tokens) + self.positions.forward(pos);
+        let [vocab, d] = self.tokens.weight.dims();
+        // The embeddings as a one-hot product and a slice of the position table rather than
+        // `Embedding::forward`: Burn's embedding backward (`select_assign`) walks all
+        // `batch · seq` rows serially per model column, which took most of a training step at
+        // 8K tokens on the H200; a matmul and a broadcast sum have fast backwards.
+        let classes = Tensor::<1, Int>::arange(0..vocab as i64, &device)
+            .reshape([1, vocab])
+            .expand([batch * seq, vocab]);
+        let one_hot = tokens
+            .reshape([batch * seq, 1])
+            .expand([batch * seq, vocab])
+            .equal(classes)
+            .float();
+        let tok = one_hot
+            .matmul(self.tokens.weight.val())
+            .reshape([batch, seq, d]);
+        let pos = self
+            .positions
+            .weight
+            .val()
+            .slice([0..seq])
+            .reshape([1, seq, d])
+            .expand([batch, seq, d]);
+        let mut x = tok + pos;
         for block in &self.blocks {
             x = x.clone() + block.attention.forward(block.norm1.forward(x.clone()))?;
             let h = block.up.forward(block.norm2.forward(x.clone()));
@@ -182,16 +207,20 @@ pub struct StepLog {
     pub loss: f32,
     /// Fraction of the batch answered right.
     pub accuracy: f32,
+    /// Seconds of the step's forward pass (with the loss), backward pass and optimiser update,
+    /// each ended by a device sync.
+    pub seconds: [f64; 3],
 }
 
-/// Trains `steps` steps of `batch_size` sequences with Adam; calls `log` after each step.
+/// Trains up to `steps` steps of `batch_size` sequences with Adam; calls `log` after each step
+/// and stops early when it answers [`ControlFlow::Break`].
 pub fn train(
     cfg: &RecallConfig,
     steps: usize,
     batch_size: usize,
     lr: f64,
     device: &Device,
-    mut log: impl FnMut(StepLog),
+    mut log: impl FnMut(StepLog) -> ControlFlow<()>,
 ) -> Result<RecallModel, AttentionError> {
     let device = device.clone().autodiff();
     let mut model = RecallModel::new(cfg, &device)?;
@@ -200,6 +229,7 @@ pub fn train(
     let mut seed = 0x5EED_u64;
     for step in 0..steps {
         let (tokens, targets) = batch(cfg, batch_size, &mut seed, &device);
+        let start = std::time::Instant::now();
         let logits = model.forward(tokens)?;
         let accuracy = logits
             .clone()
@@ -212,13 +242,23 @@ pub fn train(
             .into_scalar::<f32>();
         let loss = loss_fn.forward(logits, targets);
         let value = loss.clone().into_scalar::<f32>();
+        let forward = start.elapsed().as_secs_f64();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let _ = device.sync();
+        let backward = start.elapsed().as_secs_f64() - forward;
         model = optim.step(lr, model, grads);
-        log(StepLog {
+        let _ = device.sync();
+        let update = start.elapsed().as_secs_f64() - forward - backward;
+        if log(StepLog {
             step,
             loss: value,
             accuracy,
-        });
+            seconds: [forward, backward, update],
+        })
+        .is_break()
+        {
+            break;
+        }
     }
     Ok(model)
 }

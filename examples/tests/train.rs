@@ -14,7 +14,8 @@ fn tiny_recall_training_lowers_the_loss() {
         .with_block_size(8);
     let mut losses = Vec::new();
     train(&cfg, 40, 16, 3e-3, &Device::flex(), |log| {
-        losses.push(log.loss)
+        losses.push(log.loss);
+        std::ops::ControlFlow::Continue(())
     })
     .unwrap();
     let first: f32 = losses[..5].iter().sum::<f32>() / 5.0;
