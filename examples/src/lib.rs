@@ -136,7 +136,7 @@ impl RecallModel {
             .positions
             .weight
             .val()
-            .slice([0..seq])
+            .slice_dim(0, 0..seq)
             .reshape([1, seq, d])
             .expand([batch, seq, d]);
         let mut x = tok + pos;
