@@ -34,23 +34,36 @@ fn on_device(t: &Tensor<4>, device: &Device, dtype: burn::tensor::DType) -> Tens
     t.clone().to_device(device).cast(dtype)
 }
 
-/// `(dq, dk, dv)` of `Σ out · r` through FlashAttention's yardstick, its `attention_ref`
-/// without upcasting: dense attention in `dtype` throughout (scores, softmax and both products
-/// rounded to it; Burn's `attention_fallback`), with `log c_ij` of `layout` added to the scores
-/// (`-inf` where no branch allows the pair or the key is padded: `keep <= 0.2`).
+/// The implementation whose gradients `grads` takes.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    /// The module's kernels.
+    Kernels,
+    /// The module's reference path (f32 inside, only inputs and outputs rounded).
+    Reference,
+    /// FlashAttention's yardstick under this layout ([`dense_same_dtype`]).
+    DenseSameDtype(&'a dilated_attention::BlockLayout),
+}
+
+/// FlashAttention's yardstick, its `attention_ref` without upcasting: dense attention in the
+/// inputs' dtype throughout (scores, softmax and both products rounded to it; Burn's
+/// `attention_fallback`), with `log c_ij` of `layout` added to the scores (`-inf` where no
+/// branch allows the pair or the key is padded: `keep <= 0.2`).
 ///
-/// `inputs = [q, k, v, r]` on the CPU in f32; `k, v` may have fewer heads (GQA).
-fn dense_same_dtype_grads(
+/// `q: [1, heads, n, d]`, `k, v: [1, kv_heads, n, d]` (GQA: `kv_heads` divides `heads`),
+/// `keep: [1, n]`; returns `out: [1, heads, n, d]`.
+fn dense_same_dtype(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
     layout: &dilated_attention::BlockLayout,
-    dev: &Device,
-    dtype: burn::tensor::DType,
-    inputs: [&Tensor<4>; 4],
     keep: Option<&Tensor<2>>,
-) -> [Vec<f32>; 3] {
+) -> Tensor<4> {
     use burn::tensor::module::attention_fallback;
     use burn::tensor::{DType, Int, TensorData};
-    let [_, heads, n, _] = inputs[0].dims();
-    let kv_heads = inputs[1].dims()[1];
+    let [_, heads, n, _] = q.dims();
+    let kv_heads = k.dims()[1];
+    let (device, dtype) = (q.device(), q.dtype());
     let mut bias = dilated_attention::reference::log_multiplicity(layout);
     if let Some(keep) = keep {
         let keep = read(keep.clone());
@@ -62,29 +75,23 @@ fn dense_same_dtype_grads(
             }
         }
     }
-    let ad = dev.clone().autodiff();
-    let bias = Tensor::<4>::from_data(TensorData::new(bias, [1, heads, n, n]), (&ad, DType::F32))
-        .cast(dtype);
-    let [q, k, v, r] = inputs.map(|t| {
-        Tensor::<4>::from_data(t.to_data(), (&ad, DType::F32))
-            .cast(dtype)
-            .detach()
-    });
-    let [q, k, v] = [q, k, v].map(|t| t.require_grad());
+    let bias = Tensor::<4>::from_data(
+        TensorData::new(bias, [1, heads, n, n]),
+        (&device, DType::F32),
+    )
+    .cast(dtype);
     let group: Vec<i64> = (0..heads)
         .map(|h| (h / (heads / kv_heads)) as i64)
         .collect();
-    let group = Tensor::<1, Int>::from_data(TensorData::new(group, [heads]), &ad);
-    let out = attention_fallback(
-        q.clone(),
-        k.clone().select(1, group.clone()),
-        v.clone().select(1, group),
+    let group = Tensor::<1, Int>::from_data(TensorData::new(group, [heads]), &device);
+    attention_fallback(
+        q,
+        k.select(1, group.clone()),
+        v.select(1, group),
         None,
         Some(bias),
         Default::default(),
-    );
-    let g = (out * r).cast(DType::F32).sum().backward();
-    [q, k, v].map(|t| read(t.grad(&g).expect("gradient").cast(DType::F32)))
+    )
 }
 
 /// Prints the gradient edge cases past FlashAttention's 2x bar and fails if there are any.
@@ -411,12 +418,12 @@ fn main() {
             DilatedPattern::longnet(1024, 128, true).unwrap(),
         ),
     ];
-    // (dq, dk, dv) of `Σ out · r` for `inputs = [q, k, v, r]` with `kernels` on `dev` in
+    // (dq, dk, dv) of `Σ out · r` for `inputs = [q, k, v, r]` through `path` on `dev` in
     // `dtype`, keys masked where `keep > 0.2` if given.
     let grads = |module: &BlockSparseRingDilatedAttention,
                  dev: &Device,
                  dtype: DType,
-                 kernels: bool,
+                 path: Path,
                  inputs: [&Tensor<4>; 4],
                  keep: Option<&Tensor<2>>|
      -> [Vec<f32>; 3] {
@@ -429,17 +436,21 @@ fn main() {
         let [q, k, v] = [q, k, v].map(|t| t.require_grad());
         // Masks are built on each device (bool tensors do not move between backends).
         let mask = keep.map(|t| Tensor::<2>::from_data(t.to_data(), &ad).greater_elem(0.2));
-        let out = if kernels {
-            module
-                .forward_kernels(q.clone(), k.clone(), v.clone(), mask)
-                .expect("the kernels run these inputs")
-                .0
-        } else {
-            module
+        let out = match path {
+            Path::Kernels => {
+                module
+                    .forward_kernels(q.clone(), k.clone(), v.clone(), mask)
+                    .expect("the kernels run these inputs")
+                    .0
+            }
+            Path::Reference => module
                 .clone()
                 .without_kernels()
                 .forward_masked(q.clone(), k.clone(), v.clone(), mask)
-                .unwrap()
+                .unwrap(),
+            Path::DenseSameDtype(layout) => {
+                dense_same_dtype(q.clone(), k.clone(), v.clone(), layout, keep)
+            }
         };
         let g = (out * r).cast(DType::F32).sum().backward();
         [q, k, v].map(|t| read(t.grad(&g).expect("gradient").cast(DType::F32)))
@@ -471,9 +482,30 @@ fn main() {
             for (name, pattern, kq, vq) in cases {
                 let (kq, vq) = (kq.clone(), vq.clone());
                 let module = BlockSparseRingDilatedAttention::from_pattern(pattern.clone(), None);
-                let truth = grads(&module, &cpu, DType::F32, false, [&qq, &kq, &vq, &r], None);
-                let ours = grads(&module, &device, dtype, true, [&qq, &kq, &vq, &r], None);
-                let naive = grads(&module, &device, dtype, false, [&qq, &kq, &vq, &r], None);
+                let truth = grads(
+                    &module,
+                    &cpu,
+                    DType::F32,
+                    Path::Reference,
+                    [&qq, &kq, &vq, &r],
+                    None,
+                );
+                let ours = grads(
+                    &module,
+                    &device,
+                    dtype,
+                    Path::Kernels,
+                    [&qq, &kq, &vq, &r],
+                    None,
+                );
+                let naive = grads(
+                    &module,
+                    &device,
+                    dtype,
+                    Path::Reference,
+                    [&qq, &kq, &vq, &r],
+                    None,
+                );
                 let mut line = format!("{dtype:?} {name} gradients:");
                 for (i, g) in ["dq", "dk", "dv"].iter().enumerate() {
                     let e = max_abs_diff(&ours[i], &truth[i]);
@@ -508,11 +540,18 @@ fn main() {
             let quant = |t: &Tensor<4>| quantised(t, dtype);
             let (qq, kq, vq, rq) = (quant(&q), quant(&k), quant(&v), quant(&r));
             let inputs = [&qq, &kq, &vq, &rq];
-            let truth = grads(&module, &cpu, DType::F32, false, inputs, keep);
-            let ours = grads(&module, &device, dtype, true, inputs, keep);
-            let naive = grads(&module, &device, dtype, false, inputs, keep);
+            let truth = grads(&module, &cpu, DType::F32, Path::Reference, inputs, keep);
+            let ours = grads(&module, &device, dtype, Path::Kernels, inputs, keep);
+            let naive = grads(&module, &device, dtype, Path::Reference, inputs, keep);
             let layout = module.layout(n, 8).expect("valid layout");
-            let dense = dense_same_dtype_grads(&layout, &device, dtype, inputs, keep);
+            let dense = grads(
+                &module,
+                &device,
+                dtype,
+                Path::DenseSameDtype(&layout),
+                inputs,
+                keep,
+            );
             let mut line = format!(
                 "{dtype:?} edge gradients n={n} d={hd} block={block} causal={causal} mask={masked}:"
             );

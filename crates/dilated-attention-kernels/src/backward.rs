@@ -579,7 +579,7 @@ pub fn backward_class(
         crate::mma::min_blocks(
             client,
             crate::mma::Occupancy::DkDv,
-            crate::backward_mma::dkdv_shared_bytes(config.head_dim, plan.rows, false, width),
+            crate::backward_mma::dkdv_shared_bytes(config.head_dim, plan.rows, width),
         )
     };
     // `[extra]` goes to both kernels, `[dq_extra]` to dQ, `[kv_dq]` (the fused dQ's buffer)
