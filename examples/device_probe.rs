@@ -110,6 +110,10 @@ fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "wgpu".into());
     // `edge-gradients`: only section 5b (the gradient edge cases), then stop.
     let only_edge_gradients = std::env::args().nth(2).as_deref() == Some("edge-gradients");
+    // `edge-gradients 1500,2100`: only the edge cases of those lengths.
+    let edge_lengths: Option<Vec<usize>> = std::env::args()
+        .nth(3)
+        .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect());
     let (cube, device) = match which.as_str() {
         #[cfg(feature = "cuda")]
         "cuda" => (
@@ -529,7 +533,8 @@ fn main() {
     //     reference on the CPU, on the same quantised inputs.
     // Cases past the 2x bar are reported at the end (the probe goes on to the other sections).
     let mut over: Vec<String> = Vec::new();
-    for (n, hd, block, causal, masked) in edge {
+    let picked = |n: &usize| edge_lengths.as_ref().is_none_or(|l| l.contains(n));
+    for (n, hd, block, causal, masked) in edge.into_iter().filter(|(n, ..)| picked(n)) {
         let module = edge_module(block, causal);
         let rnd =
             |h: usize| Tensor::<4>::random([1, h, n, hd], Distribution::Normal(0.0, 1.0), &cpu);

@@ -1,11 +1,13 @@
 //! Trains the recall transformer (`dilated_attention_examples`) and saves it.
 //!
-//! `cargo run --release --example train_recall -- [steps] [seq_len] [batch] [pairs] [symbols] [d_model] [lr] [block] [f32|f16|bf16]`
+//! `cargo run --release --example train_recall -- [steps] [seq_len] [batch] [pairs] [symbols] [d_model] [lr] [block] [f32|f16|bf16] [model_path]`
 //! (4 heads: `d_model` 128 gives head dim 32, which the GPU kernels serve; the last argument
 //! is the type the attention layers run in, `f16`/`bf16` with `block` 64 putting them on the
 //! tensor-core kernels). Defaults run on the CPU in a few minutes; `BURN_DEVICE=wgpu` (or
 //! `cuda`, built with `--features cuda`) trains on a GPU through the attention kernels. Training
-//! stops early once the last 50 steps average an accuracy of 0.99.
+//! stops early once the last 50 steps average an accuracy of 0.99. The model is saved to
+//! `model_path` (default: `recall-model` in the temp dir; the recorder adds `.bpk`).
+//! `RECALL_MAX_SECONDS` caps the training time (the model trained so far is still saved).
 
 use std::io::Write;
 
@@ -50,6 +52,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         cfg.block_size,
         cfg.attention_dtype.unwrap_or(DType::F32),
     );
+    let max_seconds: f64 = std::env::var("RECALL_MAX_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(f64::INFINITY);
     let start = std::time::Instant::now();
     let mut recent = Vec::new();
     let lr: f64 = std::env::args()
@@ -83,12 +89,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if done {
             println!("stopped early: the last 50 steps average {avg:.3}");
             ControlFlow::Break(())
+        } else if start.elapsed().as_secs_f64() > max_seconds {
+            println!(
+                "\nstopped at the time cap ({max_seconds} s): the last 50 steps average {avg:.3}"
+            );
+            ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
         }
     })?;
     println!();
-    let path = std::env::temp_dir().join("recall-model");
+    let path = std::env::args()
+        .nth(10)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("recall-model"));
     model.save_file(&path)?;
     println!("saved to {}.bpk", path.display());
     Ok(())

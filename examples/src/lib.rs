@@ -12,6 +12,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::activation::gelu;
+use dilated_attention::module::{chunked_linear, chunked_matmul};
 use dilated_attention::{
     AttentionError, BlockSparseRingDilatedAttentionConfig, MultiHeadDilatedAttention,
     MultiHeadDilatedAttentionConfig, PatternType, SparsePatternConfig,
@@ -120,7 +121,9 @@ impl RecallModel {
         // The embeddings as a one-hot product and a slice of the position table rather than
         // `Embedding::forward`: Burn's embedding backward (`select_assign`) walks all
         // `batch · seq` rows serially per model column, which took most of a training step at
-        // 8K tokens on the H200; a matmul and a broadcast sum have fast backwards.
+        // 8K tokens on the H200; a matmul and a broadcast sum have fast backwards. The
+        // products split their rows into chunks (`chunked_matmul`) so that their weight
+        // gradients do not run as one contraction over all `batch · seq` rows.
         let classes = Tensor::<1, Int>::arange(0..vocab as i64, &device)
             .reshape([1, vocab])
             .expand([batch * seq, vocab]);
@@ -129,9 +132,7 @@ impl RecallModel {
             .expand([batch * seq, vocab])
             .equal(classes)
             .float();
-        let tok = one_hot
-            .matmul(self.tokens.weight.val())
-            .reshape([batch, seq, d]);
+        let tok = chunked_matmul(one_hot, self.tokens.weight.val()).reshape([batch, seq, d]);
         let pos = self
             .positions
             .weight
@@ -142,8 +143,8 @@ impl RecallModel {
         let mut x = tok + pos;
         for block in &self.blocks {
             x = x.clone() + block.attention.forward(block.norm1.forward(x.clone()))?;
-            let h = block.up.forward(block.norm2.forward(x.clone()));
-            x = x + block.down.forward(gelu(h));
+            let h = chunked_linear(&block.up, block.norm2.forward(x.clone()));
+            x = x + chunked_linear(&block.down, gelu(h));
         }
         let last = self.norm.forward(x).slice_dim(1, seq - 1..seq);
         Ok(self

@@ -3,6 +3,7 @@
 mod attention;
 mod factory;
 mod multihead;
+mod projection;
 
 pub use attention::{BlockSparseRingDilatedAttention, BlockSparseRingDilatedAttentionConfig};
 pub use factory::{
@@ -10,3 +11,4 @@ pub use factory::{
     create_attention,
 };
 pub use multihead::{MultiHeadDilatedAttention, MultiHeadDilatedAttentionConfig};
+pub use projection::{CHUNK_ROWS, chunked_linear, chunked_matmul};

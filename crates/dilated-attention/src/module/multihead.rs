@@ -5,6 +5,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 
 use super::attention::{BlockSparseRingDilatedAttention, BlockSparseRingDilatedAttentionConfig};
+use super::projection::chunked_linear;
 use crate::error::AttentionError;
 
 /// Configuration of [`MultiHeadDilatedAttention`].
@@ -147,7 +148,7 @@ impl MultiHeadDilatedAttention {
         let dtype = x.dtype();
         let core = self.compute_dtype.unwrap_or(dtype);
         let project = |layer: &Linear, h: usize| {
-            let t = heads(layer.forward(x.clone()), h);
+            let t = heads(chunked_linear(layer, x.clone()), h);
             if core == dtype { t } else { t.cast(core) }
         };
         let q = project(&self.query, self.num_heads);
@@ -159,6 +160,6 @@ impl MultiHeadDilatedAttention {
         if let Some(norm) = &self.sub_norm {
             out = norm.forward(out);
         }
-        Ok(self.output.forward(out))
+        Ok(chunked_linear(&self.output, out))
     }
 }
