@@ -7,7 +7,9 @@
 //! Used by `examples/train_recall.rs` and by the CI test that checks the loss falls.
 
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::DType;
@@ -45,6 +47,10 @@ pub struct RecallConfig {
     pub block_size: usize,
     /// Float type the attention layers run in (their `compute_dtype`); unset: the model's f32.
     pub attention_dtype: Option<DType>,
+    /// Standard deviation of the token and position embeddings at initialisation (Burn's
+    /// default is 1).
+    #[config(default = 1.0)]
+    pub embedding_std: f64,
 }
 
 impl RecallConfig {
@@ -90,6 +96,10 @@ impl RecallModel {
     /// A fresh model on `device`.
     pub fn new(cfg: &RecallConfig, device: &Device) -> Result<Self, AttentionError> {
         let d = cfg.d_model;
+        let embedding_init = Initializer::Normal {
+            mean: 0.0,
+            std: cfg.embedding_std,
+        };
         let blocks = (0..cfg.layers)
             .map(|_| {
                 Ok(Block {
@@ -105,8 +115,12 @@ impl RecallModel {
             })
             .collect::<Result<_, AttentionError>>()?;
         Ok(Self {
-            tokens: EmbeddingConfig::new(cfg.vocab(), d).init(device),
-            positions: EmbeddingConfig::new(cfg.seq_len, d).init(device),
+            tokens: EmbeddingConfig::new(cfg.vocab(), d)
+                .with_initializer(embedding_init.clone())
+                .init(device),
+            positions: EmbeddingConfig::new(cfg.seq_len, d)
+                .with_initializer(embedding_init)
+                .init(device),
             blocks,
             norm: LayerNormConfig::new(d).init(device),
             head: LinearConfig::new(d, cfg.vocab()).init(device),

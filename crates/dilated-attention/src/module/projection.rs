@@ -25,8 +25,8 @@ fn chunks(rows: usize, target: usize) -> usize {
     let ideal = rows.div_ceil(target);
     let min_rows = (target / 8).max(1);
     (ideal..=rows / min_rows)
-        .find(|g| rows % g == 0)
-        .or_else(|| (1..ideal).rev().find(|g| rows % g == 0))
+        .find(|&g| rows.is_multiple_of(g))
+        .or_else(|| (1..ideal).rev().find(|&g| rows.is_multiple_of(g)))
         .unwrap_or(1)
 }
 
