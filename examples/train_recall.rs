@@ -37,12 +37,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_symbols(arg(5, defaults.symbols))
         .with_d_model(arg(6, defaults.d_model))
         .with_block_size(arg(8, defaults.block_size))
-        .with_embedding_std(
-            std::env::var("RECALL_EMBEDDING_STD")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(defaults.embedding_std),
-        )
         .with_attention_dtype(match std::env::args().nth(9).as_deref() {
             Some("f16") => Some(DType::F16),
             Some("bf16") => Some(DType::BF16),

@@ -1,15 +1,15 @@
 //! A small decoder-only transformer whose attention layers are
 //! [`MultiHeadDilatedAttention`], trained on associative recall: key–value pairs early in the
 //! sequence, filler tokens, and a query key at the end whose value the model must name. A
-//! local window cannot solve it: the pair sits far before the query. `seq_len` must be a
+//! local window cannot solve it: the pair sits far before the query. Each position embeds its
+//! token, the token before it (a token shift: the value carries its key) and its position, so
+//! the attention layers' job is the long-range lookup itself. `seq_len` must be a
 //! multiple of 4 with room for the pairs (`4 · pairs + 2 <= seq_len`).
 //!
 //! Used by `examples/train_recall.rs` and by the CI test that checks the loss falls.
 
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::nn::{
-    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::DType;
@@ -47,10 +47,6 @@ pub struct RecallConfig {
     pub block_size: usize,
     /// Float type the attention layers run in (their `compute_dtype`); unset: the model's f32.
     pub attention_dtype: Option<DType>,
-    /// Standard deviation of the token and position embeddings at initialisation (Burn's
-    /// default is 1).
-    #[config(default = 1.0)]
-    pub embedding_std: f64,
 }
 
 impl RecallConfig {
@@ -86,6 +82,7 @@ pub struct Block {
 #[derive(Module, Debug)]
 pub struct RecallModel {
     tokens: Embedding,
+    previous: Embedding,
     positions: Embedding,
     blocks: Vec<Block>,
     norm: LayerNorm,
@@ -96,10 +93,6 @@ impl RecallModel {
     /// A fresh model on `device`.
     pub fn new(cfg: &RecallConfig, device: &Device) -> Result<Self, AttentionError> {
         let d = cfg.d_model;
-        let embedding_init = Initializer::Normal {
-            mean: 0.0,
-            std: cfg.embedding_std,
-        };
         let blocks = (0..cfg.layers)
             .map(|_| {
                 Ok(Block {
@@ -115,12 +108,9 @@ impl RecallModel {
             })
             .collect::<Result<_, AttentionError>>()?;
         Ok(Self {
-            tokens: EmbeddingConfig::new(cfg.vocab(), d)
-                .with_initializer(embedding_init.clone())
-                .init(device),
-            positions: EmbeddingConfig::new(cfg.seq_len, d)
-                .with_initializer(embedding_init)
-                .init(device),
+            tokens: EmbeddingConfig::new(cfg.vocab(), d).init(device),
+            previous: EmbeddingConfig::new(cfg.vocab(), d).init(device),
+            positions: EmbeddingConfig::new(cfg.seq_len, d).init(device),
             blocks,
             norm: LayerNormConfig::new(d).init(device),
             head: LinearConfig::new(d, cfg.vocab()).init(device),
@@ -146,7 +136,20 @@ impl RecallModel {
             .expand([batch * seq, vocab])
             .equal(classes)
             .float();
-        let tok = chunked_matmul(one_hot, self.tokens.weight.val()).reshape([batch, seq, d]);
+        let tok =
+            chunked_matmul(one_hot.clone(), self.tokens.weight.val()).reshape([batch, seq, d]);
+        // Token shift: each position also embeds the token before it (none at position 0), so
+        // a value carries its key and the attention's job is the long-range lookup alone.
+        let before = Tensor::cat(
+            vec![
+                Tensor::<3>::zeros([batch, 1, vocab], &device),
+                one_hot
+                    .reshape([batch, seq, vocab])
+                    .slice_dim(1, 0..seq - 1),
+            ],
+            1,
+        );
+        let prev = chunked_matmul(before, self.previous.weight.val());
         let pos = self
             .positions
             .weight
@@ -154,7 +157,7 @@ impl RecallModel {
             .slice_dim(0, 0..seq)
             .reshape([1, seq, d])
             .expand([batch, seq, d]);
-        let mut x = tok + pos;
+        let mut x = tok + prev + pos;
         for block in &self.blocks {
             x = x.clone() + block.attention.forward(block.norm1.forward(x.clone()))?;
             let h = chunked_linear(&block.up, block.norm2.forward(x.clone()));
