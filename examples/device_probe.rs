@@ -486,30 +486,10 @@ fn main() {
             for (name, pattern, kq, vq) in cases {
                 let (kq, vq) = (kq.clone(), vq.clone());
                 let module = BlockSparseRingDilatedAttention::from_pattern(pattern.clone(), None);
-                let truth = grads(
-                    &module,
-                    &cpu,
-                    DType::F32,
-                    Path::Reference,
-                    [&qq, &kq, &vq, &r],
-                    None,
-                );
-                let ours = grads(
-                    &module,
-                    &device,
-                    dtype,
-                    Path::Kernels,
-                    [&qq, &kq, &vq, &r],
-                    None,
-                );
-                let naive = grads(
-                    &module,
-                    &device,
-                    dtype,
-                    Path::Reference,
-                    [&qq, &kq, &vq, &r],
-                    None,
-                );
+                let inputs = [&qq, &kq, &vq, &r];
+                let truth = grads(&module, &cpu, DType::F32, Path::Reference, inputs, None);
+                let ours = grads(&module, &device, dtype, Path::Kernels, inputs, None);
+                let naive = grads(&module, &device, dtype, Path::Reference, inputs, None);
                 let mut line = format!("{dtype:?} {name} gradients:");
                 for (i, g) in ["dq", "dk", "dv"].iter().enumerate() {
                     let e = max_abs_diff(&ours[i], &truth[i]);
