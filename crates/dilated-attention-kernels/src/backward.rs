@@ -30,9 +30,9 @@ use crate::KernelError;
 use crate::backward_mma::{ROWS, backward_dkdv_mma, backward_dq_mma};
 use crate::backward_tc::{backward_dkdv_tc, backward_dq_tc};
 use crate::forward::{
-    AttnDtype, ClassArgs, ForwardConfig, Pass, TensorRef, locate, manual_mma_runs,
-    manual_mma_serves, mask_or_stand_in, mma_tiles, stage_keys, tensor_cores_apply,
-    unroll_inner_loops, vector_width,
+    AttnDtype, ClassArgs, ForwardConfig, Pass, TensorRef, block_meets, clamp_down, clamp_up,
+    end_block, first_block, locate, manual_mma_runs, manual_mma_serves, mask_or_stand_in,
+    mma_tiles, stage_keys, tensor_cores_apply, unroll_inner_loops, vector_width,
 };
 
 /// Rows staged per shared-memory step.
@@ -103,17 +103,18 @@ fn backward_dq<F: Float>(
     #[comptime] unroll: bool,
 ) {
     let tile = locate(params, CUBE_POS_X as usize, block);
-    if tile.qb >= tile.seg_blocks {
+    if tile.qb >= tile.seg_blocks || !block_meets(tile.qb, tile.q_lo, tile.q_hi, block) {
         terminate!();
     }
     let (qb, head, batch) = (tile.qb, tile.head, tile.batch);
-    let (tokens, dilation, seg_start, csr_base) =
-        (tile.tokens, tile.dilation, tile.seg_start, tile.csr_base);
+    let (dilation, seg_start, csr_base) = (tile.dilation, tile.seg_start, tile.csr_base);
 
     let unit = UNIT_POS as usize;
     let tq = qb * block + unit;
-    let q_valid = tq < tokens;
-    let pq = seg_start + select(q_valid, tq, 0usize) * dilation;
+    let q_valid = tq >= tile.q_lo && tq < tile.q_hi;
+    let pq = seg_start + select(q_valid, tq, tile.q_lo) * dilation - tile.q_origin;
+    let kb_first = first_block(tile.k_lo, block);
+    let kb_end = end_block(tile.k_lo, tile.k_hi, block);
 
     let mut qr = Array::<f32>::new(head_dim);
     let mut gr = Array::<f32>::new(head_dim);
@@ -139,8 +140,8 @@ fn backward_dq<F: Float>(
     let run_lo = row_ptr[csr_base + qb] as usize;
     let run_hi = row_ptr[csr_base + qb + 1] as usize;
     for run in run_lo..run_hi {
-        let kb_lo = runs[2 * run] as usize;
-        let kb_hi = runs[2 * run + 1] as usize;
+        let kb_lo = clamp_up(runs[2 * run] as usize, kb_first);
+        let kb_hi = clamp_down(runs[2 * run + 1] as usize, kb_end);
         for kb in kb_lo..kb_hi {
             let mut c0 = 0usize;
             while c0 < block {
@@ -222,17 +223,18 @@ fn backward_dkdv<F: Float>(
 ) {
     // `qb` here is the key block; the transposed rows list the query blocks that see it.
     let tile = locate(params, CUBE_POS_X as usize, block);
-    if tile.qb >= tile.seg_blocks {
+    if tile.qb >= tile.seg_blocks || !block_meets(tile.qb, tile.k_lo, tile.k_hi, block) {
         terminate!();
     }
     let (kb, head, kv_head, batch) = (tile.qb, tile.head, tile.kv_head, tile.batch);
-    let (tokens, dilation, seg_start, csr_base) =
-        (tile.tokens, tile.dilation, tile.seg_start, tile.csr_base);
+    let (dilation, seg_start, csr_base) = (tile.dilation, tile.seg_start, tile.csr_base);
 
     let unit = UNIT_POS as usize;
     let tk = kb * block + unit;
-    let k_valid = tk < tokens;
-    let pk = seg_start + select(k_valid, tk, 0usize) * dilation;
+    let k_valid = tk >= tile.k_lo && tk < tile.k_hi;
+    let pk = seg_start + select(k_valid, tk, tile.k_lo) * dilation - tile.k_origin;
+    let qb_first = first_block(tile.q_lo, block);
+    let qb_end = end_block(tile.q_lo, tile.q_hi, block);
     let mut key_live = k_valid;
     if comptime!(masked) {
         key_live = key_live && mask[batch * mask.stride(0) + pk * mask.stride(1)] != 0;
@@ -266,8 +268,8 @@ fn backward_dkdv<F: Float>(
     let run_lo = col_ptr[csr_base + kb] as usize;
     let run_hi = col_ptr[csr_base + kb + 1] as usize;
     for run in run_lo..run_hi {
-        let qb_lo = runs[2 * run] as usize;
-        let qb_hi = runs[2 * run + 1] as usize;
+        let qb_lo = clamp_up(runs[2 * run] as usize, qb_first);
+        let qb_hi = clamp_down(runs[2 * run + 1] as usize, qb_end);
         for qb in qb_lo..qb_hi {
             let mut c0 = 0usize;
             while c0 < block {
@@ -276,8 +278,8 @@ fn backward_dkdv<F: Float>(
                     let c = e / head_dim;
                     let d = e % head_dim;
                     let tq = qb * block + c0 + c;
-                    let present = tq < tokens && c0 + c < block;
-                    let pq = seg_start + select(present, tq, 0usize) * dilation;
+                    let present = tq >= tile.q_lo && tq < tile.q_hi && c0 + c < block;
+                    let pq = seg_start + select(present, tq, tile.q_lo) * dilation - tile.q_origin;
                     qs[e] = f32::cast_from(q[q_base + pq * q.stride(2) + d * q.stride(3)]) * scale;
                     gs[e] = f32::cast_from(dout[g_base + pq * dout.stride(2) + d * dout.stride(3)]);
                     if d == 0 {
@@ -514,19 +516,36 @@ pub fn backward_class(
             rule: format!("at most {max_cubes} query blocks per class, heads and batch"),
         });
     }
-    for (name, t) in [("dq", args.dq), ("dk", args.dk), ("dv", args.dv)] {
-        if t.shape != args.q.shape {
+    // `dk, dv` hold the key rows (per query head): those of `k` in a windowed launch.
+    let key_rows = [
+        args.q.shape[0],
+        args.q.shape[1],
+        args.k.shape[2],
+        args.q.shape[3],
+    ];
+    for (name, t, want) in [
+        ("dq", args.dq, &args.q.shape[..]),
+        ("dk", args.dk, &key_rows[..]),
+        ("dv", args.dv, &key_rows[..]),
+    ] {
+        if t.shape != want {
             return Err(KernelError::Shape {
                 arg: name,
-                expected: format!("the shape of q, {:?}", args.q.shape),
+                expected: format!("{want:?} (q's batch, heads and head dim, k's rows)"),
             });
         }
+    }
+    if rows.windowed != cols.windowed {
+        return Err(KernelError::Shape {
+            arg: "cols",
+            expected: "the window of `rows`".into(),
+        });
     }
     let mask_ref = &mask_or_stand_in(args.mask, args.lse);
     // The tensor-core kernels read rows as vectors: they need a contiguous head dim.
     let tensors = [args.q, args.k, args.v, args.dout];
     let width = vector_width(&tensors);
-    let manual = manual_mma_serves(client, config, width, Pass::Backward);
+    let manual = !rows.windowed && manual_mma_serves(client, config, width, Pass::Backward);
     if overwrite && !manual {
         return Err(KernelError::Unsupported {
             field: "overwrite",
@@ -545,8 +564,10 @@ pub fn backward_class(
             rows: ROWS,
         }
     };
-    let tensor_cores =
-        !manual && tensor_cores_apply(client, config) && tensors.iter().all(|t| t.strides[3] == 1);
+    let tensor_cores = !manual
+        && !rows.windowed
+        && tensor_cores_apply(client, config)
+        && tensors.iter().all(|t| t.strides[3] == 1);
     let dq_tiles = mma_tiles(Pass::Backward);
     let ((dq_x, dq_threads), (kv_x, kv_threads)) = if manual {
         let (dq_rows, dq_threads) = crate::forward_mma::cube_shape(config.block, dq_tiles);

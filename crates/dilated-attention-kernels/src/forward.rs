@@ -33,6 +33,11 @@ pub const MAX_BLOCK: usize = 256;
 
 /// Where a cube works: its query-block row of a head class (grid `x` = row, `y` = the class's
 /// head, `z` = batch), decoded from the class parameters.
+///
+/// A windowed launch (a ring step) reads query rows `q_origin..` and key rows `k_origin..` of
+/// its tensors, which hold only the tokens of its windows: the gathered tokens of the segment
+/// that fall in them are `[q_lo, q_hi)` and `[k_lo, k_hi)`, and token `t` sits at tensor row
+/// `seg_start + t · dilation − origin`. Without a window they are `[0, tokens)` with origin 0.
 #[derive(CubeType)]
 pub(crate) struct Tile {
     /// Query block inside its segment.
@@ -53,10 +58,32 @@ pub(crate) struct Tile {
     pub seg_start: usize,
     /// First CSR row of its segment shape (full or tail).
     pub csr_base: usize,
+    /// Gathered query tokens of the segment inside the query window: `[q_lo, q_hi)`.
+    pub q_lo: usize,
+    /// End of the query window in gathered tokens.
+    pub q_hi: usize,
+    /// Gathered key tokens of the segment inside the key window: `[k_lo, k_hi)`.
+    pub k_lo: usize,
+    /// End of the key window in gathered tokens.
+    pub k_hi: usize,
+    /// Raw position of the first row of the query tensors.
+    pub q_origin: usize,
+    /// Raw position of the first row of the key/value tensors.
+    pub k_origin: usize,
+}
+
+/// The number of gathered tokens `t < tokens` of a segment whose raw position
+/// `start + t · dilation` lies before raw position `at`.
+#[cube]
+pub(crate) fn tokens_before(at: usize, start: usize, dilation: usize, tokens: usize) -> usize {
+    // ceil((at - start) / dilation) for at > start, without overflow at `at = u32::MAX`.
+    let before = select(at > start, (at - start - 1) / dilation + 1, 0usize);
+    select(before < tokens, before, tokens)
 }
 
 /// Decodes `params = [segment_length, dilation, offset, num_segments, blocks_full, tokens_full,
-/// tokens_tail, group]` for query-block row `row`.
+/// tokens_tail, group, q_start, q_end, k_start, k_end]` for query-block row `row` (the last
+/// four: the raw positions of the windows, see [`Tile`]).
 #[cube]
 #[allow(clippy::manual_div_ceil)] // CubeCL kernel code
 pub(crate) fn locate(params: &Tensor<u32>, row: usize, #[comptime] block: usize) -> Tile {
@@ -68,10 +95,15 @@ pub(crate) fn locate(params: &Tensor<u32>, row: usize, #[comptime] block: usize)
     let tokens_full = params[5] as usize;
     let tokens_tail = params[6] as usize;
     let group = params[7] as usize;
+    let q_origin = params[8] as usize;
+    let q_end = params[9] as usize;
+    let k_origin = params[10] as usize;
+    let k_end = params[11] as usize;
     let segment = row / blocks_full;
     let head = offset + dilation * CUBE_POS_Y as usize;
     let is_tail = segment + 1 == num_segments && tokens_tail > 0;
     let tokens = select(is_tail, tokens_tail, tokens_full);
+    let seg_start = segment * seg_len + offset;
     Tile {
         qb: row % blocks_full,
         head,
@@ -80,9 +112,47 @@ pub(crate) fn locate(params: &Tensor<u32>, row: usize, #[comptime] block: usize)
         tokens,
         seg_blocks: (tokens + block - 1) / block,
         dilation,
-        seg_start: segment * seg_len + offset,
+        seg_start,
         csr_base: select(is_tail, blocks_full + 1, 0usize),
+        q_lo: tokens_before(q_origin, seg_start, dilation, tokens),
+        q_hi: tokens_before(q_end, seg_start, dilation, tokens),
+        k_lo: tokens_before(k_origin, seg_start, dilation, tokens),
+        k_hi: tokens_before(k_end, seg_start, dilation, tokens),
+        q_origin,
+        k_origin,
     }
+}
+
+/// Whether block `b` (gathered tokens `[b·block, (b+1)·block)`) meets the window `[lo, hi)`.
+#[cube]
+pub(crate) fn block_meets(b: usize, lo: usize, hi: usize, #[comptime] block: usize) -> bool {
+    lo < hi && b * block < hi && b * block + block > lo
+}
+
+/// The first block that meets the window `[lo, hi)`.
+#[cube]
+pub(crate) fn first_block(lo: usize, #[comptime] block: usize) -> usize {
+    lo / block
+}
+
+/// The end of the blocks that meet the window `[lo, hi)` (equal to [`first_block`] when the
+/// window is empty, so that a loop between the two runs no block).
+#[cube]
+#[allow(clippy::manual_div_ceil)] // CubeCL kernel code
+pub(crate) fn end_block(lo: usize, hi: usize, #[comptime] block: usize) -> usize {
+    select(lo < hi, (hi + block - 1) / block, lo / block)
+}
+
+/// `max(a, b)`.
+#[cube]
+pub(crate) fn clamp_up(a: usize, b: usize) -> usize {
+    select(a > b, a, b)
+}
+
+/// `min(a, b)`.
+#[cube]
+pub(crate) fn clamp_down(a: usize, b: usize) -> usize {
+    select(a < b, a, b)
 }
 
 /// Stages the `CHUNK` gathered keys and values of key block `kb` from offset `c0` (strided rows
@@ -111,8 +181,9 @@ pub(crate) fn stage_keys<F: Float>(
         let c = e / head_dim;
         let d = e % head_dim;
         let tk = kb * block + c0 + c;
-        let present = tk < tile.tokens && c0 + c < block;
-        let pk = tile.seg_start + select(present, tk, 0usize) * tile.dilation;
+        let present = tk >= tile.k_lo && tk < tile.k_hi && c0 + c < block;
+        // Rows outside the key window read its first key, a row the tensors hold.
+        let pk = tile.seg_start + select(present, tk, tile.k_lo) * tile.dilation - tile.k_origin;
         ks[e] = f32::cast_from(k[k_base + pk * k.stride(2) + d * k.stride(3)]);
         vs[e] = f32::cast_from(v[v_base + pk * v.stride(2) + d * v.stride(3)]);
         if d == 0 {
@@ -148,17 +219,19 @@ fn block_sparse_forward<F: Float>(
     #[comptime] unroll: bool,
 ) {
     let tile = locate(params, CUBE_POS_X as usize, block);
-    if tile.qb >= tile.seg_blocks {
+    if tile.qb >= tile.seg_blocks || !block_meets(tile.qb, tile.q_lo, tile.q_hi, block) {
         terminate!();
     }
     let (qb, head, batch) = (tile.qb, tile.head, tile.batch);
-    let (tokens, dilation, seg_start, csr_base) =
-        (tile.tokens, tile.dilation, tile.seg_start, tile.csr_base);
+    let (dilation, seg_start, csr_base) = (tile.dilation, tile.seg_start, tile.csr_base);
 
     let unit = UNIT_POS as usize;
     let tq = qb * block + unit;
-    let q_valid = tq < tokens;
-    let pq = seg_start + select(q_valid, tq, 0usize) * dilation;
+    let q_valid = tq >= tile.q_lo && tq < tile.q_hi;
+    let pq = seg_start + select(q_valid, tq, tile.q_lo) * dilation - tile.q_origin;
+    // Key blocks that meet the key window.
+    let kb_first = first_block(tile.k_lo, block);
+    let kb_end = end_block(tile.k_lo, tile.k_hi, block);
 
     // The query row, pre-scaled, and the accumulator, in registers.
     let mut qr = Array::<f32>::new(head_dim);
@@ -180,8 +253,8 @@ fn block_sparse_forward<F: Float>(
     let run_lo = row_ptr[csr_base + qb] as usize;
     let run_hi = row_ptr[csr_base + qb + 1] as usize;
     for run in run_lo..run_hi {
-        let kb_lo = runs[2 * run] as usize;
-        let kb_hi = runs[2 * run + 1] as usize;
+        let kb_lo = clamp_up(runs[2 * run] as usize, kb_first);
+        let kb_hi = clamp_down(runs[2 * run + 1] as usize, kb_end);
         for kb in kb_lo..kb_hi {
             let mut c0 = 0usize;
             while c0 < block {
@@ -302,13 +375,42 @@ pub struct ClassArgs {
     pub row_ptr: TensorRef,
     /// `[2 · runs]` u32 (at least 2 entries).
     pub runs: TensorRef,
-    /// `[8]` u32: segment length, dilation, offset, segments, blocks of a full segment, tokens
-    /// of a full segment, tokens of the tail segment (0 if none), query heads per kv head.
+    /// `[12]` u32: segment length, dilation, offset, segments, blocks of a full segment, tokens
+    /// of a full segment, tokens of the tail segment (0 if none), query heads per kv head, then
+    /// the [`Window`] (`[0, u32::MAX, 0, u32::MAX]` for none).
     pub params: TensorRef,
     /// Number of query-block rows to launch (`segments · blocks_full`).
     pub rows: usize,
     /// Number of heads in the class.
     pub heads: usize,
+    /// Whether `params` holds a window other than the whole sequence: only the portable
+    /// kernels take windows, so such a launch runs them.
+    pub windowed: bool,
+}
+
+/// The raw token ranges of a windowed launch (a ring step): the query tensors hold the rows of
+/// tokens `q_start..q_end`, the key/value tensors (and the mask) those of `k_start..k_end`,
+/// and the launch computes those queries against those keys only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Window {
+    /// First query token.
+    pub q_start: usize,
+    /// End of the query tokens.
+    pub q_end: usize,
+    /// First key token.
+    pub k_start: usize,
+    /// End of the key tokens.
+    pub k_end: usize,
+}
+
+impl Window {
+    /// The last four entries of [`ClassArgs::params`]: this window, or none.
+    pub fn params(window: Option<Window>) -> [u32; 4] {
+        match window {
+            Some(w) => [w.q_start, w.q_end, w.k_start, w.k_end].map(|p| p as u32),
+            None => [0, u32::MAX, 0, u32::MAX],
+        }
+    }
 }
 
 /// Element type of the attention tensors.
@@ -524,6 +626,9 @@ pub(crate) fn manual_mma_runs(
 /// - `mask: [batch, n]` u32 (1 = key present), or `None`
 /// - `lse: [batch, heads, n]` f32
 ///
+/// With a windowed `class` (see [`Window`]) `q, out, lse` hold the window's query rows and
+/// `k, v, mask` its key rows.
+///
 /// Writes the class's rows of `out` and `lse` only: overwrites them, or with `merge` merges
 /// the class's result into what they hold (LSE merge; `0, -inf` rows take the result as it is),
 /// which only the kernels of [`fuses_merge`] do.
@@ -554,7 +659,7 @@ pub fn forward_class(
     }
     let mask_ref = &mask_or_stand_in(mask, lse);
     let width = vector_width(&[q, k, v]);
-    let manual = manual_mma_serves(client, config, width, Pass::Forward);
+    let manual = !class.windowed && manual_mma_serves(client, config, width, Pass::Forward);
     if merge && !manual {
         return Err(KernelError::Unsupported {
             field: "merge",
@@ -563,6 +668,7 @@ pub fn forward_class(
     }
     // The tensor-core kernel reads rows as vectors: it needs a contiguous head dim.
     let tensor_cores = !manual
+        && !class.windowed
         && tensor_cores_apply(client, config)
         && [q, k, v].iter().all(|t| t.strides[3] == 1);
     // Query rows per cube: the manual-MMA tile, the cmma kernel's 64, or a whole block (one

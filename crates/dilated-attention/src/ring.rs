@@ -8,7 +8,14 @@
 //! with [`merge_lse`], the same function that merges branches. With `P` copies of one device
 //! this is chunked execution on a single device (attention memory follows the chunks); with `P`
 //! devices it is the ring across them, through the same code.
+//!
+//! A step runs through the CubeCL kernels where the module has them: a holder's tokens form one
+//! contiguous piece (`contiguous`) or two (`zigzag`), and each pair of a query piece and a key
+//! piece is one windowed kernel call (the kernels read only those rows; partial results over
+//! the key pieces are merged like the steps). `striped` holders have `n / P` pieces of one
+//! token each; their steps, and any step the kernels cannot serve, use the reference path.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
@@ -28,6 +35,8 @@ pub struct RingPlan {
     pub schedule: RingSchedule,
     /// Token positions owned by each holder, ascending.
     pub tokens: Vec<Vec<usize>>,
+    /// Each holder's tokens as maximal runs of consecutive positions.
+    pub pieces: Vec<Vec<Piece>>,
     /// `plans[r][s]`: holder `r`'s queries against holder `s`'s keys, `None` when empty.
     plans: Vec<Vec<Option<Arc<ReferencePlan>>>>,
 }
@@ -60,12 +69,108 @@ impl RingPlan {
                     .collect()
             })
             .collect();
+        let pieces = tokens.iter().map(|t| Piece::runs(t)).collect();
         Ok(Self {
             schedule,
             tokens,
+            pieces,
             plans,
         })
     }
+}
+
+/// A run of consecutive token positions in a holder's rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// First row of the run in the holder's tensors.
+    pub row: usize,
+    /// Its token positions.
+    pub tokens: Range<usize>,
+}
+
+impl Piece {
+    /// The maximal runs of `tokens` (ascending positions).
+    fn runs(tokens: &[usize]) -> Vec<Piece> {
+        let mut pieces: Vec<Piece> = Vec::new();
+        for (row, &p) in tokens.iter().enumerate() {
+            match pieces.last_mut() {
+                Some(last) if last.tokens.end == p => last.tokens.end += 1,
+                _ => pieces.push(Piece {
+                    row,
+                    tokens: p..p + 1,
+                }),
+            }
+        }
+        pieces
+    }
+
+    fn rows(&self) -> Range<usize> {
+        self.row..self.row + self.tokens.len()
+    }
+}
+
+/// A ring step through the kernels for one query piece and one key piece:
+/// `(q, k, v, mask, query tokens, key tokens) → (out, lse)` with `q: [batch, heads, queries,
+/// head_dim]`, `k, v: [batch, kv_heads, keys, head_dim]`, `mask: [batch, keys]`; `Err` says
+/// the kernels cannot serve it.
+pub type StepKernel = dyn Fn(
+    &Tensor<4>,
+    &Tensor<4>,
+    &Tensor<4>,
+    Option<&Tensor<2, Bool>>,
+    Range<usize>,
+    Range<usize>,
+) -> std::result::Result<(Tensor<4>, Tensor<3>), String>;
+
+/// The kernel runner a module passes to [`ring_attention`], if it has kernels.
+pub type RingKernels = Option<Box<StepKernel>>;
+
+/// Most pieces per holder for which steps go through the kernels (zigzag has two).
+const KERNEL_PIECES: usize = 2;
+
+/// Holder `r`'s step against the chunk `(k, v, mask)` of holder `s` through the kernels: one
+/// call per query piece and key piece, merged over the key pieces and concatenated over the
+/// query pieces (the holder's rows are its pieces in order).
+fn kernel_step(
+    kernels: &StepKernel,
+    plan: &RingPlan,
+    (r, s): (usize, usize),
+    q: &Tensor<4>,
+    (k, v, mask): (&Tensor<4>, &Tensor<4>, Option<&Tensor<2, Bool>>),
+) -> std::result::Result<(Tensor<4>, Tensor<3>), String> {
+    let (q_pieces, k_pieces) = (&plan.pieces[r], &plan.pieces[s]);
+    if q_pieces.len() > KERNEL_PIECES || k_pieces.len() > KERNEL_PIECES {
+        return Err(format!(
+            "{} query and {} key pieces (striped partition)",
+            q_pieces.len(),
+            k_pieces.len()
+        ));
+    }
+    let (mut outs, mut lses) = (Vec::new(), Vec::new());
+    for qp in q_pieces {
+        let q_rows = q.clone().slice_dim(2, qp.rows());
+        let mut parts = Vec::with_capacity(k_pieces.len());
+        for kp in k_pieces {
+            let rows = kp.rows();
+            let m = mask.map(|m| m.clone().slice_dim(1, rows.clone()));
+            parts.push(kernels(
+                &q_rows,
+                &k.clone().slice_dim(2, rows.clone()),
+                &v.clone().slice_dim(2, rows),
+                m.as_ref(),
+                qp.tokens.clone(),
+                kp.tokens.clone(),
+            )?);
+        }
+        let (o, l) = merge_lse(parts);
+        outs.push(o);
+        lses.push(l);
+    }
+    Ok(if outs.len() == 1 {
+        (outs.remove(0), lses.remove(0))
+    } else {
+        (Tensor::cat(outs, 2), Tensor::cat(lses, 2))
+    })
 }
 
 fn rows(tokens: &[usize], device: &Device) -> Tensor<1, Int> {
@@ -82,6 +187,10 @@ pub struct RingOutput {
     pub lses: Vec<Tensor<3>>,
     /// Per holder: the token positions of its rows, ascending.
     pub tokens: Vec<Vec<usize>>,
+    /// Steps (holder × visiting chunk) that ran through the CubeCL kernels.
+    pub kernel_steps: usize,
+    /// Steps that ran through the reference path (skipped steps count in neither).
+    pub reference_steps: usize,
 }
 
 impl RingOutput {
@@ -111,7 +220,9 @@ impl RingOutput {
 ///
 /// - `q: [batch, heads, n, head_dim]`, `k, v: [batch, kv_heads, n, head_dim]`, `mask: [batch, n]`,
 ///   all on one device, already checked ([`crate::inputs::check_inputs`]);
-/// - `plan` built for this layout and `devices.len()` holders.
+/// - `plan` built for this layout and `devices.len()` holders;
+/// - `kernels`: runs a step's piece pairs through the kernels (see [`StepKernel`]); steps it
+///   cannot serve, and all steps without it, use the reference path.
 #[allow(clippy::too_many_arguments)]
 pub fn ring_attention(
     q: Tensor<4>,
@@ -122,6 +233,7 @@ pub fn ring_attention(
     plan: &RingPlan,
     scale: f64,
     devices: &[Device],
+    kernels: Option<&StepKernel>,
 ) -> Result<RingOutput> {
     let p = plan.tokens.len();
     if devices.len() != p {
@@ -154,6 +266,7 @@ pub fn ring_attention(
     // Each holder's running result, merged step by step so that only one partial result per
     // holder is alive at a time.
     let mut partial: Vec<Option<(Tensor<4>, Tensor<3>)>> = vec![None; p];
+    let (mut kernel_steps, mut reference_steps) = (0, 0);
     for step in 0..p {
         for (r, running) in partial.iter_mut().enumerate() {
             // At step t holder r holds the chunk that started on holder (r - t) mod P.
@@ -166,15 +279,32 @@ pub fn ring_attention(
                 n: plan.tokens[r].len(),
                 ..shape
             };
-            let step_result = reference_attention(
-                q_chunks[r].clone(),
-                k_s.clone(),
-                v_s.clone(),
-                m_s.clone(),
-                local,
-                step_plan,
-                scale,
-            );
+            let through_kernels = kernels.and_then(|kernels| {
+                kernel_step(
+                    kernels,
+                    plan,
+                    (r, s),
+                    &q_chunks[r],
+                    (k_s, v_s, m_s.as_ref()),
+                )
+                .ok()
+            });
+            if through_kernels.is_some() {
+                kernel_steps += 1;
+            } else {
+                reference_steps += 1;
+            }
+            let step_result = through_kernels.unwrap_or_else(|| {
+                reference_attention(
+                    q_chunks[r].clone(),
+                    k_s.clone(),
+                    v_s.clone(),
+                    m_s.clone(),
+                    local,
+                    step_plan,
+                    scale,
+                )
+            });
             *running = Some(match running.take() {
                 Some(previous) => merge_lse(vec![previous, step_result]),
                 None => step_result,
@@ -214,5 +344,7 @@ pub fn ring_attention(
         outs,
         lses,
         tokens: plan.tokens.clone(),
+        kernel_steps,
+        reference_steps,
     })
 }

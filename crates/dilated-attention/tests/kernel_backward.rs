@@ -277,6 +277,7 @@ fn direct_launch_writes_delta_and_only_class_rows() {
         params: up(&kl.params),
         rows: kl.rows,
         heads: 1,
+        windowed: false,
     };
     // Only class 0 (head 0, even tokens).
     let class = &layout.classes[0];

@@ -10,7 +10,7 @@ mod common;
 
 use burn::prelude::*;
 use common::{assert_close, cpu, gpu, padding_mask, randn, sparse, values};
-use dilated_attention::kernel::KernelClassLayout;
+use dilated_attention::kernel::{KernelClassLayout, Window};
 use dilated_attention::{
     BlockLayout, BlockSparseRingDilatedAttention, DilatedPattern, PatternType,
 };
@@ -115,9 +115,13 @@ fn rows_without_keys_are_zero_and_neg_inf() {
     );
 }
 
-/// A direct launch into NaN-poisoned outputs: every element must be written.
-#[test]
-fn direct_launch_writes_every_element() {
+/// A direct launch into NaN-poisoned outputs: every element must be written, also by a
+/// windowed launch (a ring step: query rows 20..61 against key rows 5..50, tensors holding
+/// only those rows), where a query whose keys all lie outside the window gets `0, -inf`.
+#[rstest]
+#[case::whole_sequence(None)]
+#[case::window(Some(Window { q_start: 20, q_end: 61, k_start: 5, k_end: 50 }))]
+fn direct_launch_writes_every_element(#[case] window: Option<Window>) {
     use burn::backend::Cube;
     use dilated_attention_kernels::forward::{
         AttnDtype, ClassArgs, ForwardConfig, TensorRef, forward_class,
@@ -128,17 +132,18 @@ fn direct_launch_writes_every_element() {
     let (b, h, n, d) = (1, 2, 77, 64);
     let pattern = DilatedPattern::single(sparse(PatternType::LocalWindow, 16, 0.5), true);
     let layout = BlockLayout::new(&pattern, n, h).unwrap();
-    let kl = KernelClassLayout::new(&layout.classes[0], 1);
+    let kl = KernelClassLayout::new(&layout.classes[0], 1).with_window(window);
+    let (n_q, n_k) = window.map_or((n, n), |w| (w.q_end - w.q_start, w.k_end - w.k_start));
     let cube = |t: Tensor<4>| t.try_into_primitive::<Cube>().unwrap();
     let as_ref = |t: &burn_cubecl::tensor::CubeTensor| TensorRef {
         handle: t.handle.clone(),
         shape: t.meta.shape().iter().copied().collect(),
         strides: t.meta.strides().iter().copied().collect(),
     };
-    let q = cube(randn([b, h, n, d], &gpu));
-    let k = cube(randn([b, h, n, d], &gpu));
-    let out = cube(Tensor::<4>::full([b, h, n, d], f32::NAN, &gpu));
-    let lse = Tensor::<3>::full([b, h, n], f32::NAN, &gpu)
+    let q = cube(randn([b, h, n_q, d], &gpu));
+    let k = cube(randn([b, h, n_k, d], &gpu));
+    let out = cube(Tensor::<4>::full([b, h, n_q, d], f32::NAN, &gpu));
+    let lse = Tensor::<3>::full([b, h, n_q], f32::NAN, &gpu)
         .try_into_primitive::<Cube>()
         .unwrap();
     let client = q.client.clone();
@@ -149,6 +154,7 @@ fn direct_launch_writes_every_element() {
         params: up(&kl.params),
         rows: kl.rows,
         heads: h,
+        windowed: window.is_some(),
     };
     let config = ForwardConfig {
         dtype: AttnDtype::F32,
@@ -176,7 +182,16 @@ fn direct_launch_writes_every_element() {
         out.iter().all(|x| x.is_finite()),
         "unwritten output element"
     );
-    assert!(lse.iter().all(|x| x.is_finite()), "unwritten lse element");
+    assert!(lse.iter().all(|x| !x.is_nan()), "unwritten lse element");
+    if window.is_none() {
+        assert!(
+            lse.iter().all(|x| x.is_finite()),
+            "a causal row without keys"
+        );
+    } else {
+        // Query 20 (the window's first) sees keys 16..=20 of its local block: inside the window.
+        assert!(lse[0].is_finite());
+    }
 }
 
 #[test]

@@ -25,7 +25,7 @@ use burn::tensor::{Bool, DType, GradientCheckpointingStrategy, Shape, Tensor};
 use burn_cubecl::CubeDevice;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::{DeviceLayoutCache, SavedForward, cube, try_backward, try_forward};
+use super::{DeviceLayoutCache, SavedForward, Window, cube, try_backward, try_forward};
 use crate::inputs::AttentionShape;
 use crate::reference::ReferencePlan;
 
@@ -36,6 +36,8 @@ pub(crate) struct Call {
     pub plan: Arc<ReferencePlan>,
     pub scale: f64,
     pub cache: DeviceLayoutCache,
+    /// The ring step's token ranges, if any (see [`Window`]).
+    pub window: Option<Window>,
 }
 
 /// `dlse`, passed from `LseStep` to `AttentionStep`.
@@ -89,6 +91,7 @@ impl Backward<Cube, 3> for AttentionStep {
             &s.call.plan.layout,
             s.call.scale,
             &s.call.cache,
+            s.call.window,
         )
         .unwrap_or_else(|reason| panic!("attention backward kernels: {reason}"));
         for (node, grad) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
@@ -163,6 +166,7 @@ where
         &call.plan.layout,
         call.scale,
         &call.cache,
+        call.window,
     )?;
     let (out, lse) = (cube(out)?, cube(lse)?);
     let (out, lse) = match AttentionStep
@@ -229,6 +233,7 @@ pub(crate) fn attention(
             &call.plan.layout,
             call.scale,
             &call.cache,
+            call.window,
         ),
         Some(GradientCheckpointingStrategy::Disabled) => {
             tracked::<NoCheckpointing>(q, k, v, mask, call)

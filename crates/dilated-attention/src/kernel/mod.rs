@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use burn::backend::Cube;
 use burn::tensor::{Bool, DType, Tensor};
 use burn_cubecl::tensor::CubeTensor;
+pub use dilated_attention_kernels::forward::Window;
 use dilated_attention_kernels::forward::{
     AttnDtype, ClassArgs, ForwardConfig, TensorRef, forward_class, fuses_merge,
 };
@@ -35,8 +36,8 @@ pub struct KernelClassLayout {
     pub row_ptr: Vec<u32>,
     /// `[2 · runs]`: `[start, end)` pairs of key blocks.
     pub runs: Vec<u32>,
-    /// Kernel parameters (see `ClassArgs::params`).
-    pub params: [u32; 8],
+    /// Kernel parameters (see `ClassArgs::params`), without a window.
+    pub params: [u32; 12],
     /// Query-block rows to launch.
     pub rows: usize,
 }
@@ -65,6 +66,7 @@ impl KernelClassLayout {
             runs.extend([0, 0]);
         }
         let tail_tokens = class.tail.as_ref().map_or(0, |t| t.tokens);
+        let [q_start, q_end, k_start, k_end] = Window::params(None);
         Self {
             row_ptr,
             runs,
@@ -77,9 +79,19 @@ impl KernelClassLayout {
                 class.full.tokens as u32,
                 tail_tokens as u32,
                 group as u32,
+                q_start,
+                q_end,
+                k_start,
+                k_end,
             ],
             rows: class.num_segments * class.full.blocks.max(1),
         }
+    }
+
+    /// The same layout restricted to `window` (a ring step; see [`Window`]).
+    pub fn with_window(mut self, window: Option<Window>) -> Self {
+        self.params[8..].copy_from_slice(&Window::params(window));
+        self
     }
 }
 
@@ -103,8 +115,8 @@ fn push_runs(rows: &BlockRows, row_ptr: &mut Vec<u32>, runs: &mut Vec<u32>) {
     }
 }
 
-/// `(n, heads, group, device)`.
-type DeviceLayoutKey = (usize, usize, usize, String);
+/// `(n, heads, group, device, window)`.
+type DeviceLayoutKey = (usize, usize, usize, String, Option<Window>);
 
 /// One head class on the device: its rows for the forward and `dQ`, and its transposed rows
 /// for `dK/dV`.
@@ -114,7 +126,7 @@ pub(crate) struct DeviceClass {
     cols: ClassArgs,
 }
 
-/// Device copies of the kernel layouts, by `(n, heads, group, device)`.
+/// Device copies of the kernel layouts, by `(n, heads, group, device, window)`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DeviceLayoutCache {
     entries: Arc<Mutex<HashMap<DeviceLayoutKey, Arc<Vec<DeviceClass>>>>>,
@@ -127,8 +139,9 @@ impl DeviceLayoutCache {
         device: String,
         layout: &BlockLayout,
         group: usize,
+        window: Option<Window>,
     ) -> Arc<Vec<DeviceClass>> {
-        let key = (layout.n, layout.heads, group, device);
+        let key = (layout.n, layout.heads, group, device, window);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .entry(key)
@@ -147,10 +160,15 @@ impl DeviceLayoutCache {
                                 params: up(&kl.params),
                                 rows: kl.rows,
                                 heads: class.heads.len(),
+                                windowed: window.is_some(),
                             };
                             DeviceClass {
-                                rows: args(KernelClassLayout::new(class, group)),
-                                cols: args(KernelClassLayout::transposed(class, group)),
+                                rows: args(
+                                    KernelClassLayout::new(class, group).with_window(window),
+                                ),
+                                cols: args(
+                                    KernelClassLayout::transposed(class, group).with_window(window),
+                                ),
                             }
                         })
                         .collect(),
@@ -212,9 +230,35 @@ fn tensor_ref(t: &CubeTensor) -> TensorRef {
     }
 }
 
+/// Checks that the row counts of `q` and `k` are those of `window` (or `n` without one).
+fn check_window(
+    window: Option<Window>,
+    n: usize,
+    q_rows: usize,
+    k_rows: usize,
+) -> Result<(), String> {
+    let (q, k) = match window {
+        Some(w) if w.q_start <= w.q_end && w.q_end <= n && w.k_start <= w.k_end && w.k_end <= n => {
+            (w.q_end - w.q_start, w.k_end - w.k_start)
+        }
+        Some(w) => return Err(format!("window {w:?} is not inside 0..{n}")),
+        None => (n, n),
+    };
+    if (q_rows, k_rows) == (q, k) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{q_rows} query and {k_rows} key rows for a window of {q} and {k}"
+        ))
+    }
+}
+
 /// Runs the forward kernels if the inputs live on a CubeCL device (without autodiff tracking)
 /// and the configuration is supported; otherwise says why, and the caller falls back to the
 /// reference path.
+///
+/// With a `window` (a ring step) `q` holds the rows of its query tokens and `k, v, mask` those
+/// of its key tokens; the results are the partial `(out, lse)` of those queries over those keys.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn try_forward(
     q: &Tensor<4>,
@@ -225,17 +269,25 @@ pub(crate) fn try_forward(
     layout: &BlockLayout,
     scale: f64,
     cache: &DeviceLayoutCache,
+    window: Option<Window>,
 ) -> Result<(Tensor<4>, Tensor<3>), String> {
     let device = q.device();
     let config = kernel_config(q.dtype(), shape, layout, scale)?;
+    check_window(window, shape.n, q.dims()[2], k.dims()[2])?;
     let (qc, kc, vc) = (cube(q.clone())?, cube(k.clone())?, cube(v.clone())?);
     let mask_t = cube_mask(mask)?;
     let client = qc.client.clone();
-    let classes = cache.get(&client, format!("{:?}", qc.device), layout, shape.group());
+    let classes = cache.get(
+        &client,
+        format!("{:?}", qc.device),
+        layout,
+        shape.group(),
+        window,
+    );
     let (qr, kr, vr) = (tensor_ref(&qc), tensor_ref(&kc), tensor_ref(&vc));
     let mask_r = mask_t.as_ref().map(tensor_ref);
 
-    let [b, h, n, d] = [shape.batch, shape.heads, shape.n, shape.head_dim];
+    let [b, h, n, d] = [shape.batch, shape.heads, q.dims()[2], shape.head_dim];
     let q_dtype = q.dtype();
     let buffers = || -> Result<(CubeTensor, CubeTensor), String> {
         let out = Tensor::<4>::zeros([b, h, n, d], (&device, q_dtype));
@@ -269,7 +321,7 @@ pub(crate) fn try_forward(
             Tensor::<3>::from_primitive::<Cube>(lse),
         )
     };
-    if fuses_merge(&client, &config, &qr, &kr, &vr) {
+    if window.is_none() && fuses_merge(&client, &config, &qr, &kr, &vr) {
         // One pair of buffers: every branch after the first merges into it as it is written.
         let (out, lse) = buffers()?;
         for branch in 0..layout.branches.len() {
@@ -310,6 +362,7 @@ pub(crate) struct SavedForward {
 /// - `dlse: [batch, heads, n]`, the gradient of the merged log-sum-exp, if it is used.
 ///
 /// Returns gradients in the inputs' dtype, `dk, dv` summed over the query heads of each kv head.
+/// With a `window` the tensors hold its rows, as in [`try_forward`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn try_backward(
     saved: &SavedForward,
@@ -319,6 +372,7 @@ pub(crate) fn try_backward(
     layout: &BlockLayout,
     scale: f64,
     cache: &DeviceLayoutCache,
+    window: Option<Window>,
 ) -> Result<(Tensor<4>, Tensor<4>, Tensor<4>), String> {
     use dilated_attention_kernels::backward::{
         BackwardArgs, backward_can_overwrite, backward_class, backward_fuses_dq, delta,
@@ -326,7 +380,9 @@ pub(crate) fn try_backward(
     let config = kernel_config(saved.q.dtype(), shape, layout, scale)?;
     let device = saved.q.device();
     let dtype = saved.q.dtype();
-    let [b, h, n, d] = [shape.batch, shape.heads, shape.n, shape.head_dim];
+    let (n, n_k) = (saved.q.dims()[2], saved.k.dims()[2]);
+    check_window(window, shape.n, n, n_k)?;
+    let [b, h, d] = [shape.batch, shape.heads, shape.head_dim];
     let (qc, kc, vc) = (
         cube(saved.q.clone())?,
         cube(saved.k.clone())?,
@@ -339,7 +395,13 @@ pub(crate) fn try_backward(
     let dlse_c = dlse.map(|t| cube(t.cast(DType::F32))).transpose()?;
     let mask_c = cube_mask(saved.mask.as_ref())?;
     let client = qc.client.clone();
-    let classes = cache.get(&client, format!("{:?}", qc.device), layout, shape.group());
+    let classes = cache.get(
+        &client,
+        format!("{:?}", qc.device),
+        layout,
+        shape.group(),
+        window,
+    );
 
     // One class that covers every row (dilation 1, every head, no GQA: the seed layout, say)
     // lets the kernels store their gradients where they can, into buffers with no zero fill.
@@ -354,22 +416,23 @@ pub(crate) fn try_backward(
         tensor_ref(&gc),
         tensor_ref(&lc),
     );
-    let overwrite = matches!(layout.classes.as_slice(), [c] if covers_all(c))
+    let overwrite = window.is_none()
+        && matches!(layout.classes.as_slice(), [c] if covers_all(c))
         && backward_can_overwrite(&client, &config, &qr, &kr, &vr, &gr);
     // Stored gradients land in the inputs' dtype; added ones in zero-filled f32 buffers, and
     // so does dQ where the dK/dV kernel adds it atomically.
-    let fused_dq = backward_fuses_dq(&client, &config, &qr, &kr, &vr, &gr);
-    let grad4 = |stored: bool| {
+    let fused_dq = window.is_none() && backward_fuses_dq(&client, &config, &qr, &kr, &vr, &gr);
+    let grad4 = |stored: bool, rows: usize| {
         cube(if stored {
-            Tensor::<4>::empty([b, h, n, d], (&device, dtype))
+            Tensor::<4>::empty([b, h, rows, d], (&device, dtype))
         } else {
-            Tensor::<4>::zeros([b, h, n, d], (&device, DType::F32))
+            Tensor::<4>::zeros([b, h, rows, d], (&device, DType::F32))
         })
     };
     let (dq, dk, dv) = (
-        grad4(overwrite && !fused_dq)?,
-        grad4(overwrite)?,
-        grad4(overwrite)?,
+        grad4(overwrite && !fused_dq, n)?,
+        grad4(overwrite, n_k)?,
+        grad4(overwrite, n_k)?,
     );
     let delta_c = cube(Tensor::<3>::zeros([b, h, n], (&device, DType::F32)))?;
     let (dqr, dkr, dvr, deltar) = (
@@ -404,9 +467,9 @@ pub(crate) fn try_backward(
         let t = if g == 1 {
             t
         } else {
-            t.reshape([b, shape.kv_heads, g, n * d])
+            t.reshape([b, shape.kv_heads, g, n_k * d])
                 .sum_dim(2)
-                .reshape([b, shape.kv_heads, n, d])
+                .reshape([b, shape.kv_heads, n_k, d])
         };
         t.cast(dtype)
     };

@@ -11,7 +11,7 @@ use crate::inputs::{AttentionShape, check_inputs};
 use crate::layout::BlockLayout;
 use crate::pattern::{DilatedPattern, SparsePatternConfig};
 use crate::reference::{ReferencePlan, reference_attention};
-use crate::ring::{RingOutput, RingPlan, ring_attention};
+use crate::ring::{RingKernels, RingOutput, RingPlan, ring_attention};
 use crate::schedule::Partition;
 
 /// Configuration of [`BlockSparseRingDilatedAttention`] (the old prototype's vocabulary).
@@ -301,7 +301,37 @@ impl BlockSparseRingDilatedAttention {
             plan: plan.clone(),
             scale,
             cache: self.device_cache.clone(),
+            window: None,
         }
+    }
+
+    /// How a ring step runs: through the kernels restricted to the step's token windows where
+    /// they serve the call (`None` sends every step to the reference path).
+    fn ring_steps(
+        &self,
+        shape: AttentionShape,
+        scale: f64,
+        plan: &Arc<ReferencePlan>,
+    ) -> RingKernels {
+        #[cfg(feature = "cube")]
+        if self.use_kernels {
+            let call = self.call(shape, scale, plan);
+            return Some(Box::new(move |q, k, v, mask, queries, keys| {
+                let window = crate::kernel::Window {
+                    q_start: queries.start,
+                    q_end: queries.end,
+                    k_start: keys.start,
+                    k_end: keys.end,
+                };
+                let call = crate::kernel::Call {
+                    window: Some(window),
+                    ..call.clone()
+                };
+                crate::kernel::attention(q, k, v, mask, &call)
+            }));
+        }
+        let _ = (shape, scale, plan);
+        None
     }
 
     /// Checks the inputs and returns their sizes, the scale and the cached layout plan.
@@ -357,9 +387,19 @@ impl BlockSparseRingDilatedAttention {
             let ring = self
                 .ring_cache
                 .get(&plan.layout, self.ring_size, self.ring_partition)?;
-            return Ok(
-                ring_attention(q, k, v, mask, shape, &ring, scale, &devices)?.gather(&device),
-            );
+            let steps = self.ring_steps(shape, scale, &plan);
+            return Ok(ring_attention(
+                q,
+                k,
+                v,
+                mask,
+                shape,
+                &ring,
+                scale,
+                &devices,
+                steps.as_deref(),
+            )?
+            .gather(&device));
         }
         #[cfg(feature = "cube")]
         if self.use_kernels
@@ -397,7 +437,18 @@ impl BlockSparseRingDilatedAttention {
         let ring = self
             .ring_cache
             .get(&plan.layout, devices.len(), self.ring_partition)?;
-        ring_attention(q, k, v, mask, shape, &ring, scale, devices)
+        let steps = self.ring_steps(shape, scale, &plan);
+        ring_attention(
+            q,
+            k,
+            v,
+            mask,
+            shape,
+            &ring,
+            scale,
+            devices,
+            steps.as_deref(),
+        )
     }
 
     /// The ring schedule this module would run with `holders` holders at length `n`.
@@ -491,6 +542,7 @@ impl BlockSparseRingDilatedAttention {
             &plan.layout,
             scale,
             &self.device_cache,
+            None,
         )
         .map_err(|reason| AttentionError::KernelUnavailable { reason })
     }
