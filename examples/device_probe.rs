@@ -125,6 +125,16 @@ fn main() {
             Device::wgpu(DeviceKind::DefaultDevice),
         ),
     };
+    if std::env::args().nth(2).as_deref() == Some("ring") {
+        let lengths: Vec<usize> = std::env::args()
+            .nth(3)
+            .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+            .unwrap_or_else(|| vec![16384]);
+        for n in lengths {
+            ring_section(&device, n);
+        }
+        return;
+    }
     let client = cube.client();
     let props = client.properties();
     println!(
@@ -734,4 +744,138 @@ fn main() {
     }
     report_over(&over);
     println!("device probe passed on {which}");
+}
+
+/// Median wall time of `f` in ms over `iters` runs after two warm-ups, each ended by a device
+/// sync.
+fn median_ms(device: &Device, iters: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..2 {
+        f();
+        let _ = device.sync();
+    }
+    let mut times: Vec<f64> = (0..iters)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            f();
+            let _ = device.sync();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[iters / 2]
+}
+
+/// `ring n`: the ring's steps through the windowed kernels on one device (`P` holders, zigzag),
+/// LongNet causal, 8 heads, head dim 64, f16: forward and gradients against the unchunked
+/// kernels in f16, both measured against the f32 kernels (the issue's bound: ring error ≤
+/// 2.5 × single-device error + 2e-3), and the times of both.
+fn ring_section(device: &Device, n: usize) {
+    use burn::tensor::DType;
+    use dilated_attention::{BlockSparseRingDilatedAttention, DilatedPattern, Partition};
+    let (h, d) = (8, 64);
+    let cpu = Device::flex();
+    cpu.seed(11);
+    let [q, k, v, r] = [0; 4].map(|_| {
+        Tensor::<4>::random([1, h, n, d], Distribution::Normal(0.0, 1.0), &cpu).to_device(device)
+    });
+    let module = BlockSparseRingDilatedAttention::from_pattern(
+        DilatedPattern::longnet(n, 64, true).expect("valid preset"),
+        None,
+    )
+    .with_ring(1, Partition::Zigzag);
+    // Forward and gradients of `Σ out · r` in `dtype`, unchunked (`p = 1`) or through a ring of
+    // `p` holders; results in f32.
+    let run = |dtype: DType, p: usize| {
+        let ad = device.clone().autodiff();
+        let [q, k, v] = [&q, &k, &v]
+            .map(|t| Tensor::<4>::from_data(t.clone().cast(dtype).into_data(), &ad).require_grad());
+        let (out, steps) = if p == 1 {
+            let (o, _) = module
+                .forward_kernels(q.clone(), k.clone(), v.clone(), None)
+                .expect("kernels serve the call");
+            (o, (0, 0))
+        } else {
+            let ring = module
+                .forward_ring(q.clone(), k.clone(), v.clone(), None, &vec![ad.clone(); p])
+                .expect("ring");
+            let steps = (ring.kernel_steps, ring.reference_steps);
+            (ring.gather(&ad).0, steps)
+        };
+        let rr = Tensor::<4>::from_data(r.clone().cast(dtype).into_data(), &ad);
+        let grads = (out.clone().cast(DType::F32) * rr.cast(DType::F32))
+            .sum()
+            .backward();
+        let g = [&q, &k, &v].map(|t| read(t.grad(&grads).expect("grad").cast(DType::F32)));
+        (read(out.cast(DType::F32)), g, steps)
+    };
+    let (o32, g32, _) = run(DType::F32, 1);
+    let (o16, g16, _) = run(DType::F16, 1);
+    let scale = |x: &[f32]| x.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let rel = |a: &[f32], b: &[f32]| max_abs_diff(a, b) / scale(b);
+    for p in [2, 4] {
+        let (o, g, (kernel_steps, reference_steps)) = run(DType::F16, p);
+        let mut line = format!(
+            "ring n={n} P={p} zigzag f16: {kernel_steps} kernel steps, {reference_steps} reference steps; \
+             rel err vs f32 kernels (ring / unchunked f16):"
+        );
+        let mut ok = reference_steps == 0;
+        for (name, ring, single, want) in [
+            ("out", &o, &o16, &o32),
+            ("dq", &g[0], &g16[0], &g32[0]),
+            ("dk", &g[1], &g16[1], &g32[1]),
+            ("dv", &g[2], &g16[2], &g32[2]),
+        ] {
+            let (e_ring, e_single) = (rel(ring, want), rel(single, want));
+            ok &= e_ring <= 2.5 * e_single + 2e-3;
+            line += &format!(" {name} {e_ring:.2e}/{e_single:.2e}");
+        }
+        println!("{line} -> {}", if ok { "pass" } else { "FAIL" });
+    }
+    // Times, forward and forward+backward, f16, without autodiff for the forward.
+    let [q16, k16, v16, r16] = [&q, &k, &v, &r].map(|t| t.clone().cast(DType::F16));
+    let iters = 9;
+    for p in [1, 2, 4] {
+        let fwd = median_ms(device, iters, || {
+            let out = if p == 1 {
+                module
+                    .forward_kernels(q16.clone(), k16.clone(), v16.clone(), None)
+                    .unwrap()
+                    .0
+            } else {
+                module
+                    .forward_ring(
+                        q16.clone(),
+                        k16.clone(),
+                        v16.clone(),
+                        None,
+                        &vec![device.clone(); p],
+                    )
+                    .unwrap()
+                    .gather(device)
+                    .0
+            };
+            let _ = out;
+        });
+        let fwdbwd = median_ms(device, iters, || {
+            let [q, k, v] = [&q16, &k16, &v16].map(|t| t.clone().autodiff().require_grad());
+            let out = if p == 1 {
+                module
+                    .forward_kernels(q.clone(), k.clone(), v.clone(), None)
+                    .unwrap()
+                    .0
+            } else {
+                let devices = vec![q.device(); p];
+                module
+                    .forward_ring(q.clone(), k.clone(), v.clone(), None, &devices)
+                    .unwrap()
+                    .gather(&q.device())
+                    .0
+            };
+            let grads = (out * r16.clone().autodiff()).sum().backward();
+            let _ = q.grad(&grads);
+        });
+        println!(
+            "ring n={n} P={p} f16 times: forward {fwd:.2} ms, forward+backward {fwdbwd:.2} ms (median of {iters})"
+        );
+    }
 }

@@ -2,9 +2,18 @@
 //! [`MultiHeadDilatedAttention`], trained on associative recall: key–value pairs early in the
 //! sequence, filler tokens, and a query key at the end whose value the model must name. A
 //! local window cannot solve it: the pair sits far before the query. Each position embeds its
-//! token, the token before it (a token shift: the value carries its key) and its position, so
-//! the attention layers' job is the long-range lookup itself. `seq_len` must be a
+//! token and the token before it (a token shift: the value carries its key), so the attention
+//! layers' job is the long-range lookup itself. There is no position embedding: the causal
+//! mask and the shift carry all the order the task needs, and a learned vector per position
+//! would give each of the thousands of filler keys its own random offset, noise that the
+//! lookup must first learn to ignore (at 8K tokens it held the model near chance). `seq_len` must be a
 //! multiple of 4 with room for the pairs (`4 · pairs + 2 <= seq_len`).
+//!
+//! With `start_len` set, training follows a length curriculum: it starts on sequences of
+//! `start_len` tokens and doubles their length (up to `seq_len`) each time the model has
+//! mastered the current one ([`Mastery`]). The model has no position table, and the attention
+//! layers are built for `seq_len` (a shorter sequence is one partial segment of each branch),
+//! so the same weights serve every length.
 //!
 //! Used by `examples/train_recall.rs` and by the CI test that checks the loss falls.
 
@@ -47,6 +56,47 @@ pub struct RecallConfig {
     pub block_size: usize,
     /// Float type the attention layers run in (their `compute_dtype`); unset: the model's f32.
     pub attention_dtype: Option<DType>,
+    /// First length of the length curriculum (a multiple of 4); unset: train at `seq_len`
+    /// throughout.
+    pub start_len: Option<usize>,
+}
+
+/// Accuracy over the last [`Mastery::WINDOW`] steps, and whether it reached
+/// [`Mastery::THRESHOLD`].
+#[derive(Debug, Clone, Default)]
+pub struct Mastery {
+    recent: Vec<f32>,
+}
+
+impl Mastery {
+    /// Steps averaged.
+    pub const WINDOW: usize = 50;
+    /// Average accuracy that counts as mastered (chance is `1 / symbols`).
+    pub const THRESHOLD: f32 = 0.99;
+
+    /// Records one step's accuracy and returns the running average.
+    pub fn push(&mut self, accuracy: f32) -> f32 {
+        self.recent.push(accuracy);
+        if self.recent.len() > Self::WINDOW {
+            self.recent.remove(0);
+        }
+        self.average()
+    }
+
+    /// Average over the recorded steps (0 before any).
+    pub fn average(&self) -> f32 {
+        self.recent.iter().sum::<f32>() / self.recent.len().max(1) as f32
+    }
+
+    /// A full window at or above the threshold.
+    pub fn mastered(&self) -> bool {
+        self.recent.len() == Self::WINDOW && self.average() >= Self::THRESHOLD
+    }
+
+    /// Forgets the recorded steps (a new length starts).
+    pub fn reset(&mut self) {
+        self.recent.clear();
+    }
 }
 
 impl RecallConfig {
@@ -83,7 +133,6 @@ pub struct Block {
 pub struct RecallModel {
     tokens: Embedding,
     previous: Embedding,
-    positions: Embedding,
     blocks: Vec<Block>,
     norm: LayerNorm,
     head: Linear,
@@ -110,7 +159,6 @@ impl RecallModel {
         Ok(Self {
             tokens: EmbeddingConfig::new(cfg.vocab(), d).init(device),
             previous: EmbeddingConfig::new(cfg.vocab(), d).init(device),
-            positions: EmbeddingConfig::new(cfg.seq_len, d).init(device),
             blocks,
             norm: LayerNormConfig::new(d).init(device),
             head: LinearConfig::new(d, cfg.vocab()).init(device),
@@ -122,12 +170,11 @@ impl RecallModel {
         let [batch, seq] = tokens.dims();
         let device = tokens.device();
         let [vocab, d] = self.tokens.weight.dims();
-        // The embeddings as a one-hot product and a slice of the position table rather than
-        // `Embedding::forward`: Burn's embedding backward (`select_assign`) walks all
-        // `batch · seq` rows serially per model column, which took most of a training step at
-        // 8K tokens on the H200; a matmul and a broadcast sum have fast backwards. The
-        // products split their rows into chunks (`chunked_matmul`) so that their weight
-        // gradients do not run as one contraction over all `batch · seq` rows.
+        // The embeddings as a one-hot product rather than `Embedding::forward`: Burn's embedding
+        // backward (`select_assign`) walks all `batch · seq` rows serially per model column,
+        // which took most of a training step at 8K tokens on the H200; a matmul has a fast
+        // backward. The products split their rows into chunks (`chunked_matmul`) so that their
+        // weight gradients do not run as one contraction over all `batch · seq` rows.
         let classes = Tensor::<1, Int>::arange(0..vocab as i64, &device)
             .reshape([1, vocab])
             .expand([batch * seq, vocab]);
@@ -150,14 +197,7 @@ impl RecallModel {
             1,
         );
         let prev = chunked_matmul(before, self.previous.weight.val());
-        let pos = self
-            .positions
-            .weight
-            .val()
-            .slice_dim(0, 0..seq)
-            .reshape([1, seq, d])
-            .expand([batch, seq, d]);
-        let mut x = tok + prev + pos;
+        let mut x = tok + prev;
         for block in &self.blocks {
             x = x.clone() + block.attention.forward(block.norm1.forward(x.clone()))?;
             let h = chunked_linear(&block.up, block.norm2.forward(x.clone()));
@@ -225,6 +265,8 @@ pub struct StepLog {
     pub loss: f32,
     /// Fraction of the batch answered right.
     pub accuracy: f32,
+    /// Sequence length of the step's batch (the curriculum's current length).
+    pub seq_len: usize,
     /// Seconds of the step's forward pass (with the loss), backward pass and optimiser update,
     /// each ended by a device sync.
     pub seconds: [f64; 3],
@@ -245,8 +287,15 @@ pub fn train(
     let mut optim = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut seed = 0x5EED_u64;
+    let mut len = cfg.start_len.unwrap_or(cfg.seq_len).min(cfg.seq_len);
+    let mut mastery = Mastery::default();
     for step in 0..steps {
-        let (tokens, targets) = batch(cfg, batch_size, &mut seed, &device);
+        let (tokens, targets) = batch(
+            &cfg.clone().with_seq_len(len),
+            batch_size,
+            &mut seed,
+            &device,
+        );
         let start = std::time::Instant::now();
         let logits = model.forward(tokens)?;
         let accuracy = logits
@@ -271,11 +320,17 @@ pub fn train(
             step,
             loss: value,
             accuracy,
+            seq_len: len,
             seconds: [forward, backward, update],
         })
         .is_break()
         {
             break;
+        }
+        mastery.push(accuracy);
+        if len < cfg.seq_len && mastery.mastered() {
+            len = (2 * len).min(cfg.seq_len);
+            mastery.reset();
         }
     }
     Ok(model)
