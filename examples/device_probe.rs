@@ -126,12 +126,19 @@ fn main() {
         ),
     };
     if std::env::args().nth(2).as_deref() == Some("ring") {
-        let lengths: Vec<usize> = std::env::args()
+        // `ring 3824:5,16384`: lengths, each with its number of heads (default 8).
+        let cases: Vec<(usize, usize)> = std::env::args()
             .nth(3)
-            .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
-            .unwrap_or_else(|| vec![16384]);
-        for n in lengths {
-            ring_section(&device, n);
+            .unwrap_or_else(|| "16384".into())
+            .split(',')
+            .filter_map(|c| {
+                let mut it = c.split(':');
+                let n = it.next()?.parse().ok()?;
+                Some((n, it.next().and_then(|h| h.parse().ok()).unwrap_or(8)))
+            })
+            .collect();
+        for (n, heads) in cases {
+            ring_section(&device, n, heads);
         }
         return;
     }
@@ -765,14 +772,14 @@ fn median_ms(device: &Device, iters: usize, mut f: impl FnMut()) -> f64 {
     times[iters / 2]
 }
 
-/// `ring n`: the ring's steps through the windowed kernels on one device (`P` holders, zigzag),
-/// LongNet causal, 8 heads, head dim 64, f16: forward and gradients against the unchunked
-/// kernels in f16, both measured against the f32 kernels (the issue's bound: ring error ≤
-/// 2.5 × single-device error + 2e-3), and the times of both.
-fn ring_section(device: &Device, n: usize) {
+/// `ring n:heads`: the ring's steps through the windowed kernels on one device (`P` holders,
+/// zigzag), LongNet causal, head dim 64, f16 and bf16: forward and gradients against the
+/// unchunked kernels in the same dtype, both measured against the f32 kernels (the issue's
+/// bound: ring error ≤ 2.5 × single-device error + 2e-3), and the f16 times of both.
+fn ring_section(device: &Device, n: usize, h: usize) {
     use burn::tensor::DType;
     use dilated_attention::{BlockSparseRingDilatedAttention, DilatedPattern, Partition};
-    let (h, d) = (8, 64);
+    let d = 64;
     let cpu = Device::flex();
     cpu.seed(11);
     let [q, k, v, r] = [0; 4].map(|_| {
@@ -809,14 +816,21 @@ fn ring_section(device: &Device, n: usize) {
         (read(out.cast(DType::F32)), g, steps)
     };
     let (o32, g32, _) = run(DType::F32, 1);
-    let (o16, g16, _) = run(DType::F16, 1);
     let scale = |x: &[f32]| x.iter().fold(1.0f32, |m, v| m.max(v.abs()));
     let rel = |a: &[f32], b: &[f32]| max_abs_diff(a, b) / scale(b);
-    for p in [2, 4] {
-        let (o, g, (kernel_steps, reference_steps)) = run(DType::F16, p);
+    // `DEVICE_PROBE_RING_QUICK=1`: f16 at P = 2 only, and times at P = 1, 2.
+    let quick = std::env::var("DEVICE_PROBE_RING_QUICK").is_ok_and(|v| v == "1");
+    let cases: &[(DType, usize)] = if quick {
+        &[(DType::F16, 2)]
+    } else {
+        &[(DType::F16, 2), (DType::F16, 4), (DType::BF16, 4)]
+    };
+    for &(dtype, p) in cases {
+        let (o16, g16, _) = run(dtype, 1);
+        let (o, g, (kernel_steps, reference_steps)) = run(dtype, p);
         let mut line = format!(
-            "ring n={n} P={p} zigzag f16: {kernel_steps} kernel steps, {reference_steps} reference steps; \
-             rel err vs f32 kernels (ring / unchunked f16):"
+            "ring n={n} heads={h} P={p} zigzag {dtype:?}: {kernel_steps} kernel steps, {reference_steps} reference steps; \
+             rel err vs f32 kernels (ring / unchunked):"
         );
         let mut ok = reference_steps == 0;
         for (name, ring, single, want) in [
@@ -834,7 +848,8 @@ fn ring_section(device: &Device, n: usize) {
     // Times, forward and forward+backward, f16, without autodiff for the forward.
     let [q16, k16, v16, r16] = [&q, &k, &v, &r].map(|t| t.clone().cast(DType::F16));
     let iters = 9;
-    for p in [1, 2, 4] {
+    let holders: &[usize] = if quick { &[1, 2] } else { &[1, 2, 4] };
+    for &p in holders {
         let fwd = median_ms(device, iters, || {
             let out = if p == 1 {
                 module
@@ -875,7 +890,7 @@ fn ring_section(device: &Device, n: usize) {
             let _ = q.grad(&grads);
         });
         println!(
-            "ring n={n} P={p} f16 times: forward {fwd:.2} ms, forward+backward {fwdbwd:.2} ms (median of {iters})"
+            "ring n={n} heads={h} P={p} f16 times: forward {fwd:.2} ms, forward+backward {fwdbwd:.2} ms (median of {iters})"
         );
     }
 }

@@ -101,8 +101,9 @@ fn backward_dq<F: Float>(
     #[comptime] causal: bool,
     #[comptime] masked: bool,
     #[comptime] unroll: bool,
+    #[comptime] windowed: bool,
 ) {
-    let tile = locate(params, CUBE_POS_X as usize, block);
+    let tile = locate(params, CUBE_POS_X as usize, block, windowed);
     if tile.qb >= tile.seg_blocks || !block_meets(tile.qb, tile.q_lo, tile.q_hi, block) {
         terminate!();
     }
@@ -220,9 +221,10 @@ fn backward_dkdv<F: Float>(
     #[comptime] causal: bool,
     #[comptime] masked: bool,
     #[comptime] unroll: bool,
+    #[comptime] windowed: bool,
 ) {
     // `qb` here is the key block; the transposed rows list the query blocks that see it.
-    let tile = locate(params, CUBE_POS_X as usize, block);
+    let tile = locate(params, CUBE_POS_X as usize, block, windowed);
     if tile.qb >= tile.seg_blocks || !block_meets(tile.qb, tile.k_lo, tile.k_hi, block) {
         terminate!();
     }
@@ -545,7 +547,13 @@ pub fn backward_class(
     // The tensor-core kernels read rows as vectors: they need a contiguous head dim.
     let tensors = [args.q, args.k, args.v, args.dout];
     let width = vector_width(&tensors);
-    let manual = !rows.windowed && manual_mma_serves(client, config, width, Pass::Backward);
+    let manual = manual_mma_serves(client, config, width, Pass::Backward);
+    if overwrite && rows.windowed {
+        return Err(KernelError::Unsupported {
+            field: "overwrite",
+            rule: "a windowed launch adds to its gradients".into(),
+        });
+    }
     if overwrite && !manual {
         return Err(KernelError::Unsupported {
             field: "overwrite",
@@ -556,7 +564,8 @@ pub fn backward_class(
     // Cube shapes: manual MMA — dQ as the forward (`tiles` 16-row MMA tiles per plane), dK/dV
     // `plan.rows` keys (16 per plane); tensor cores — 32-row tiles of 2 planes; portable — a
     // block, one unit per row.
-    let plan = if manual {
+    // A windowed launch keeps dQ in its own kernel: the fused dQ was not checked with windows.
+    let plan = if manual && !rows.windowed {
         dq_plan(client, config)
     } else {
         DqPlan {
@@ -592,6 +601,7 @@ pub fn backward_class(
     let (dq_count, dq_dim) = (grid(dq_x), CubeDim::new_1d(dq_threads as u32));
     let (kv_count, kv_dim) = (grid(kv_x), CubeDim::new_1d(kv_threads as u32));
     let unroll = unroll_inner_loops(client);
+    let windowed = rows.windowed;
     // The unfused dK/dV asks for more resident cubes than its registers would allow (the fused
     // one's 8-plane cubes fit once per SM anyway).
     let kv_blocks = if plan.fuse {
@@ -674,23 +684,23 @@ pub fn backward_class(
     use half::{bf16, f16};
     match (config.dtype, manual, tensor_cores, overwrite) {
         (AttnDtype::F32, _, _, _) => {
-            launch!(backward_dq, backward_dkdv, [f32]; [unroll]; []; []; [])
+            launch!(backward_dq, backward_dkdv, [f32]; [unroll, windowed]; []; []; [])
         }
         (AttnDtype::F16, true, _, false) => launch!(
             backward_dq_mma, backward_dkdv_mma, [f16, f32], width;
-            [false]; [dq_tiles]; [args.dq.arg()]; [plan.rows, plan.fuse, kv_blocks]
+            [false]; [dq_tiles, windowed]; [args.dq.arg()]; [plan.rows, plan.fuse, kv_blocks, windowed]
         ),
         (AttnDtype::F16, true, _, true) => launch!(
             backward_dq_mma, backward_dkdv_mma, [f16, f16], width;
-            [true]; [dq_tiles]; [args.dq.arg()]; [plan.rows, plan.fuse, kv_blocks]
+            [true]; [dq_tiles, windowed]; [args.dq.arg()]; [plan.rows, plan.fuse, kv_blocks, windowed]
         ),
         (AttnDtype::BF16, true, _, false) => launch!(
             backward_dq_mma, backward_dkdv_mma, [bf16, f32], width;
-            [false]; [dq_tiles]; [args.dq.arg()]; [plan.rows, plan.fuse, kv_blocks]
+            [false]; [dq_tiles, windowed]; [args.dq.arg()]; [plan.rows, plan.fuse, kv_blocks, windowed]
         ),
         (AttnDtype::BF16, true, _, true) => launch!(
             backward_dq_mma, backward_dkdv_mma, [bf16, bf16], width;
-            [true]; [dq_tiles]; [args.dq.arg()]; [plan.rows, plan.fuse, kv_blocks]
+            [true]; [dq_tiles, windowed]; [args.dq.arg()]; [plan.rows, plan.fuse, kv_blocks, windowed]
         ),
         (AttnDtype::F16, false, true, _) => {
             launch!(backward_dq_tc, backward_dkdv_tc, [f16], width; []; []; []; [])
@@ -699,10 +709,10 @@ pub fn backward_class(
             launch!(backward_dq_tc, backward_dkdv_tc, [bf16], width; []; []; []; [])
         }
         (AttnDtype::F16, false, false, _) => {
-            launch!(backward_dq, backward_dkdv, [f16]; [unroll]; []; []; [])
+            launch!(backward_dq, backward_dkdv, [f16]; [unroll, windowed]; []; []; [])
         }
         (AttnDtype::BF16, false, false, _) => {
-            launch!(backward_dq, backward_dkdv, [bf16]; [unroll]; []; []; [])
+            launch!(backward_dq, backward_dkdv, [bf16]; [unroll, windowed]; []; []; [])
         }
     }
     Ok(())

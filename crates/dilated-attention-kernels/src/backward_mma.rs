@@ -33,7 +33,9 @@
 //!
 //! Queries that see no key (`L = -inf`) or lie past the segment get `L = +inf` (so `p = 0`);
 //! keys that are not present are never written (their gradient rows stay as they are), but
-//! for zeros with `overwrite`.
+//! for zeros with `overwrite`. With `windowed` (a ring step) the tensors hold the window's rows
+//! and both kernels bound their rows and walks by it, as the forward does; queries outside the
+//! query window count as past the segment, keys outside the key window as not present.
 
 use cubecl::prelude::barrier::Barrier;
 use cubecl::prelude::*;
@@ -41,8 +43,8 @@ use cubecl::prelude::*;
 use crate::forward::locate;
 use crate::forward_mma::{LOG2E, cube_shape, key_present};
 use crate::mma::{
-    CHUNK, P2, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_def, mma_pair, mma_rows,
-    occupancy_hint, stage_rows, tiles_as_a, wait, zero_tiles,
+    CHUNK, P2, Rows, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_def, mma_pair,
+    mma_rows, occupancy_hint, stage_rows, tiles_as_a, wait, zero_tiles,
 };
 use cubecl::cmma::MatrixIdent;
 
@@ -80,6 +82,7 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
     #[comptime] masked: bool,
     #[comptime] overwrite: bool,
     #[comptime] tiles: usize,
+    #[comptime] windowed: bool,
 ) {
     let tq = comptime!(cube_shape(block, tiles).0);
     let threads = comptime!(cube_shape(block, tiles).1);
@@ -88,9 +91,10 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
     let dtiles = comptime!(head_dim / 8);
     let ctiles = comptime!(CHUNK / 8);
     let hs = comptime!(head_dim / 16);
-    let tile = locate(params, CUBE_POS_X as usize / subtiles, block);
+    let tile = locate(params, CUBE_POS_X as usize / subtiles, block, windowed);
     let q0 = tile.qb * block + (CUBE_POS_X as usize % subtiles) * tq;
-    if tile.qb >= tile.seg_blocks || q0 >= tile.tokens {
+    let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
+    if tile.qb >= tile.seg_blocks || q0 >= queries.hi || q0 + tq <= queries.lo {
         terminate!();
     }
     let unit = UNIT_POS as usize;
@@ -111,7 +115,14 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
     let bar0 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
     let bar1 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
 
-    let mut walk = Walk::new(row_ptr, runs, tile.csr_base + tile.qb);
+    let mut walk = Walk::new(
+        row_ptr,
+        runs,
+        tile.csr_base + tile.qb,
+        keys.first_block(block),
+        keys.end_block(block),
+        windowed,
+    );
     if walk.live() {
         let first = walk.first(block);
         let b = &mut buf[0..buf_len];
@@ -120,6 +131,7 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
             v,
             b,
             &tile,
+            &keys,
             tile.kv_head,
             first,
             0usize,
@@ -138,10 +150,10 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
     // row with no key) and Δ of its rows (entry 2i + h: row 16i + g + 8h).
     let b = &mut buf[0..buf_len];
     stage_rows::<F, N>(
-        q, b, &tile, tile.head, q0, qrows, tq, threads, rstr, head_dim,
+        q, b, &tile, &queries, tile.head, q0, qrows, tq, threads, rstr, head_dim,
     );
     stage_rows::<F, N>(
-        dout, b, &tile, tile.head, q0, grows, tq, threads, rstr, head_dim,
+        dout, b, &tile, &queries, tile.head, q0, grows, tq, threads, rstr, head_dim,
     );
     let mut acc = zero_tiles(comptime!(tiles * dtiles));
     let prow0 = q0 + plane * prows;
@@ -154,8 +166,8 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
         #[unroll]
         for h in 0..2usize {
             let row = prow0 + i * 16 + g + 8 * h;
-            let present = row < tile.tokens;
-            let pq = tile.seg_start + select(present, row, 0usize) * tile.dilation;
+            let present = queries.holds(row);
+            let pq = queries.row(&tile, row);
             let l = lse[l_base + pq * lse.stride(2)];
             lrow[comptime!(2 * i + h)] = select(present && l != neg_inf, l * LOG2E, -neg_inf);
             drow[comptime!(2 * i + h)] = delta[d_base + pq * delta.stride(2)];
@@ -166,7 +178,7 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
     let mut stage = 0usize;
     while walk.live() {
         let k0 = walk.first(block);
-        walk.advance(runs, block);
+        walk.advance(runs, block, windowed);
         // Every plane is done with the other stage before it is overwritten; on the first
         // pass this also publishes the staged Q and dO rows.
         sync_cube();
@@ -180,6 +192,7 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
                 v,
                 b,
                 &tile,
+                &keys,
                 tile.kv_head,
                 first,
                 r0,
@@ -219,7 +232,7 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
                     );
                 }
             }
-            let mut need = k0 + CHUNK > tile.tokens;
+            let mut need = k0 < keys.lo || k0 + CHUNK > keys.hi;
             if comptime!(masked) {
                 need = true;
             }
@@ -294,8 +307,8 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
         #[unroll]
         for h in 0..2usize {
             let row = prow0 + i * 16 + g + 8 * h;
-            if row < tile.tokens {
-                let pq = tile.seg_start + row * tile.dilation;
+            if queries.holds(row) {
+                let pq = queries.row(&tile, row);
                 let base = tile.batch * dq.stride(0) + tile.head * dq.stride(1) + pq * dq.stride(2);
                 #[unroll]
                 for dt in 0..dtiles {
@@ -345,14 +358,17 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
     #[comptime] rows: usize,
     #[comptime] fuse_dq: bool,
     #[comptime] min_blocks: u32,
+    #[comptime] windowed: bool,
 ) {
     occupancy_hint(min_blocks);
     // Rows are keys: `tile.qb` is the key block, the transposed layout lists its query blocks.
     let subtiles = comptime!(block / rows);
     let threads = comptime!(rows * 2);
-    let tile = locate(params, CUBE_POS_X as usize / subtiles, block);
+    let tile = locate(params, CUBE_POS_X as usize / subtiles, block, windowed);
     let k0 = tile.qb * block + (CUBE_POS_X as usize % subtiles) * ROWS;
-    if tile.qb >= tile.seg_blocks || k0 >= tile.tokens {
+    let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
+    // Cubes whose keys miss the key window (all of the segment's without one) leave.
+    if tile.qb >= tile.seg_blocks || k0 >= keys.hi || k0 + rows <= keys.lo {
         terminate!();
     }
     let unit = UNIT_POS as usize;
@@ -379,12 +395,19 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
     let l_base = tile.batch * lse.stride(0) + tile.head * lse.stride(1);
     let d_base = tile.batch * delta.stride(0) + tile.head * delta.stride(1);
 
-    let mut walk = Walk::new(col_ptr, runs, tile.csr_base + tile.qb);
+    let mut walk = Walk::new(
+        col_ptr,
+        runs,
+        tile.csr_base + tile.qb,
+        queries.first_block(block),
+        queries.end_block(block),
+        windowed,
+    );
     if walk.live() {
         let first = walk.first(block);
         let b = &mut buf[0..buf_len];
         issue_pair::<F, N>(
-            q, dout, b, &tile, tile.head, first, 0usize, threads, rstr, head_dim,
+            q, dout, b, &tile, &queries, tile.head, first, 0usize, threads, rstr, head_dim,
         );
         bar0.commit_copy_async();
         if unit < CHUNK {
@@ -401,6 +424,7 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
         k,
         b,
         &tile,
+        &keys,
         tile.kv_head,
         k0,
         krows,
@@ -414,6 +438,7 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
         v,
         b,
         &tile,
+        &keys,
         tile.kv_head,
         k0,
         vrows,
@@ -448,7 +473,7 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
     let mut stage = 0usize;
     while walk.live() {
         let c0 = walk.first(block);
-        walk.advance(runs, block);
+        walk.advance(runs, block, windowed);
         sync_cube();
         if walk.live() {
             let next = 1 - stage;
@@ -456,7 +481,7 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
             let b = &mut buf[0..buf_len];
             let r0 = next * srows;
             issue_pair::<F, N>(
-                q, dout, b, &tile, tile.head, first, r0, threads, rstr, head_dim,
+                q, dout, b, &tile, &queries, tile.head, first, r0, threads, rstr, head_dim,
             );
             commit(&bar0, &bar1, next);
             if unit < CHUNK {
@@ -647,8 +672,8 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
                 #[unroll]
                 for h in 0..2usize {
                     let tq = c0 + qt * 16 + g + 8 * h;
-                    if tq < tile.tokens {
-                        let at = b0 + (tile.seg_start + tq * tile.dilation) * dq.stride(2);
+                    if queries.holds(tq) {
+                        let at = b0 + queries.row(&tile, tq) * dq.stride(2);
                         #[unroll]
                         for dt in 0..qcols {
                             let x = acc.index(dt)[h] * Vector::new(scale);
@@ -671,10 +696,10 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
         let present = key_present(mask, &tile, key, masked) != 0;
         let mut write = present;
         if comptime!(overwrite) {
-            write = key < tile.tokens;
+            write = keys.holds(key);
         }
         if write {
-            let pk = tile.seg_start + key * tile.dilation;
+            let pk = keys.row(&tile, key);
             let k_at = tile.batch * dk.stride(0) + tile.head * dk.stride(1) + pk * dk.stride(2);
             let v_at = tile.batch * dv.stride(0) + tile.head * dv.stride(1) + pk * dv.stride(2);
             let keep = select(present, 1.0f32, 0.0f32);
@@ -735,8 +760,9 @@ fn query_stats(
     tq: usize,
     neg_inf: f32,
 ) -> (f32, f32) {
-    let present = tq < tile.tokens;
-    let pq = tile.seg_start + select(present, tq, 0usize) * tile.dilation;
+    let queries = Rows::queries(tile);
+    let present = queries.holds(tq);
+    let pq = queries.row(tile, tq);
     let l = lse[l_base + pq * lse.stride(2)];
     let l2 = select(present && l != neg_inf, l * LOG2E, -neg_inf);
     (l2, delta[d_base + pq * delta.stride(2)])

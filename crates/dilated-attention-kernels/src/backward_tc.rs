@@ -51,7 +51,7 @@ pub(crate) fn backward_dq_tc<F: Float, N: Size>(
     #[comptime] masked: bool,
 ) {
     let subtiles = comptime!(block / ROWS);
-    let tile = locate(params, CUBE_POS_X as usize / subtiles, block);
+    let tile = locate(params, CUBE_POS_X as usize / subtiles, block, false);
     let (qb, head, kv_head, batch) = (tile.qb, tile.head, tile.kv_head, tile.batch);
     let (tokens, dilation, seg_start, csr_base) =
         (tile.tokens, tile.dilation, tile.seg_start, tile.csr_base);
@@ -294,7 +294,7 @@ pub(crate) fn backward_dkdv_tc<F: Float, N: Size>(
 ) {
     // Rows are keys: `tile.qb` is the key block, the transposed layout lists its query blocks.
     let subtiles = comptime!(block / ROWS);
-    let tile = locate(params, CUBE_POS_X as usize / subtiles, block);
+    let tile = locate(params, CUBE_POS_X as usize / subtiles, block, false);
     let (kb, head, kv_head, batch) = (tile.qb, tile.head, tile.kv_head, tile.batch);
     let (tokens, dilation, seg_start, csr_base) =
         (tile.tokens, tile.dilation, tile.seg_start, tile.csr_base);

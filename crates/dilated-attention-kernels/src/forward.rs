@@ -86,7 +86,12 @@ pub(crate) fn tokens_before(at: usize, start: usize, dilation: usize, tokens: us
 /// four: the raw positions of the windows, see [`Tile`]).
 #[cube]
 #[allow(clippy::manual_div_ceil)] // CubeCL kernel code
-pub(crate) fn locate(params: &Tensor<u32>, row: usize, #[comptime] block: usize) -> Tile {
+pub(crate) fn locate(
+    params: &Tensor<u32>,
+    row: usize,
+    #[comptime] block: usize,
+    #[comptime] windowed: bool,
+) -> Tile {
     let seg_len = params[0] as usize;
     let dilation = params[1] as usize;
     let offset = params[2] as usize;
@@ -95,15 +100,26 @@ pub(crate) fn locate(params: &Tensor<u32>, row: usize, #[comptime] block: usize)
     let tokens_full = params[5] as usize;
     let tokens_tail = params[6] as usize;
     let group = params[7] as usize;
-    let q_origin = params[8] as usize;
-    let q_end = params[9] as usize;
-    let k_origin = params[10] as usize;
-    let k_end = params[11] as usize;
     let segment = row / blocks_full;
     let head = offset + dilation * CUBE_POS_Y as usize;
     let is_tail = segment + 1 == num_segments && tokens_tail > 0;
     let tokens = select(is_tail, tokens_tail, tokens_full);
     let seg_start = segment * seg_len + offset;
+    // Without a window (known when the kernel is compiled) the bounds are the segment's.
+    let mut q_origin = 0usize;
+    let mut k_origin = 0usize;
+    let mut q_lo = 0usize;
+    let mut q_hi = tokens;
+    let mut k_lo = 0usize;
+    let mut k_hi = tokens;
+    if comptime!(windowed) {
+        q_origin = params[8] as usize;
+        k_origin = params[10] as usize;
+        q_lo = tokens_before(q_origin, seg_start, dilation, tokens);
+        q_hi = tokens_before(params[9] as usize, seg_start, dilation, tokens);
+        k_lo = tokens_before(k_origin, seg_start, dilation, tokens);
+        k_hi = tokens_before(params[11] as usize, seg_start, dilation, tokens);
+    }
     Tile {
         qb: row % blocks_full,
         head,
@@ -114,10 +130,10 @@ pub(crate) fn locate(params: &Tensor<u32>, row: usize, #[comptime] block: usize)
         dilation,
         seg_start,
         csr_base: select(is_tail, blocks_full + 1, 0usize),
-        q_lo: tokens_before(q_origin, seg_start, dilation, tokens),
-        q_hi: tokens_before(q_end, seg_start, dilation, tokens),
-        k_lo: tokens_before(k_origin, seg_start, dilation, tokens),
-        k_hi: tokens_before(k_end, seg_start, dilation, tokens),
+        q_lo,
+        q_hi,
+        k_lo,
+        k_hi,
         q_origin,
         k_origin,
     }
@@ -217,8 +233,9 @@ fn block_sparse_forward<F: Float>(
     #[comptime] causal: bool,
     #[comptime] masked: bool,
     #[comptime] unroll: bool,
+    #[comptime] windowed: bool,
 ) {
-    let tile = locate(params, CUBE_POS_X as usize, block);
+    let tile = locate(params, CUBE_POS_X as usize, block, windowed);
     if tile.qb >= tile.seg_blocks || !block_meets(tile.qb, tile.q_lo, tile.q_hi, block) {
         terminate!();
     }
@@ -383,8 +400,9 @@ pub struct ClassArgs {
     pub rows: usize,
     /// Number of heads in the class.
     pub heads: usize,
-    /// Whether `params` holds a window other than the whole sequence: only the portable
-    /// kernels take windows, so such a launch runs them.
+    /// Whether `params` holds a window other than the whole sequence: the portable and the
+    /// manual-MMA kernels take windows, the `cmma` kernels do not (a windowed launch that
+    /// would run them runs the portable ones).
     pub windowed: bool,
 }
 
@@ -659,7 +677,13 @@ pub fn forward_class(
     }
     let mask_ref = &mask_or_stand_in(mask, lse);
     let width = vector_width(&[q, k, v]);
-    let manual = !class.windowed && manual_mma_serves(client, config, width, Pass::Forward);
+    let manual = manual_mma_serves(client, config, width, Pass::Forward);
+    if merge && class.windowed {
+        return Err(KernelError::Unsupported {
+            field: "merge",
+            rule: "a windowed launch writes a partial result; merge it with `merge_lse`".into(),
+        });
+    }
     if merge && !manual {
         return Err(KernelError::Unsupported {
             field: "merge",
@@ -724,23 +748,28 @@ pub fn forward_class(
     use crate::forward_mma::block_sparse_forward_mma;
     use crate::forward_tc::block_sparse_forward_tc;
     let unroll = unroll_inner_loops(client);
+    let windowed = class.windowed;
     let blocks = crate::mma::min_blocks(
         client,
         crate::mma::Occupancy::Forward,
         crate::forward_mma::shared_bytes(config.head_dim, config.block, tiles, width),
     );
     match (config.dtype, manual, tensor_cores) {
-        (AttnDtype::F32, _, _) => launch!(block_sparse_forward, f32; unroll),
+        (AttnDtype::F32, _, _) => launch!(block_sparse_forward, f32; unroll, windowed),
         (AttnDtype::F16, true, _) => {
-            launch!(block_sparse_forward_mma, half::f16, width; tiles, merge, blocks)
+            launch!(block_sparse_forward_mma, half::f16, width; tiles, merge, blocks, windowed)
         }
         (AttnDtype::BF16, true, _) => {
-            launch!(block_sparse_forward_mma, half::bf16, width; tiles, merge, blocks)
+            launch!(block_sparse_forward_mma, half::bf16, width; tiles, merge, blocks, windowed)
         }
         (AttnDtype::F16, false, true) => launch!(block_sparse_forward_tc, half::f16, width;),
         (AttnDtype::BF16, false, true) => launch!(block_sparse_forward_tc, half::bf16, width;),
-        (AttnDtype::F16, false, false) => launch!(block_sparse_forward, half::f16; unroll),
-        (AttnDtype::BF16, false, false) => launch!(block_sparse_forward, half::bf16; unroll),
+        (AttnDtype::F16, false, false) => {
+            launch!(block_sparse_forward, half::f16; unroll, windowed)
+        }
+        (AttnDtype::BF16, false, false) => {
+            launch!(block_sparse_forward, half::bf16; unroll, windowed)
+        }
     }
     Ok(())
 }

@@ -26,6 +26,10 @@
 //! e^{lse_own} out_own) / (e^{lse_prev} + e^{lse_own})`, `lse = log(e^{lse_prev} + e^{lse_own})`
 //! — so the branches of a pattern need neither their own buffers nor a merge pass.
 //!
+//! With `windowed` (a ring step, see [`crate::forward::Window`]) the tensors hold only the
+//! window's query and key rows: cubes outside the query window leave, the walk skips key blocks
+//! outside the key window, and keys outside it are masked like padding.
+//!
 //! Needs f16/bf16, 32-wide planes, the runtime's manual MMA at 16×8×16, head dim 32/64/128,
 //! block 64/128/256, and `q, k, v` read as 8-wide vectors (contiguous head dim, 8-aligned
 //! strides). `out: [batch, heads, n, head_dim]` is written per element, `lse: [batch, heads, n]`.
@@ -35,7 +39,7 @@ use cubecl::prelude::*;
 
 use crate::forward::locate;
 use crate::mma::{
-    CHUNK, P2, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_rows, occupancy_hint,
+    CHUNK, P2, Rows, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_rows, occupancy_hint,
     scale_rows, stage_rows, tiles_as_a, wait, zero_tiles,
 };
 
@@ -83,6 +87,7 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
     #[comptime] tiles: usize,
     #[comptime] merge: bool,
     #[comptime] min_blocks: u32,
+    #[comptime] windowed: bool,
 ) {
     occupancy_hint(min_blocks);
     let tq = comptime!(cube_shape(block, tiles).0);
@@ -91,9 +96,11 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
     let prows = comptime!(16 * tiles);
     let dtiles = comptime!(head_dim / 8);
     let ctiles = comptime!(CHUNK / 8);
-    let tile = locate(params, CUBE_POS_X as usize / subtiles, block);
+    let tile = locate(params, CUBE_POS_X as usize / subtiles, block, windowed);
     let q0 = tile.qb * block + (CUBE_POS_X as usize % subtiles) * tq;
-    if tile.qb >= tile.seg_blocks || q0 >= tile.tokens {
+    let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
+    // Cubes whose rows miss the query window (all of the segment's without one) leave.
+    if tile.qb >= tile.seg_blocks || q0 >= queries.hi || q0 + tq <= queries.lo {
         terminate!();
     }
 
@@ -115,7 +122,14 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
     let bar0 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
     let bar1 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
 
-    let mut walk = Walk::new(row_ptr, runs, tile.csr_base + tile.qb);
+    let mut walk = Walk::new(
+        row_ptr,
+        runs,
+        tile.csr_base + tile.qb,
+        keys.first_block(block),
+        keys.end_block(block),
+        windowed,
+    );
     if walk.live() {
         let first = walk.first(block);
         issue_pair::<F, N>(
@@ -123,6 +137,7 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
             v,
             &mut buf[0..buf_len],
             &tile,
+            &keys,
             tile.kv_head,
             first,
             0usize,
@@ -142,6 +157,7 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
         q,
         &mut buf[0..buf_len],
         &tile,
+        &queries,
         tile.head,
         q0,
         qrow0,
@@ -169,7 +185,7 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
     let mut stage = 0usize;
     while walk.live() {
         let k0 = walk.first(block);
-        walk.advance(runs, block);
+        walk.advance(runs, block, windowed);
         // Every plane is done with the other stage (chunk i - 1) before it is overwritten; on
         // the first pass this also publishes the staged query rows.
         sync_cube();
@@ -181,6 +197,7 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
                 v,
                 &mut buf[0..buf_len],
                 &tile,
+                &keys,
                 tile.kv_head,
                 first,
                 next * stage_rows_n,
@@ -232,7 +249,7 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
             }
 
             // 2. Masks where the chunk needs them: the segment's tail, padding, the diagonal.
-            let mut need = k0 + CHUNK > tile.tokens;
+            let mut need = k0 < keys.lo || k0 + CHUNK > keys.hi;
             if comptime!(masked) {
                 need = true;
             }
@@ -344,8 +361,8 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
             sum += plane_shuffle_xor(sum, 1);
             sum += plane_shuffle_xor(sum, 2);
             let row = prow0 + i * 16 + g + 8 * h;
-            let live = row < tile.tokens;
-            let pq = tile.seg_start + select(live, row, 0usize) * tile.dilation;
+            let live = queries.holds(row);
+            let pq = queries.row(&tile, row);
             let l_index =
                 tile.batch * lse.stride(0) + tile.head * lse.stride(1) + pq * lse.stride(2);
             // With `merge`, lane t = 0 reads the row's running lse and hands it to the other
@@ -404,8 +421,8 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
     }
 }
 
-/// Whether gathered token `tk` of the tile's segment is a key: a real token, present in the
-/// padding mask when there is one.
+/// Whether gathered token `tk` of the tile's segment is a key: a real token inside the key
+/// window, present in the padding mask when there is one.
 #[cube]
 pub(crate) fn key_present(
     mask: &Tensor<u32>,
@@ -413,10 +430,10 @@ pub(crate) fn key_present(
     tk: usize,
     #[comptime] masked: bool,
 ) -> u32 {
-    let present = tk < tile.tokens;
-    let mut ok = present;
+    let keys = Rows::keys(tile);
+    let mut ok = keys.holds(tk);
     if comptime!(masked) {
-        let pk = tile.seg_start + select(present, tk, 0usize) * tile.dilation;
+        let pk = keys.row(tile, tk);
         ok = ok && mask[tile.batch * mask.stride(0) + pk * mask.stride(1)] != 0;
     }
     select(ok, 1u32, 0u32)

@@ -50,7 +50,7 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
     #[comptime] masked: bool,
 ) {
     let subtiles = comptime!(block / TQ);
-    let tile = locate(params, CUBE_POS_X as usize / subtiles, block);
+    let tile = locate(params, CUBE_POS_X as usize / subtiles, block, false);
     let (qb, head, kv_head, batch) = (tile.qb, tile.head, tile.kv_head, tile.batch);
     let (tokens, dilation, seg_start, csr_base) =
         (tile.tokens, tile.dilation, tile.seg_start, tile.csr_base);

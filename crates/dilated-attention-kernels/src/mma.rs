@@ -202,13 +202,15 @@ pub(crate) fn scale_rows(
 }
 
 /// Stages `rows` gathered rows of `x` (one head, from gathered token `first`) as 8-wide
-/// vectors into `buf` from shared row `row0`; rows past the segment's tokens repeat token 0.
+/// vectors into `buf` from shared row `row0`; `x` holds the tokens of `window` (see
+/// [`Rows`]), and rows outside it repeat the window's first token.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn stage_rows<F: Float, N: Size>(
     x: &Tensor<Vector<F, N>>,
     buf: &mut [Vector<F, N>],
     tile: &Tile,
+    window: &Rows,
     head: usize,
     first: usize,
     row0: usize,
@@ -224,8 +226,7 @@ pub(crate) fn stage_rows<F: Float, N: Size>(
     while e < rows * hv {
         let r = e / hv;
         let dv = e % hv;
-        let t = first + r;
-        let p = tile.seg_start + select(t < tile.tokens, t, 0usize) * tile.dilation;
+        let p = window.row(tile, first + r);
         buf[(row0 + r) * rstr + dv] = x[(base + p * x.stride(2)) / nv + dv];
         e += threads;
     }
@@ -233,8 +234,9 @@ pub(crate) fn stage_rows<F: Float, N: Size>(
 
 /// Issues this unit's share of the asynchronous copies (`cp.async`, 16 bytes each) of the
 /// `CHUNK` gathered rows of `x` and of `y` (one head each) from gathered token `first` into the
-/// shared rows `row0 ..` (`x`) and `row0 + CHUNK ..` (`y`); rows past the segment's tokens
-/// repeat token 0. The caller commits them on the stage's barrier.
+/// shared rows `row0 ..` (`x`) and `row0 + CHUNK ..` (`y`); `x, y` hold the tokens of
+/// `window`, and rows outside it repeat the window's first token. The caller commits them on
+/// the stage's barrier.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn issue_pair<F: Float, N: Size>(
@@ -242,6 +244,7 @@ pub(crate) fn issue_pair<F: Float, N: Size>(
     y: &Tensor<Vector<F, N>>,
     buf: &mut [Vector<F, N>],
     tile: &Tile,
+    window: &Rows,
     head: usize,
     first: usize,
     row0: usize,
@@ -259,8 +262,7 @@ pub(crate) fn issue_pair<F: Float, N: Size>(
         let e = UNIT_POS as usize + i * threads;
         let c = e / hv;
         let dv = e % hv;
-        let t = first + c;
-        let p = tile.seg_start + select(t < tile.tokens, t, 0usize) * tile.dilation;
+        let p = window.row(tile, first + c);
         let xi = (x_base + p * x.stride(2)) / nv + dv;
         let yi = (y_base + p * y.stride(2)) / nv + dv;
         let xs = (row0 + c) * rstr + dv;
@@ -307,26 +309,58 @@ pub(crate) struct Walk {
     blk: usize,
     blk_end: usize,
     c0: usize,
+    /// Only blocks in `[lo, hi)` are walked (a window's blocks; all of them without one).
+    lo: usize,
+    hi: usize,
 }
 
 #[cube]
 impl Walk {
-    /// The walk of layout row `row` (`row_ptr`/`runs` as in [`crate::forward::ClassArgs`]).
-    pub(crate) fn new(row_ptr: &Tensor<u32>, runs: &Tensor<u32>, row: usize) -> Walk {
-        let run = row_ptr[row] as usize;
-        let run_end = row_ptr[row + 1] as usize;
-        let mut blk = 0usize;
-        let mut blk_end = 0usize;
-        if run < run_end {
-            blk = runs[2 * run] as usize;
-            blk_end = runs[2 * run + 1] as usize;
-        }
-        Walk {
-            run,
-            run_end,
-            blk,
-            blk_end,
+    /// The walk of layout row `row` (`row_ptr`/`runs` as in [`crate::forward::ClassArgs`]),
+    /// over its blocks in `[lo, hi)` (see [`crate::forward::first_block`] and
+    /// [`crate::forward::end_block`]).
+    /// Without a window (`windowed` false) the bounds are not read.
+    pub(crate) fn new(
+        row_ptr: &Tensor<u32>,
+        runs: &Tensor<u32>,
+        row: usize,
+        lo: usize,
+        hi: usize,
+        #[comptime] windowed: bool,
+    ) -> Walk {
+        let mut walk = Walk {
+            run: row_ptr[row] as usize,
+            run_end: row_ptr[row + 1] as usize,
+            blk: 0usize,
+            blk_end: 0usize,
             c0: 0usize,
+            lo,
+            hi,
+        };
+        walk.settle(runs, windowed);
+        walk
+    }
+
+    /// Moves to the first run from the current one that has a block in `[lo, hi)`, and to its
+    /// first such block.
+    fn settle(&mut self, runs: &Tensor<u32>, #[comptime] windowed: bool) {
+        if comptime!(windowed) {
+            let mut searching = self.run < self.run_end;
+            while searching {
+                let start = runs[2 * self.run] as usize;
+                let end = runs[2 * self.run + 1] as usize;
+                self.blk = select(start > self.lo, start, self.lo);
+                self.blk_end = select(end < self.hi, end, self.hi);
+                if self.blk < self.blk_end {
+                    searching = false;
+                } else {
+                    self.run += 1;
+                    searching = self.run < self.run_end;
+                }
+            }
+        } else if self.run < self.run_end {
+            self.blk = runs[2 * self.run] as usize;
+            self.blk_end = runs[2 * self.run + 1] as usize;
         }
     }
 
@@ -341,17 +375,19 @@ impl Walk {
     }
 
     /// Moves to the next chunk.
-    pub(crate) fn advance(&mut self, runs: &Tensor<u32>, #[comptime] block: usize) {
+    pub(crate) fn advance(
+        &mut self,
+        runs: &Tensor<u32>,
+        #[comptime] block: usize,
+        #[comptime] windowed: bool,
+    ) {
         self.c0 += CHUNK;
         if self.c0 >= block {
             self.c0 = 0;
             self.blk += 1;
             if self.blk >= self.blk_end {
                 self.run += 1;
-                if self.run < self.run_end {
-                    self.blk = runs[2 * self.run] as usize;
-                    self.blk_end = runs[2 * self.run + 1] as usize;
-                }
+                self.settle(runs, windowed);
             }
         }
     }
@@ -417,5 +453,58 @@ pub(crate) fn min_blocks(client: &crate::Client, kernel: Occupancy, shared_bytes
         wanted
     } else {
         0
+    }
+}
+
+/// The gathered tokens `[lo, hi)` of a tile's segment that a tensor holds, from raw position
+/// `origin` on: the tile's query window or its key window.
+#[derive(CubeType)]
+pub(crate) struct Rows {
+    /// First gathered token inside.
+    pub lo: usize,
+    /// End of the gathered tokens inside.
+    pub hi: usize,
+    /// Raw position of the tensor's first row.
+    pub origin: usize,
+}
+
+#[cube]
+impl Rows {
+    /// The query rows of `tile`.
+    pub(crate) fn queries(tile: &Tile) -> Rows {
+        Rows {
+            lo: tile.q_lo,
+            hi: tile.q_hi,
+            origin: tile.q_origin,
+        }
+    }
+
+    /// The key rows of `tile`.
+    pub(crate) fn keys(tile: &Tile) -> Rows {
+        Rows {
+            lo: tile.k_lo,
+            hi: tile.k_hi,
+            origin: tile.k_origin,
+        }
+    }
+
+    /// Whether gathered token `t` is inside.
+    pub(crate) fn holds(&self, t: usize) -> bool {
+        t >= self.lo && t < self.hi
+    }
+
+    /// The tensor row of gathered token `t`, or of the first token inside where `t` is not.
+    pub(crate) fn row(&self, tile: &Tile, t: usize) -> usize {
+        tile.seg_start + select(self.holds(t), t, self.lo) * tile.dilation - self.origin
+    }
+
+    /// Blocks of `block` tokens that meet the rows: `[first, end)` for a [`Walk`].
+    pub(crate) fn first_block(&self, #[comptime] block: usize) -> usize {
+        crate::forward::first_block(self.lo, block)
+    }
+
+    /// See [`first_block`](Self::first_block).
+    pub(crate) fn end_block(&self, #[comptime] block: usize) -> usize {
+        crate::forward::end_block(self.lo, self.hi, block)
     }
 }
