@@ -3,17 +3,11 @@
 mod common;
 
 use burn::prelude::*;
-use common::{assert_close, cpu, padding_mask, randn, values};
+use common::{assert_close, cpu, loss, padding_mask, randn, values};
 use dilated_attention::inputs::check_inputs;
 use dilated_attention::reference::{ReferencePlan, naive_attention, reference_attention};
 use dilated_attention::{BlockLayout, DilatedPattern, PatternType, SparsePatternConfig};
 use rstest::rstest;
-
-/// `Σ out · R + Σ finite(lse) · S`: touches every output and every finite lse.
-fn loss(out: Tensor<4>, lse: Tensor<3>, r: &Tensor<4>, s: &Tensor<3>) -> Tensor<1> {
-    let inf = lse.clone().is_inf();
-    (out * r.clone()).sum() + (lse.mask_fill(inf, 0.0) * s.clone()).sum()
-}
 
 #[rstest]
 #[case(PatternType::Dense, &[8, 16], &[1, 2], false, false, 24)]

@@ -10,15 +10,9 @@
 mod common;
 
 use burn::prelude::*;
-use common::{assert_close, cpu, gpu, padding_mask, randn, sparse, values};
+use common::{assert_close, cpu, gpu, loss, padding_mask, randn, sparse, values};
 use dilated_attention::{BlockSparseRingDilatedAttention, DilatedPattern, PatternType};
 use rstest::rstest;
-
-/// `Σ out · R + Σ finite(lse) · S`.
-fn loss(out: Tensor<4>, lse: Tensor<3>, r: &Tensor<4>, s: &Tensor<3>) -> Tensor<1> {
-    let inf = lse.clone().is_inf();
-    (out * r.clone()).sum() + (lse.mask_fill(inf, 0.0) * s.clone()).sum()
-}
 
 #[allow(clippy::too_many_arguments)]
 fn check(

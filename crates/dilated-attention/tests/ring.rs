@@ -4,30 +4,22 @@
 
 mod common;
 
-use common::{assert_close, cpu, padding_mask, randn, values};
+use common::{assert_close, cpu, padding_mask, randn, ring_preset, values};
 use dilated_attention::{
     BlockSparseRingDilatedAttention, DilatedPattern, Partition, PatternType, SparsePatternConfig,
 };
 use rstest::rstest;
 
 fn preset(name: &str, n: usize, causal: bool) -> DilatedPattern {
-    match name {
-        "seed" => DilatedPattern::single(
-            SparsePatternConfig::new(PatternType::DilatedSparse)
-                .with_block_size(128)
-                .with_block_dilation_rates(vec![1, 2, 4]),
-            causal,
-        ),
-        _ => DilatedPattern::new(
-            &[n / 4, n / 2, n],
-            &[1, 2, 4],
-            SparsePatternConfig::new(PatternType::DilatedSparse)
-                .with_block_size(64)
-                .with_sparsity_ratio(0.8),
-            causal,
-        )
-        .unwrap(),
-    }
+    ring_preset(
+        name,
+        n,
+        causal,
+        128,
+        SparsePatternConfig::new(PatternType::DilatedSparse)
+            .with_block_size(64)
+            .with_sparsity_ratio(0.8),
+    )
 }
 
 #[rstest]

@@ -11,36 +11,19 @@
 mod common;
 
 use burn::prelude::*;
-use common::{assert_close, cpu, gpu, padding_mask, randn, sparse, values};
-use dilated_attention::{
-    BlockSparseRingDilatedAttention, DilatedPattern, Partition, PatternType, SparsePatternConfig,
-};
+use common::{assert_close, cpu, gpu, loss, padding_mask, randn, ring_preset, sparse, values};
+use dilated_attention::{BlockSparseRingDilatedAttention, DilatedPattern, Partition, PatternType};
 use rstest::rstest;
 
+/// The seed layout's shape at a block size lavapipe runs fast, and LongNet over 16-token blocks.
 fn preset(name: &str, n: usize, causal: bool) -> DilatedPattern {
-    match name {
-        // The seed layout's shape (dilated blocks 1, 2, 4), at a block size lavapipe runs fast.
-        "seed" => DilatedPattern::single(
-            SparsePatternConfig::new(PatternType::DilatedSparse)
-                .with_block_size(16)
-                .with_block_dilation_rates(vec![1, 2, 4]),
-            causal,
-        ),
-        // LongNet `[n/4, n/2, n] × [1, 2, 4]`.
-        _ => DilatedPattern::new(
-            &[n / 4, n / 2, n],
-            &[1, 2, 4],
-            sparse(PatternType::DilatedSparse, 16, 0.5),
-            causal,
-        )
-        .unwrap(),
-    }
-}
-
-/// `Σ out · R + Σ finite(lse) · S`.
-fn loss(out: Tensor<4>, lse: Tensor<3>, r: &Tensor<4>, s: &Tensor<3>) -> Tensor<1> {
-    let inf = lse.clone().is_inf();
-    (out * r.clone()).sum() + (lse.mask_fill(inf, 0.0) * s.clone()).sum()
+    ring_preset(
+        name,
+        n,
+        causal,
+        16,
+        sparse(PatternType::DilatedSparse, 16, 0.5),
+    )
 }
 
 #[rstest]

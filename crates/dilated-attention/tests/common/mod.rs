@@ -88,3 +88,27 @@ pub fn sparse(
         _ => cfg,
     }
 }
+
+/// `Σ out · R + Σ finite(lse) · S`: a loss that touches every output and every finite lse.
+pub fn loss(out: Tensor<4>, lse: Tensor<3>, r: &Tensor<4>, s: &Tensor<3>) -> Tensor<1> {
+    let inf = lse.clone().is_inf();
+    (out * r.clone()).sum() + (lse.mask_fill(inf, 0.0) * s.clone()).sum()
+}
+
+/// The ring tests' presets at length `n`: `seed` (dilated blocks 1, 2, 4 of `seed_block`) or
+/// LongNet `[n/4, n/2, n] × [1, 2, 4]` over the block pattern `longnet`.
+pub fn ring_preset(
+    name: &str,
+    n: usize,
+    causal: bool,
+    seed_block: usize,
+    longnet: dilated_attention::SparsePatternConfig,
+) -> dilated_attention::DilatedPattern {
+    match name {
+        "seed" => dilated_attention::DilatedPattern::seed(seed_block, causal),
+        _ => {
+            dilated_attention::DilatedPattern::new(&[n / 4, n / 2, n], &[1, 2, 4], longnet, causal)
+                .unwrap()
+        }
+    }
+}
