@@ -67,7 +67,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(f64::INFINITY);
     let start = std::time::Instant::now();
-    let mut mastery = Mastery::default();
     let mut len = 0;
     let lr: f64 = std::env::args()
         .nth(7)
@@ -79,9 +78,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!("\n{len} tokens mastered at step {}", log.step);
             }
             len = log.seq_len;
-            mastery.reset();
         }
-        let avg = mastery.push(log.accuracy);
+        let avg = log.recent_accuracy;
         let width = 30;
         let done = width * (log.step + 1) / steps;
         print!(
@@ -95,7 +93,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             start.elapsed().as_secs_f64()
         );
         let _ = std::io::stdout().flush();
-        let done = len == seq_len && mastery.mastered();
+        let done = len == seq_len && log.mastered;
         if (log.step + 1) % 50 == 0 || done {
             let [f, b, u] = log.seconds.map(|s| s * 1e3);
             println!("  (this step: forward {f:.0} ms, backward {b:.0} ms, update {u:.0} ms)");

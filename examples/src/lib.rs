@@ -267,6 +267,10 @@ pub struct StepLog {
     pub accuracy: f32,
     /// Sequence length of the step's batch (the curriculum's current length).
     pub seq_len: usize,
+    /// Average accuracy of the last steps at this length, this one included ([`Mastery`]).
+    pub recent_accuracy: f32,
+    /// Whether the last [`Mastery::WINDOW`] steps at this length reached the threshold.
+    pub mastered: bool,
     /// Seconds of the step's forward pass (with the loss), backward pass and optimiser update,
     /// each ended by a device sync.
     pub seconds: [f64; 3],
@@ -316,18 +320,20 @@ pub fn train(
         model = optim.step(lr, model, grads);
         let _ = device.sync();
         let update = start.elapsed().as_secs_f64() - forward - backward;
+        let recent_accuracy = mastery.push(accuracy);
         if log(StepLog {
             step,
             loss: value,
             accuracy,
             seq_len: len,
+            recent_accuracy,
+            mastered: mastery.mastered(),
             seconds: [forward, backward, update],
         })
         .is_break()
         {
             break;
         }
-        mastery.push(accuracy);
         if len < cfg.seq_len && mastery.mastered() {
             len = (2 * len).min(cfg.seq_len);
             mastery.reset();
