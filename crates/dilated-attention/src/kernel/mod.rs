@@ -119,11 +119,55 @@ fn push_runs(rows: &BlockRows, row_ptr: &mut Vec<u32>, runs: &mut Vec<u32>) {
 type DeviceLayoutKey = (usize, usize, usize, String, Option<Window>);
 
 /// One head class on the device: its rows for the forward and `dQ`, and its transposed rows
-/// for `dK/dV`.
+/// for `dK/dV` (both with the same parameters, kept on the host in `params`).
 #[derive(Debug, Clone)]
 pub(crate) struct DeviceClass {
     rows: ClassArgs,
     cols: ClassArgs,
+    params: [u32; 12],
+}
+
+impl DeviceClass {
+    /// The class of `layout` without a window.
+    fn new(client: &Client, class: &ClassLayout, group: usize) -> Self {
+        let args = |kl: KernelClassLayout| ClassArgs {
+            row_ptr: upload(client, &kl.row_ptr),
+            runs: upload(client, &kl.runs),
+            params: upload(client, &kl.params),
+            rows: kl.rows,
+            heads: class.heads.len(),
+            windowed: false,
+        };
+        let rows = KernelClassLayout::new(class, group);
+        let params = rows.params;
+        Self {
+            rows: args(rows),
+            cols: args(KernelClassLayout::transposed(class, group)),
+            params,
+        }
+    }
+
+    /// The same class restricted to `window`: its layout buffers are shared, only the
+    /// parameters are uploaded anew.
+    fn with_window(&self, client: &Client, window: Window) -> Self {
+        let mut params = self.params;
+        params[8..].copy_from_slice(&Window::params(Some(window)));
+        let params_ref = upload(client, &params);
+        let windowed = |args: &ClassArgs| ClassArgs {
+            params: params_ref.clone(),
+            windowed: true,
+            ..args.clone()
+        };
+        Self {
+            rows: windowed(&self.rows),
+            cols: windowed(&self.cols),
+            params,
+        }
+    }
+}
+
+fn upload(client: &Client, values: &[u32]) -> TensorRef {
+    TensorRef::contiguous(upload_u32(client, values), vec![values.len()])
 }
 
 /// Device copies of the kernel layouts, by `(n, heads, group, device, window)`.
@@ -141,36 +185,30 @@ impl DeviceLayoutCache {
         group: usize,
         window: Option<Window>,
     ) -> Arc<Vec<DeviceClass>> {
-        let key = (layout.n, layout.heads, group, device, window);
+        let key = |window| (layout.n, layout.heads, group, device.clone(), window);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .entry(key)
+        let whole = entries
+            .entry(key(None))
             .or_insert_with(|| {
                 Arc::new(
                     layout
                         .classes
                         .iter()
-                        .map(|class| {
-                            let up = |v: &[u32]| {
-                                TensorRef::contiguous(upload_u32(client, v), vec![v.len()])
-                            };
-                            let args = |kl: KernelClassLayout| ClassArgs {
-                                row_ptr: up(&kl.row_ptr),
-                                runs: up(&kl.runs),
-                                params: up(&kl.params),
-                                rows: kl.rows,
-                                heads: class.heads.len(),
-                                windowed: window.is_some(),
-                            };
-                            DeviceClass {
-                                rows: args(
-                                    KernelClassLayout::new(class, group).with_window(window),
-                                ),
-                                cols: args(
-                                    KernelClassLayout::transposed(class, group).with_window(window),
-                                ),
-                            }
-                        })
+                        .map(|class| DeviceClass::new(client, class, group))
+                        .collect(),
+                )
+            })
+            .clone();
+        let Some(window) = window else {
+            return whole;
+        };
+        entries
+            .entry(key(Some(window)))
+            .or_insert_with(|| {
+                Arc::new(
+                    whole
+                        .iter()
+                        .map(|class| class.with_window(client, window))
                         .collect(),
                 )
             })
