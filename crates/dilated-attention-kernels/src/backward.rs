@@ -30,9 +30,9 @@ use crate::KernelError;
 use crate::backward_mma::{ROWS, backward_dkdv_mma, backward_dq_mma};
 use crate::backward_tc::{backward_dkdv_tc, backward_dq_tc};
 use crate::forward::{
-    AttnDtype, ClassArgs, ForwardConfig, Pass, TensorRef, block_meets, clamp_down, clamp_up,
-    end_block, first_block, locate, manual_mma_runs, manual_mma_serves, mask_or_stand_in,
-    mma_tiles, stage_keys, tensor_cores_apply, unroll_inner_loops, vector_width,
+    AttnDtype, ClassArgs, ForwardConfig, Pass, Rows, TensorRef, clamp_down, clamp_up, locate,
+    manual_mma_runs, manual_mma_serves, mask_or_stand_in, mma_tiles, stage_keys,
+    tensor_cores_apply, unroll_inner_loops, vector_width,
 };
 
 /// Rows staged per shared-memory step.
@@ -104,18 +104,18 @@ fn backward_dq<F: Float>(
     #[comptime] windowed: bool,
 ) {
     let tile = locate(params, CUBE_POS_X as usize, block, windowed);
-    if tile.qb >= tile.seg_blocks || !block_meets(tile.qb, tile.q_lo, tile.q_hi, block) {
+    let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
+    if tile.qb >= tile.seg_blocks || !queries.meet(tile.qb, block) {
         terminate!();
     }
-    let (qb, head, batch) = (tile.qb, tile.head, tile.batch);
-    let (dilation, seg_start, csr_base) = (tile.dilation, tile.seg_start, tile.csr_base);
+    let (qb, head, batch, csr_base) = (tile.qb, tile.head, tile.batch, tile.csr_base);
 
     let unit = UNIT_POS as usize;
     let tq = qb * block + unit;
-    let q_valid = tq >= tile.q_lo && tq < tile.q_hi;
-    let pq = seg_start + select(q_valid, tq, tile.q_lo) * dilation - tile.q_origin;
-    let kb_first = first_block(tile.k_lo, block);
-    let kb_end = end_block(tile.k_lo, tile.k_hi, block);
+    let q_valid = queries.holds(tq);
+    let pq = queries.row(&tile, tq);
+    let kb_first = keys.first_block(block);
+    let kb_end = keys.end_block(block);
 
     let mut qr = Array::<f32>::new(head_dim);
     let mut gr = Array::<f32>::new(head_dim);
@@ -225,18 +225,19 @@ fn backward_dkdv<F: Float>(
 ) {
     // `qb` here is the key block; the transposed rows list the query blocks that see it.
     let tile = locate(params, CUBE_POS_X as usize, block, windowed);
-    if tile.qb >= tile.seg_blocks || !block_meets(tile.qb, tile.k_lo, tile.k_hi, block) {
+    let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
+    if tile.qb >= tile.seg_blocks || !keys.meet(tile.qb, block) {
         terminate!();
     }
     let (kb, head, kv_head, batch) = (tile.qb, tile.head, tile.kv_head, tile.batch);
-    let (dilation, seg_start, csr_base) = (tile.dilation, tile.seg_start, tile.csr_base);
+    let csr_base = tile.csr_base;
 
     let unit = UNIT_POS as usize;
     let tk = kb * block + unit;
-    let k_valid = tk >= tile.k_lo && tk < tile.k_hi;
-    let pk = seg_start + select(k_valid, tk, tile.k_lo) * dilation - tile.k_origin;
-    let qb_first = first_block(tile.q_lo, block);
-    let qb_end = end_block(tile.q_lo, tile.q_hi, block);
+    let k_valid = keys.holds(tk);
+    let pk = keys.row(&tile, tk);
+    let qb_first = queries.first_block(block);
+    let qb_end = queries.end_block(block);
     let mut key_live = k_valid;
     if comptime!(masked) {
         key_live = key_live && mask[batch * mask.stride(0) + pk * mask.stride(1)] != 0;
@@ -280,8 +281,8 @@ fn backward_dkdv<F: Float>(
                     let c = e / head_dim;
                     let d = e % head_dim;
                     let tq = qb * block + c0 + c;
-                    let present = tq >= tile.q_lo && tq < tile.q_hi && c0 + c < block;
-                    let pq = seg_start + select(present, tq, tile.q_lo) * dilation - tile.q_origin;
+                    let present = queries.holds(tq) && c0 + c < block;
+                    let pq = queries.row(&tile, tq);
                     qs[e] = f32::cast_from(q[q_base + pq * q.stride(2) + d * q.stride(3)]) * scale;
                     gs[e] = f32::cast_from(dout[g_base + pq * dout.stride(2) + d * dout.stride(3)]);
                     if d == 0 {

@@ -40,11 +40,11 @@
 use cubecl::prelude::barrier::Barrier;
 use cubecl::prelude::*;
 
-use crate::forward::locate;
+use crate::forward::{Rows, locate};
 use crate::forward_mma::{LOG2E, cube_shape, key_present};
 use crate::mma::{
-    CHUNK, P2, Rows, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_def, mma_pair,
-    mma_rows, occupancy_hint, stage_rows, tiles_as_a, wait, zero_tiles,
+    CHUNK, P2, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_def, mma_pair, mma_rows,
+    occupancy_hint, stage_rows, tiles_as_a, wait, zero_tiles,
 };
 use cubecl::cmma::MatrixIdent;
 

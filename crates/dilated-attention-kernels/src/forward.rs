@@ -139,24 +139,68 @@ pub(crate) fn locate(
     }
 }
 
-/// Whether block `b` (gathered tokens `[b·block, (b+1)·block)`) meets the window `[lo, hi)`.
-#[cube]
-pub(crate) fn block_meets(b: usize, lo: usize, hi: usize, #[comptime] block: usize) -> bool {
-    lo < hi && b * block < hi && b * block + block > lo
+/// The gathered tokens `[lo, hi)` of a tile's segment that a tensor holds, from raw position
+/// `origin` on: the tile's query window or its key window.
+#[derive(CubeType)]
+pub(crate) struct Rows {
+    /// First gathered token inside.
+    pub lo: usize,
+    /// End of the gathered tokens inside.
+    pub hi: usize,
+    /// Raw position of the tensor's first row.
+    pub origin: usize,
 }
 
-/// The first block that meets the window `[lo, hi)`.
 #[cube]
-pub(crate) fn first_block(lo: usize, #[comptime] block: usize) -> usize {
-    lo / block
-}
+impl Rows {
+    /// The query rows of `tile`.
+    pub(crate) fn queries(tile: &Tile) -> Rows {
+        Rows {
+            lo: tile.q_lo,
+            hi: tile.q_hi,
+            origin: tile.q_origin,
+        }
+    }
 
-/// The end of the blocks that meet the window `[lo, hi)` (equal to [`first_block`] when the
-/// window is empty, so that a loop between the two runs no block).
-#[cube]
-#[allow(clippy::manual_div_ceil)] // CubeCL kernel code
-pub(crate) fn end_block(lo: usize, hi: usize, #[comptime] block: usize) -> usize {
-    select(lo < hi, (hi + block - 1) / block, lo / block)
+    /// The key rows of `tile`.
+    pub(crate) fn keys(tile: &Tile) -> Rows {
+        Rows {
+            lo: tile.k_lo,
+            hi: tile.k_hi,
+            origin: tile.k_origin,
+        }
+    }
+
+    /// Whether gathered token `t` is inside.
+    pub(crate) fn holds(&self, t: usize) -> bool {
+        t >= self.lo && t < self.hi
+    }
+
+    /// The tensor row of gathered token `t`, or of the first token inside where `t` is not.
+    pub(crate) fn row(&self, tile: &Tile, t: usize) -> usize {
+        tile.seg_start + select(self.holds(t), t, self.lo) * tile.dilation - self.origin
+    }
+
+    /// The first block of `block` tokens that meets the rows.
+    pub(crate) fn first_block(&self, #[comptime] block: usize) -> usize {
+        self.lo / block
+    }
+
+    /// The end of the blocks that meet the rows (equal to [`first_block`](Self::first_block)
+    /// when there are none, so that a loop between the two runs no block).
+    #[allow(clippy::manual_div_ceil)] // CubeCL kernel code
+    pub(crate) fn end_block(&self, #[comptime] block: usize) -> usize {
+        select(
+            self.lo < self.hi,
+            (self.hi + block - 1) / block,
+            self.lo / block,
+        )
+    }
+
+    /// Whether block `b` of `block` tokens holds some of the rows.
+    pub(crate) fn meet(&self, b: usize, #[comptime] block: usize) -> bool {
+        self.lo < self.hi && b * block < self.hi && b * block + block > self.lo
+    }
 }
 
 /// `max(a, b)`.
@@ -197,9 +241,10 @@ pub(crate) fn stage_keys<F: Float>(
         let c = e / head_dim;
         let d = e % head_dim;
         let tk = kb * block + c0 + c;
-        let present = tk >= tile.k_lo && tk < tile.k_hi && c0 + c < block;
+        let keys = Rows::keys(tile);
+        let present = keys.holds(tk) && c0 + c < block;
         // Rows outside the key window read its first key, a row the tensors hold.
-        let pk = tile.seg_start + select(present, tk, tile.k_lo) * tile.dilation - tile.k_origin;
+        let pk = keys.row(tile, tk);
         ks[e] = f32::cast_from(k[k_base + pk * k.stride(2) + d * k.stride(3)]);
         vs[e] = f32::cast_from(v[v_base + pk * v.stride(2) + d * v.stride(3)]);
         if d == 0 {
@@ -236,19 +281,19 @@ fn block_sparse_forward<F: Float>(
     #[comptime] windowed: bool,
 ) {
     let tile = locate(params, CUBE_POS_X as usize, block, windowed);
-    if tile.qb >= tile.seg_blocks || !block_meets(tile.qb, tile.q_lo, tile.q_hi, block) {
+    let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
+    if tile.qb >= tile.seg_blocks || !queries.meet(tile.qb, block) {
         terminate!();
     }
-    let (qb, head, batch) = (tile.qb, tile.head, tile.batch);
-    let (dilation, seg_start, csr_base) = (tile.dilation, tile.seg_start, tile.csr_base);
+    let (qb, head, batch, csr_base) = (tile.qb, tile.head, tile.batch, tile.csr_base);
 
     let unit = UNIT_POS as usize;
     let tq = qb * block + unit;
-    let q_valid = tq >= tile.q_lo && tq < tile.q_hi;
-    let pq = seg_start + select(q_valid, tq, tile.q_lo) * dilation - tile.q_origin;
+    let q_valid = queries.holds(tq);
+    let pq = queries.row(&tile, tq);
     // Key blocks that meet the key window.
-    let kb_first = first_block(tile.k_lo, block);
-    let kb_end = end_block(tile.k_lo, tile.k_hi, block);
+    let kb_first = keys.first_block(block);
+    let kb_end = keys.end_block(block);
 
     // The query row, pre-scaled, and the accumulator, in registers.
     let mut qr = Array::<f32>::new(head_dim);

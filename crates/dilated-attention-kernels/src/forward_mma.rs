@@ -37,9 +37,9 @@
 use cubecl::prelude::barrier::Barrier;
 use cubecl::prelude::*;
 
-use crate::forward::locate;
+use crate::forward::{Rows, locate};
 use crate::mma::{
-    CHUNK, P2, Rows, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_rows, occupancy_hint,
+    CHUNK, P2, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_rows, occupancy_hint,
     scale_rows, stage_rows, tiles_as_a, wait, zero_tiles,
 };
 

@@ -16,7 +16,7 @@ use cubecl::cmma::{MatrixIdent, MmaDefinition};
 use cubecl::prelude::barrier::{Barrier, copy_async};
 use cubecl::prelude::*;
 
-use crate::forward::Tile;
+use crate::forward::{Rows, Tile};
 
 /// Rows of the other side (keys for queries, queries for keys) per shared-memory chunk.
 pub(crate) const CHUNK: usize = 64;
@@ -317,8 +317,8 @@ pub(crate) struct Walk {
 #[cube]
 impl Walk {
     /// The walk of layout row `row` (`row_ptr`/`runs` as in [`crate::forward::ClassArgs`]),
-    /// over its blocks in `[lo, hi)` (see [`crate::forward::first_block`] and
-    /// [`crate::forward::end_block`]).
+    /// over its blocks in `[lo, hi)` (see [`Rows::first_block`] and
+    /// [`Rows::end_block`]).
     /// Without a window (`windowed` false) the bounds are not read.
     pub(crate) fn new(
         row_ptr: &Tensor<u32>,
@@ -453,58 +453,5 @@ pub(crate) fn min_blocks(client: &crate::Client, kernel: Occupancy, shared_bytes
         wanted
     } else {
         0
-    }
-}
-
-/// The gathered tokens `[lo, hi)` of a tile's segment that a tensor holds, from raw position
-/// `origin` on: the tile's query window or its key window.
-#[derive(CubeType)]
-pub(crate) struct Rows {
-    /// First gathered token inside.
-    pub lo: usize,
-    /// End of the gathered tokens inside.
-    pub hi: usize,
-    /// Raw position of the tensor's first row.
-    pub origin: usize,
-}
-
-#[cube]
-impl Rows {
-    /// The query rows of `tile`.
-    pub(crate) fn queries(tile: &Tile) -> Rows {
-        Rows {
-            lo: tile.q_lo,
-            hi: tile.q_hi,
-            origin: tile.q_origin,
-        }
-    }
-
-    /// The key rows of `tile`.
-    pub(crate) fn keys(tile: &Tile) -> Rows {
-        Rows {
-            lo: tile.k_lo,
-            hi: tile.k_hi,
-            origin: tile.k_origin,
-        }
-    }
-
-    /// Whether gathered token `t` is inside.
-    pub(crate) fn holds(&self, t: usize) -> bool {
-        t >= self.lo && t < self.hi
-    }
-
-    /// The tensor row of gathered token `t`, or of the first token inside where `t` is not.
-    pub(crate) fn row(&self, tile: &Tile, t: usize) -> usize {
-        tile.seg_start + select(self.holds(t), t, self.lo) * tile.dilation - self.origin
-    }
-
-    /// Blocks of `block` tokens that meet the rows: `[first, end)` for a [`Walk`].
-    pub(crate) fn first_block(&self, #[comptime] block: usize) -> usize {
-        crate::forward::first_block(self.lo, block)
-    }
-
-    /// See [`first_block`](Self::first_block).
-    pub(crate) fn end_block(&self, #[comptime] block: usize) -> usize {
-        crate::forward::end_block(self.lo, self.hi, block)
     }
 }
