@@ -8,8 +8,8 @@ use std::time::Instant;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use dilated_attention::{
-    BlockSparseRingDilatedAttentionConfig, MultiHeadDilatedAttentionConfig, PatternType,
-    SparsePatternConfig,
+    AttentionShape, BlockSparseRingDilatedAttentionConfig, DilatedMhaInput,
+    MultiHeadDilatedAttentionConfig, PatternType, SparsePatternConfig,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,9 +38,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.candidate_blocks
     );
 
+    let shape = AttentionShape {
+        batch,
+        heads,
+        kv_heads: heads,
+        n: seq,
+        head_dim: embed / heads,
+    };
+    let path = layer
+        .attention
+        .execution_path(shape, burn::tensor::DType::F32, &device)?;
+    println!("execution path: {path:?}");
+
     let x = Tensor::<3>::random([batch, seq, embed], Distribution::Normal(0.0, 1.0), &device);
     let start = Instant::now();
-    let y = layer.forward(x)?;
+    let y = layer.forward(DilatedMhaInput::self_attn(x))?;
     let loss = y.powf_scalar(2.0).mean();
     let grads = loss.clone().backward();
     let g = layer.query.weight.val().grad(&grads).expect("gradient");

@@ -3,21 +3,40 @@
 //! Plain CubeCL on raw handles, generic over the runtime a [`Client`] belongs to, so one source
 //! runs on CUDA (C++ through NVRTC) and wgpu (WGSL; Vulkan, Metal, DX12, lavapipe). The core
 //! crate `dilated-attention` owns the semantics and wires these kernels into Burn.
+//!
+//! Organised by level:
+//! - [`args`]: what a launch takes — validated tensors ([`TensorRef`]), the static
+//!   configuration ([`KernelConfig`]), a head class's layout ([`ClassArgs`]), a ring window;
+//! - `addressing`: where a cube works, decoded once from the class parameters;
+//! - [`strategy`]: which family serves a call, chosen once ([`plan`] → [`Plan`]);
+//! - one folder per family, forward and backward inside: `portable`, `cmma`, `sm80`;
+//! - the launchers ([`forward_class`], [`backward_class`], [`delta`]), the LSE merge
+//!   ([`merge::lse_merge`]) and [`fill`].
+//!
+//! Every public entry point checks its arguments against each other and returns a
+//! [`KernelError`]; none can make a kernel read or write outside its buffers.
 #![warn(missing_docs)]
 
-pub mod backward;
-mod backward_mma;
-mod backward_tc;
+mod addressing;
+pub mod args;
+mod cmma;
+mod delta;
 mod error;
-pub mod forward;
-mod forward_mma;
-mod forward_tc;
+mod fill;
+mod launch;
 pub mod merge;
-mod mma;
+mod portable;
+mod sm80;
+pub mod strategy;
 
+pub use args::{AttnDtype, ClassArgs, ClassCsr, ClassParams, KernelConfig, TensorRef, Window};
 pub use cubecl::prelude::Client;
 pub use cubecl::server::Handle;
+pub use delta::delta;
 pub use error::KernelError;
+pub use fill::fill;
+pub use launch::{BackwardTensors, ForwardTensors, backward_class, forward_class};
+pub use strategy::{Plan, Sm80Tuning, Strategy, plan};
 
 /// Reads a handle of f32 values back to the host.
 pub fn read_f32(client: &Client, handle: &Handle) -> Result<Vec<f32>, KernelError> {
@@ -26,14 +45,10 @@ pub fn read_f32(client: &Client, handle: &Handle) -> Result<Vec<f32>, KernelErro
         .map_err(|e| KernelError::Runtime {
             message: format!("{e:?}"),
         })?;
-    Ok(bytemuck_f32(&bytes))
-}
-
-fn bytemuck_f32(bytes: &[u8]) -> Vec<f32> {
-    bytes
+    Ok(bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+        .collect())
 }
 
 /// Uploads f32 values.

@@ -5,16 +5,18 @@
 //! `out[i, c] = Σ_p w_p · parts[p, i, c] / Σ_p w_p` (0 if the sum is 0) and
 //! `lse_out[i] = m + log Σ_p w_p` (`-inf` if the sum is 0). Accumulation in f32.
 //!
-//! Shapes (contiguous): `parts: [P, rows, head_dim]`, `lse: [P, rows]` (f32),
-//! `out: [rows, head_dim]`, `lse_out: [rows]` (f32). One unit per output element.
+//! Shapes: `parts: [P, rows, head_dim]`, `lse: [P, rows]` (f32), each part contiguous and
+//! the parts any stride apart (so that each can start at an aligned offset of one buffer);
+//! `out: [rows, head_dim]`, `lse_out: [rows]` (f32), contiguous; `parts` and `out` in the
+//! attention dtype. One unit per output element.
 //!
 //! `-inf` reaches the kernel as a scalar argument: WGSL has no infinity literal, and CubeCL's
 //! WGSL backend would emit an undefined `Inf` identifier for the constant.
 
 use cubecl::prelude::*;
-use cubecl::server::Handle;
 
 use crate::KernelError;
+use crate::args::{AttnDtype, TensorRef};
 
 #[cube(launch)]
 #[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
@@ -31,19 +33,18 @@ fn lse_merge_kernel<F: Float>(
     if pos >= out.len() {
         terminate!();
     }
-    let rows = lse_out.len();
     let row = pos / head_dim as usize;
     let mut m = neg_inf;
     for p in 0..num_parts as usize {
-        m = f32::max(m, lse[p * rows + row]);
+        m = f32::max(m, lse[p * lse.stride(0) + row]);
     }
     let shift = select(m == neg_inf, 0.0f32, m);
     let mut sum = 0.0f32;
     let mut acc = 0.0f32;
     for p in 0..num_parts as usize {
-        let w = f32::exp(lse[p * rows + row] - shift);
+        let w = f32::exp(lse[p * lse.stride(0) + row] - shift);
         sum += w;
-        acc += w * f32::cast_from(parts[p * out.len() + pos]);
+        acc += w * f32::cast_from(parts[p * parts.stride(0) + pos]);
     }
     let empty = sum == 0.0f32;
     out[pos] = F::cast_from(select(empty, 0.0f32, acc / select(empty, 1.0f32, sum)));
@@ -54,53 +55,81 @@ fn lse_merge_kernel<F: Float>(
 
 /// Merges `P` parts on the device of `client`.
 ///
-/// - `parts`: handle of `[P, rows, head_dim]` f32, contiguous
-/// - `lse`: handle of `[P, rows]` f32, contiguous
-///
-/// Returns handles of `out: [rows, head_dim]` and `lse_out: [rows]` (f32).
-pub fn lse_merge_f32(
+/// - `parts: [P, rows, head_dim]` in `dtype`, `lse: [P, rows]` f32 (each part contiguous,
+///   parts any stride apart)
+/// - `out: [rows, head_dim]` in `dtype`, `lse_out: [rows]` f32 (contiguous, written)
+pub fn lse_merge(
     client: &Client,
-    parts: &Handle,
-    lse: &Handle,
-    num_parts: usize,
-    rows: usize,
-    head_dim: usize,
-) -> Result<(Handle, Handle), KernelError> {
-    if num_parts == 0 || head_dim == 0 {
-        return Err(KernelError::Shape {
-            arg: "parts",
-            expected: "at least one part and head_dim >= 1".into(),
-        });
+    dtype: AttnDtype,
+    parts: &TensorRef,
+    lse: &TensorRef,
+    out: &TensorRef,
+    lse_out: &TensorRef,
+) -> Result<(), KernelError> {
+    let [num_parts, rows, head_dim] = match parts.shape() {
+        &[p, r, d] if p > 0 && d > 0 => [p, r, d],
+        other => {
+            return Err(KernelError::shape(
+                "parts",
+                format!("[parts >= 1, rows, head_dim >= 1], got {other:?}"),
+            ));
+        }
+    };
+    lse.expect_shape("lse", &[num_parts, rows], "[parts, rows]")?;
+    out.expect_shape("out", &[rows, head_dim], "[rows, head_dim]")?;
+    lse_out.expect_shape("lse_out", &[rows], "[rows]")?;
+    for (name, t, elem) in [
+        ("parts", parts, dtype.size()),
+        ("lse", lse, 4),
+        ("out", out, dtype.size()),
+        ("lse_out", lse_out, 4),
+    ] {
+        t.expect_elem(name, elem)?;
     }
-    let f = core::mem::size_of::<f32>();
-    let out = client.empty(rows * head_dim * f);
-    let lse_out = client.empty(rows.max(1) * f);
+    // Parts: each contiguous, and no closer than their size.
+    let parts_ok = parts.strides()[1..] == [head_dim, 1] && parts.strides()[0] >= rows * head_dim;
+    let lse_ok = lse.strides()[1] == 1 && lse.strides()[0] >= rows;
+    for (name, ok) in [
+        ("parts", parts_ok),
+        ("lse", lse_ok),
+        ("out", out.is_contiguous()),
+        ("lse_out", lse_out.is_contiguous()),
+    ] {
+        if !ok {
+            return Err(KernelError::shape(
+                name,
+                "contiguous parts that do not overlap",
+            ));
+        }
+    }
     let total = rows * head_dim;
     if total == 0 {
-        return Ok((out, lse_out));
+        return Ok(());
     }
-    let arg = |h: &Handle, shape: Vec<usize>| {
-        let mut strides = vec![1usize; shape.len()];
-        for d in (0..shape.len().saturating_sub(1)).rev() {
-            strides[d] = strides[d + 1] * shape[d + 1];
-        }
-        // SAFETY: the handles hold at least `shape.product()` f32 values (checked by the
-        // callers' sizes above and in `client.empty`).
-        unsafe { TensorArg::from_raw_parts(h.clone(), strides.into(), shape.into()) }
-    };
-    let cube_dim = CubeDim::new_1d(256);
-    let cubes = total.div_ceil(256) as u32;
-    lse_merge_kernel::launch::<f32>(
-        client,
-        CubeCount::Static(cubes, 1, 1),
-        cube_dim,
-        arg(parts, vec![num_parts, rows, head_dim]),
-        arg(lse, vec![num_parts, rows]),
-        arg(&out, vec![rows, head_dim]),
-        arg(&lse_out, vec![rows]),
-        num_parts as u32,
-        head_dim as u32,
-        f32::NEG_INFINITY,
-    );
-    Ok((out, lse_out))
+    let cubes = u32::try_from(total.div_ceil(256))
+        .ok()
+        .filter(|&c| c <= client.properties().hardware.max_cube_count.0)
+        .ok_or_else(|| KernelError::unsupported("n", "more rows than one launch's cubes hold"))?;
+    macro_rules! launch {
+        ($t:ty) => {
+            lse_merge_kernel::launch::<$t>(
+                client,
+                CubeCount::Static(cubes, 1, 1),
+                CubeDim::new_1d(256),
+                parts.arg(),
+                lse.arg(),
+                out.arg(),
+                lse_out.arg(),
+                num_parts as u32,
+                head_dim as u32,
+                f32::NEG_INFINITY,
+            )
+        };
+    }
+    match dtype {
+        AttnDtype::F32 => launch!(f32),
+        AttnDtype::F16 => launch!(half::f16),
+        AttnDtype::BF16 => launch!(half::bf16),
+    }
+    Ok(())
 }

@@ -1,9 +1,9 @@
 //! The LSE merge kernel against a host f64 computation, on the wgpu device (lavapipe in CI).
-//! Outputs are NaN-poisoned by reading into fresh buffers; parts hold random values and `-inf`
-//! rows. Tolerance: 1e-5 relative (f32).
+//! Outputs are NaN-poisoned before the launch; parts hold random values and `-inf` rows.
+//! Tolerance: 1e-5 relative (f32).
 
-use dilated_attention_kernels::merge::lse_merge_f32;
-use dilated_attention_kernels::{read_f32, upload_f32};
+use dilated_attention_kernels::merge::lse_merge;
+use dilated_attention_kernels::{AttnDtype, KernelError, TensorRef, read_f32, upload_f32};
 
 fn client() -> cubecl::prelude::Client {
     cubecl::Device::Wgpu(cubecl::wgpu::WgpuDevice::default()).client()
@@ -30,17 +30,24 @@ fn merge_matches_host() {
             lse[q * rows + 1] = f32::NEG_INFINITY;
         }
     }
-    let (out, lse_out) = lse_merge_f32(
+    let tensor = |values: &[f32], shape: Vec<usize>| {
+        TensorRef::contiguous("t", upload_f32(&client, values), shape, 4).unwrap()
+    };
+    let (out, lse_out) = (
+        tensor(&vec![f32::NAN; rows * d], vec![rows, d]),
+        tensor(&vec![f32::NAN; rows], vec![rows]),
+    );
+    lse_merge(
         &client,
-        &upload_f32(&client, &parts),
-        &upload_f32(&client, &lse),
-        p,
-        rows,
-        d,
+        AttnDtype::F32,
+        &tensor(&parts, vec![p, rows, d]),
+        &tensor(&lse, vec![p, rows]),
+        &out,
+        &lse_out,
     )
     .unwrap();
-    let out = read_f32(&client, &out).unwrap();
-    let lse_out = read_f32(&client, &lse_out).unwrap();
+    let out = read_f32(&client, out.handle()).unwrap();
+    let lse_out = read_f32(&client, lse_out.handle()).unwrap();
     for r in 0..rows {
         let m = (0..p)
             .map(|q| lse[q * rows + r] as f64)
@@ -76,4 +83,26 @@ fn merge_matches_host() {
             );
         }
     }
+}
+
+#[test]
+fn merge_rejects_mismatched_shapes_and_short_buffers() {
+    let client = client();
+    let parts =
+        TensorRef::contiguous("parts", upload_f32(&client, &[0.0; 12]), vec![2, 3, 2], 4).unwrap();
+    let lse = TensorRef::contiguous("lse", upload_f32(&client, &[0.0; 6]), vec![2, 3], 4).unwrap();
+    let out = TensorRef::contiguous("out", upload_f32(&client, &[0.0; 8]), vec![4, 2], 4).unwrap();
+    let lse_out =
+        TensorRef::contiguous("lse_out", upload_f32(&client, &[0.0; 3]), vec![3], 4).unwrap();
+    let err = lse_merge(&client, AttnDtype::F32, &parts, &lse, &out, &lse_out).unwrap_err();
+    assert!(
+        matches!(err, KernelError::Shape { arg: "out", .. }),
+        "{err}"
+    );
+    // A buffer smaller than its shape is refused where the reference is built.
+    let short = TensorRef::contiguous("short", upload_f32(&client, &[0.0; 5]), vec![2, 3], 4);
+    assert!(matches!(
+        short,
+        Err(KernelError::Shape { arg: "short", .. })
+    ));
 }

@@ -1,17 +1,20 @@
 //! The one error type of the crate: every invalid configuration or input is reported as an
 //! [`AttentionError`] that names the offending field and the rule it broke.
 
-use core::fmt;
-
 /// Why a configuration or an input was rejected.
 ///
 /// Each variant names the field (or tensor) at fault and the rule it broke, so the message can be
 /// shown to a user as it is. [`AttentionError::field`] gives the field name alone.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AttentionError {
     /// `segment_lengths` is empty: at least one branch is needed.
+    #[error("segment_lengths: at least one branch is required")]
     NoBranches,
     /// `segment_lengths` and `dilation_rates` have different lengths.
+    #[error(
+        "dilation_rates: must have as many entries as segment_lengths ({dilation_rates} != {segment_lengths})"
+    )]
     BranchLengthMismatch {
         /// Length of `segment_lengths`.
         segment_lengths: usize,
@@ -20,23 +23,27 @@ pub enum AttentionError {
     },
     /// A value that must be at least 1 is 0 (`segment_lengths[i]`, `dilation_rates[i]`,
     /// `block_size`, `num_heads`, ...).
+    #[error("{field}: must be at least 1, got 0")]
     ZeroValue {
         /// The field, with its index where it is a list entry (e.g. `dilation_rates[2]`).
         field: String,
     },
     /// `sparsity_ratio` is not a number in `[0, 1)`.
+    #[error("sparsity_ratio: must lie in [0, 1), got {value}")]
     SparsityOutOfRange {
         /// The value that was given.
         value: f64,
     },
     /// `block_size` is not supported (it must be a power of two between 1 and
     /// [`MAX_BLOCK_SIZE`](crate::pattern::MAX_BLOCK_SIZE)).
+    #[error("block_size: must be a power of two in 1..={max}, got {block_size}", max = crate::pattern::MAX_BLOCK_SIZE)]
     UnsupportedBlockSize {
         /// The value that was given.
         block_size: usize,
     },
     /// A block layout option does not fit the chosen pattern (e.g. `block_dilation_rates` on a
     /// pattern other than `dilated_sparse`, or `custom` without `custom_blocks`).
+    #[error("{field}: {rule}")]
     InvalidPatternOption {
         /// The option at fault.
         field: &'static str,
@@ -44,6 +51,9 @@ pub enum AttentionError {
         rule: String,
     },
     /// A pair of a `custom` layout lies outside the blocks of its branch.
+    #[error(
+        "custom_blocks[{branch}]: pair ({query_block}, {key_block}) is out of range; the branch has {blocks} blocks per segment at this sequence length"
+    )]
     CustomBlockOutOfRange {
         /// Branch index.
         branch: usize,
@@ -55,11 +65,13 @@ pub enum AttentionError {
         blocks: usize,
     },
     /// `scale` is not a finite positive number.
+    #[error("scale: must be finite and positive, got {value}")]
     InvalidScale {
         /// The value that was given.
         value: f64,
     },
     /// The number of query heads is not a multiple of the number of key/value heads.
+    #[error("kv_heads: heads must be a multiple of kv_heads ({heads} % {kv_heads} != 0)")]
     HeadsNotDivisible {
         /// Query heads.
         heads: usize,
@@ -67,6 +79,7 @@ pub enum AttentionError {
         kv_heads: usize,
     },
     /// A tensor has the wrong shape for its role.
+    #[error("{tensor}: expected shape {expected}, got {got:?}")]
     ShapeMismatch {
         /// The tensor (`q`, `k`, `v`, `mask`, `x`, ...).
         tensor: &'static str,
@@ -76,6 +89,7 @@ pub enum AttentionError {
         got: Vec<usize>,
     },
     /// Two tensors that must share a dtype do not.
+    #[error("{tensor}: dtype must match q ({expected}), got {got}")]
     DtypeMismatch {
         /// The tensor at fault.
         tensor: &'static str,
@@ -85,25 +99,34 @@ pub enum AttentionError {
         got: String,
     },
     /// A tensor lives on another device than `q`.
+    #[error("{tensor}: must live on the same device as q")]
     DeviceMismatch {
         /// The tensor at fault.
         tensor: &'static str,
     },
     /// A configuration value breaks a rule of its own (e.g. `embed_dim` not a multiple of
     /// `num_heads`).
+    #[error("{field}: {rule}")]
     Invalid {
         /// The field at fault.
         field: &'static str,
         /// The rule it broke.
         rule: String,
     },
-    /// The CubeCL kernels cannot run these inputs (only from `forward_kernels`; the other entry
-    /// points fall back to the reference path).
+    /// The CubeCL kernels cannot serve the call: returned under
+    /// [`KernelPolicy::Require`](crate::KernelPolicy::Require) and by `forward_kernels`;
+    /// under the default policy the call runs the reference path instead.
+    #[error("kernels unavailable: {reason}")]
     KernelUnavailable {
         /// Why.
-        reason: String,
+        reason: KernelUnavailable,
     },
+    /// A kernel launch failed after the kernels had accepted the call (a runtime error).
+    #[cfg(feature = "cube")]
+    #[error("kernel: {0}")]
+    Kernel(dilated_attention_kernels::KernelError),
     /// A JSON configuration could not be read.
+    #[error("json: {message}")]
     Json {
         /// The parser's message (it names the field and position).
         message: String,
@@ -128,73 +151,37 @@ impl AttentionError {
             | Self::DeviceMismatch { tensor } => (*tensor).into(),
             Self::Invalid { field, .. } => (*field).into(),
             Self::KernelUnavailable { .. } => "device".into(),
+            #[cfg(feature = "cube")]
+            Self::Kernel(_) => "device".into(),
             Self::Json { .. } => "json".into(),
         }
     }
 }
 
-impl fmt::Display for AttentionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NoBranches => write!(f, "segment_lengths: at least one branch is required"),
-            Self::BranchLengthMismatch {
-                segment_lengths,
-                dilation_rates,
-            } => write!(
-                f,
-                "dilation_rates: must have as many entries as segment_lengths \
-                 ({dilation_rates} != {segment_lengths})"
-            ),
-            Self::ZeroValue { field } => write!(f, "{field}: must be at least 1, got 0"),
-            Self::SparsityOutOfRange { value } => {
-                write!(f, "sparsity_ratio: must lie in [0, 1), got {value}")
-            }
-            Self::UnsupportedBlockSize { block_size } => write!(
-                f,
-                "block_size: must be a power of two in 1..={}, got {block_size}",
-                crate::pattern::MAX_BLOCK_SIZE
-            ),
-            Self::InvalidPatternOption { field, rule } => write!(f, "{field}: {rule}"),
-            Self::CustomBlockOutOfRange {
-                branch,
-                query_block,
-                key_block,
-                blocks,
-            } => write!(
-                f,
-                "custom_blocks[{branch}]: pair ({query_block}, {key_block}) is out of range; \
-                 the branch has {blocks} blocks per segment at this sequence length"
-            ),
-            Self::InvalidScale { value } => {
-                write!(f, "scale: must be finite and positive, got {value}")
-            }
-            Self::HeadsNotDivisible { heads, kv_heads } => write!(
-                f,
-                "kv_heads: heads must be a multiple of kv_heads ({heads} % {kv_heads} != 0)"
-            ),
-            Self::ShapeMismatch {
-                tensor,
-                expected,
-                got,
-            } => write!(f, "{tensor}: expected shape {expected}, got {got:?}"),
-            Self::DtypeMismatch {
-                tensor,
-                expected,
-                got,
-            } => write!(f, "{tensor}: dtype must match q ({expected}), got {got}"),
-            Self::DeviceMismatch { tensor } => {
-                write!(f, "{tensor}: must live on the same device as q")
-            }
-            Self::Invalid { field, rule } => write!(f, "{field}: {rule}"),
-            Self::KernelUnavailable { reason } => {
-                write!(f, "device: kernels unavailable, {reason}")
-            }
-            Self::Json { message } => write!(f, "json: {message}"),
-        }
-    }
+/// Why the CubeCL kernels do not serve a call (see [`ExecutionPath`](crate::ExecutionPath)).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KernelUnavailable {
+    /// The module's policy is [`ReferenceOnly`](crate::KernelPolicy::ReferenceOnly).
+    #[error("the kernel policy is reference_only")]
+    ReferenceOnly,
+    /// The crate was built without a CubeCL runtime (features `wgpu` and `cuda` off).
+    #[error("this build has no kernels (enable the `wgpu` or `cuda` feature)")]
+    NotBuilt,
+    /// The tensors do not live on a CubeCL device (wgpu, CUDA, ...).
+    #[error("{device} is not a CubeCL device")]
+    NotCubeDevice {
+        /// The device, as Burn prints it.
+        device: String,
+    },
+    /// A ring of one-token pieces (`striped`) has no windowed kernel.
+    #[error("striped ring holders have no windowed kernel")]
+    StripedRing,
+    /// The kernels refuse the configuration or the inputs on this device.
+    #[cfg(feature = "cube")]
+    #[error(transparent)]
+    Kernel(#[from] dilated_attention_kernels::KernelError),
 }
-
-impl std::error::Error for AttentionError {}
 
 /// Shorthand for results of this crate.
 pub type Result<T> = core::result::Result<T, AttentionError>;

@@ -254,6 +254,21 @@ impl BlockLayout {
         })
     }
 
+    /// Host bytes the layout holds (its block rows).
+    pub fn host_bytes(&self) -> usize {
+        let rows = |r: &BlockRows| 4 * (r.row_ptr.len() + r.cols.len());
+        self.classes
+            .iter()
+            .map(|c| {
+                rows(&c.full.rows)
+                    + c.tail.as_ref().map_or(0, |t| rows(&t.rows))
+                    + 8 * c.heads.len()
+                    + size_of::<ClassLayout>()
+            })
+            .sum::<usize>()
+            + size_of::<Self>()
+    }
+
     /// Real block and token-pair counts and the density against dense attention.
     pub fn stats(&self) -> LayoutStats {
         let mut active_blocks = 0u64;
@@ -475,6 +490,12 @@ impl SplitMix64 {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+}
+
+impl crate::cache::CacheSize for BlockLayout {
+    fn cache_bytes(&self) -> usize {
+        self.host_bytes()
     }
 }
 

@@ -26,7 +26,9 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod error;
+pub mod execution;
 pub mod inputs;
 #[cfg(feature = "cube")]
 pub mod kernel;
@@ -38,11 +40,14 @@ pub mod reference;
 pub mod ring;
 pub mod schedule;
 
-pub use error::{AttentionError, Result};
+pub use cache::{DEFAULT_CACHE_BYTES, clear_caches};
+pub use error::{AttentionError, KernelUnavailable, Result};
+pub use execution::{ExecutionPath, KernelPolicy, KernelStrategy, Sm80Tuning};
+pub use inputs::AttentionShape;
 pub use layout::{BlockLayout, LayoutStats};
 pub use module::{
     AttentionFactoryConfig, AttentionKind, BlockSparseRingDilatedAttention,
-    BlockSparseRingDilatedAttentionConfig, MultiHeadDilatedAttention,
+    BlockSparseRingDilatedAttentionConfig, DilatedMhaInput, MultiHeadDilatedAttention,
     MultiHeadDilatedAttentionConfig,
 };
 pub use pattern::{Branch, DilatedPattern, PatternType, SparsePatternConfig};

@@ -20,15 +20,16 @@ use std::sync::Arc;
 
 use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 
-use crate::error::{AttentionError, Result};
+use crate::error::{AttentionError, KernelUnavailable, Result};
 use crate::inputs::AttentionShape;
 use crate::layout::BlockLayout;
 use crate::merge::merge_lse;
 use crate::reference::{ReferencePlan, reference_attention};
-use crate::schedule::{Partition, RingSchedule};
+use crate::schedule::{Partition, RingSchedule, RingStep};
 
-/// A schedule with the restricted plans of its non-empty steps, built once per
-/// `(n, heads, P, partition)`.
+/// A schedule with the tokens and pieces of its holders, built once per
+/// `(n, heads, P, partition)`. The reference path's plans of its steps are built only for the
+/// steps that run there (the module caches them).
 #[derive(Debug)]
 pub struct RingPlan {
     /// The schedule (per-step work, skipped steps, bytes).
@@ -37,8 +38,8 @@ pub struct RingPlan {
     pub tokens: Vec<Vec<usize>>,
     /// Each holder's tokens as maximal runs of consecutive positions.
     pub pieces: Vec<Vec<Piece>>,
-    /// `plans[r][s]`: holder `r`'s queries against holder `s`'s keys, `None` when empty.
-    plans: Vec<Vec<Option<Arc<ReferencePlan>>>>,
+    /// `active[r][s]`: whether holder `r`'s queries meet holder `s`'s keys anywhere.
+    active: Vec<Vec<bool>>,
 }
 
 impl RingPlan {
@@ -50,32 +51,34 @@ impl RingPlan {
         for i in 0..n {
             tokens[partition.owner(i, n, holders)].push(i);
         }
-        let plans = (0..holders)
-            .map(|r| {
-                (0..holders)
-                    .map(|s| {
-                        let step = schedule.steps[r]
-                            .iter()
-                            .find(|st| st.kv_owner == s)
-                            .expect("every chunk visits every holder");
-                        (!step.skipped()).then(|| {
-                            Arc::new(ReferencePlan::restricted(
-                                layout.clone(),
-                                &tokens[r],
-                                &tokens[s],
-                            ))
-                        })
-                    })
-                    .collect()
-            })
-            .collect();
+        let mut active = vec![vec![false; holders]; holders];
+        for (r, steps) in schedule.steps.iter().enumerate() {
+            for step in steps {
+                active[r][step.kv_owner] = !step.skipped();
+            }
+        }
         let pieces = tokens.iter().map(|t| Piece::runs(t)).collect();
         Ok(Self {
             schedule,
             tokens,
             pieces,
-            plans,
+            active,
         })
+    }
+
+    /// The reference path's plan of holder `r`'s queries against holder `s`'s keys.
+    pub fn step_plan(&self, layout: Arc<BlockLayout>, r: usize, s: usize) -> ReferencePlan {
+        ReferencePlan::restricted(layout, &self.tokens[r], &self.tokens[s])
+    }
+}
+
+impl crate::cache::CacheSize for RingPlan {
+    fn cache_bytes(&self) -> usize {
+        let tokens: usize = self.tokens.iter().map(Vec::len).sum();
+        let holders = self.tokens.len();
+        tokens * size_of::<usize>()
+            + holders * holders * (size_of::<RingStep>() + 1)
+            + self.pieces.iter().map(Vec::len).sum::<usize>() * size_of::<Piece>()
     }
 }
 
@@ -111,8 +114,8 @@ impl Piece {
 
 /// A ring step through the kernels for one query piece and one key piece:
 /// `(q, k, v, mask, query tokens, key tokens) → (out, lse)` with `q: [batch, heads, queries,
-/// head_dim]`, `k, v: [batch, kv_heads, keys, head_dim]`, `mask: [batch, keys]`; `Err` says
-/// the kernels cannot serve it.
+/// head_dim]`, `k, v: [batch, kv_heads, keys, head_dim]`, `mask: [batch, keys]` (`true` =
+/// padded); `Err` says why the kernels cannot serve it (nothing ran then).
 pub type StepKernel = dyn Fn(
     &Tensor<4>,
     &Tensor<4>,
@@ -120,10 +123,19 @@ pub type StepKernel = dyn Fn(
     Option<&Tensor<2, Bool>>,
     Range<usize>,
     Range<usize>,
-) -> std::result::Result<(Tensor<4>, Tensor<3>), String>;
+) -> std::result::Result<(Tensor<4>, Tensor<3>), KernelUnavailable>;
 
-/// The kernel runner a module passes to [`ring_attention`], if it has kernels.
-pub type RingKernels = Option<Box<StepKernel>>;
+/// How a ring runs its steps besides the reference path.
+pub struct RingRunner<'a> {
+    /// Runs one piece pair through the kernels, if the module has them.
+    pub kernels: Option<&'a StepKernel>,
+    /// Decides what a step that the kernels cannot serve does: `Ok` runs it on the reference
+    /// path, `Err` stops the ring with that error (the module's kernel policy).
+    pub fallback: &'a dyn Fn(KernelUnavailable) -> Result<()>,
+    /// The reference plan of holder `r`'s step against holder `s`'s chunk (cached by the
+    /// module).
+    pub reference_plan: &'a dyn Fn(usize, usize) -> Result<Arc<ReferencePlan>>,
+}
 
 /// Most pieces per holder for which steps go through the kernels (zigzag has two).
 const KERNEL_PIECES: usize = 2;
@@ -137,14 +149,10 @@ fn kernel_step(
     (r, s): (usize, usize),
     q: &Tensor<4>,
     (k, v, mask): (&Tensor<4>, &Tensor<4>, Option<&Tensor<2, Bool>>),
-) -> std::result::Result<(Tensor<4>, Tensor<3>), String> {
+) -> std::result::Result<(Tensor<4>, Tensor<3>), KernelUnavailable> {
     let (q_pieces, k_pieces) = (&plan.pieces[r], &plan.pieces[s]);
     if q_pieces.len() > KERNEL_PIECES || k_pieces.len() > KERNEL_PIECES {
-        return Err(format!(
-            "{} query and {} key pieces (striped partition)",
-            q_pieces.len(),
-            k_pieces.len()
-        ));
+        return Err(KernelUnavailable::StripedRing);
     }
     let (mut outs, mut lses) = (Vec::new(), Vec::new());
     for qp in q_pieces {
@@ -221,8 +229,8 @@ impl RingOutput {
 /// - `q: [batch, heads, n, head_dim]`, `k, v: [batch, kv_heads, n, head_dim]`, `mask: [batch, n]`,
 ///   all on one device, already checked ([`crate::inputs::check_inputs`]);
 /// - `plan` built for this layout and `devices.len()` holders;
-/// - `kernels`: runs a step's piece pairs through the kernels (see [`StepKernel`]); steps it
-///   cannot serve, and all steps without it, use the reference path.
+/// - `runner`: the kernels for a step's piece pairs (see [`StepKernel`]), the policy for steps
+///   they cannot serve, and the reference plans of the steps that run there.
 #[allow(clippy::too_many_arguments)]
 pub fn ring_attention(
     q: Tensor<4>,
@@ -233,7 +241,7 @@ pub fn ring_attention(
     plan: &RingPlan,
     scale: f64,
     devices: &[Device],
-    kernels: Option<&StepKernel>,
+    runner: &RingRunner<'_>,
 ) -> Result<RingOutput> {
     let p = plan.tokens.len();
     if devices.len() != p {
@@ -271,15 +279,15 @@ pub fn ring_attention(
         for (r, running) in partial.iter_mut().enumerate() {
             // At step t holder r holds the chunk that started on holder (r - t) mod P.
             let s = (r + p - step) % p;
-            let Some(step_plan) = &plan.plans[r][s] else {
+            if !plan.active[r][s] {
                 continue;
-            };
+            }
             let (k_s, v_s, m_s) = &kv[r];
             let local = AttentionShape {
                 n: plan.tokens[r].len(),
                 ..shape
             };
-            let through_kernels = kernels.and_then(|kernels| {
+            let through_kernels = runner.kernels.map(|kernels| {
                 kernel_step(
                     kernels,
                     plan,
@@ -287,24 +295,28 @@ pub fn ring_attention(
                     &q_chunks[r],
                     (k_s, v_s, m_s.as_ref()),
                 )
-                .ok()
             });
-            if through_kernels.is_some() {
-                kernel_steps += 1;
-            } else {
-                reference_steps += 1;
-            }
-            let step_result = through_kernels.unwrap_or_else(|| {
-                reference_attention(
-                    q_chunks[r].clone(),
-                    k_s.clone(),
-                    v_s.clone(),
-                    m_s.clone(),
-                    local,
-                    step_plan,
-                    scale,
-                )
-            });
+            let step_result = match through_kernels {
+                Some(Ok(result)) => {
+                    kernel_steps += 1;
+                    result
+                }
+                failed => {
+                    if let Some(Err(reason)) = failed {
+                        (runner.fallback)(reason)?;
+                    }
+                    reference_steps += 1;
+                    reference_attention(
+                        q_chunks[r].clone(),
+                        k_s.clone(),
+                        v_s.clone(),
+                        m_s.clone(),
+                        local,
+                        &*(runner.reference_plan)(r, s)?,
+                        scale,
+                    )
+                }
+            };
             *running = Some(match running.take() {
                 Some(previous) => merge_lse(vec![previous, step_result]),
                 None => step_result,

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{AttentionError, Result};
 use crate::layout::BlockLayout;
 
+/// Most holders a ring may have.
+pub const MAX_HOLDERS: usize = 64;
+
 /// How the tokens are split among the holders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -95,16 +98,17 @@ impl RingSchedule {
             });
         }
         let (n, p, bs) = (layout.n, holders, layout.block_size);
+        // needed[j] below has bit r set when a query of holder r sees key j (P <= 64); checked
+        // before anything of size P² is allocated.
+        if p > MAX_HOLDERS {
+            return Err(AttentionError::Invalid {
+                field: "ring_size",
+                rule: format!("at most {MAX_HOLDERS} holders, got {p}"),
+            });
+        }
         let owner: Vec<usize> = (0..n).map(|i| partition.owner(i, n, p)).collect();
         let mut pairs = vec![0u64; p * p];
         let mut blocks = vec![0u64; p * p];
-        // needed[j] has bit r set when a query of holder r sees key j (P <= 64).
-        if p > 64 {
-            return Err(AttentionError::Invalid {
-                field: "ring_size",
-                rule: format!("at most 64 holders, got {p}"),
-            });
-        }
         let mut needed = vec![0u64; n];
         for class in &layout.classes {
             let h = class.heads.len() as u64;

@@ -55,7 +55,7 @@ fn fully_masked_rows_give_zero_and_neg_inf() {
         randn([2, 3, 40, 16], &device),
     );
     // Batch 1 has no key at all.
-    let mask: Vec<bool> = (0..80).map(|i| i < 40).collect();
+    let mask: Vec<bool> = (0..80).map(|i| i >= 40).collect();
     let mask = Tensor::<2, Bool>::from_data(TensorData::new(mask, [2, 40]), &device);
     let (out, lse) = dense(false, 8)
         .forward_with_lse(q, k, v, Some(mask))

@@ -27,7 +27,7 @@ fn check(
     seed: u64,
 ) {
     let cpu = cpu(seed);
-    let gpu = gpu();
+    let Some(gpu) = gpu() else { return };
     let batch = 2;
     let q = randn([batch, heads, n, head_dim], &cpu);
     let k = randn([batch, kv_heads, n, head_dim], &cpu);
@@ -96,11 +96,11 @@ fn kernel_equals_reference_on_shapes(
 
 #[test]
 fn rows_without_keys_are_zero_and_neg_inf() {
-    let gpu = gpu();
+    let Some(gpu) = gpu() else { return };
     let (b, h, n, d) = (2, 2, 40, 32);
     let q = randn([b, h, n, d], &gpu);
     let k = randn([b, h, n, d], &gpu);
-    let mask: Vec<bool> = (0..b * n).map(|i| i < n).collect();
+    let mask: Vec<bool> = (0..b * n).map(|i| i >= n).collect();
     let mask = Tensor::<2, Bool>::from_data(TensorData::new(mask, [b, n]), &gpu);
     let module = BlockSparseRingDilatedAttention::from_pattern(
         DilatedPattern::single(sparse(PatternType::Dense, 16, 0.0), false),
@@ -123,22 +123,27 @@ fn rows_without_keys_are_zero_and_neg_inf() {
 #[case::window(Some(Window { q_start: 20, q_end: 61, k_start: 5, k_end: 50 }))]
 fn direct_launch_writes_every_element(#[case] window: Option<Window>) {
     use burn::backend::Cube;
-    use dilated_attention_kernels::forward::{
-        AttnDtype, ClassArgs, ForwardConfig, TensorRef, forward_class,
+    use dilated_attention_kernels::{
+        AttnDtype, ClassArgs, ForwardTensors, KernelConfig, Strategy, TensorRef, forward_class,
+        plan,
     };
-    use dilated_attention_kernels::upload_u32;
 
-    let gpu = gpu();
+    let Some(gpu) = gpu() else { return };
     let (b, h, n, d) = (1, 2, 77, 64);
     let pattern = DilatedPattern::single(sparse(PatternType::LocalWindow, 16, 0.5), true);
     let layout = BlockLayout::new(&pattern, n, h).unwrap();
-    let kl = KernelClassLayout::new(&layout.classes[0], 1).with_window(window);
+    let host = KernelClassLayout::new(&layout.classes[0], 1, 16).unwrap();
     let (n_q, n_k) = window.map_or((n, n), |w| (w.q_end - w.q_start, w.k_end - w.k_start));
     let cube = |t: Tensor<4>| t.try_into_primitive::<Cube>().unwrap();
-    let as_ref = |t: &burn_cubecl::tensor::CubeTensor| TensorRef {
-        handle: t.handle.clone(),
-        shape: t.meta.shape().iter().copied().collect(),
-        strides: t.meta.strides().iter().copied().collect(),
+    let view = |name, t: &burn_cubecl::tensor::CubeTensor| {
+        TensorRef::new(
+            name,
+            t.handle.clone(),
+            t.meta.shape().iter().copied().collect(),
+            t.meta.strides().iter().copied().collect(),
+            t.dtype.size(),
+        )
+        .unwrap()
     };
     let q = cube(randn([b, h, n_q, d], &gpu));
     let k = cube(randn([b, h, n_k, d], &gpu));
@@ -147,35 +152,33 @@ fn direct_launch_writes_every_element(#[case] window: Option<Window>) {
         .try_into_primitive::<Cube>()
         .unwrap();
     let client = q.client.clone();
-    let up = |v: &[u32]| TensorRef::contiguous(upload_u32(&client, v), vec![v.len()]);
-    let args = ClassArgs {
-        row_ptr: up(&kl.row_ptr),
-        runs: up(&kl.runs),
-        params: up(&kl.params),
-        rows: kl.rows,
-        heads: h,
-        windowed: window.is_some(),
-    };
-    let config = ForwardConfig {
+    let mut class = ClassArgs::upload(&client, &host.rows, host.params, h, 16, n).unwrap();
+    if let Some(w) = window {
+        class = class.with_window(&client, w).unwrap();
+    }
+    let config = KernelConfig {
         dtype: AttnDtype::F32,
         head_dim: d,
         block: 16,
         causal: true,
         scale: 0.125,
     };
-    forward_class(
-        &client,
-        &config,
-        &as_ref(&q),
-        &as_ref(&k),
-        &as_ref(&k),
-        None,
-        &as_ref(&out),
-        &as_ref(&lse),
-        &args,
-        false,
-    )
-    .unwrap();
+    let plan = plan(&client, &config, window.is_some(), Some(Strategy::Portable)).unwrap();
+    let (qr, kr, or, lr) = (
+        view("q", &q),
+        view("k", &k),
+        view("out", &out),
+        view("lse", &lse),
+    );
+    let tensors = ForwardTensors {
+        q: &qr,
+        k: &kr,
+        v: &kr,
+        mask: None,
+        out: &or,
+        lse: &lr,
+    };
+    forward_class(&client, &plan, &tensors, &class, false).unwrap();
     let out = values(Tensor::<4>::from_primitive::<Cube>(out));
     let lse = values(Tensor::<3>::from_primitive::<Cube>(lse));
     assert!(
@@ -195,8 +198,8 @@ fn direct_launch_writes_every_element(#[case] window: Option<Window>) {
 }
 
 #[test]
-fn unsupported_head_dim_falls_back_to_the_reference() {
-    let gpu = gpu();
+fn unsupported_head_dim_falls_back_to_the_reference_or_errors_under_require() {
+    let Some(gpu) = gpu() else { return };
     let q = randn([1, 2, 50, 24], &gpu);
     let module = BlockSparseRingDilatedAttention::from_pattern(
         DilatedPattern::single(sparse(PatternType::Dense, 16, 0.0), false),
@@ -208,8 +211,8 @@ fn unsupported_head_dim_falls_back_to_the_reference() {
         .forward_kernels(q.clone(), q.clone(), q, None)
         .unwrap_err();
     assert!(err.to_string().contains("head_dim"), "{err}");
-    let config = dilated_attention_kernels::forward::ForwardConfig {
-        dtype: dilated_attention_kernels::forward::AttnDtype::F32,
+    let config = dilated_attention_kernels::KernelConfig {
+        dtype: dilated_attention_kernels::AttnDtype::F32,
         head_dim: 24,
         block: 16,
         causal: false,
@@ -228,7 +231,7 @@ fn unsupported_head_dim_falls_back_to_the_reference() {
 /// the fastest axis, and a heads/sequence transpose) read the same values.
 #[test]
 fn strided_inputs_equal_contiguous_ones() {
-    let gpu = gpu();
+    let Some(gpu) = gpu() else { return };
     let (b, h, n, d) = (1, 2, 96, 32);
     let module = BlockSparseRingDilatedAttention::from_pattern(
         DilatedPattern::new(

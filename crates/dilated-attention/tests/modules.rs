@@ -7,7 +7,7 @@ use burn::tensor::DType;
 use common::{assert_close, cpu, randn, values};
 use dilated_attention::module::{attention_from_file, attention_from_json, create_attention};
 use dilated_attention::{
-    AttentionError, AttentionKind, BlockSparseRingDilatedAttentionConfig,
+    AttentionError, AttentionKind, BlockSparseRingDilatedAttentionConfig, DilatedMhaInput,
     MultiHeadDilatedAttentionConfig, PatternType, SparsePatternConfig,
 };
 
@@ -68,11 +68,15 @@ fn multi_head_layer_runs_with_gqa_and_sub_norm() {
         .unwrap();
     assert_eq!(layer.key.weight.val().dims(), [32, 8]);
     let x = randn([2, 50, 32], &device);
-    let y = layer.forward(x.clone()).unwrap();
+    let y = layer
+        .forward(DilatedMhaInput::self_attn(x.clone()))
+        .unwrap();
     assert_eq!(y.dims(), [2, 50, 32]);
     assert!(values(y.clone()).iter().all(|v| v.is_finite()));
     // Causal: the first 10 outputs do not depend on later tokens.
-    let y_prefix = layer.forward(x.slice_dim(1, 0..10)).unwrap();
+    let y_prefix = layer
+        .forward(DilatedMhaInput::self_attn(x.slice_dim(1, 0..10)))
+        .unwrap();
     assert_close(
         &values(y.slice_dim(1, 0..10)),
         &values(y_prefix),
@@ -89,7 +93,12 @@ fn multi_head_layer_trains() {
         .init(&device)
         .unwrap();
     let x = randn([1, 20, 16], &device);
-    let grads = layer.forward(x).unwrap().powf_scalar(2.0).sum().backward();
+    let grads = layer
+        .forward(DilatedMhaInput::self_attn(x))
+        .unwrap()
+        .powf_scalar(2.0)
+        .sum()
+        .backward();
     let g = layer
         .query
         .weight
@@ -113,7 +122,12 @@ fn multi_head_layer_runs_its_core_in_compute_dtype() {
         .unwrap()
         .load_record(layer.clone().into_record());
     let x = randn([1, 20, 16], &device);
-    let (y32, y16) = (layer.forward(x.clone()).unwrap(), half.forward(x).unwrap());
+    let (y32, y16) = (
+        layer
+            .forward(DilatedMhaInput::self_attn(x.clone()))
+            .unwrap(),
+        half.forward(DilatedMhaInput::self_attn(x)).unwrap(),
+    );
     assert_eq!(y16.dtype(), DType::F32);
     assert_close(&values(y32), &values(y16.clone()), 1e-2, "f16 core");
     let grads = y16.powf_scalar(2.0).sum().backward();
@@ -304,10 +318,18 @@ fn every_error_variant_is_reachable() {
     let layer = mha(32, 4, None).unwrap();
     assert_eq!(
         layer
-            .forward(randn([1, 10, 31], &device))
+            .forward(DilatedMhaInput::self_attn(randn([1, 10, 31], &device)))
             .unwrap_err()
             .field(),
-        "x"
+        "query"
+    );
+    let (x, short) = (randn([1, 10, 32], &device), randn([1, 9, 32], &device));
+    assert_eq!(
+        layer
+            .forward(DilatedMhaInput::new(x, short.clone(), short))
+            .unwrap_err()
+            .field(),
+        "key"
     );
 
     // JSON.

@@ -1,15 +1,19 @@
-//! The kernels as one differentiable Burn operation on autodiff CubeCL devices.
+//! The kernels as one differentiable Burn operation, on Burn's `Cube` backend as the build has
+//! it (`CubeBackend`, or `Fusion<CubeBackend>` with Burn's default features), tracked by
+//! autodiff or not.
 //!
 //! `(out, lse) = attention(q, k, v)` is recorded in Burn's autodiff graph as two nodes:
 //! - `AttentionStep`, parents `q, k, v`, output `out`. Its state is what the backward kernels
 //!   read: `q, k, v`, the mask, `out` and `lse` (all `O(n)`; the attention weights are
-//!   recomputed block by block in the backward, as in FlashAttention, never stored).
+//!   recomputed block by block in the backward, as in FlashAttention, never stored), and the
+//!   forward's plan.
 //! - `LseStep`, parent `out`, output `lse`. It runs first in the backward (it is deeper in the
 //!   graph), hands `dlse` to `AttentionStep` through a shared slot and gives `out` a zero
 //!   gradient so that a loss of `lse` alone still reaches `q, k, v`.
 //!
-//! One backward call then covers both outputs: `dlse` only shifts `Δ` (see
-//! `dilated_attention_kernels::backward`).
+//! One backward call then covers both outputs: `dlse` only shifts `Δ`. The backward runs the
+//! plan its forward ran; should its launch fail all the same, the gradients come from the
+//! reference path (differentiated by Burn) and the failure is logged, never a panic.
 
 use std::sync::{Arc, Mutex};
 
@@ -20,50 +24,147 @@ use burn::backend::autodiff::checkpoint::strategy::{
 };
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::{AutodiffBackend, Cube, DispatchKindConversion, DispatchTensor};
-use burn::tensor::{Bool, DType, GradientCheckpointingStrategy, Shape, Tensor};
-use burn_cubecl::CubeDevice;
-use burn_cubecl::tensor::CubeTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{
+    AutodiffBackend, Cube, DispatchDevice, DispatchKindConversion, DispatchTensor,
+};
+use burn::tensor::{Bool, DType, Device, GradientCheckpointingStrategy, Int, IntDType, Tensor};
+use dilated_attention_kernels::Plan;
 
-use super::{DeviceLayoutCache, SavedForward, Window, cube, try_backward, try_forward};
+use super::KernelCall;
+use super::backend::KernelBackend;
+use super::run::Saved;
+use crate::error::KernelUnavailable;
 use crate::inputs::AttentionShape;
-use crate::reference::ReferencePlan;
+use crate::reference::{ReferencePlan, reference_attention};
 
-/// What a call needs besides the tensors: sizes, layout (in its plan), scale, device layouts.
-#[derive(Debug, Clone)]
-pub(crate) struct Call {
-    pub shape: AttentionShape,
-    pub plan: Arc<ReferencePlan>,
-    pub scale: f64,
-    pub cache: DeviceLayoutCache,
-    /// The ring step's token ranges, if any (see [`Window`]).
-    pub window: Option<Window>,
+fn not_cube(device: &Device) -> KernelUnavailable {
+    KernelUnavailable::NotCubeDevice {
+        device: format!("{device:?}"),
+    }
+}
+
+/// The plan `call` gets for tensors of `dtype` on `device`, or why the kernels cannot serve it.
+pub(crate) fn path(
+    device: &Device,
+    dtype: DType,
+    call: &KernelCall,
+) -> Result<Plan, KernelUnavailable> {
+    match device.clone().inner().as_dispatch() {
+        DispatchDevice::Cube(cube) => Ok(Cube::kernel_plan(cube, dtype, call)?),
+        _ => Err(not_cube(device)),
+    }
+}
+
+/// The key padding mask (`true` = padded, Burn's polarity) as the kernels read it: u32, 1 = key
+/// present.
+fn kernel_mask(mask: &Tensor<2, Bool>) -> Tensor<2, Int> {
+    // `1 - padded` in integers (a gathered bool tensor may be typed `U8`, see the reference
+    // path), then the kernels' u32 whatever the device's default int type.
+    mask.clone().int().neg().add_scalar(1).cast(IntDType::U32)
+}
+
+fn plain<const D: usize>(t: FloatTensor<Cube>) -> Tensor<D> {
+    Tensor::from_primitive::<Cube>(t)
+}
+
+/// The merged `(out, lse)` through the kernels, recorded for autodiff where `q` is tracked.
+/// `Err` says why the kernels cannot serve the call; nothing has run then.
+pub(crate) fn attention(
+    q: &Tensor<4>,
+    k: &Tensor<4>,
+    v: &Tensor<4>,
+    mask: Option<&Tensor<2, Bool>>,
+    call: &KernelCall,
+) -> Result<(Tensor<4>, Tensor<3>), KernelUnavailable> {
+    let plan = path(&q.device(), q.dtype(), call)?;
+    let mask = mask.map(kernel_mask);
+    match q.gradient_checkpointing_strategy() {
+        None => untracked(q, k, v, mask, call, plan),
+        Some(GradientCheckpointingStrategy::Disabled) => {
+            tracked::<NoCheckpointing>(q, k, v, mask, call, plan)
+        }
+        Some(GradientCheckpointingStrategy::Balanced) => {
+            tracked::<BalancedCheckpointing>(q, k, v, mask, call, plan)
+        }
+    }
+}
+
+fn untracked(
+    q: &Tensor<4>,
+    k: &Tensor<4>,
+    v: &Tensor<4>,
+    mask: Option<Tensor<2, Int>>,
+    call: &KernelCall,
+    plan: Plan,
+) -> Result<(Tensor<4>, Tensor<3>), KernelUnavailable> {
+    let device = q.device();
+    let prim = |t: &Tensor<4>| {
+        t.clone()
+            .try_into_primitive::<Cube>()
+            .map_err(|_| not_cube(&device))
+    };
+    let mask = mask
+        .map(|m| {
+            m.try_into_primitive::<Cube>()
+                .map_err(|_| not_cube(&device))
+        })
+        .transpose()?;
+    let (out, lse) = Cube::kernel_forward(prim(q)?, prim(k)?, prim(v)?, mask, call, plan)?;
+    Ok((plain(out), plain(lse)))
+}
+
+/// `(dq, dk, dv)` through the backward kernels, for tensors without autodiff tracking:
+/// `[q, k, v, out, dout]`, the key padding mask (Burn's polarity), `lse` and `dlse`.
+pub(crate) fn backward(
+    [q, k, v, out, dout]: [Tensor<4>; 5],
+    mask: Option<&Tensor<2, Bool>>,
+    lse: Tensor<3>,
+    dlse: Option<Tensor<3>>,
+    call: &KernelCall,
+) -> Result<(Tensor<4>, Tensor<4>, Tensor<4>), KernelUnavailable> {
+    let device = q.device();
+    let plan = path(&device, q.dtype(), call)?;
+    let prim = |t: Tensor<4>| {
+        t.try_into_primitive::<Cube>()
+            .map_err(|_| not_cube(&device))
+    };
+    let prim3 = |t: Tensor<3>| {
+        t.try_into_primitive::<Cube>()
+            .map_err(|_| not_cube(&device))
+    };
+    let mask = mask
+        .map(|m| {
+            kernel_mask(m)
+                .try_into_primitive::<Cube>()
+                .map_err(|_| not_cube(&device))
+        })
+        .transpose()?;
+    let saved = Saved {
+        q: prim(q)?,
+        k: prim(k)?,
+        v: prim(v)?,
+        out: prim(out)?,
+        lse: prim3(lse)?,
+    };
+    let dlse = dlse.map(prim3).transpose()?;
+    let (dq, dk, dv) = Cube::kernel_backward(saved, mask, prim(dout)?, dlse, call, plan)?;
+    Ok((plain(dq), plain(dk), plain(dv)))
 }
 
 /// `dlse`, passed from `LseStep` to `AttentionStep`.
-type DlseSlot = Arc<Mutex<Option<CubeTensor>>>;
+type DlseSlot = Arc<Mutex<Option<FloatTensor<Cube>>>>;
 
 #[derive(Debug)]
 struct AttentionStep;
 
 #[derive(Debug, Clone)]
 struct AttentionState {
-    q: CubeTensor,
-    k: CubeTensor,
-    v: CubeTensor,
-    mask: Option<CubeTensor>,
-    out: CubeTensor,
-    lse: CubeTensor,
+    saved: Saved<FloatTensor<Cube>>,
+    mask: Option<IntTensor<Cube>>,
     dlse: DlseSlot,
-    call: Call,
-}
-
-fn plain<const D: usize>(t: CubeTensor) -> Tensor<D> {
-    Tensor::from_primitive::<Cube>(t)
-}
-
-fn prim<const D: usize>(t: Tensor<D>) -> CubeTensor {
-    cube(t).expect("a tensor made on a plain CubeCL device converts back")
+    call: KernelCall,
+    plan: Plan,
 }
 
 impl Backward<Cube, 3> for AttentionStep {
@@ -74,32 +175,87 @@ impl Backward<Cube, 3> for AttentionStep {
         let dout = grads.consume::<Cube>(&ops.node);
         let s = ops.state;
         let dlse = s.dlse.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let saved = SavedForward {
-            q: plain(s.q),
-            k: plain(s.k),
-            v: plain(s.v),
-            mask: s.mask.map(Tensor::<2, Bool>::from_primitive::<Cube>),
-            out: plain(s.out),
-            lse: plain(s.lse),
+        let (dq, dk, dv) = match Cube::kernel_backward(
+            s.saved.clone(),
+            s.mask.clone(),
+            dout.clone(),
+            dlse.clone(),
+            &s.call,
+            s.plan,
+        ) {
+            Ok(grads) => grads,
+            Err(e) => {
+                log::error!(
+                    "dilated attention: the backward kernels failed ({e}); computing the \
+                     gradients on the reference path"
+                );
+                reference_gradients(s.saved, s.mask, dout, dlse, &s.call)
+            }
         };
-        // The forward ran these kernels on this configuration, so the backward's checks pass too.
-        let (dq, dk, dv) = try_backward(
-            &saved,
-            plain(dout),
-            dlse.map(plain),
-            s.call.shape,
-            &s.call.plan.layout,
-            s.call.scale,
-            &s.call.cache,
-            s.call.window,
-        )
-        .unwrap_or_else(|reason| panic!("attention backward kernels: {reason}"));
         for (node, grad) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
             if let Some(node) = node {
-                grads.register::<Cube>(node.id, prim(grad));
+                grads.register::<Cube>(node.id, grad);
             }
         }
     }
+}
+
+/// The gradients of the reference path for the forward of `saved`: the reference attention,
+/// differentiated by Burn on the autodiff form of the tensors' device.
+fn reference_gradients(
+    saved: Saved<FloatTensor<Cube>>,
+    mask: Option<IntTensor<Cube>>,
+    dout: FloatTensor<Cube>,
+    dlse: Option<FloatTensor<Cube>>,
+    call: &KernelCall,
+) -> (FloatTensor<Cube>, FloatTensor<Cube>, FloatTensor<Cube>) {
+    let q: Tensor<4> = plain(saved.q);
+    let device = q.device().autodiff();
+    let leaf = |t: Tensor<4>| t.to_device(&device).require_grad();
+    let (q, k, v) = (leaf(q), leaf(plain(saved.k)), leaf(plain(saved.v)));
+    // The kernels' mask is 1 = present; the reference path takes Burn's polarity.
+    let mask = mask.map(|m| {
+        Tensor::<2, Int>::from_primitive::<Cube>(m)
+            .equal_elem(0)
+            .to_device(&device)
+    });
+    let plan = match call.window {
+        None => ReferencePlan::new(call.layout.clone()),
+        Some(w) => {
+            let (queries, keys): (Vec<usize>, Vec<usize>) = (
+                (w.q_start..w.q_end).collect(),
+                (w.k_start..w.k_end).collect(),
+            );
+            ReferencePlan::restricted(call.layout.clone(), &queries, &keys)
+        }
+    };
+    let shape = AttentionShape {
+        n: q.dims()[2],
+        ..call.shape
+    };
+    let (out, lse) = reference_attention(
+        q.clone(),
+        k.clone(),
+        v.clone(),
+        mask,
+        shape,
+        &plan,
+        call.scale,
+    );
+    let dout: Tensor<4> = plain(dout);
+    let mut loss = (out * dout.to_device(&device)).sum();
+    if let Some(dlse) = dlse {
+        let dlse: Tensor<3> = plain(dlse);
+        let finite = lse.clone().is_finite();
+        loss = loss + (lse.mask_fill(finite.bool_not(), 0.0) * dlse.to_device(&device)).sum();
+    }
+    let grads = loss.backward();
+    let grad = |t: &Tensor<4>| {
+        let g = t.grad(&grads).unwrap_or_else(|| t.zeros_like().inner());
+        g.try_into_primitive::<Cube>()
+            .expect("a gradient on the inner CubeCL device converts back")
+    };
+    (grad(&q), grad(&k), grad(&v))
 }
 
 #[derive(Debug)]
@@ -107,9 +263,7 @@ struct LseStep;
 
 #[derive(Debug, Clone)]
 struct LseState {
-    out_shape: Shape,
-    out_dtype: DType,
-    device: CubeDevice,
+    out: FloatTensor<Cube>,
     dlse: DlseSlot,
 }
 
@@ -121,7 +275,10 @@ impl Backward<Cube, 1> for LseStep {
         let s = ops.state;
         *s.dlse.lock().unwrap_or_else(|e| e.into_inner()) = Some(grads.consume::<Cube>(&ops.node));
         if let Some(node) = node_out {
-            let zeros = burn_cubecl::ops::numeric::zeros(s.device, s.out_shape, s.out_dtype);
+            let zeros: Tensor<4> = plain::<4>(s.out).zeros_like();
+            let zeros = zeros
+                .try_into_primitive::<Cube>()
+                .unwrap_or_else(|_| unreachable!("zeros_like keeps the device"));
             grads.register::<Cube>(node.id, zeros);
         }
     }
@@ -132,43 +289,31 @@ fn tracked<C>(
     q: &Tensor<4>,
     k: &Tensor<4>,
     v: &Tensor<4>,
-    mask: Option<&Tensor<2, Bool>>,
-    call: &Call,
-) -> Result<(Tensor<4>, Tensor<3>), String>
+    mask: Option<Tensor<2, Int>>,
+    call: &KernelCall,
+    plan: Plan,
+) -> Result<(Tensor<4>, Tensor<3>), KernelUnavailable>
 where
     C: CheckpointStrategy,
     DispatchTensor: DispatchKindConversion<Autodiff<Cube, C>>,
 {
-    let not_cube = || "not a tensor of an autodiff CubeCL device".to_string();
+    let device = q.device();
     let conv = |t: &Tensor<4>| {
         t.clone()
             .try_into_primitive::<Autodiff<Cube, C>>()
-            .map_err(|_| not_cube())
+            .map_err(|_| not_cube(&device))
     };
     let (qp, qg) = conv(q)?.into_parts();
     let (kp, kg) = conv(k)?.into_parts();
     let (vp, vg) = conv(v)?.into_parts();
-    let mask = match mask {
-        Some(m) => Some(
-            m.clone()
-                .try_into_primitive::<Autodiff<Cube, C>>()
-                .map_err(|_| not_cube())?,
-        ),
-        None => None,
-    };
-    let mask_plain = mask.clone().map(Tensor::<2, Bool>::from_primitive::<Cube>);
-    let (out, lse) = try_forward(
-        &plain(qp.clone()),
-        &plain(kp.clone()),
-        &plain(vp.clone()),
-        mask_plain.as_ref(),
-        call.shape,
-        &call.plan.layout,
-        call.scale,
-        &call.cache,
-        call.window,
-    )?;
-    let (out, lse) = (cube(out)?, cube(lse)?);
+    let mask = mask
+        .map(|m| {
+            m.try_into_primitive::<Autodiff<Cube, C>>()
+                .map_err(|_| not_cube(&device))
+        })
+        .transpose()?;
+    let (out, lse) =
+        Cube::kernel_forward(qp.clone(), kp.clone(), vp.clone(), mask.clone(), call, plan)?;
     let (out, lse) = match AttentionStep
         .prepare::<C>([qg, kg, vg])
         .compute_bound()
@@ -177,20 +322,21 @@ where
         OpsKind::Tracked(prep) => {
             let slot = DlseSlot::default();
             let lse_state = LseState {
-                out_shape: out.meta.shape().clone(),
-                out_dtype: out.dtype,
-                device: out.device.clone(),
+                out: out.clone(),
                 dlse: slot.clone(),
             };
             let state = AttentionState {
-                q: qp,
-                k: kp,
-                v: vp,
+                saved: Saved {
+                    q: qp,
+                    k: kp,
+                    v: vp,
+                    out: out.clone(),
+                    lse: lse.clone(),
+                },
                 mask,
-                out: out.clone(),
-                lse: lse.clone(),
                 dlse: slot,
                 call: call.clone(),
+                plan,
             };
             let out = prep.finish(state, out);
             let lse = match LseStep
@@ -212,34 +358,4 @@ where
         Tensor::<4>::from_primitive::<Autodiff<Cube, C>>(out),
         Tensor::<3>::from_primitive::<Autodiff<Cube, C>>(lse),
     ))
-}
-
-/// Forward through the kernels on any CubeCL device: plain, or autodiff (then the backward
-/// kernels run in `loss.backward()`). `Err` says why the kernels cannot serve the call.
-pub(crate) fn attention(
-    q: &Tensor<4>,
-    k: &Tensor<4>,
-    v: &Tensor<4>,
-    mask: Option<&Tensor<2, Bool>>,
-    call: &Call,
-) -> Result<(Tensor<4>, Tensor<3>), String> {
-    match q.gradient_checkpointing_strategy() {
-        None => try_forward(
-            q,
-            k,
-            v,
-            mask,
-            call.shape,
-            &call.plan.layout,
-            call.scale,
-            &call.cache,
-            call.window,
-        ),
-        Some(GradientCheckpointingStrategy::Disabled) => {
-            tracked::<NoCheckpointing>(q, k, v, mask, call)
-        }
-        Some(GradientCheckpointingStrategy::Balanced) => {
-            tracked::<BalancedCheckpointing>(q, k, v, mask, call)
-        }
-    }
 }

@@ -1,242 +1,53 @@
 //! [`BlockSparseRingDilatedAttention`]: the attention core as a Burn module.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use burn::prelude::*;
-use serde::{Deserialize, Serialize};
+use burn::tensor::DType;
 
-use crate::error::AttentionError;
+use super::caches::Caches;
+use super::config::check_scale;
+use crate::cache::DEFAULT_CACHE_BYTES;
+use crate::error::{AttentionError, KernelUnavailable};
+use crate::execution::{ExecutionPath, KernelPolicy, KernelStrategy};
 use crate::inputs::{AttentionShape, check_inputs};
 use crate::layout::BlockLayout;
-use crate::pattern::{DilatedPattern, SparsePatternConfig};
-use crate::reference::{ReferencePlan, reference_attention};
-use crate::ring::{RingKernels, RingOutput, RingPlan, ring_attention};
-use crate::schedule::Partition;
-
-/// Configuration of [`BlockSparseRingDilatedAttention`] (the old prototype's vocabulary).
-///
-/// A Burn [`Config`]: serde (JSON via `save`/`load`), every field optional in JSON with the
-/// default stated below.
-///
-/// ```
-/// use dilated_attention::BlockSparseRingDilatedAttentionConfig;
-/// let config = BlockSparseRingDilatedAttentionConfig::new()
-///     .with_segment_lengths(vec![1024, 2048, 4096])
-///     .with_dilation_rates(vec![1, 2, 4])
-///     .with_sparsity_ratio(Some(0.9))
-///     .with_causal(true);
-/// assert!(config.pattern().is_ok());
-/// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BlockSparseRingDilatedAttentionConfig {
-    /// Segment length `w_b` of each branch. Default: `[2048, 4096, 8192]`.
-    pub segment_lengths: Vec<usize>,
-    /// Dilation rate `r_b` of each branch, as many as `segment_lengths`. Default: `[1, 2, 4]`.
-    pub dilation_rates: Vec<usize>,
-    /// Shortcut: when set, overrides `sparse_config.sparsity_ratio`. Default: unset.
-    pub sparsity_ratio: Option<f64>,
-    /// Shortcut: when set, overrides `sparse_config.block_size`. Default: unset.
-    pub block_size: Option<usize>,
-    /// The full block layout config. Default: `dilated_sparse`, sparsity 0.9, block 64.
-    pub sparse_config: SparsePatternConfig,
-    /// Whether query `i` only sees keys `j <= i`. Default: `false`.
-    pub causal: bool,
-    /// Softmax scale. Default: unset, meaning `1 / sqrt(head_dim)`.
-    pub scale: Option<f64>,
-    /// Holders of the ring on one device (sequence chunks, each processed against every
-    /// visiting key/value chunk). `1` disables the ring. Default: `1`.
-    pub ring_size: usize,
-    /// How the ring splits the sequence. Default: `zigzag` (balances causal work).
-    pub ring_partition: Partition,
-}
-
-impl Default for BlockSparseRingDilatedAttentionConfig {
-    fn default() -> Self {
-        Self {
-            segment_lengths: vec![2048, 4096, 8192],
-            dilation_rates: vec![1, 2, 4],
-            sparsity_ratio: None,
-            block_size: None,
-            sparse_config: SparsePatternConfig::default(),
-            causal: false,
-            scale: None,
-            ring_size: 1,
-            ring_partition: Partition::Zigzag,
-        }
-    }
-}
-
-impl Config for BlockSparseRingDilatedAttentionConfig {}
-
-macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident: $field:ident: $ty:ty;)*) => {
-        impl BlockSparseRingDilatedAttentionConfig {
-            $($(#[$doc])* pub fn $name(mut self, value: $ty) -> Self {
-                self.$field = value;
-                self
-            })*
-        }
-    };
-}
-
-setters! {
-    /// Sets `segment_lengths`.
-    with_segment_lengths: segment_lengths: Vec<usize>;
-    /// Sets `dilation_rates`.
-    with_dilation_rates: dilation_rates: Vec<usize>;
-    /// Sets the `sparsity_ratio` shortcut.
-    with_sparsity_ratio: sparsity_ratio: Option<f64>;
-    /// Sets the `block_size` shortcut.
-    with_block_size: block_size: Option<usize>;
-    /// Sets `sparse_config`.
-    with_sparse_config: sparse_config: SparsePatternConfig;
-    /// Sets `causal`.
-    with_causal: causal: bool;
-    /// Sets `scale`.
-    with_scale: scale: Option<f64>;
-    /// Sets `ring_size`.
-    with_ring_size: ring_size: usize;
-    /// Sets `ring_partition`.
-    with_ring_partition: ring_partition: Partition;
-}
-
-impl BlockSparseRingDilatedAttentionConfig {
-    /// The default configuration (see each field).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The validated pattern this config describes (shortcuts applied).
-    pub fn pattern(&self) -> crate::Result<DilatedPattern> {
-        let mut sparse = self.sparse_config.clone();
-        if let Some(s) = self.sparsity_ratio {
-            sparse.sparsity_ratio = s;
-        }
-        if let Some(bs) = self.block_size {
-            sparse.block_size = bs;
-        }
-        DilatedPattern::new(
-            &self.segment_lengths,
-            &self.dilation_rates,
-            sparse,
-            self.causal,
-        )
-    }
-
-    /// Builds the module after checking the whole config. No tensor is allocated, so `device`
-    /// is only recorded for symmetry with Burn's `init` methods.
-    pub fn init(&self, _device: &Device) -> crate::Result<BlockSparseRingDilatedAttention> {
-        let pattern = self.pattern()?;
-        if let Some(s) = self.scale
-            && !(s.is_finite() && s > 0.0)
-        {
-            return Err(AttentionError::InvalidScale { value: s });
-        }
-        if self.ring_size == 0 {
-            return Err(AttentionError::ZeroValue {
-                field: "ring_size".into(),
-            });
-        }
-        Ok(
-            BlockSparseRingDilatedAttention::from_pattern(pattern, self.scale)
-                .with_ring(self.ring_size, self.ring_partition),
-        )
-    }
-}
-
-/// Layouts (with their index plans) already built, by `(n, heads)`. Shared by clones of a
-/// module, whose pattern is the same.
-#[derive(Debug, Clone, Default)]
-#[allow(clippy::type_complexity)]
-pub(crate) struct LayoutCache {
-    plans: Arc<Mutex<HashMap<(usize, usize), Arc<ReferencePlan>>>>, // by (n, heads)
-    enabled: bool,
-}
-
-impl LayoutCache {
-    fn new(enabled: bool) -> Self {
-        Self {
-            plans: Arc::default(),
-            enabled,
-        }
-    }
-
-    fn get(
-        &self,
-        pattern: &DilatedPattern,
-        n: usize,
-        heads: usize,
-    ) -> crate::Result<Arc<ReferencePlan>> {
-        let build = || -> crate::Result<Arc<ReferencePlan>> {
-            Ok(Arc::new(ReferencePlan::new(BlockLayout::new(
-                pattern, n, heads,
-            )?)))
-        };
-        if !self.enabled {
-            return build();
-        }
-        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(plan) = plans.get(&(n, heads)) {
-            return Ok(plan.clone());
-        }
-        let plan = build()?;
-        plans.insert((n, heads), plan.clone());
-        Ok(plan)
-    }
-
-    fn len(&self) -> usize {
-        self.plans.lock().map(|p| p.len()).unwrap_or(0)
-    }
-}
-
-/// Ring plans already built, by `(n, heads, holders, partition)`.
-#[derive(Debug, Clone, Default)]
-#[allow(clippy::type_complexity)]
-pub(crate) struct RingCache {
-    plans: Arc<Mutex<HashMap<(usize, usize, usize, Partition), Arc<RingPlan>>>>,
-}
-
-impl RingCache {
-    fn get(
-        &self,
-        layout: &BlockLayout,
-        holders: usize,
-        partition: Partition,
-    ) -> crate::Result<Arc<RingPlan>> {
-        let key = (layout.n, layout.heads, holders, partition);
-        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(plan) = plans.get(&key) {
-            return Ok(plan.clone());
-        }
-        let plan = Arc::new(RingPlan::new(layout, holders, partition)?);
-        plans.insert(key, plan.clone());
-        Ok(plan)
-    }
-}
+use crate::pattern::DilatedPattern;
+use crate::reference::reference_attention;
+use crate::ring::{RingOutput, RingRunner, ring_attention};
+use crate::schedule::{MAX_HOLDERS, Partition};
 
 /// Block-sparse, dilated, multi-branch attention (LongNet semantics, `docs/semantics.md`).
 ///
 /// Stateless apart from its configuration: it has no parameters. The layout of each sequence
-/// length is built on first use and cached.
+/// length is built on first use and cached (see
+/// [`cache_bytes`](crate::BlockSparseRingDilatedAttentionConfig::cache_bytes)). On a CubeCL
+/// device the call runs the kernels; where they cannot serve it, the
+/// [`KernelPolicy`] decides ([`execution_path`](Self::execution_path) says beforehand).
 #[derive(Module, Debug)]
 pub struct BlockSparseRingDilatedAttention {
     #[module(skip)]
     pattern: DilatedPattern,
+    #[module(skip)]
     scale: Option<f64>,
     #[module(skip)]
-    cache: LayoutCache,
-    use_kernels: bool,
+    caches: Caches,
+    #[module(skip)]
+    policy: KernelPolicy,
+    #[module(skip)]
+    strategy: Option<KernelStrategy>,
+    #[module(skip)]
     ring_size: usize,
     #[module(skip)]
     ring_partition: Partition,
     #[module(skip)]
-    ring_cache: RingCache,
-    #[cfg(feature = "cube")]
-    #[module(skip)]
-    device_cache: crate::kernel::DeviceLayoutCache,
+    warned: Warned,
 }
+
+/// The reasons already logged by a module (one warning per reason).
+#[derive(Debug, Clone, Default)]
+struct Warned(Arc<Mutex<HashSet<String>>>);
 
 impl BlockSparseRingDilatedAttention {
     /// A module for a validated pattern; `scale = None` means `1 / sqrt(head_dim)`.
@@ -244,33 +55,50 @@ impl BlockSparseRingDilatedAttention {
         Self {
             pattern,
             scale,
-            cache: LayoutCache::new(true),
-            use_kernels: true,
+            caches: Caches::new(DEFAULT_CACHE_BYTES),
+            policy: KernelPolicy::Prefer,
+            strategy: None,
             ring_size: 1,
             ring_partition: Partition::Zigzag,
-            ring_cache: RingCache::default(),
-            #[cfg(feature = "cube")]
-            device_cache: Default::default(),
+            warned: Warned::default(),
         }
     }
 
-    /// The same module run as a ring of `holders` chunks on one device (`1` disables it).
+    /// The same module run as a ring of `holders` chunks on one device (`1` disables it; at
+    /// most 64, which `init` checks).
     pub fn with_ring(mut self, holders: usize, partition: Partition) -> Self {
-        self.ring_size = holders.max(1);
+        self.ring_size = holders.clamp(1, MAX_HOLDERS);
         self.ring_partition = partition;
         self
     }
 
-    /// The same module restricted to the reference path (no CubeCL kernels).
-    pub fn without_kernels(mut self) -> Self {
-        self.use_kernels = false;
+    /// The same module with another kernel policy.
+    pub fn with_kernel_policy(mut self, policy: KernelPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The same module with a forced kernel family (`None`: the automatic choice).
+    pub fn with_kernel_strategy(mut self, strategy: Option<KernelStrategy>) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// The same module restricted to the reference path (policy `ReferenceOnly`).
+    pub fn without_kernels(self) -> Self {
+        self.with_kernel_policy(KernelPolicy::ReferenceOnly)
+    }
+
+    /// The same module with fresh caches of `bytes` each (0: nothing is kept, every call
+    /// rebuilds its layout).
+    pub fn with_cache_bytes(mut self, bytes: usize) -> Self {
+        self.caches = Caches::new(bytes);
         self
     }
 
     /// The same module without a layout cache (every call rebuilds its layout).
-    pub fn without_cache(mut self) -> Self {
-        self.cache = LayoutCache::new(false);
-        self
+    pub fn without_cache(self) -> Self {
+        self.with_cache_bytes(0)
     }
 
     /// The pattern in effect.
@@ -278,14 +106,84 @@ impl BlockSparseRingDilatedAttention {
         &self.pattern
     }
 
+    /// The kernel policy in effect.
+    pub fn kernel_policy(&self) -> KernelPolicy {
+        self.policy
+    }
+
     /// Number of layouts in the cache.
     pub fn cached_layouts(&self) -> usize {
-        self.cache.len()
+        self.caches.layouts()
+    }
+
+    /// Host bytes the module's plan caches hold (layouts, reference plans, ring plans), each
+    /// bounded by [`cache_bytes`](crate::BlockSparseRingDilatedAttentionConfig::cache_bytes).
+    pub fn cached_bytes(&self) -> usize {
+        self.caches.bytes()
     }
 
     /// The layout used at length `n` with `heads` query heads (from the cache).
-    pub fn layout(&self, n: usize, heads: usize) -> crate::Result<BlockLayout> {
-        Ok(self.cache.get(&self.pattern, n, heads)?.layout.clone())
+    pub fn layout(&self, n: usize, heads: usize) -> crate::Result<Arc<BlockLayout>> {
+        self.caches.layout(&self.pattern, n, heads)
+    }
+
+    /// The path a call with inputs of `shape` and `dtype` on `device` takes, without running
+    /// it: the kernel family, or the reference path and why.
+    pub fn execution_path(
+        &self,
+        shape: AttentionShape,
+        dtype: DType,
+        device: &Device,
+    ) -> crate::Result<ExecutionPath> {
+        let scale = shape.scale(self.scale)?;
+        let layout = self.layout(shape.n, shape.heads)?;
+        Ok(match self.plan(shape, scale, &layout, dtype, device) {
+            Ok(strategy) => ExecutionPath::Kernels(strategy),
+            Err(reason) => ExecutionPath::Reference(reason),
+        })
+    }
+
+    /// The kernel family that serves the call, or why none does.
+    #[allow(unused_variables)]
+    fn plan(
+        &self,
+        shape: AttentionShape,
+        scale: f64,
+        layout: &Arc<BlockLayout>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<KernelStrategy, KernelUnavailable> {
+        if self.policy == KernelPolicy::ReferenceOnly {
+            return Err(KernelUnavailable::ReferenceOnly);
+        }
+        #[cfg(feature = "cube")]
+        {
+            let call = self.call(shape, scale, layout, None);
+            Ok(crate::kernel::path(device, dtype, &call)?.strategy().into())
+        }
+        #[cfg(not(feature = "cube"))]
+        Err(KernelUnavailable::NotBuilt)
+    }
+
+    /// Applies the policy to a call the kernels cannot serve: `Ok` runs the reference path.
+    fn fallback(&self, reason: KernelUnavailable) -> crate::Result<()> {
+        match self.policy {
+            KernelPolicy::ReferenceOnly => Ok(()),
+            KernelPolicy::Require => Err(AttentionError::KernelUnavailable { reason }),
+            KernelPolicy::Prefer => {
+                let text = reason.to_string();
+                let mut warned = self.warned.0.lock().unwrap_or_else(|e| e.into_inner());
+                if warned.insert(text.clone()) {
+                    match reason {
+                        KernelUnavailable::NotCubeDevice { .. } | KernelUnavailable::NotBuilt => {
+                            log::info!("dilated attention runs the reference path: {text}")
+                        }
+                        _ => log::warn!("dilated attention runs the reference path: {text}"),
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 
     /// The kernels' view of one call.
@@ -294,58 +192,31 @@ impl BlockSparseRingDilatedAttention {
         &self,
         shape: AttentionShape,
         scale: f64,
-        plan: &Arc<ReferencePlan>,
-    ) -> crate::kernel::Call {
-        crate::kernel::Call {
+        layout: &Arc<BlockLayout>,
+        window: Option<crate::kernel::Window>,
+    ) -> crate::kernel::KernelCall {
+        crate::kernel::KernelCall {
             shape,
-            plan: plan.clone(),
+            layout: layout.clone(),
             scale,
-            cache: self.device_cache.clone(),
-            window: None,
+            cache: self.caches.device.clone(),
+            window,
+            strategy: self.strategy,
         }
     }
 
-    /// How a ring step runs: through the kernels restricted to the step's token windows where
-    /// they serve the call (`None` sends every step to the reference path).
-    fn ring_steps(
-        &self,
-        shape: AttentionShape,
-        scale: f64,
-        plan: &Arc<ReferencePlan>,
-    ) -> RingKernels {
-        #[cfg(feature = "cube")]
-        if self.use_kernels {
-            let call = self.call(shape, scale, plan);
-            return Some(Box::new(move |q, k, v, mask, queries, keys| {
-                let window = crate::kernel::Window {
-                    q_start: queries.start,
-                    q_end: queries.end,
-                    k_start: keys.start,
-                    k_end: keys.end,
-                };
-                let call = crate::kernel::Call {
-                    window: Some(window),
-                    ..call.clone()
-                };
-                crate::kernel::attention(q, k, v, mask, &call)
-            }));
-        }
-        let _ = (shape, scale, plan);
-        None
-    }
-
-    /// Checks the inputs and returns their sizes, the scale and the cached layout plan.
+    /// Checks the inputs and returns their sizes, the scale and the cached layout.
     fn prepare(
         &self,
         q: &Tensor<4>,
         k: &Tensor<4>,
         v: &Tensor<4>,
         mask: Option<&Tensor<2, Bool>>,
-    ) -> crate::Result<(AttentionShape, f64, Arc<ReferencePlan>)> {
+    ) -> crate::Result<(AttentionShape, f64, Arc<BlockLayout>)> {
         let shape = check_inputs(q, k, v, mask)?;
-        let scale = shape.scale(self.scale)?;
-        let plan = self.cache.get(&self.pattern, shape.n, shape.heads)?;
-        Ok((shape, scale, plan))
+        let scale = check_scale(shape.scale(self.scale)?)?;
+        let layout = self.layout(shape.n, shape.heads)?;
+        Ok((shape, scale, layout))
     }
 
     /// Attention output.
@@ -358,7 +229,8 @@ impl BlockSparseRingDilatedAttention {
         Ok(self.forward_with_lse(q, k, v, None)?.0)
     }
 
-    /// Attention output with a key padding mask `mask: [batch, n]` (`true` = key present).
+    /// Attention output with a key padding mask `mask: [batch, n]`, `true` = padded (Burn's
+    /// polarity, as `burn::nn::attention::generate_padding_mask` makes it).
     pub fn forward_masked(
         &self,
         q: Tensor<4>,
@@ -369,7 +241,8 @@ impl BlockSparseRingDilatedAttention {
         Ok(self.forward_with_lse(q, k, v, mask)?.0)
     }
 
-    /// Attention output and the log-sum-exp of every query.
+    /// Attention output and the log-sum-exp of every query (`mask` as in
+    /// [`forward_masked`](Self::forward_masked)).
     ///
     /// Returns `(out, lse)`: `out: [batch, heads, n, head_dim]` (dtype of `q`),
     /// `lse: [batch, heads, n]` (f32; `-inf` for a query that sees no key, whose output is 0).
@@ -380,35 +253,45 @@ impl BlockSparseRingDilatedAttention {
         v: Tensor<4>,
         mask: Option<Tensor<2, Bool>>,
     ) -> crate::Result<(Tensor<4>, Tensor<3>)> {
-        let (shape, scale, plan) = self.prepare(&q, &k, &v, mask.as_ref())?;
+        let (shape, scale, layout) = self.prepare(&q, &k, &v, mask.as_ref())?;
         if self.ring_size > 1 && shape.n >= self.ring_size {
             let device = q.device();
             let devices = vec![device.clone(); self.ring_size];
-            let ring = self
-                .ring_cache
-                .get(&plan.layout, self.ring_size, self.ring_partition)?;
-            let steps = self.ring_steps(shape, scale, &plan);
-            return Ok(ring_attention(
-                q,
-                k,
-                v,
-                mask,
-                shape,
-                &ring,
-                scale,
-                &devices,
-                steps.as_deref(),
-            )?
-            .gather(&device));
+            return Ok(self
+                .ring(q, k, v, mask, (shape, scale, &layout), &devices)?
+                .gather(&device));
         }
-        #[cfg(feature = "cube")]
-        if self.use_kernels
-            && let Ok(result) =
-                crate::kernel::attention(&q, &k, &v, mask.as_ref(), &self.call(shape, scale, &plan))
-        {
+        if let Some(result) = self.try_kernels(&q, &k, &v, mask.as_ref(), shape, scale, &layout)? {
             return Ok(result);
         }
+        let plan = self.caches.reference(&layout);
         Ok(reference_attention(q, k, v, mask, shape, &plan, scale))
+    }
+
+    /// The kernels' result, `None` where the policy sends the call to the reference path.
+    #[allow(clippy::too_many_arguments, unused_variables)]
+    fn try_kernels(
+        &self,
+        q: &Tensor<4>,
+        k: &Tensor<4>,
+        v: &Tensor<4>,
+        mask: Option<&Tensor<2, Bool>>,
+        shape: AttentionShape,
+        scale: f64,
+        layout: &Arc<BlockLayout>,
+    ) -> crate::Result<Option<(Tensor<4>, Tensor<3>)>> {
+        if self.policy == KernelPolicy::ReferenceOnly {
+            return Ok(None);
+        }
+        #[cfg(feature = "cube")]
+        let result =
+            crate::kernel::attention(q, k, v, mask, &self.call(shape, scale, layout, None));
+        #[cfg(not(feature = "cube"))]
+        let result = Err::<(Tensor<4>, Tensor<3>), _>(KernelUnavailable::NotBuilt);
+        match result {
+            Ok(result) => Ok(Some(result)),
+            Err(reason) => self.fallback(reason).map(|()| None),
+        }
     }
 
     /// Attention through the ring across `devices`: holder `r` computes the queries it owns
@@ -423,32 +306,73 @@ impl BlockSparseRingDilatedAttention {
         mask: Option<Tensor<2, Bool>>,
         devices: &[Device],
     ) -> crate::Result<RingOutput> {
-        let (shape, scale, plan) = self.prepare(&q, &k, &v, mask.as_ref())?;
-        if devices.is_empty() || devices.len() > shape.n.max(1) {
+        let (shape, scale, layout) = self.prepare(&q, &k, &v, mask.as_ref())?;
+        if devices.is_empty() || devices.len() > shape.n.max(1) || devices.len() > MAX_HOLDERS {
             return Err(AttentionError::Invalid {
                 field: "devices",
                 rule: format!(
-                    "between 1 and n = {} devices, got {}",
-                    shape.n,
+                    "between 1 and min(n, {MAX_HOLDERS}) = {} devices, got {}",
+                    shape.n.clamp(1, MAX_HOLDERS),
                     devices.len()
                 ),
             });
         }
+        self.ring(q, k, v, mask, (shape, scale, &layout), devices)
+    }
+
+    /// The ring over `devices` with this module's kernels, policy and caches.
+    fn ring(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        mask: Option<Tensor<2, Bool>>,
+        (shape, scale, layout): (AttentionShape, f64, &Arc<BlockLayout>),
+        devices: &[Device],
+    ) -> crate::Result<RingOutput> {
         let ring = self
-            .ring_cache
-            .get(&plan.layout, devices.len(), self.ring_partition)?;
-        let steps = self.ring_steps(shape, scale, &plan);
-        ring_attention(
-            q,
-            k,
-            v,
-            mask,
-            shape,
-            &ring,
-            scale,
-            devices,
-            steps.as_deref(),
-        )
+            .caches
+            .ring(layout, devices.len(), self.ring_partition)?;
+        #[cfg(feature = "cube")]
+        let call = self.call(shape, scale, layout, None);
+        #[cfg(feature = "cube")]
+        let step = move |q: &Tensor<4>,
+                         k: &Tensor<4>,
+                         v: &Tensor<4>,
+                         mask: Option<&Tensor<2, Bool>>,
+                         queries: std::ops::Range<usize>,
+                         keys: std::ops::Range<usize>| {
+            let window = crate::kernel::Window {
+                q_start: queries.start,
+                q_end: queries.end,
+                k_start: keys.start,
+                k_end: keys.end,
+            };
+            let call = crate::kernel::KernelCall {
+                window: Some(window),
+                ..call.clone()
+            };
+            crate::kernel::attention(q, k, v, mask, &call)
+        };
+        #[cfg(feature = "cube")]
+        let kernels: Option<&crate::ring::StepKernel> =
+            (self.policy != KernelPolicy::ReferenceOnly).then_some(&step);
+        #[cfg(not(feature = "cube"))]
+        let kernels: Option<&crate::ring::StepKernel> = {
+            if self.policy != KernelPolicy::ReferenceOnly {
+                self.fallback(KernelUnavailable::NotBuilt)?;
+            }
+            None
+        };
+        let fallback = |reason| self.fallback(reason);
+        let reference_plan =
+            |r: usize, s: usize| Ok(self.caches.step_reference(layout, &ring, (r, s)));
+        let runner = RingRunner {
+            kernels,
+            fallback: &fallback,
+            reference_plan: &reference_plan,
+        };
+        ring_attention(q, k, v, mask, shape, &ring, scale, devices, &runner)
     }
 
     /// The ring schedule this module would run with `holders` holders at length `n`.
@@ -458,18 +382,24 @@ impl BlockSparseRingDilatedAttention {
         heads: usize,
         holders: usize,
     ) -> crate::Result<crate::RingSchedule> {
-        let plan = self.cache.get(&self.pattern, n, heads)?;
+        if holders == 0 || holders > MAX_HOLDERS {
+            return Err(AttentionError::Invalid {
+                field: "holders",
+                rule: format!("between 1 and {MAX_HOLDERS}, got {holders}"),
+            });
+        }
+        let layout = self.layout(n, heads)?;
         Ok(self
-            .ring_cache
-            .get(&plan.layout, holders, self.ring_partition)?
+            .caches
+            .ring(&layout, holders, self.ring_partition)?
             .schedule
             .clone())
     }
 
-    /// [`forward_with_lse`](Self::forward_with_lse) through the CubeCL kernels only: an
-    /// [`AttentionError::KernelUnavailable`] says why they cannot run (another device, an
-    /// unsupported head dim, ...) instead of falling back to the reference path. On an autodiff
-    /// device the call is recorded so that `backward()` runs the backward kernels.
+    /// [`forward_with_lse`](Self::forward_with_lse) through the CubeCL kernels only, whatever
+    /// the policy: an [`AttentionError::KernelUnavailable`] says why they cannot run instead
+    /// of falling back to the reference path. On an autodiff device the call is recorded so
+    /// that `backward()` runs the backward kernels.
     #[cfg(feature = "cube")]
     pub fn forward_kernels(
         &self,
@@ -478,9 +408,15 @@ impl BlockSparseRingDilatedAttention {
         v: Tensor<4>,
         mask: Option<Tensor<2, Bool>>,
     ) -> crate::Result<(Tensor<4>, Tensor<3>)> {
-        let (shape, scale, plan) = self.prepare(&q, &k, &v, mask.as_ref())?;
-        crate::kernel::attention(&q, &k, &v, mask.as_ref(), &self.call(shape, scale, &plan))
-            .map_err(|reason| AttentionError::KernelUnavailable { reason })
+        let (shape, scale, layout) = self.prepare(&q, &k, &v, mask.as_ref())?;
+        crate::kernel::attention(
+            &q,
+            &k,
+            &v,
+            mask.as_ref(),
+            &self.call(shape, scale, &layout, None),
+        )
+        .map_err(|reason| AttentionError::KernelUnavailable { reason })
     }
 
     /// Gradients of [`forward_with_lse`](Self::forward_with_lse) through the CubeCL backward
@@ -507,7 +443,7 @@ impl BlockSparseRingDilatedAttention {
         dout: Tensor<4>,
         dlse: Option<Tensor<3>>,
     ) -> crate::Result<(Tensor<4>, Tensor<4>, Tensor<4>)> {
-        let (shape, scale, plan) = self.prepare(&q, &k, &v, mask.as_ref())?;
+        let (shape, scale, layout) = self.prepare(&q, &k, &v, mask.as_ref())?;
         let expect = |name: &'static str, got: Vec<usize>, want: Vec<usize>| {
             if got == want {
                 Ok(())
@@ -526,23 +462,12 @@ impl BlockSparseRingDilatedAttention {
         if let Some(dlse) = &dlse {
             expect("dlse", dlse.dims().to_vec(), rows)?;
         }
-        let saved = crate::kernel::SavedForward {
-            q,
-            k,
-            v,
-            mask,
-            out,
+        crate::kernel::backward(
+            [q, k, v, out, dout],
+            mask.as_ref(),
             lse,
-        };
-        crate::kernel::try_backward(
-            &saved,
-            dout,
             dlse,
-            shape,
-            &plan.layout,
-            scale,
-            &self.device_cache,
-            None,
+            &self.call(shape, scale, &layout, None),
         )
         .map_err(|reason| AttentionError::KernelUnavailable { reason })
     }

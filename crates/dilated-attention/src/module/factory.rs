@@ -5,7 +5,8 @@ use std::path::Path;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::attention::{BlockSparseRingDilatedAttention, BlockSparseRingDilatedAttentionConfig};
+use super::attention::BlockSparseRingDilatedAttention;
+use super::config::BlockSparseRingDilatedAttentionConfig;
 use crate::error::AttentionError;
 use crate::pattern::{DilatedPattern, PatternType, SparsePatternConfig};
 
@@ -26,7 +27,11 @@ pub enum AttentionKind {
 
 /// A kind and a config, as read from JSON:
 /// `{"kind": "dilated", "attention": {"segment_lengths": [...], ...}}`.
+///
+/// Both fields are required and unknown fields are refused (a top-level `"causal": true`
+/// belongs inside `attention`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AttentionFactoryConfig {
     /// Which variant.
     pub kind: AttentionKind,
@@ -38,7 +43,7 @@ pub struct AttentionFactoryConfig {
 pub fn create_attention(
     kind: AttentionKind,
     config: &BlockSparseRingDilatedAttentionConfig,
-    device: &Device,
+    _device: &Device,
 ) -> crate::Result<BlockSparseRingDilatedAttention> {
     let full = config.pattern()?;
     let dense =
@@ -52,12 +57,12 @@ pub fn create_attention(
         AttentionKind::BlockSparse => DilatedPattern::single(full.sparse, full.causal),
         AttentionKind::BlockSparseRing => full,
     };
-    // Checks the rest of the config (the scale) the same way `init` does.
-    config.init(device)?;
-    let module = BlockSparseRingDilatedAttention::from_pattern(pattern, config.scale);
+    config.check()?;
+    let module = config.build(pattern);
+    // Only the ring kind runs as a ring.
     Ok(match kind {
-        AttentionKind::BlockSparseRing => module.with_ring(config.ring_size, config.ring_partition),
-        _ => module,
+        AttentionKind::BlockSparseRing => module,
+        _ => module.with_ring(1, config.ring_partition),
     })
 }
 

@@ -12,8 +12,8 @@
 use burn::nn::Linear;
 use burn::prelude::*;
 
-/// Rows per chunk the split aims for (`DILATED_ATTENTION_CHUNK_ROWS` overrides it; `0` keeps
-/// one product, as Burn's `Linear` does).
+/// Rows per chunk the split aims for by default (`0` keeps one product, as Burn's `Linear`
+/// does).
 pub const CHUNK_ROWS: usize = 2048;
 
 /// Chunks for `rows` rows: a divisor of `rows` near `rows / target`, keeping at least
@@ -30,27 +30,22 @@ fn chunks(rows: usize, target: usize) -> usize {
         .unwrap_or(1)
 }
 
-fn target_rows() -> usize {
-    static TARGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *TARGET.get_or_init(|| {
-        std::env::var("DILATED_ATTENTION_CHUNK_ROWS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(CHUNK_ROWS)
-    })
-}
-
-/// `x · weight` with the rows of `x` split into chunks (see the module docs).
+/// `x · weight` with the rows of `x` split into chunks of about `chunk_rows` (see the module
+/// docs; 0 keeps one product).
 ///
 /// - `x: [..., d_in]`;
 /// - `weight: [d_in, d_out]`;
 ///
 /// returns `[..., d_out]`.
-pub fn chunked_matmul<const D: usize>(x: Tensor<D>, weight: Tensor<2>) -> Tensor<D> {
+pub fn chunked_matmul<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    chunk_rows: usize,
+) -> Tensor<D> {
     let dims = x.dims();
     let [d_in, d_out] = weight.dims();
     let rows = dims[..D - 1].iter().product::<usize>();
-    let g = chunks(rows, target_rows());
+    let g = chunks(rows, chunk_rows);
     let y = x
         .reshape([g, rows / g, d_in])
         .matmul(weight.unsqueeze::<3>());
@@ -59,12 +54,16 @@ pub fn chunked_matmul<const D: usize>(x: Tensor<D>, weight: Tensor<2>) -> Tensor
     y.reshape(out)
 }
 
-/// `layer.forward(x)` with the rows of `x` split into chunks, so that the weight gradient is
-/// computed in parallel over them (see the module docs).
+/// `layer.forward(x)` with the rows of `x` split into chunks of about `chunk_rows`, so that the
+/// weight gradient is computed in parallel over them (see the module docs).
 ///
 /// - `x: [..., d_in]`; returns `[..., d_out]`.
-pub fn chunked_linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
-    let y = chunked_matmul(x, layer.weight.val());
+pub fn chunked_linear<const D: usize>(
+    layer: &Linear,
+    x: Tensor<D>,
+    chunk_rows: usize,
+) -> Tensor<D> {
+    let y = chunked_matmul(x, layer.weight.val(), chunk_rows);
     match &layer.bias {
         Some(b) => y + b.val().unsqueeze::<D>(),
         None => y,
@@ -100,7 +99,7 @@ mod tests {
         // 3 · 2048 rows: three chunks.
         let x = Tensor::<3>::random([3, 2048, 16], Distribution::Default, &device).require_grad();
         let plain = layer.forward(x.clone());
-        let split = chunked_linear(&layer, x.clone());
+        let split = chunked_linear(&layer, x.clone(), CHUNK_ROWS);
         split
             .clone()
             .into_data()

@@ -15,6 +15,8 @@
 //! The branches are then merged with [`merge_lse`]. Peak memory is `O(n · block)` per head (one
 //! slot's scores); nothing is `n × n`.
 
+use std::sync::Arc;
+
 use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 
 use crate::inputs::AttentionShape;
@@ -146,7 +148,7 @@ impl ClassPlan {
 #[derive(Debug, Clone)]
 pub struct ReferencePlan {
     /// The layout the plan was built from.
-    pub layout: BlockLayout,
+    pub layout: Arc<BlockLayout>,
     /// Number of query rows the plan produces.
     pub queries: usize,
     classes: Vec<ClassPlan>,
@@ -154,7 +156,7 @@ pub struct ReferencePlan {
 
 impl ReferencePlan {
     /// Derives the index plans of `layout` (every query, every key).
-    pub fn new(layout: BlockLayout) -> Self {
+    pub fn new(layout: Arc<BlockLayout>) -> Self {
         let all: Vec<i64> = (0..layout.n as i64).collect();
         Self::with_indices(layout, &all, &all)
     }
@@ -163,7 +165,7 @@ impl ReferencePlan {
     /// positions): the attention then reads `q: [batch, heads, queries.len(), head_dim]` and
     /// `k, v: [batch, kv_heads, keys.len(), head_dim]` holding those rows in that order, and
     /// produces the partial result of those queries over those keys (a ring step).
-    pub fn restricted(layout: BlockLayout, queries: &[usize], keys: &[usize]) -> Self {
+    pub fn restricted(layout: Arc<BlockLayout>, queries: &[usize], keys: &[usize]) -> Self {
         let index_of = |tokens: &[usize]| {
             let mut index = vec![-1i64; layout.n];
             for (row, &p) in tokens.iter().enumerate() {
@@ -175,7 +177,7 @@ impl ReferencePlan {
         Self::with_indices(layout, &q_index, &k_index)
     }
 
-    fn with_indices(layout: BlockLayout, q_index: &[i64], k_index: &[i64]) -> Self {
+    fn with_indices(layout: Arc<BlockLayout>, q_index: &[i64], k_index: &[i64]) -> Self {
         let queries = q_index.iter().filter(|&&i| i >= 0).count();
         let classes = layout
             .classes
@@ -190,6 +192,23 @@ impl ReferencePlan {
     }
 }
 
+impl crate::cache::CacheSize for ReferencePlan {
+    fn cache_bytes(&self) -> usize {
+        self.classes
+            .iter()
+            .map(|c| {
+                8 * (c.heads.len() + c.q_gather.len() + c.k_gather.len() + c.scatter.len())
+                    + 4 * c.k_valid.len()
+                    + c.slots
+                        .iter()
+                        .map(|(k, d)| 8 * k.len() + d.len())
+                        .sum::<usize>()
+            })
+            .sum::<usize>()
+            + size_of::<Self>()
+    }
+}
+
 fn ints(values: &[i64], device: &Device) -> Tensor<1, Int> {
     Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
 }
@@ -201,7 +220,7 @@ fn bools<const D: usize>(values: &[bool], shape: [usize; D], device: &Device) ->
 /// Blockwise reference attention.
 ///
 /// - `q: [batch, heads, n_q, head_dim]`, `k, v: [batch, kv_heads, n_k, head_dim]`
-/// - `mask: [batch, n_k]`, `true` = key present
+/// - `mask: [batch, n_k]`, `true` = key padded (Burn's polarity)
 ///
 /// Returns `out: [batch, heads, n_q, head_dim]` (dtype of `q`) and `lse: [batch, heads, n_q]`
 /// (f32). With [`ReferencePlan::new`] `n_q = n_k = n` (inputs checked with
@@ -318,7 +337,10 @@ fn class_attention(
             Tensor::<2>::from_data(TensorData::new(cp.k_valid.clone(), [1, slots]), &device)
                 .expand([batch, slots]);
         if let Some(mask) = mask {
-            key_valid = key_valid * mask.clone().float().select(1, k_gather.clone());
+            // `1 - padded` as floats: a gathered bool tensor (the ring's rows) may be typed `U8`,
+            // which `bool_not` refuses on flex.
+            let present = mask.clone().float().neg().add_scalar(1.0);
+            key_valid = key_valid * present.select(1, k_gather.clone());
         }
         let key_valid = key_valid.reshape([batch, cp.key_blocks, bs]);
         let upper = layout

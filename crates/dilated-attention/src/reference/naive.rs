@@ -32,7 +32,7 @@ pub fn log_multiplicity(layout: &BlockLayout) -> Vec<f32> {
 /// Naive attention under `layout`.
 ///
 /// - `q: [batch, heads, n, head_dim]`, `k, v: [batch, kv_heads, n, head_dim]`
-/// - `mask: [batch, n]`, `true` = key present
+/// - `mask: [batch, n]`, `true` = key padded (Burn's polarity)
 ///
 /// Returns `out: [batch, heads, n, head_dim]` (dtype of `q`) and `lse: [batch, heads, n]` (f32).
 /// Inputs must have been checked with [`crate::inputs::check_inputs`].
@@ -69,10 +69,7 @@ pub fn naive_attention(
     );
     let mut scores = q.matmul(k.swap_dims(2, 3)) * scale + bias;
     if let Some(mask) = mask {
-        let padded = mask
-            .bool_not()
-            .reshape([batch, 1, 1, n])
-            .expand([batch, heads, n, n]);
+        let padded = mask.reshape([batch, 1, 1, n]).expand([batch, heads, n, n]);
         scores = scores.mask_fill(padded, f32::NEG_INFINITY);
     }
     let m = finite_or_zero(scores.clone().max_dim(3).detach());

@@ -16,7 +16,7 @@ use cubecl::cmma::{MatrixIdent, MmaDefinition};
 use cubecl::prelude::barrier::{Barrier, copy_async};
 use cubecl::prelude::*;
 
-use crate::forward::{Rows, Tile};
+use crate::addressing::{Rows, Tile};
 
 /// Rows of the other side (keys for queries, queries for keys) per shared-memory chunk.
 pub(crate) const CHUNK: usize = 64;
@@ -316,7 +316,7 @@ pub(crate) struct Walk {
 
 #[cube]
 impl Walk {
-    /// The walk of layout row `row` (`row_ptr`/`runs` as in [`crate::forward::ClassArgs`]),
+    /// The walk of layout row `row` (`row_ptr`/`runs` as in `crate::args::ClassCsr`),
     /// over its blocks in `[lo, hi)` (see [`Rows::first_block`] and
     /// [`Rows::end_block`]).
     /// Without a window (`windowed` false) the bounds are not read.
@@ -411,41 +411,10 @@ pub(crate) fn occupancy_hint(#[comptime] min_blocks: u32) {
     }
 }
 
-/// The manual-MMA kernels that ask for more resident cubes than their registers allow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Occupancy {
-    /// The forward.
-    Forward,
-    /// The (unfused) `dK/dV` kernel.
-    DkDv,
-}
-
-/// Resident cubes per SM that `kernel` asks registers for, given its shared memory per cube:
-/// the default (the forward: none; `dK/dV`: 3, i.e. at most 168 registers, which took LongNet
-/// fwd+bwd at 128K from 261 to 245 ms on the H200) where that many cubes also fit the SM's
-/// shared memory, else none. `DILATED_ATTENTION_MIN_BLOCKS=forward:N,dkdv:N` overrides the
-/// defaults for comparisons (read once per process; 0 = no ask).
-pub(crate) fn min_blocks(client: &crate::Client, kernel: Occupancy, shared_bytes: usize) -> u32 {
-    use std::sync::OnceLock;
-    static ASKED: OnceLock<(u32, u32)> = OnceLock::new();
-    let (forward, dkdv) = *ASKED.get_or_init(|| {
-        let mut asked = (0, 3);
-        if let Ok(spec) = std::env::var("DILATED_ATTENTION_MIN_BLOCKS") {
-            for item in spec.split(',') {
-                match item.split_once(':') {
-                    Some(("forward", n)) => asked.0 = n.parse().unwrap_or(asked.0),
-                    Some(("dkdv", n)) => asked.1 = n.parse().unwrap_or(asked.1),
-                    _ => {}
-                }
-            }
-        }
-        asked
-    });
-    let wanted = match kernel {
-        Occupancy::Forward => forward,
-        Occupancy::DkDv => dkdv,
-    }
-    .min(4);
+/// Resident cubes per SM to ask registers for: `wanted` where that many cubes also fit the
+/// SM's shared memory at `shared_bytes` each, else none (0).
+pub(crate) fn min_blocks(client: &Client, wanted: u8, shared_bytes: usize) -> u32 {
+    let wanted = u32::from(wanted.min(4));
     // Every resident cube also holds 1 KB that CUDA reserves; the opt-in limit per cube is the
     // SM's shared memory less that kilobyte.
     let per_sm = client.properties().hardware.max_shared_memory_size + 1024;

@@ -1,7 +1,7 @@
 //! Tensor-core forward on manual MMA: `mma.sync.m16n8k16` (f16/bf16 → f32) fed by `ldmatrix`,
 //! the FlashAttention-2 register layout (CUDA, sm_80 and later).
 //!
-//! Same math, shapes, grid and layout arguments as [`crate::forward`]: for each query row `i` of a
+//! Same math, shapes, grid and layout arguments as `crate::portable::forward`: for each query row `i` of a
 //! tile, `out_i = Σ_j 2^{x_ij - m_i} v_j / Σ_j 2^{x_ij - m_i}` and `lse_i = ln 2 · m_i + ln l_i`
 //! with `x_ij = log2(e) · scale · q_i·k_j` over the row's active gathered keys.
 //!
@@ -26,7 +26,7 @@
 //! e^{lse_own} out_own) / (e^{lse_prev} + e^{lse_own})`, `lse = log(e^{lse_prev} + e^{lse_own})`
 //! — so the branches of a pattern need neither their own buffers nor a merge pass.
 //!
-//! With `windowed` (a ring step, see [`crate::forward::Window`]) the tensors hold only the
+//! With `windowed` (a ring step, see `crate::args::Window`) the tensors hold only the
 //! window's query and key rows: cubes outside the query window leave, the walk skips key blocks
 //! outside the key window, and keys outside it are masked like padding.
 //!
@@ -37,11 +37,11 @@
 use cubecl::prelude::barrier::Barrier;
 use cubecl::prelude::*;
 
-use crate::forward::{Rows, locate};
-use crate::mma::{
+use super::mma::{
     CHUNK, P2, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_rows, occupancy_hint,
     scale_rows, stage_rows, tiles_as_a, wait, zero_tiles,
 };
+use crate::addressing::{Rows, locate};
 
 /// Largest query tile per 16-row MMA tile of a plane: a cube owns `min(block, TQ_MAX · tiles)`
 /// rows, at most 4 planes.
@@ -426,7 +426,7 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
 #[cube]
 pub(crate) fn key_present(
     mask: &Tensor<u32>,
-    tile: &crate::forward::Tile,
+    tile: &crate::addressing::Tile,
     tk: usize,
     #[comptime] masked: bool,
 ) -> u32 {

@@ -1,6 +1,6 @@
 //! Tensor-core forward (f16/bf16 through CubeCL `cmma`, 16×16×16 tiles, plane width 32).
 //!
-//! Same math, shapes, grid and layout arguments as [`crate::forward`]; only the inner loop
+//! Same math, shapes, grid and layout arguments as `crate::portable::forward`; only the inner loop
 //! differs. A cube of 4 planes owns a 64-row query tile (gathered rows staged once in shared
 //! memory); key blocks are walked in chunks of 32 gathered keys:
 //! 1. every plane computes `S = Q·Kᵀ` for its 16 rows with `cmma` (f32 accumulators) into
@@ -18,7 +18,7 @@
 
 use cubecl::prelude::*;
 
-use crate::forward::locate;
+use crate::addressing::locate;
 
 /// Query rows per cube.
 const TQ: usize = 64;

@@ -1,0 +1,270 @@
+//! The backward launcher: one head class's `dQ` and `dK/dV` kernels.
+
+use cubecl::prelude::*;
+
+use super::{check_inputs, grid, mask_or_stand_in};
+use crate::KernelError;
+use crate::args::{AttnDtype, ClassArgs, TensorRef};
+use crate::cmma::backward_dkdv::backward_dkdv_tc;
+use crate::cmma::backward_dq::backward_dq_tc;
+use crate::portable::backward::{backward_dkdv, backward_dq};
+use crate::sm80::backward_dkdv::{ROWS, backward_dkdv_mma, dkdv_shared_bytes};
+use crate::sm80::backward_dq::backward_dq_mma;
+use crate::sm80::forward::cube_shape;
+use crate::sm80::mma::min_blocks;
+use crate::strategy::{Plan, Strategy};
+
+/// The tensors of a backward launch (`q_rows`, `k_rows` as in
+/// [`ForwardTensors`](super::ForwardTensors)).
+///
+/// - `q, dout: [batch, heads, q_rows, head_dim]`, `k, v: [batch, kv_heads, k_rows, head_dim]`
+///   in the plan's dtype; `mask: [batch, k_rows]` u32 (1 = present) or `None`
+/// - `lse, delta: [batch, heads, q_rows]` f32: the merged log-sum-exp and `Δ` from
+///   [`delta`](crate::delta)
+/// - `dq: [batch, heads, q_rows, head_dim]`, `dk, dv: [batch, heads, k_rows, head_dim]`
+///   (per **query** head; the caller sums over the heads of a kv head): contiguous f32
+///   accumulators, or with `store` contiguous buffers of the plan's dtype (`dq` stays an f32
+///   accumulator where the plan [fuses dQ](Plan::fuses_dq)).
+#[derive(Debug, Clone, Copy)]
+pub struct BackwardTensors<'a> {
+    /// Queries.
+    pub q: &'a TensorRef,
+    /// Keys.
+    pub k: &'a TensorRef,
+    /// Values.
+    pub v: &'a TensorRef,
+    /// Key padding mask, 1 = present.
+    pub mask: Option<&'a TensorRef>,
+    /// Gradient of the merged output.
+    pub dout: &'a TensorRef,
+    /// Merged log-sum-exp.
+    pub lse: &'a TensorRef,
+    /// `Δ`.
+    pub delta: &'a TensorRef,
+    /// Query gradient.
+    pub dq: &'a TensorRef,
+    /// Key gradient per query head.
+    pub dk: &'a TensorRef,
+    /// Value gradient per query head.
+    pub dv: &'a TensorRef,
+}
+
+/// Adds (or with `store`, stores) one head class's contribution to `dq`, `dk` and `dv`.
+///
+/// `rows` is the class's forward layout (query block → key blocks), `cols` the transposed one
+/// (key block → query blocks) of the same class. `store` writes every real token's row of the
+/// class's heads (zeros for padded keys) into buffers of the plan's dtype: for a caller whose
+/// one class covers every row (dilation 1, all heads, no GQA), which then needs neither
+/// zero-filled f32 buffers nor a cast; only plans that [store](Plan::stores_gradients) do.
+pub fn backward_class(
+    client: &Client,
+    plan: &Plan,
+    t: &BackwardTensors<'_>,
+    rows: &ClassArgs,
+    cols: &ClassArgs,
+    store: bool,
+) -> Result<(), KernelError> {
+    let config = plan.config();
+    let s = check_inputs(client, plan, rows, t.q, t.k, t.v, t.mask)?;
+    if !rows.matches(cols) {
+        return Err(KernelError::shape(
+            "cols",
+            "the transposed rows of the same class and window",
+        ));
+    }
+    let width = plan.strategy().row_width();
+    t.dout.expect_shape("dout", t.q.shape(), "the shape of q")?;
+    t.dout.expect_elem("dout", config.dtype.size())?;
+    if !t.dout.rows_aligned(width) {
+        return Err(KernelError::shape(
+            "dout",
+            format!("a contiguous head dim and rows aligned to {width} elements"),
+        ));
+    }
+    let q_stats = [s.batch, s.heads, s.q_rows];
+    for (name, x) in [("lse", t.lse), ("delta", t.delta)] {
+        x.expect_shape(name, &q_stats, "[batch, heads, q_rows]")?;
+        x.expect_elem(name, 4)?;
+    }
+    if store && !plan.stores_gradients() {
+        return Err(KernelError::unsupported(
+            "store",
+            format!(
+                "the {} backward{} adds its gradients (see `Plan::stores_gradients`)",
+                plan.strategy().name(),
+                if plan.windowed() { " of a window" } else { "" }
+            ),
+        ));
+    }
+    let grad_elem = if store { config.dtype.size() } else { 4 };
+    let dq_elem = if plan.fuses_dq() { 4 } else { grad_elem };
+    let key_rows = [s.batch, s.heads, s.k_rows, s.head_dim];
+    for (name, x, want, elem) in [
+        ("dq", t.dq, t.q.shape(), dq_elem),
+        ("dk", t.dk, &key_rows[..], grad_elem),
+        ("dv", t.dv, &key_rows[..], grad_elem),
+    ] {
+        x.expect_shape(
+            name,
+            want,
+            "[batch, heads, rows, head_dim] (per query head)",
+        )?;
+        x.expect_elem(name, elem)?;
+        if !x.is_contiguous() {
+            return Err(KernelError::shape(name, "a contiguous buffer"));
+        }
+    }
+    if rows.rows() == 0 || rows.heads() == 0 || s.batch == 0 {
+        return Ok(());
+    }
+    let tuning = plan.sm80().unwrap_or_default();
+    let fuse = plan.fuses_dq();
+    let dq_tiles = usize::from(tuning.dq_tiles);
+    // Keys per sm80 `dK/dV` cube: 64 (16 per plane), or the whole block with the fused dQ.
+    let kv_rows = if fuse { config.block } else { ROWS };
+    // Cube shapes: sm80 — dQ as its forward, dK/dV `kv_rows` keys (two units each); cmma —
+    // 32-row tiles of 2 planes; portable — a block, one unit per row.
+    let ((dq_x, dq_threads), (kv_x, kv_threads)) = match plan.strategy() {
+        Strategy::Sm80(_) => {
+            let (dq_rows, dq_threads) = cube_shape(config.block, dq_tiles);
+            (
+                (rows.rows() * (config.block / dq_rows), dq_threads),
+                (rows.rows() * (config.block / kv_rows), 2 * kv_rows),
+            )
+        }
+        Strategy::Cmma => {
+            let shape = (rows.rows() * (config.block / 32), 64);
+            (shape, shape)
+        }
+        Strategy::Portable => {
+            let shape = (rows.rows(), config.block);
+            (shape, shape)
+        }
+    };
+    let (dq_count, kv_count) = (
+        grid(client, dq_x, rows, s.batch)?,
+        grid(client, kv_x, rows, s.batch)?,
+    );
+    let (dq_dim, kv_dim) = (
+        CubeDim::new_1d(dq_threads as u32),
+        CubeDim::new_1d(kv_threads as u32),
+    );
+    let unroll = plan.unroll();
+    let windowed = plan.windowed();
+    // The unfused dK/dV asks for more resident cubes than its registers would allow (the fused
+    // one's 8-plane cubes fit once per SM anyway).
+    let kv_blocks = if fuse {
+        0
+    } else {
+        min_blocks(
+            client,
+            tuning.dkdv_min_blocks,
+            dkdv_shared_bytes(config.head_dim, kv_rows, width),
+        )
+    };
+    let mask_ref = &mask_or_stand_in(t.mask, t.lse);
+    // `[extra]` goes to both kernels, `[dq_extra]` to dQ, `[kv_dq]` (the fused dQ's buffer)
+    // and `[kv_extra]` to dK/dV.
+    macro_rules! launch {
+        ($dq:ident, $dkdv:ident, [$($t:ty),+] $(, $vec:expr)? ; [$($extra:expr),*] ;
+         [$($dq_extra:expr),*] ; [$($kv_dq:expr),*] ; [$($kv_extra:expr),*]) => {
+            // SAFETY: `check_inputs` and the checks above matched every tensor's shape and
+            // element size against the plan and the class, and `TensorRef` each handle against
+            // its shape; the class's rows were checked against its parameters and its tokens
+            // against the sequence. Inside, token positions are clamped to real tokens of the
+            // segment and shared-memory indices are bounded by comptime sizes; the fused dQ
+            // adds only to rows of real tokens of the contiguous f32 `dq`.
+            unsafe {
+                if !fuse {
+                    $dq::launch_unchecked::<$($t),+>(
+                        client,
+                        dq_count.clone(),
+                        dq_dim,
+                        $($vec,)?
+                        t.q.arg(),
+                        t.k.arg(),
+                        t.v.arg(),
+                        mask_ref.arg(),
+                        t.dout.arg(),
+                        t.lse.arg(),
+                        t.delta.arg(),
+                        rows.row_ptr.arg(),
+                        rows.runs.arg(),
+                        rows.params.arg(),
+                        t.dq.arg(),
+                        config.scale,
+                        f32::NEG_INFINITY,
+                        config.head_dim,
+                        config.block,
+                        config.causal,
+                        t.mask.is_some(),
+                        $($extra,)*
+                        $($dq_extra,)*
+                    );
+                }
+                $dkdv::launch_unchecked::<$($t),+>(
+                    client,
+                    kv_count,
+                    kv_dim,
+                    $($vec,)?
+                    t.q.arg(),
+                    t.k.arg(),
+                    t.v.arg(),
+                    mask_ref.arg(),
+                    t.dout.arg(),
+                    t.lse.arg(),
+                    t.delta.arg(),
+                    cols.row_ptr.arg(),
+                    cols.runs.arg(),
+                    cols.params.arg(),
+                    t.dk.arg(),
+                    t.dv.arg(),
+                    $($kv_dq,)*
+                    config.scale,
+                    f32::NEG_INFINITY,
+                    config.head_dim,
+                    config.block,
+                    config.causal,
+                    t.mask.is_some(),
+                    $($extra,)*
+                    $($kv_extra,)*
+                )
+            }
+        };
+    }
+    use half::{bf16, f16};
+    match (config.dtype, plan.strategy(), store) {
+        (AttnDtype::F32, _, _) => {
+            launch!(backward_dq, backward_dkdv, [f32]; [unroll, windowed]; []; []; [])
+        }
+        (AttnDtype::F16, Strategy::Sm80(_), false) => launch!(
+            backward_dq_mma, backward_dkdv_mma, [f16, f32], width;
+            [false]; [dq_tiles, windowed]; [t.dq.arg()]; [kv_rows, fuse, kv_blocks, windowed]
+        ),
+        (AttnDtype::F16, Strategy::Sm80(_), true) => launch!(
+            backward_dq_mma, backward_dkdv_mma, [f16, f16], width;
+            [true]; [dq_tiles, windowed]; [t.dq.arg()]; [kv_rows, fuse, kv_blocks, windowed]
+        ),
+        (AttnDtype::BF16, Strategy::Sm80(_), false) => launch!(
+            backward_dq_mma, backward_dkdv_mma, [bf16, f32], width;
+            [false]; [dq_tiles, windowed]; [t.dq.arg()]; [kv_rows, fuse, kv_blocks, windowed]
+        ),
+        (AttnDtype::BF16, Strategy::Sm80(_), true) => launch!(
+            backward_dq_mma, backward_dkdv_mma, [bf16, bf16], width;
+            [true]; [dq_tiles, windowed]; [t.dq.arg()]; [kv_rows, fuse, kv_blocks, windowed]
+        ),
+        (AttnDtype::F16, Strategy::Cmma, _) => {
+            launch!(backward_dq_tc, backward_dkdv_tc, [f16], width; []; []; []; [])
+        }
+        (AttnDtype::BF16, Strategy::Cmma, _) => {
+            launch!(backward_dq_tc, backward_dkdv_tc, [bf16], width; []; []; []; [])
+        }
+        (AttnDtype::F16, Strategy::Portable, _) => {
+            launch!(backward_dq, backward_dkdv, [f16]; [unroll, windowed]; []; []; [])
+        }
+        (AttnDtype::BF16, Strategy::Portable, _) => {
+            launch!(backward_dq, backward_dkdv, [bf16]; [unroll, windowed]; []; []; [])
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The forward launcher: one head class of one branch.
+
+use cubecl::prelude::*;
+
+use super::{check_inputs, grid, mask_or_stand_in};
+use crate::KernelError;
+use crate::args::{AttnDtype, ClassArgs, TensorRef};
+use crate::cmma::forward::block_sparse_forward_tc;
+use crate::portable::forward::block_sparse_forward;
+use crate::sm80::forward::{block_sparse_forward_mma, cube_shape, shared_bytes};
+use crate::sm80::mma::min_blocks;
+use crate::strategy::{Plan, Strategy};
+
+/// The tensors of a forward launch.
+///
+/// - `q, out: [batch, heads, q_rows, head_dim]` in the plan's dtype
+/// - `k, v: [batch, kv_heads, k_rows, head_dim]` in the plan's dtype
+/// - `mask: [batch, k_rows]` u32 (1 = key present), or `None`
+/// - `lse: [batch, heads, q_rows]` f32
+///
+/// `q_rows = k_rows = n` without a window; with one, the window's query and key rows.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardTensors<'a> {
+    /// Queries.
+    pub q: &'a TensorRef,
+    /// Keys.
+    pub k: &'a TensorRef,
+    /// Values.
+    pub v: &'a TensorRef,
+    /// Key padding mask, 1 = present.
+    pub mask: Option<&'a TensorRef>,
+    /// Output (written).
+    pub out: &'a TensorRef,
+    /// Log-sum-exp (written).
+    pub lse: &'a TensorRef,
+}
+
+/// Launches the forward of one head class.
+///
+/// Writes the class's rows of `out` and `lse` only: overwrites them, or with `merge` merges
+/// the class's result into what they hold (LSE merge; `0, -inf` rows take the result as it is),
+/// which only plans that [merge in the kernel](Plan::merges_in_kernel) do.
+pub fn forward_class(
+    client: &Client,
+    plan: &Plan,
+    t: &ForwardTensors<'_>,
+    class: &ClassArgs,
+    merge: bool,
+) -> Result<(), KernelError> {
+    let config = plan.config();
+    let s = check_inputs(client, plan, class, t.q, t.k, t.v, t.mask)?;
+    t.out.expect_shape("out", t.q.shape(), "the shape of q")?;
+    t.out.expect_elem("out", config.dtype.size())?;
+    t.lse.expect_shape(
+        "lse",
+        &[s.batch, s.heads, s.q_rows],
+        "[batch, heads, q_rows]",
+    )?;
+    t.lse.expect_elem("lse", 4)?;
+    if merge && !plan.merges_in_kernel() {
+        return Err(KernelError::unsupported(
+            "merge",
+            format!(
+                "the {} forward{} does not merge in the kernel (see `Plan::merges_in_kernel`)",
+                plan.strategy().name(),
+                if plan.windowed() { " of a window" } else { "" }
+            ),
+        ));
+    }
+    if class.rows() == 0 || class.heads() == 0 || s.batch == 0 {
+        return Ok(());
+    }
+    let width = plan.strategy().row_width();
+    let tuning = plan.sm80().unwrap_or_default();
+    let tiles = usize::from(tuning.forward_tiles);
+    // Query rows per cube: the sm80 tile, the cmma kernel's 64, or a whole block (one unit per
+    // row); cubes have two units per row on the cmma tensor cores.
+    let (rows_per_cube, threads) = match plan.strategy() {
+        Strategy::Sm80(_) => cube_shape(config.block, tiles),
+        Strategy::Cmma => (64, 128),
+        Strategy::Portable => (config.block, config.block),
+    };
+    let count = grid(
+        client,
+        class.rows() * (config.block / rows_per_cube),
+        class,
+        s.batch,
+    )?;
+    let dim = CubeDim::new_1d(threads as u32);
+    let mask_ref = &mask_or_stand_in(t.mask, t.lse);
+    macro_rules! launch {
+        ($kernel:ident, $t:ty $(, $vec:expr)? ; $($extra:expr),*) => {
+            // SAFETY: `check_inputs` matched every tensor's shape and element size against the
+            // plan and the class, and `TensorRef` checked each handle against its shape; the
+            // class's rows were checked against its parameters (`ClassCsr::new`) and its
+            // tokens against the sequence (`ClassArgs::upload`). Inside, token positions are
+            // clamped to real tokens of the segment and shared-memory indices are bounded by
+            // the comptime tile sizes.
+            unsafe {
+                $kernel::launch_unchecked::<$t>(
+                    client,
+                    count,
+                    dim,
+                    $($vec,)?
+                    t.q.arg(),
+                    t.k.arg(),
+                    t.v.arg(),
+                    mask_ref.arg(),
+                    class.row_ptr.arg(),
+                    class.runs.arg(),
+                    t.out.arg(),
+                    t.lse.arg(),
+                    class.params.arg(),
+                    config.scale,
+                    f32::NEG_INFINITY,
+                    config.head_dim,
+                    config.block,
+                    config.causal,
+                    t.mask.is_some(),
+                    $($extra,)*
+                )
+            }
+        };
+    }
+    let unroll = plan.unroll();
+    let windowed = plan.windowed();
+    let blocks = min_blocks(
+        client,
+        tuning.forward_min_blocks,
+        shared_bytes(config.head_dim, config.block, tiles, width),
+    );
+    use half::{bf16, f16};
+    match (config.dtype, plan.strategy()) {
+        (AttnDtype::F32, _) => launch!(block_sparse_forward, f32; unroll, windowed),
+        (AttnDtype::F16, Strategy::Sm80(_)) => {
+            launch!(block_sparse_forward_mma, f16, width; tiles, merge, blocks, windowed)
+        }
+        (AttnDtype::BF16, Strategy::Sm80(_)) => {
+            launch!(block_sparse_forward_mma, bf16, width; tiles, merge, blocks, windowed)
+        }
+        (AttnDtype::F16, Strategy::Cmma) => launch!(block_sparse_forward_tc, f16, width;),
+        (AttnDtype::BF16, Strategy::Cmma) => launch!(block_sparse_forward_tc, bf16, width;),
+        (AttnDtype::F16, Strategy::Portable) => {
+            launch!(block_sparse_forward, f16; unroll, windowed)
+        }
+        (AttnDtype::BF16, Strategy::Portable) => {
+            launch!(block_sparse_forward, bf16; unroll, windowed)
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! Portable backward of block-sparse dilated flash attention, one head class of one branch at a
+//! time.
+//!
+//! The branches' outputs are merged as one softmax over the union of their keys, so with the
+//! merged output `O` and log-sum-exp `L` every branch's backward is a plain flash backward:
+//! `p_ij = e^{x_ij − L_i}`, `x_ij = scale · q_i·k_j`, `Δ_i = Σ_d dO_id · O_id − dL_i`,
+//! `ds_ij = p_ij (dO_i·v_j − Δ_i)`, and
+//! `dq_i += scale Σ_j ds_ij k_j`, `dk_j += scale Σ_i ds_ij q_i`, `dv_j += Σ_i p_ij dO_i`,
+//! over the same (gathered, causal, masked) pairs as the forward. The `dL` term makes the
+//! log-sum-exp output differentiable too; the weights of the branch merge are inside `p`.
+//!
+//! Shapes: `q, out, dout: [batch, heads, n, head_dim]`, `k, v: [batch, kv_heads, n, head_dim]`
+//! (any strides), `lse, delta: [batch, heads, n]` f32, `mask: [batch, n]` u32.
+//! The gradients accumulate (read–add–write) into contiguous f32 buffers
+//! `dq, dk, dv: [batch, heads, n, head_dim]`, indexed by the **query** head: within a branch a
+//! (head, token) pair belongs to one class, launches run in stream order, so no two units write
+//! one element at once. The caller sums `dk, dv` over the query heads
+//! that share a kv head.
+//!
+//! Kernels:
+//! - `dQ`: the forward's grid (a cube per query block, a unit per query row), walking the
+//!   query block's key blocks; keys and values staged in shared memory.
+//! - `dK/dV`: a cube per key block, a unit per key row, walking the **transposed** layout (the
+//!   query blocks that see the key block); queries, `dO`, `L` and `Δ` staged in shared memory.//! `Δ` comes from the shared prepass (`crate::delta`).
+
+use cubecl::prelude::*;
+
+use super::CHUNK;
+use super::stage::stage_keys;
+use crate::addressing::{Rows, clamp_down, clamp_up, locate};
+
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+#[allow(clippy::manual_div_ceil)] // CubeCL kernel code
+pub(crate) fn backward_dq<F: Float>(
+    q: &Tensor<F>,
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    mask: &Tensor<u32>,
+    dout: &Tensor<F>,
+    lse: &Tensor<f32>,
+    delta: &Tensor<f32>,
+    row_ptr: &Tensor<u32>,
+    runs: &Tensor<u32>,
+    params: &Tensor<u32>,
+    dq: &mut Tensor<f32>,
+    scale: f32,
+    neg_inf: f32,
+    #[comptime] head_dim: usize,
+    #[comptime] block: usize,
+    #[comptime] causal: bool,
+    #[comptime] masked: bool,
+    #[comptime] unroll: bool,
+    #[comptime] windowed: bool,
+) {
+    let tile = locate(params, CUBE_POS_X as usize, block, windowed);
+    let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
+    if tile.qb >= tile.seg_blocks || !queries.meet(tile.qb, block) {
+        terminate!();
+    }
+    let (qb, head, batch, csr_base) = (tile.qb, tile.head, tile.batch, tile.csr_base);
+
+    let unit = UNIT_POS as usize;
+    let tq = qb * block + unit;
+    let q_valid = queries.holds(tq);
+    let pq = queries.row(&tile, tq);
+    let kb_first = keys.first_block(block);
+    let kb_end = keys.end_block(block);
+
+    let mut qr = Array::<f32>::new(head_dim);
+    let mut gr = Array::<f32>::new(head_dim);
+    let mut acc = Array::<f32>::new(head_dim);
+    let q_base = batch * q.stride(0) + head * q.stride(1) + pq * q.stride(2);
+    let g_base = batch * dout.stride(0) + head * dout.stride(1) + pq * dout.stride(2);
+    #[unroll]
+    for d in 0..head_dim {
+        qr[d] = f32::cast_from(q[q_base + d * q.stride(3)]) * scale;
+        gr[d] = f32::cast_from(dout[g_base + d * dout.stride(3)]);
+        acc[d] = 0.0f32;
+    }
+    let l_row = lse[batch * lse.stride(0) + head * lse.stride(1) + pq * lse.stride(2)];
+    let delta_row = delta[batch * delta.stride(0) + head * delta.stride(1) + pq * delta.stride(2)];
+    // A row with no key in any branch has `L = -inf` and no gradient.
+    let live = q_valid && l_row != neg_inf;
+    let l_safe = select(live, l_row, 0.0f32);
+
+    let mut ks = Shared::<[f32]>::new_slice(CHUNK * head_dim);
+    let mut vs = Shared::<[f32]>::new_slice(CHUNK * head_dim);
+    let mut kvalid = Shared::<[u32]>::new_slice(CHUNK);
+
+    let run_lo = row_ptr[csr_base + qb] as usize;
+    let run_hi = row_ptr[csr_base + qb + 1] as usize;
+    for run in run_lo..run_hi {
+        let kb_lo = clamp_up(runs[2 * run] as usize, kb_first);
+        let kb_hi = clamp_down(runs[2 * run + 1] as usize, kb_end);
+        for kb in kb_lo..kb_hi {
+            let mut c0 = 0usize;
+            while c0 < block {
+                stage_keys(
+                    k,
+                    v,
+                    mask,
+                    &mut ks[0..CHUNK * head_dim],
+                    &mut vs[0..CHUNK * head_dim],
+                    &mut kvalid[0..CHUNK],
+                    &tile,
+                    kb,
+                    c0,
+                    head_dim,
+                    block,
+                    masked,
+                );
+                sync_cube();
+
+                for c in 0..CHUNK {
+                    let tk = kb * block + c0 + c;
+                    let mut ok = live && kvalid[c] != 0;
+                    if comptime!(causal) {
+                        ok = ok && tk <= tq;
+                    }
+                    let mut dot = 0.0f32;
+                    let mut dp = 0.0f32;
+                    #[unroll(unroll)]
+                    for d in 0..head_dim {
+                        dot += qr[d] * ks[c * head_dim + d];
+                        dp += gr[d] * vs[c * head_dim + d];
+                    }
+                    let p = select(ok, f32::exp(dot - l_safe), 0.0f32);
+                    let ds = select(ok, p * (dp - delta_row), 0.0f32);
+                    #[unroll(unroll)]
+                    for d in 0..head_dim {
+                        acc[d] += ds * ks[c * head_dim + d];
+                    }
+                }
+                sync_cube();
+                c0 += CHUNK;
+            }
+        }
+    }
+
+    if q_valid {
+        let base = batch * dq.stride(0) + head * dq.stride(1) + pq * dq.stride(2);
+        #[unroll]
+        for d in 0..head_dim {
+            let at = base + d * dq.stride(3);
+            dq[at] += acc[d] * scale;
+        }
+    }
+}
+
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+#[allow(clippy::manual_div_ceil)] // CubeCL kernel code
+pub(crate) fn backward_dkdv<F: Float>(
+    q: &Tensor<F>,
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    mask: &Tensor<u32>,
+    dout: &Tensor<F>,
+    lse: &Tensor<f32>,
+    delta: &Tensor<f32>,
+    col_ptr: &Tensor<u32>,
+    runs: &Tensor<u32>,
+    params: &Tensor<u32>,
+    dk: &mut Tensor<f32>,
+    dv: &mut Tensor<f32>,
+    scale: f32,
+    neg_inf: f32,
+    #[comptime] head_dim: usize,
+    #[comptime] block: usize,
+    #[comptime] causal: bool,
+    #[comptime] masked: bool,
+    #[comptime] unroll: bool,
+    #[comptime] windowed: bool,
+) {
+    // `qb` here is the key block; the transposed rows list the query blocks that see it.
+    let tile = locate(params, CUBE_POS_X as usize, block, windowed);
+    let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
+    if tile.qb >= tile.seg_blocks || !keys.meet(tile.qb, block) {
+        terminate!();
+    }
+    let (kb, head, kv_head, batch) = (tile.qb, tile.head, tile.kv_head, tile.batch);
+    let csr_base = tile.csr_base;
+
+    let unit = UNIT_POS as usize;
+    let tk = kb * block + unit;
+    let k_valid = keys.holds(tk);
+    let pk = keys.row(&tile, tk);
+    let qb_first = queries.first_block(block);
+    let qb_end = queries.end_block(block);
+    let mut key_live = k_valid;
+    if comptime!(masked) {
+        key_live = key_live && mask[batch * mask.stride(0) + pk * mask.stride(1)] != 0;
+    }
+
+    let mut kr = Array::<f32>::new(head_dim);
+    let mut vr = Array::<f32>::new(head_dim);
+    let mut dk_acc = Array::<f32>::new(head_dim);
+    let mut dv_acc = Array::<f32>::new(head_dim);
+    let k_base = batch * k.stride(0) + kv_head * k.stride(1) + pk * k.stride(2);
+    let v_base = batch * v.stride(0) + kv_head * v.stride(1) + pk * v.stride(2);
+    #[unroll]
+    for d in 0..head_dim {
+        kr[d] = f32::cast_from(k[k_base + d * k.stride(3)]);
+        vr[d] = f32::cast_from(v[v_base + d * v.stride(3)]);
+        dk_acc[d] = 0.0f32;
+        dv_acc[d] = 0.0f32;
+    }
+
+    // Staged queries (pre-scaled), their output gradients, `L` (0 for dead rows) and `Δ`.
+    let mut qs = Shared::<[f32]>::new_slice(CHUNK * head_dim);
+    let mut gs = Shared::<[f32]>::new_slice(CHUNK * head_dim);
+    let mut ls = Shared::<[f32]>::new_slice(CHUNK);
+    let mut ds_row = Shared::<[f32]>::new_slice(CHUNK);
+    let mut qlive = Shared::<[u32]>::new_slice(CHUNK);
+
+    let q_base = batch * q.stride(0) + head * q.stride(1);
+    let g_base = batch * dout.stride(0) + head * dout.stride(1);
+    let l_base = batch * lse.stride(0) + head * lse.stride(1);
+    let d_base = batch * delta.stride(0) + head * delta.stride(1);
+    let run_lo = col_ptr[csr_base + kb] as usize;
+    let run_hi = col_ptr[csr_base + kb + 1] as usize;
+    for run in run_lo..run_hi {
+        let qb_lo = clamp_up(runs[2 * run] as usize, qb_first);
+        let qb_hi = clamp_down(runs[2 * run + 1] as usize, qb_end);
+        for qb in qb_lo..qb_hi {
+            let mut c0 = 0usize;
+            while c0 < block {
+                let mut e = unit;
+                while e < CHUNK * head_dim {
+                    let c = e / head_dim;
+                    let d = e % head_dim;
+                    let tq = qb * block + c0 + c;
+                    let present = queries.holds(tq) && c0 + c < block;
+                    let pq = queries.row(&tile, tq);
+                    qs[e] = f32::cast_from(q[q_base + pq * q.stride(2) + d * q.stride(3)]) * scale;
+                    gs[e] = f32::cast_from(dout[g_base + pq * dout.stride(2) + d * dout.stride(3)]);
+                    if d == 0 {
+                        let l = lse[l_base + pq * lse.stride(2)];
+                        let ok = present && l != neg_inf;
+                        qlive[c] = select(ok, 1u32, 0u32);
+                        ls[c] = select(ok, l, 0.0f32);
+                        ds_row[c] = delta[d_base + pq * delta.stride(2)];
+                    }
+                    e += block;
+                }
+                sync_cube();
+
+                for c in 0..CHUNK {
+                    let tq = qb * block + c0 + c;
+                    let mut ok = key_live && qlive[c] != 0;
+                    if comptime!(causal) {
+                        ok = ok && tk <= tq;
+                    }
+                    let mut dot = 0.0f32;
+                    let mut dp = 0.0f32;
+                    #[unroll(unroll)]
+                    for d in 0..head_dim {
+                        dot += qs[c * head_dim + d] * kr[d];
+                        dp += gs[c * head_dim + d] * vr[d];
+                    }
+                    let p = select(ok, f32::exp(dot - ls[c]), 0.0f32);
+                    let ds = select(ok, p * (dp - ds_row[c]), 0.0f32);
+                    #[unroll(unroll)]
+                    for d in 0..head_dim {
+                        dv_acc[d] += p * gs[c * head_dim + d];
+                        dk_acc[d] += ds * qs[c * head_dim + d];
+                    }
+                }
+                sync_cube();
+                c0 += CHUNK;
+            }
+        }
+    }
+
+    if k_valid {
+        let k_at = batch * dk.stride(0) + head * dk.stride(1) + pk * dk.stride(2);
+        let v_at = batch * dv.stride(0) + head * dv.stride(1) + pk * dv.stride(2);
+        #[unroll]
+        for d in 0..head_dim {
+            let dk_at = k_at + d * dk.stride(3);
+            let dv_at = v_at + d * dv.stride(3);
+            dk[dk_at] += dk_acc[d];
+            dv[dv_at] += dv_acc[d];
+        }
+    }
+}

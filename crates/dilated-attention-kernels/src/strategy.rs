@@ -1,0 +1,281 @@
+//! Which kernel family serves a call, decided once from what the device reports.
+//!
+//! [`plan`] looks at the device's features (manual MMA and `ldmatrix`, `cmma`, element types,
+//! plane width), the dtype, head dim and block size, and whether the call is a windowed ring
+//! step, and returns a [`Plan`]: the [`Strategy`] with its tuning, and the buffer contract that
+//! follows from it (whether the forward merges branches in the kernel, whether the backward
+//! can store its gradients, whether `dQ` is added by the `dK/dV` kernel). The caller sizes its
+//! buffers from the plan and hands the same plan to every launch; the launchers never decide
+//! again. A strategy can be forced (benchmarks and tests compare families that way); a forced
+//! strategy that cannot serve the call is an [`KernelError::Unsupported`] naming `strategy`.
+
+use cubecl::features::{AtomicUsage, MmaConfig};
+use cubecl::ir::{ElemType, FloatKind, Type};
+use cubecl::prelude::*;
+
+use crate::KernelError;
+use crate::args::{AttnDtype, KernelConfig};
+
+/// A kernel family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// Plain CubeCL: one unit per query row, f32 accumulation; every runtime and dtype (WGSL
+    /// on lavapipe in CI).
+    Portable,
+    /// Tensor cores through CubeCL's `cmma` (16×16×16): f16/bf16, head dim 32 or 64, blocks of
+    /// 64 or 128, 32-wide planes; no ring windows.
+    Cmma,
+    /// Ampere-style tensor-core kernels: `mma.sync.m16n8k16`, `ldmatrix`, `cp.async` (CUDA
+    /// sm_80 and later): f16/bf16, head dim 32, 64 or 128, blocks of 64, 128 or 256.
+    Sm80(Sm80Tuning),
+}
+
+/// Tuning of the [`Strategy::Sm80`] kernels. The defaults are what measured fastest on the
+/// H200 (`docs/benchmarks.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sm80Tuning {
+    /// 16-row MMA tiles per plane of the forward (1 or 2).
+    pub forward_tiles: u8,
+    /// 16-row MMA tiles per plane of the `dQ` kernel (1 or 2).
+    pub dq_tiles: u8,
+    /// `dQ` inside the `dK/dV` kernel by f32 atomics (FlashAttention-2's backward); served for
+    /// head dims 64/128 and blocks 64/128 where the device has `stmatrix` and paired f32
+    /// atomic adds, otherwise `dQ` keeps its own kernel.
+    pub fused_dq: bool,
+    /// Resident cubes per SM the forward asks registers for (0: no ask).
+    pub forward_min_blocks: u8,
+    /// Resident cubes per SM the `dK/dV` kernel asks registers for (0: no ask).
+    pub dkdv_min_blocks: u8,
+}
+
+impl Default for Sm80Tuning {
+    fn default() -> Self {
+        Self {
+            forward_tiles: 2,
+            dq_tiles: 2,
+            fused_dq: false,
+            forward_min_blocks: 0,
+            dkdv_min_blocks: 3,
+        }
+    }
+}
+
+impl Strategy {
+    /// The family's name, as benchmark rows and logs print it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Portable => "portable",
+            Self::Cmma => "cmma",
+            Self::Sm80(_) => "sm80",
+        }
+    }
+
+    /// Whether this strategy serves `config` (windowed or not) on `client`, or why not.
+    pub fn serves(
+        &self,
+        client: &Client,
+        config: &KernelConfig,
+        windowed: bool,
+    ) -> Result<(), KernelError> {
+        config.check_on(client)?;
+        let refuse = |rule: String| Err(KernelError::unsupported("strategy", rule));
+        match self {
+            Self::Portable => Ok(()),
+            Self::Cmma if windowed => refuse("the cmma kernels take no ring window".into()),
+            Self::Cmma if !cmma_applies(client, config) => refuse(format!(
+                "cmma needs f16/bf16 16x16x16 cmma into f32 on 32-wide planes, head dim 32 \
+                 or 64 and blocks of 64 or 128; got {config:?}"
+            )),
+            Self::Cmma => Ok(()),
+            Self::Sm80(tuning) => {
+                if !matches!(tuning.forward_tiles, 1 | 2) || !matches!(tuning.dq_tiles, 1 | 2) {
+                    return refuse(format!("sm80 tiles must be 1 or 2, got {tuning:?}"));
+                }
+                if sm80_applies(client, config) {
+                    Ok(())
+                } else {
+                    refuse(format!(
+                        "sm80 needs manual 16x8x16 f16/bf16 MMA with ldmatrix (CUDA sm_80+), \
+                         head dim 32, 64 or 128 and blocks of 64, 128 or 256; got {config:?}"
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Vector width of the row loads the family needs: 8 (16-byte loads, so the head dim
+    /// contiguous and row starts 8-aligned) for the tensor-core families, 1 otherwise.
+    pub fn row_width(&self) -> usize {
+        match self {
+            Self::Portable => 1,
+            Self::Cmma | Self::Sm80(_) => 8,
+        }
+    }
+}
+
+/// The strategy of one call and the buffer contract that follows from it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Plan {
+    strategy: Strategy,
+    config: KernelConfig,
+    windowed: bool,
+    fused_dq: bool,
+    unroll: bool,
+}
+
+impl Plan {
+    /// The strategy.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// The configuration the plan was made for.
+    pub fn config(&self) -> &KernelConfig {
+        &self.config
+    }
+
+    /// Whether the plan is for a windowed launch (a ring step).
+    pub fn windowed(&self) -> bool {
+        self.windowed
+    }
+
+    /// Whether the forward merges each branch into the output as it writes (one `out, lse`
+    /// pair for all branches, every launch after the first with `merge`); otherwise each
+    /// branch needs its own pair and the caller merges them.
+    pub fn merges_in_kernel(&self) -> bool {
+        matches!(self.strategy, Strategy::Sm80(_)) && !self.windowed
+    }
+
+    /// Whether the backward can store a class's gradients (`store`) instead of adding them:
+    /// buffers in the inputs' dtype with no zero fill, for a caller whose one class covers
+    /// every row.
+    pub fn stores_gradients(&self) -> bool {
+        matches!(self.strategy, Strategy::Sm80(_)) && !self.windowed
+    }
+
+    /// Whether the `dK/dV` kernel adds `dQ` by f32 atomics (then `dq` must be a zero-filled
+    /// contiguous f32 buffer, also where the other gradients are stored).
+    pub fn fuses_dq(&self) -> bool {
+        self.fused_dq
+    }
+
+    pub(crate) fn unroll(&self) -> bool {
+        self.unroll
+    }
+
+    pub(crate) fn sm80(&self) -> Option<Sm80Tuning> {
+        match self.strategy {
+            Strategy::Sm80(tuning) => Some(tuning),
+            _ => None,
+        }
+    }
+
+    /// Checks that the plan was made for a device like `client`'s and for `config`.
+    pub(crate) fn check(&self, client: &Client, config: &KernelConfig) -> Result<(), KernelError> {
+        if *config != self.config {
+            return Err(KernelError::shape(
+                "plan",
+                format!("a plan for {config:?}, got one for {:?}", self.config),
+            ));
+        }
+        self.strategy.serves(client, config, self.windowed)
+    }
+}
+
+/// The plan for `config` (a windowed ring step or not) on `client`: `strategy` if given and it
+/// serves, else the fastest family that does (sm80, then cmma, then portable).
+pub fn plan(
+    client: &Client,
+    config: &KernelConfig,
+    windowed: bool,
+    strategy: Option<Strategy>,
+) -> Result<Plan, KernelError> {
+    let strategy = match strategy {
+        Some(s) => {
+            s.serves(client, config, windowed)?;
+            s
+        }
+        None => {
+            config.check_on(client)?;
+            [Strategy::Sm80(Sm80Tuning::default()), Strategy::Cmma]
+                .into_iter()
+                .find(|s| s.serves(client, config, windowed).is_ok())
+                .unwrap_or(Strategy::Portable)
+        }
+    };
+    let fused_dq = match strategy {
+        Strategy::Sm80(tuning) => tuning.fused_dq && !windowed && fused_dq_applies(client, config),
+        _ => false,
+    };
+    Ok(Plan {
+        strategy,
+        config: *config,
+        windowed,
+        fused_dq,
+        unroll: unroll_inner_loops(client),
+    })
+}
+
+/// The tensor-core shape `16×n×16` for `dtype` operands into f32 accumulators, where the tensor
+/// cores take that dtype (f16, bf16) and planes are 32 wide; `None` otherwise.
+fn half_mma(client: &Client, dtype: AttnDtype, n: u32) -> Option<MmaConfig> {
+    let hw = &client.properties().hardware;
+    let planes_32 = hw.plane_size_min == 32 && hw.plane_size_max == 32;
+    (dtype != AttnDtype::F32 && planes_32).then(|| MmaConfig {
+        a_type: dtype.elem(),
+        b_type: dtype.elem(),
+        cd_type: AttnDtype::F32.elem(),
+        m: 16,
+        n,
+        k: 16,
+    })
+}
+
+/// `cmma` at 16×16×16 into f32, head dim 32 or 64, block 64 or 128.
+fn cmma_applies(client: &Client, config: &KernelConfig) -> bool {
+    half_mma(client, config.dtype, 16).is_some_and(|mma| {
+        matches!(config.head_dim, 32 | 64)
+            && matches!(config.block, 64 | 128)
+            && client.features().matmul.cmma.contains(&mma)
+    })
+}
+
+/// Manual `mma` at 16×8×16 into f32 and `ldmatrix`, head dim 32, 64 or 128, block 64–256.
+fn sm80_applies(client: &Client, config: &KernelConfig) -> bool {
+    let features = client.features();
+    half_mma(client, config.dtype, 8).is_some_and(|mma| {
+        matches!(config.head_dim, 32 | 64 | 128)
+            && matches!(config.block, 64 | 128 | 256)
+            && features.matmul.mma.contains(&mma)
+            && features.matmul.ldmatrix.contains(&config.dtype.elem())
+    })
+}
+
+/// The fused `dQ`: `stmatrix` for the dtype, paired f32 atomic adds, and the shapes it was
+/// checked on (head dims 64 and 128, blocks of 64 or 128; with blocks of 256 and head dim 32
+/// its gradients were wrong on the H200, `docs/notes.md`).
+fn fused_dq_applies(client: &Client, config: &KernelConfig) -> bool {
+    let pairs = Type::atomic(Type::new(ElemType::Float(FloatKind::F32)).with_vector_size(2));
+    matches!(config.head_dim, 64 | 128)
+        && matches!(config.block, 64 | 128)
+        && client
+            .features()
+            .matmul
+            .stmatrix
+            .contains(&config.dtype.elem())
+        && client
+            .properties()
+            .atomic_type_usage(pairs)
+            .contains(AtomicUsage::Add)
+}
+
+/// Whether the portable kernels unroll their loops over the head dim.
+///
+/// Unrolled, the query row and the accumulators stay in registers (on CUDA the rolled loops
+/// index them dynamically, which puts them in local memory). Not on Mesa's lavapipe (plane
+/// width 8): its LLVM compiles the unrolled kernels very slowly, and it stops every loop
+/// after 65 535 iterations per invocation, counted over all loops, so kernels there are
+/// exact only while `n · head_dim` per row stays well under that (the CI sizes do).
+fn unroll_inner_loops(client: &Client) -> bool {
+    client.properties().hardware.plane_size_max > 8
+}

@@ -1,0 +1,311 @@
+//! The kernels on CubeCL primitives: buffers sized from the plan, one launch per head class,
+//! the branch merge, the backward's `Δ` prepass and gradient buffers.
+//!
+//! Shapes: `q: [batch, heads, q_rows, head_dim]`, `k, v: [batch, kv_heads, k_rows, head_dim]`,
+//! `mask: [batch, k_rows]` u32 (1 = key present), `out` like `q`, `lse: [batch, heads,
+//! q_rows]` f32; `q_rows = k_rows = n` without a window.
+
+use burn::backend::ops::FloatTensorOps;
+use burn::tensor::{DType, FloatDType, Shape};
+use burn_cubecl::CubeBackend;
+use burn_cubecl::tensor::CubeTensor;
+use dilated_attention_kernels::{
+    self as kernels, AttnDtype, BackwardTensors, ForwardTensors, KernelError, Plan, TensorRef,
+};
+
+use super::KernelCall;
+
+/// Byte alignment of a part's start inside its buffer: storage bindings must start at a
+/// multiple of the device's offset alignment, at most 256 bytes (WebGPU's bound).
+const ALIGN: usize = 256;
+
+/// What the backward reads: the forward's inputs and its merged results (the mask travels
+/// beside it, as the backend's int tensor).
+#[derive(Debug, Clone)]
+pub(crate) struct Saved<T> {
+    /// `[batch, heads, q_rows, head_dim]`.
+    pub q: T,
+    /// `[batch, kv_heads, k_rows, head_dim]`.
+    pub k: T,
+    /// `[batch, kv_heads, k_rows, head_dim]`.
+    pub v: T,
+    /// Merged output, like `q`.
+    pub out: T,
+    /// Merged log-sum-exp `[batch, heads, q_rows]` f32.
+    pub lse: T,
+}
+
+fn attn_dtype(dtype: DType) -> Result<AttnDtype, KernelError> {
+    match dtype {
+        DType::F32 => Ok(AttnDtype::F32),
+        DType::F16 => Ok(AttnDtype::F16),
+        DType::BF16 => Ok(AttnDtype::BF16),
+        other => Err(KernelError::Unsupported {
+            field: "dtype",
+            rule: format!("the kernels take f32, f16 and bf16, got {other:?}"),
+        }),
+    }
+}
+
+/// The kernels' view of `t`.
+fn view(name: &'static str, t: &CubeTensor) -> Result<TensorRef, KernelError> {
+    TensorRef::new(
+        name,
+        t.handle.clone(),
+        t.meta.shape().iter().copied().collect(),
+        t.meta.strides().iter().copied().collect(),
+        t.dtype.size(),
+    )
+}
+
+/// `t` with rows the plan's family can read as vectors (a copy only where they are not).
+fn readable(t: CubeTensor, plan: &Plan) -> Result<CubeTensor, KernelError> {
+    let width = plan.strategy().row_width();
+    if view("t", &t)?.rows_aligned(width) {
+        Ok(t)
+    } else {
+        Ok(burn_cubecl::kernel::into_contiguous(t))
+    }
+}
+
+/// A contiguous buffer of `shape` filled with `value` (`None`: left unwritten).
+fn buffer(
+    like: &CubeTensor,
+    shape: Vec<usize>,
+    dtype: DType,
+    value: Option<f32>,
+) -> Result<CubeTensor, KernelError> {
+    let t = burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
+        like.client.clone(),
+        like.device.clone(),
+        Shape::from(shape),
+        dtype,
+    );
+    if let Some(value) = value {
+        kernels::fill(&t.client, attn_dtype(dtype)?, &view("buffer", &t)?, value)?;
+    }
+    Ok(t)
+}
+
+/// The merged `(out, lse)` of the forward kernels.
+pub(crate) fn forward(
+    q: CubeTensor,
+    k: CubeTensor,
+    v: CubeTensor,
+    mask: Option<CubeTensor>,
+    call: &KernelCall,
+    plan: &Plan,
+) -> Result<(CubeTensor, CubeTensor), KernelError> {
+    let (q, k, v) = (readable(q, plan)?, readable(k, plan)?, readable(v, plan)?);
+    let client = q.client.clone();
+    let classes = call.cache.get(
+        &client,
+        format!("{:?}", q.device),
+        &call.layout,
+        call.shape.group(),
+        call.window,
+    )?;
+    let [b, h, n, d] = [
+        q.meta.shape()[0],
+        q.meta.shape()[1],
+        q.meta.shape()[2],
+        q.meta.shape()[3],
+    ];
+    let (qr, kr, vr) = (view("q", &q)?, view("k", &k)?, view("v", &v)?);
+    let mask_r = mask.as_ref().map(|m| view("mask", m)).transpose()?;
+    let dtype = q.dtype;
+    let branches = call.layout.branches.len();
+    let launch = |out: &TensorRef, lse: &TensorRef, branch: usize, merge: bool| {
+        let tensors = ForwardTensors {
+            q: &qr,
+            k: &kr,
+            v: &vr,
+            mask: mask_r.as_ref(),
+            out,
+            lse,
+        };
+        classes
+            .iter()
+            .filter(|class| class.branch == branch)
+            .try_for_each(|class| {
+                kernels::forward_class(&client, plan, &tensors, &class.rows, merge)
+            })
+    };
+    if plan.merges_in_kernel() || branches == 1 {
+        // One pair of buffers: every branch after the first merges into it as it is written.
+        let out = buffer(&q, vec![b, h, n, d], dtype, Some(0.0))?;
+        let lse = buffer(&q, vec![b, h, n], DType::F32, Some(f32::NEG_INFINITY))?;
+        let (out_r, lse_r) = (view("out", &out)?, view("lse", &lse)?);
+        for branch in 0..branches {
+            launch(&out_r, &lse_r, branch, branch > 0)?;
+        }
+        return Ok((out, lse));
+    }
+    // A pair per branch in two buffers, each part starting at an aligned offset (storage
+    // bindings need one), merged by the LSE merge kernel.
+    let elem = dtype.size();
+    let rows = b * h * n;
+    let aligned = |len: usize, elem: usize| (len * elem).next_multiple_of(ALIGN) / elem;
+    let (part_len, lse_len) = (aligned(rows * d, elem), aligned(rows, 4));
+    let parts = buffer(&q, vec![branches, part_len], dtype, Some(0.0))?;
+    let lses = buffer(
+        &q,
+        vec![branches, lse_len],
+        DType::F32,
+        Some(f32::NEG_INFINITY),
+    )?;
+    for branch in 0..branches {
+        let at = |t: &CubeTensor, len: usize, shape: Vec<usize>, elem: usize| {
+            let handle = t.handle.clone().offset_start((branch * len * elem) as u64);
+            TensorRef::contiguous("part", handle, shape, elem)
+        };
+        launch(
+            &at(&parts, part_len, vec![b, h, n, d], elem)?,
+            &at(&lses, lse_len, vec![b, h, n], 4)?,
+            branch,
+            false,
+        )?;
+    }
+    let out = buffer(&q, vec![b, h, n, d], dtype, None)?;
+    let lse = buffer(&q, vec![b, h, n], DType::F32, None)?;
+    kernels::merge::lse_merge(
+        &client,
+        attn_dtype(dtype)?,
+        &TensorRef::new(
+            "parts",
+            parts.handle.clone(),
+            vec![branches, rows, d],
+            vec![part_len, d, 1],
+            elem,
+        )?,
+        &TensorRef::new(
+            "lse",
+            lses.handle.clone(),
+            vec![branches, rows],
+            vec![lse_len, 1],
+            4,
+        )?,
+        &TensorRef::contiguous("out", out.handle.clone(), vec![rows, d], elem)?,
+        &TensorRef::contiguous("lse_out", lse.handle.clone(), vec![rows], 4)?,
+    )?;
+    Ok((out, lse))
+}
+
+/// `(dq, dk, dv)` of the merged attention: `dout` like `out`, `dlse` like `lse` (if the loss
+/// uses it). Gradients in the inputs' dtype, `dk, dv` summed over the query heads of each kv
+/// head.
+pub(crate) fn backward(
+    saved: Saved<CubeTensor>,
+    mask: Option<CubeTensor>,
+    dout: CubeTensor,
+    dlse: Option<CubeTensor>,
+    call: &KernelCall,
+    plan: &Plan,
+) -> Result<(CubeTensor, CubeTensor, CubeTensor), KernelError> {
+    let dtype = saved.q.dtype;
+    let float = |d: DType| FloatDType::from(d);
+    let (q, k, v) = (
+        readable(saved.q, plan)?,
+        readable(saved.k, plan)?,
+        readable(saved.v, plan)?,
+    );
+    // The upstream gradient may be broadcast (`sum().backward()`), strided or of another
+    // float type: the kernels read contiguous rows of the inputs' dtype.
+    let dout = if dout.dtype == dtype {
+        dout
+    } else {
+        burn_cubecl::kernel::cast(dout, dtype)
+    };
+    let dout = burn_cubecl::kernel::into_contiguous(dout);
+    let dlse = dlse.map(|t| {
+        if t.dtype == DType::F32 {
+            t
+        } else {
+            burn_cubecl::kernel::cast(t, DType::F32)
+        }
+    });
+    let client = q.client.clone();
+    let classes = call.cache.get(
+        &client,
+        format!("{:?}", q.device),
+        &call.layout,
+        call.shape.group(),
+        call.window,
+    )?;
+    let [b, h, n, d] = [
+        q.meta.shape()[0],
+        q.meta.shape()[1],
+        q.meta.shape()[2],
+        q.meta.shape()[3],
+    ];
+    let n_k = k.meta.shape()[2];
+    // One class that covers every row (dilation 1, every head, no GQA: the seed layout, say)
+    // lets the kernels store their gradients, into buffers with no zero fill.
+    let covers_all = matches!(
+        call.layout.classes.as_slice(),
+        [c] if c.dilation_rate == 1 && c.offset == 0 && c.heads.len() == h
+    ) && call.shape.group() == 1;
+    let store = plan.stores_gradients() && covers_all;
+    let fused = plan.fuses_dq();
+    // Stored gradients land in the inputs' dtype; added ones in zero-filled f32 buffers, and
+    // so does dQ where the dK/dV kernel adds it atomically.
+    let grad = |stored: bool, rows: usize| {
+        if stored {
+            buffer(&q, vec![b, h, rows, d], dtype, None)
+        } else {
+            buffer(&q, vec![b, h, rows, d], DType::F32, Some(0.0))
+        }
+    };
+    let (dq, dk, dv) = (
+        grad(store && !fused, n)?,
+        grad(store, n_k)?,
+        grad(store, n_k)?,
+    );
+    let delta = buffer(&q, vec![b, h, n], DType::F32, None)?;
+    let (qr, kr, vr) = (view("q", &q)?, view("k", &k)?, view("v", &v)?);
+    let (or, gr, lr) = (
+        view("out", &saved.out)?,
+        view("dout", &dout)?,
+        view("lse", &saved.lse)?,
+    );
+    let mask_r = mask.as_ref().map(|m| view("mask", m)).transpose()?;
+    let dlse_r = dlse.as_ref().map(|t| view("dlse", t)).transpose()?;
+    let deltar = view("delta", &delta)?;
+    kernels::delta(&client, plan, &or, &gr, dlse_r.as_ref(), &deltar)?;
+    let (dqr, dkr, dvr) = (view("dq", &dq)?, view("dk", &dk)?, view("dv", &dv)?);
+    let tensors = BackwardTensors {
+        q: &qr,
+        k: &kr,
+        v: &vr,
+        mask: mask_r.as_ref(),
+        dout: &gr,
+        lse: &lr,
+        delta: &deltar,
+        dq: &dqr,
+        dk: &dkr,
+        dv: &dvr,
+    };
+    for class in classes.iter() {
+        kernels::backward_class(&client, plan, &tensors, &class.rows, &class.cols, store)?;
+    }
+    let to_dtype = |t: CubeTensor| {
+        if t.dtype == dtype {
+            t
+        } else {
+            CubeBackend::float_cast(t, float(dtype))
+        }
+    };
+    let group = call.shape.group();
+    let per_kv = |t: CubeTensor| {
+        let t = if group == 1 {
+            t
+        } else {
+            let kv = call.shape.kv_heads;
+            let t = CubeBackend::float_reshape(t, Shape::from([b, kv, group, n_k * d]));
+            let t = CubeBackend::float_sum_dim(t, 2);
+            CubeBackend::float_reshape(t, Shape::from([b, kv, n_k, d]))
+        };
+        to_dtype(t)
+    };
+    Ok((to_dtype(dq), per_kv(dk), per_kv(dv)))
+}

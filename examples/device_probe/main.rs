@@ -1,0 +1,178 @@
+//! Proves a runtime end to end: our CubeCL kernels, Burn's ops and autodiff, and the attention
+//! module, each checked against the CPU (flex) backend or an f64 oracle on random inputs.
+//!
+//! `cargo run --release --example device_probe [--features cuda] -- --device cuda --check all`
+//!
+//! Checks (`--check a,b,...`; `all` runs every one but `ring-steps`): `basics`, `strategies`,
+//! `forward`, `edge`, `gradients`, `edge-gradients`, `finite-differences`, `ring`, `oracle`,
+//! `ring-steps`. Lines over a bar are collected and reported at the end; the probe exits with
+//! status 1 if there are any.
+
+mod basics;
+mod forward;
+mod gradients;
+mod ring;
+mod strategies;
+mod support;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, ValueEnum};
+use dilated_attention_examples::cli::DeviceArg;
+use support::Probe;
+
+/// The body of a check.
+type CheckFn<'a> = dyn Fn(&mut Probe) + 'a;
+
+/// A check of the probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Check {
+    /// Every check but `ring-steps`.
+    All,
+    /// The LSE merge kernel, Burn's ops and autodiff, the reference path on the device.
+    Basics,
+    /// Every kernel family the device serves, forced, forward and backward.
+    Strategies,
+    /// f16/bf16 presets at 2K against the f32 reference.
+    Forward,
+    /// Forward edge cases: tails, padding, GQA, head dims 32–128, blocks 64–256.
+    Edge,
+    /// Gradients of presets, f32/f16/bf16, stored and added.
+    Gradients,
+    /// Gradient edge cases against FlashAttention's same-precision yardstick.
+    EdgeGradients,
+    /// A directional derivative against finite differences (f32).
+    FiniteDifferences,
+    /// The ring on one device in f16/bf16 against the unchunked kernels.
+    Ring,
+    /// The kernels at `--oracle-n` against an f64 oracle on sampled rows.
+    Oracle,
+    /// The ring's windowed steps at `--ring-cases`, errors and times.
+    RingSteps,
+}
+
+/// Proves a runtime end to end against the CPU and an f64 oracle.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The device under test.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Wgpu)]
+    device: DeviceArg,
+    /// The checks to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    check: Vec<Check>,
+    /// `edge` and `edge-gradients` only at these lengths (tokens; default: all five).
+    #[arg(long, value_delimiter = ',')]
+    edge_lengths: Option<Vec<usize>>,
+    /// Sequence length of the `oracle` check (tokens).
+    #[arg(long, default_value_t = 16384)]
+    oracle_n: usize,
+    /// `ring-steps` cases as `n:heads` (tokens, heads), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "16384:8")]
+    ring_cases: Vec<String>,
+    /// `ring-steps`: f16 at P = 2 only, and times at P = 1, 2.
+    #[arg(long)]
+    quick: bool,
+    /// Seed of the CPU backend's random inputs.
+    #[arg(long, default_value_t = 3)]
+    seed: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let start = Instant::now();
+    let device = match args.device.device() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Ok(Some(cube)) = args.device.cube() else {
+        eprintln!("the probe checks a CubeCL device: --device wgpu or cuda");
+        return ExitCode::from(2);
+    };
+    let client = cube.client();
+    let props = client.properties();
+    println!(
+        "runtime {:?}: plane size {}..{}, shared memory {} B, {} cmma configs, {} mma configs",
+        args.device,
+        props.hardware.plane_size_min,
+        props.hardware.plane_size_max,
+        props.hardware.max_shared_memory_size,
+        client.features().matmul.cmma.len(),
+        client.features().matmul.mma.len(),
+    );
+    let cpu = burn::prelude::Device::flex();
+    cpu.seed(args.seed);
+    let mut p = Probe {
+        device,
+        cpu,
+        over: Vec::new(),
+    };
+    let wants = |c: Check| {
+        args.check.contains(&c) || (args.check.contains(&Check::All) && c != Check::RingSteps)
+    };
+    let lengths = args.edge_lengths.as_deref();
+    let timed = |name: &str, t: Instant| println!("[{name}: {:.1} s]", t.elapsed().as_secs_f64());
+    let checks: [(Check, &str, &CheckFn); 9] = [
+        (Check::Basics, "basics", &|p| basics::run(p, &cube)),
+        (Check::Strategies, "strategies", &strategies::run),
+        (Check::Forward, "forward", &forward::presets),
+        (Check::Edge, "edge", &|p| forward::edge(p, lengths)),
+        (Check::Gradients, "gradients", &gradients::presets),
+        (Check::EdgeGradients, "edge-gradients", &|p| {
+            gradients::edge(p, lengths)
+        }),
+        (
+            Check::FiniteDifferences,
+            "finite-differences",
+            &gradients::finite_differences,
+        ),
+        (Check::Ring, "ring", &ring::chunked),
+        (Check::Oracle, "oracle", &|p| {
+            forward::oracle(p, args.oracle_n)
+        }),
+    ];
+    for (check, name, run) in checks {
+        if wants(check) {
+            let t = Instant::now();
+            run(&mut p);
+            timed(name, t);
+        }
+    }
+    if wants(Check::RingSteps) {
+        for case in &args.ring_cases {
+            let mut it = case.split(':');
+            let n = it.next().and_then(|n| n.parse().ok());
+            let heads = it.next().map_or(Some(8), |h| h.parse().ok());
+            let (Some(n), Some(heads)) = (n, heads) else {
+                eprintln!("--ring-cases: `{case}` is not n:heads");
+                return ExitCode::from(2);
+            };
+            let t = Instant::now();
+            ring::steps(&mut p, n, heads, args.quick);
+            timed("ring-steps", t);
+        }
+    }
+    for line in &p.over {
+        println!("OVER THE BAR: {line}");
+    }
+    println!(
+        "device probe {} on {:?} in {:.1} s ({} lines over the bar)",
+        if p.over.is_empty() {
+            "passed"
+        } else {
+            "FAILED"
+        },
+        args.device,
+        start.elapsed().as_secs_f64(),
+        p.over.len()
+    );
+    if p.over.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,137 @@
+//! `strategies`: every kernel family the device serves, forced through the config, forward
+//! and backward on one LongNet case with GQA, a padding mask and a tail, against the f32
+//! reference on the CPU — families must agree with the reference (f32: 1e-4 relative; f16:
+//! within 2× of the reference path in f16 on the device), and the automatic choice is printed.
+
+use burn::prelude::*;
+use burn::tensor::{DType, Distribution};
+use dilated_attention::{
+    AttentionShape, BlockSparseRingDilatedAttention, DilatedPattern, ExecutionPath, KernelPolicy,
+    KernelStrategy, Sm80Tuning,
+};
+
+use super::support::{Path, Probe, grads, max_abs_diff, quantised, read, rel};
+
+pub fn run(p: &mut Probe) {
+    let device = p.device.clone();
+    let (n, heads, kv_heads, d) = (1500, 8, 2, 64);
+    let pattern = DilatedPattern::longnet(1024, 64, true).expect("valid preset");
+    let q = p.randn([1, heads, n, d]);
+    let [k, v] = [0; 2].map(|_| p.randn([1, kv_heads, n, d]));
+    let r = p.randn([1, heads, n, d]);
+    let keep = Tensor::<2>::random([1, n], Distribution::Uniform(0.0, 1.0), &p.cpu);
+    let shape = AttentionShape {
+        batch: 1,
+        heads,
+        kv_heads,
+        n,
+        head_dim: d,
+    };
+    let families = [
+        KernelStrategy::Portable,
+        KernelStrategy::Cmma,
+        KernelStrategy::Sm80(Sm80Tuning::default()),
+        KernelStrategy::Sm80(Sm80Tuning {
+            forward_tiles: 1,
+            dq_tiles: 1,
+            ..Sm80Tuning::default()
+        }),
+        KernelStrategy::Sm80(Sm80Tuning {
+            fused_dq: true,
+            ..Sm80Tuning::default()
+        }),
+    ];
+    for dtype in p.dtypes(&[DType::F32, DType::F16]) {
+        let auto = BlockSparseRingDilatedAttention::from_pattern(pattern.clone(), None);
+        let path = auto
+            .execution_path(shape, dtype, &p.device)
+            .expect("valid shape");
+        println!("{dtype:?}: automatic choice {path:?}");
+        let quant = |t: &Tensor<4>| quantised(t, dtype);
+        let inputs = [&quant(&q), &quant(&k), &quant(&v), &r];
+        let truth = grads(
+            &auto,
+            &p.cpu,
+            DType::F32,
+            Path::Reference,
+            inputs,
+            Some(&keep),
+        );
+        let naive = grads(
+            &auto,
+            &p.device,
+            dtype,
+            Path::Reference,
+            inputs,
+            Some(&keep),
+        );
+        for family in families {
+            let module = auto
+                .clone()
+                .with_kernel_policy(KernelPolicy::Require)
+                .with_kernel_strategy(Some(family));
+            match module.execution_path(shape, dtype, &p.device) {
+                Ok(ExecutionPath::Kernels(_)) => {}
+                other => {
+                    println!("{dtype:?} {family:?}: not served here ({other:?})");
+                    continue;
+                }
+            }
+            let ours = grads(
+                &module,
+                &p.device,
+                dtype,
+                Path::Kernels,
+                inputs,
+                Some(&keep),
+            );
+            let mut line = format!("{dtype:?} {family:?}:");
+            let mut ok = true;
+            for (i, g) in ["dq", "dk", "dv"].iter().enumerate() {
+                let (e, e_naive) = (
+                    max_abs_diff(&ours[i], &truth[i]),
+                    max_abs_diff(&naive[i], &truth[i]),
+                );
+                line += &format!(" {g} {e:.2e} (reference path in {dtype:?} {e_naive:.2e})");
+                ok &= e.is_finite()
+                    && if dtype == DType::F32 {
+                        rel(&ours[i], &truth[i]) < 1e-4
+                    } else {
+                        e <= 2.0 * e_naive.max(1e-3)
+                    };
+            }
+            // The forward alone, through the same family.
+            let padded =
+                |dev: &Device| Tensor::<2>::from_data(keep.to_data(), dev).lower_equal_elem(0.2);
+            let to = |t: &Tensor<4>| t.clone().to_device(&device).cast(dtype);
+            let out = read(
+                module
+                    .forward_masked(
+                        to(inputs[0]),
+                        to(inputs[1]),
+                        to(inputs[2]),
+                        Some(padded(&device)),
+                    )
+                    .expect("kernels"),
+            );
+            let want = read(
+                auto.clone()
+                    .without_kernels()
+                    .forward_masked(
+                        inputs[0].clone(),
+                        inputs[1].clone(),
+                        inputs[2].clone(),
+                        Some(padded(&p.cpu)),
+                    )
+                    .expect("reference"),
+            );
+            let e_out = rel(&out, &want);
+            line += &format!(", out {e_out:.2e}");
+            ok &= e_out.is_finite() && e_out < if dtype == DType::F32 { 1e-4 } else { 2e-2 };
+            println!("{line}");
+            if !ok {
+                p.miss(line);
+            }
+        }
+    }
+}
