@@ -6,7 +6,7 @@ longnet : branches [n/4, n/2, n] x [1, 2, 4], dense -> the torchscale way (gathe
           and dense SDPA (FlashAttention-2) over the whole sequence for reference.
 Prints one JSON object per row (median of triton.testing.do_bench, milliseconds).
 
-python3 benches/torch_baseline.py [f16|bf16|f32] [fwd|fwdbwd|both] [sizes...]
+python3 benches/torch_baseline.py [f16|bf16|f32] [fwd|fwdbwd|both] [d64|d128] [sizes...]
 fwdbwd times forward plus backward with a random output gradient; peak_mem_bytes is
 torch.cuda.max_memory_allocated() over the timed calls.
 """
@@ -75,8 +75,12 @@ def main():
     if args and args[0] in ("fwd", "fwdbwd", "both"):
         modes = {"fwd": ["fwd"], "fwdbwd": ["fwdbwd"], "both": ["fwd", "fwdbwd"]}[args[0]]
         args = args[1:]
+    d = 64
+    if args and args[0].startswith("d") and args[0][1:].isdigit():
+        d = int(args[0][1:])
+        args = args[1:]
     sizes = [int(s[:-1]) * 1024 if s.endswith("k") else int(s) for s in (args or ["4k", "16k"])]
-    b, h, d = 1, 8, 64
+    b, h = 1, 8
     dev = torch.cuda.get_device_name()
     for n in sizes:
         rows = []
@@ -117,7 +121,7 @@ def main():
                                   "density": round(density, 6), "mode": mode,
                                   "median_ms": None if ms is None else round(ms, 4),
                                   "tflops": None if ms is None else round(flops / ms / 1e9, 2),
-                                  "peak_mem_bytes": peak, "status": status}), flush=True)
+                                  "peak_mem_bytes": peak, "status": status, "path": impl}), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 //! Times the attention module on a device: the seed layout and the LongNet preset, median of
-//! many runs after warm-up, device-synchronised. Prints one JSON object per row.
+//! many runs after warm-up, device-synchronised. Prints one JSON object per row, labelled with
+//! the kernel family that ran.
 //!
-//! `cargo run --release --example kernel_bench [--features cuda] -- <cuda|wgpu> <f32|f16|bf16> <sizes,...> [iters] [fwd|fwdbwd|both] [longnet block]`
+//! `cargo run --release --example kernel_bench [--features cuda] -- --help`
 //!
 //! `fwdbwd` times the forward and `out.backward()` (seeded with ones, the gradient of
 //! `out.sum()` without the reduction) on an autodiff device (the backward kernels); `phases`
@@ -12,73 +13,128 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution};
-use dilated_attention::{BlockSparseRingDilatedAttention, DilatedPattern};
+use clap::{Parser, ValueEnum};
+use dilated_attention::{
+    AttentionShape, BlockSparseRingDilatedAttention, DilatedPattern, KernelPolicy, KernelStrategy,
+    Sm80Tuning,
+};
+use dilated_attention_examples::cli::{DeviceArg, DtypeArg, parse_size};
+use dilated_attention_examples::timing::{median_p10_p90, times};
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let backend = args.get(1).map_or("wgpu", String::as_str);
-    let dtype = match args.get(2).map_or("f16", String::as_str) {
-        "f32" => DType::F32,
-        "bf16" => DType::BF16,
-        _ => DType::F16,
-    };
-    let sizes: Vec<usize> = args
-        .get(3)
-        .map_or("4096,16384", String::as_str)
-        .split(',')
-        .map(|s| {
-            s.trim_end_matches(['k', 'K'])
-                .parse::<usize>()
-                .expect("size")
-                * if s.ends_with(['k', 'K']) { 1024 } else { 1 }
-        })
-        .collect();
-    let iters: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(20);
-    let modes: &[&str] = match args.get(5).map_or("fwd", String::as_str) {
-        "fwdbwd" => &["fwdbwd"],
-        "both" => &["fwd", "fwdbwd"],
-        "phases" => &["phases"],
-        _ => &["fwd"],
-    };
-    let longnet_block: usize = args.get(6).and_then(|s| s.parse().ok()).unwrap_or(128);
-    let device = match backend {
-        #[cfg(feature = "cuda")]
-        "cuda" => Device::cuda(0),
-        "flex" | "cpu" => Device::flex(),
-        _ => Device::wgpu(DeviceKind::DefaultDevice),
-    };
-    let (b, h, d) = (1, 8, 64);
-    for &n in &sizes {
-        // What the module's output buffers cost alone (zeros + -inf fill per branch).
-        let mut alloc = Vec::new();
-        for i in 0..(iters + 3) {
-            let start = Instant::now();
-            let o = Tensor::<4>::zeros([b, h, n, d], (&device, dtype));
-            let l = Tensor::<3>::full([b, h, n], f32::NEG_INFINITY, (&device, DType::F32));
-            device.sync().expect("sync");
-            if i >= 3 {
-                alloc.push(start.elapsed().as_secs_f64() * 1e3);
-            }
-            drop((o, l));
+/// What to time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// The forward.
+    Fwd,
+    /// The forward and the backward.
+    Fwdbwd,
+    /// Both, one row each.
+    Both,
+    /// A training step's parts, each synchronised.
+    Phases,
+}
+
+/// A kernel family to force (`auto`: the module's choice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Family {
+    Auto,
+    Portable,
+    Cmma,
+    Sm80,
+    /// sm80 with one 16-row tile per plane in the forward and `dQ`.
+    Sm80OneTile,
+    /// sm80 with `dQ` fused into `dK/dV` (f32 atomics).
+    Sm80FusedDq,
+}
+
+impl Family {
+    fn strategy(self) -> Option<KernelStrategy> {
+        let sm80 = Sm80Tuning::default();
+        match self {
+            Self::Auto => None,
+            Self::Portable => Some(KernelStrategy::Portable),
+            Self::Cmma => Some(KernelStrategy::Cmma),
+            Self::Sm80 => Some(KernelStrategy::Sm80(sm80)),
+            Self::Sm80OneTile => Some(KernelStrategy::Sm80(Sm80Tuning {
+                forward_tiles: 1,
+                dq_tiles: 1,
+                ..sm80
+            })),
+            Self::Sm80FusedDq => Some(KernelStrategy::Sm80(Sm80Tuning {
+                fused_dq: true,
+                ..sm80
+            })),
         }
-        alloc.sort_by(f64::total_cmp);
-        println!(
-            "{{\"impl\":\"alloc-only\",\"n\":{n},\"median_ms\":{:.3}}}",
-            alloc[alloc.len() / 2]
-        );
+    }
+}
+
+/// Times the attention kernels on the seed and LongNet presets.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The device.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Wgpu)]
+    device: DeviceArg,
+    /// Element type.
+    #[arg(long, value_enum, default_value_t = DtypeArg::F16)]
+    dtype: DtypeArg,
+    /// Sequence lengths in tokens (`4k`, `16384`, ...).
+    #[arg(long, value_delimiter = ',', value_parser = parse_size, default_value = "4k,16k")]
+    sizes: Vec<usize>,
+    /// Timed runs per row (after three warm-ups).
+    #[arg(long, default_value_t = 20)]
+    iters: usize,
+    /// What to time.
+    #[arg(long, value_enum, default_value_t = Mode::Fwd)]
+    mode: Mode,
+    /// Block size of the LongNet preset (tokens).
+    #[arg(long, default_value_t = 128)]
+    longnet_block: usize,
+    /// Head dimension.
+    #[arg(long, default_value_t = 64)]
+    head_dim: usize,
+    /// Kernel family to force.
+    #[arg(long, value_enum, default_value_t = Family::Auto)]
+    family: Family,
+}
+
+fn main() -> Result<(), String> {
+    let args = Args::parse();
+    let device = args.device.device()?;
+    let dtype = args.dtype.dtype();
+    let (b, h, d) = (1, 8, args.head_dim);
+    let modes: &[&str] = match args.mode {
+        Mode::Fwd => &["fwd"],
+        Mode::Fwdbwd => &["fwdbwd"],
+        Mode::Both => &["fwd", "fwdbwd"],
+        Mode::Phases => &["phases"],
+    };
+    for &n in &args.sizes {
         let presets = [
             ("seed", DilatedPattern::seed(128, false)),
             (
                 "longnet",
-                DilatedPattern::longnet(n, longnet_block, false).expect("valid preset"),
+                DilatedPattern::longnet(n, args.longnet_block, false).map_err(|e| e.to_string())?,
             ),
         ];
         for (name, pattern) in presets {
-            let module = BlockSparseRingDilatedAttention::from_pattern(pattern, None);
-            let stats = module.layout(n, h).expect("layout").stats();
+            let module = BlockSparseRingDilatedAttention::from_pattern(pattern, None)
+                .with_kernel_policy(KernelPolicy::Require)
+                .with_kernel_strategy(args.family.strategy());
+            let stats = module.layout(n, h).map_err(|e| e.to_string())?.stats();
+            let shape = AttentionShape {
+                batch: b,
+                heads: h,
+                kv_heads: h,
+                n,
+                head_dim: d,
+            };
+            let path = module
+                .execution_path(shape, dtype, &device)
+                .map_err(|e| e.to_string())?;
             for &mode in modes {
                 if mode == "phases" {
-                    phases(&module, &device, dtype, [b, h, n, d], iters, name);
+                    phases(&module, &device, dtype, [b, h, n, d], args.iters, name)?;
                     continue;
                 }
                 let grad = mode == "fwdbwd";
@@ -98,42 +154,28 @@ fn main() {
                 let (q, k, v) = (make(), make(), make());
                 let run = || {
                     let (o, _) = module
-                        .forward_kernels(q.clone(), k.clone(), v.clone(), None)
+                        .forward_with_lse(q.clone(), k.clone(), v.clone(), None)
                         .expect("the kernels run these inputs");
                     if grad {
-                        let g = o.backward();
-                        drop(g);
-                    } else {
-                        drop(o);
+                        drop(o.backward());
                     }
                 };
-                for _ in 0..3 {
-                    run();
-                }
-                device.sync().expect("sync");
-                let mut times = Vec::with_capacity(iters);
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    run();
-                    device.sync().expect("sync");
-                    times.push(start.elapsed().as_secs_f64() * 1e3);
-                }
-                times.sort_by(f64::total_cmp);
-                let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
-                let median = pct(0.5);
+                let (median, p10, p90) = median_p10_p90(times(&device, 3, args.iters, run)?);
                 let work = if grad { 3.5 } else { 1.0 };
                 let tflops =
                     work * 4.0 * d as f64 * stats.active_pairs as f64 / (median * 1e-3) / 1e12;
                 println!(
-                    "{{\"impl\":\"ours\",\"backend\":\"{backend}\",\"dtype\":\"{dtype:?}\",\"n\":{n},\"pattern\":\"{name}\",\
-                     \"mode\":\"{mode}\",\"density\":{:.6},\"median_ms\":{median:.3},\"p10_ms\":{:.3},\"p90_ms\":{:.3},\"tflops\":{tflops:.2}}}",
+                    "{{\"impl\":\"ours\",\"path\":\"{}\",\"backend\":\"{:?}\",\"dtype\":\"{dtype:?}\",\"n\":{n},\
+                     \"head_dim\":{d},\"pattern\":\"{name}\",\"mode\":\"{mode}\",\"density\":{:.6},\
+                     \"median_ms\":{median:.3},\"p10_ms\":{p10:.3},\"p90_ms\":{p90:.3},\"tflops\":{tflops:.2}}}",
+                    path.label(),
+                    args.device,
                     stats.density,
-                    pct(0.1),
-                    pct(0.9)
                 );
             }
         }
     }
+    Ok(())
 }
 
 /// The parts of one training step, each followed by a device sync, as medians over `iters`:
@@ -145,50 +187,46 @@ fn phases(
     shape: [usize; 4],
     iters: usize,
     name: &str,
-) {
+) -> Result<(), String> {
     let ad = device.clone().autodiff();
     let make =
         || Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), (&ad, dtype)).require_grad();
     let (q, k, v) = (make(), make(), make());
+    let sync = || device.sync().map_err(|e| format!("device sync: {e}"));
     let mut parts: [Vec<f64>; 5] = Default::default();
     for i in 0..iters + 3 {
         let t0 = Instant::now();
         let (o, _) = module
             .forward_kernels(q.clone(), k.clone(), v.clone(), None)
-            .expect("the kernels run these inputs");
-        device.sync().expect("sync");
+            .map_err(|e| e.to_string())?;
+        sync()?;
         let t1 = Instant::now();
         let loss = o.sum();
-        device.sync().expect("sync");
+        sync()?;
         let t2 = Instant::now();
         let grads = loss.backward();
         let t3 = Instant::now();
-        device.sync().expect("sync");
+        sync()?;
         let t4 = Instant::now();
         drop(grads);
-        device.sync().expect("sync");
+        sync()?;
         let t5 = Instant::now();
         if i >= 3 {
             let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
-            parts[0].push(ms(t0, t1));
-            parts[1].push(ms(t1, t2));
-            parts[2].push(ms(t2, t3));
-            parts[3].push(ms(t2, t4));
-            parts[4].push(ms(t4, t5));
+            for (part, t) in
+                parts
+                    .iter_mut()
+                    .zip([ms(t0, t1), ms(t1, t2), ms(t2, t3), ms(t2, t4), ms(t4, t5)])
+            {
+                part.push(t);
+            }
         }
     }
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let [f, l, e, bw, dr] = &mut parts;
+    let [f, l, e, bw, dr] = parts.map(|p| median_p10_p90(p).0);
     println!(
-        "{{\"impl\":\"phases\",\"pattern\":\"{name}\",\"n\":{},\"forward_ms\":{:.3},\"loss_ms\":{:.3},\"backward_enqueue_ms\":{:.3},\"backward_ms\":{:.3},\"drop_ms\":{:.3}}}",
-        shape[2],
-        med(f),
-        med(l),
-        med(e),
-        med(bw),
-        med(dr)
+        "{{\"impl\":\"phases\",\"pattern\":\"{name}\",\"n\":{},\"forward_ms\":{f:.3},\"loss_ms\":{l:.3},\
+         \"backward_enqueue_ms\":{e:.3},\"backward_ms\":{bw:.3},\"drop_ms\":{dr:.3}}}",
+        shape[2]
     );
+    Ok(())
 }

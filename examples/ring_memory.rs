@@ -1,28 +1,34 @@
 //! Peak attention memory and time of the ring on one device as the ring size grows.
 //!
-//! `cargo run --example ring_memory [--features cuda] -- <cuda|wgpu|cpu> [n]`
+//! `cargo run --example ring_memory [--features cuda] -- --device cuda --n 8k`
 //! Peak = the allocator's reserved bytes after the call, pools cleaned before it.
 
 use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use clap::Parser;
 use dilated_attention::{
     BlockSparseRingDilatedAttention, DilatedPattern, Partition, PatternType, SparsePatternConfig,
 };
+use dilated_attention_examples::cli::{DeviceArg, parse_size};
 
-fn main() {
-    let backend = std::env::args().nth(1).unwrap_or_else(|| "cpu".into());
-    let n: usize = std::env::args()
-        .nth(2)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(8192);
-    let device = match backend.as_str() {
-        #[cfg(feature = "cuda")]
-        "cuda" => Device::cuda(0),
-        "wgpu" => Device::wgpu(DeviceKind::DefaultDevice),
-        _ => Device::flex(),
-    };
+/// Peak memory and time of the ring on one device by ring size.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The device.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    device: DeviceArg,
+    /// Sequence length in tokens (`8k`, `16384`, ...).
+    #[arg(long, value_parser = parse_size, default_value = "8k")]
+    n: usize,
+}
+
+fn main() -> Result<(), String> {
+    let args = Args::parse();
+    let (n, backend) = (args.n, format!("{:?}", args.device).to_lowercase());
+    let device = args.device.device()?;
     let pattern = DilatedPattern::new(
         &[n / 4, n / 2, n],
         &[1, 2, 4],
@@ -65,4 +71,5 @@ fn main() {
             peak.map_or("–".into(), |b| format!("{:.0}", b as f64 / 1048576.0))
         );
     }
+    Ok(())
 }

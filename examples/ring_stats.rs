@@ -2,17 +2,25 @@
 //! size, the imbalance factor (max / mean work), skipped steps and the bytes the visiting
 //! chunks must move (only the gathered rows vs whole chunks).
 //!
-//! `cargo run --example ring_stats -- [n]` (default 32768; 8 heads, head_dim 64, f16).
+//! `cargo run --example ring_stats -- --n 32k` (8 heads, head_dim 64, f16).
 
+use clap::Parser;
 use dilated_attention::{
     BlockLayout, DilatedPattern, Partition, PatternType, RingSchedule, SparsePatternConfig,
 };
+use dilated_attention_examples::cli::parse_size;
+
+/// Ring schedule statistics of the seed and LongNet presets.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Sequence length in tokens (`32k`, `65536`, ...).
+    #[arg(long, value_parser = parse_size, default_value = "32k")]
+    n: usize,
+}
 
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(32768);
+    let n = Args::parse().n;
     let heads = 8;
     let seed = DilatedPattern::single(
         SparsePatternConfig::new(PatternType::DilatedSparse)

@@ -1,50 +1,79 @@
-//! Trains the recall transformer (`dilated_attention_examples`) and saves it.
+//! Trains the recall transformer (`dilated_attention_examples::recall`) and saves it.
 //!
-//! `cargo run --release --example train_recall -- [steps] [seq_len] [batch] [pairs] [symbols] [d_model] [lr] [block] [f32|f16|bf16] [model_path] [start_len]`
-//! (4 heads: `d_model` 128 gives head dim 32, which the GPU kernels serve; the last argument
-//! is the type the attention layers run in, `f16`/`bf16` with `block` 64 putting them on the
-//! tensor-core kernels). Defaults run on the CPU in a few minutes; `BURN_DEVICE=wgpu` (or
-//! `cuda`, built with `--features cuda`) trains on a GPU through the attention kernels. Training
-//! stops early once the last 50 steps at `seq_len` average an accuracy of 0.99. The model is
-//! saved to `model_path` (default: `recall-model` in the temp dir; the recorder adds `.bpk`;
-//! `-` keeps the default). With `start_len` it follows the length curriculum of
-//! [`RecallConfig::start_len`]: from `start_len` tokens, doubled at each 0.99.
-//! `RECALL_MAX_SECONDS` caps the training time (the model trained so far is still saved).
+//! `cargo run --release --example train_recall -- --help` lists the flags. The defaults run
+//! on the CPU in about half a minute; `--device wgpu` (or `cuda`, built with
+//! `--features cuda`) trains on a GPU through the attention kernels. Training stops early once
+//! the last 50 steps at `--seq-len` average an accuracy of 0.99.
 
 use std::io::Write;
-
-use burn::prelude::*;
-use burn::tensor::DType;
-use dilated_attention_examples::{Mastery, RecallConfig, train};
 use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+use burn::module::Module;
+use burn::tensor::DType;
+use clap::Parser;
+use dilated_attention_examples::cli::{DeviceArg, DtypeArg};
+use dilated_attention_examples::{Mastery, RecallConfig, saved_file, train};
+
+/// Trains a small decoder on associative recall and saves it.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The device to train on.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    device: DeviceArg,
+    /// Optimiser steps at most.
+    #[arg(long, default_value_t = 3000)]
+    steps: usize,
+    /// Sequence length in tokens (a multiple of 4).
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Key–value pairs at the start of each sequence.
+    #[arg(long, default_value_t = 4)]
+    pairs: usize,
+    /// Distinct keys (and values); chance is 1 / symbols.
+    #[arg(long, default_value_t = 8)]
+    symbols: usize,
+    /// Model width (4 heads: 128 gives head dim 32, which the GPU kernels serve).
+    #[arg(long, default_value_t = 64)]
+    d_model: usize,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f64,
+    /// Block size of the attention layout (64 with f16/bf16 puts the attention on the
+    /// tensor-core kernels).
+    #[arg(long, default_value_t = 16)]
+    block: usize,
+    /// Type the attention layers run in (default: the model's f32).
+    #[arg(long, value_enum)]
+    attention_dtype: Option<DtypeArg>,
+    /// Where to save the model (burn-pack; `.bpk` is added to a name without extension;
+    /// default: `recall-model.bpk` in the temp dir).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Start a length curriculum at this many tokens, doubled at each 0.99.
+    #[arg(long)]
+    start_len: Option<usize>,
+    /// Stop after this many seconds of training (the model so far is saved).
+    #[arg(long)]
+    max_seconds: Option<f64>,
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let arg = |i: usize, default: usize| {
-        std::env::args()
-            .nth(i)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(default)
-    };
-    let (steps, seq_len, batch) = (arg(1, 600), arg(2, 128), arg(3, 32));
-    let device = match std::env::var("BURN_DEVICE").as_deref() {
-        Ok("wgpu") => Device::wgpu(DeviceKind::DefaultDevice),
-        #[cfg(feature = "cuda")]
-        Ok("cuda") => Device::cuda(0),
-        _ => Device::flex(),
-    };
-    let defaults = RecallConfig::new();
+    let args = Args::parse();
+    let device = args.device.device()?;
     let cfg = RecallConfig::new()
-        .with_seq_len(seq_len)
-        .with_pairs(arg(4, defaults.pairs))
-        .with_symbols(arg(5, defaults.symbols))
-        .with_d_model(arg(6, defaults.d_model))
-        .with_block_size(arg(8, defaults.block_size))
-        .with_attention_dtype(match std::env::args().nth(9).as_deref() {
-            Some("f16") => Some(DType::F16),
-            Some("bf16") => Some(DType::BF16),
-            _ => None,
-        })
-        .with_start_len(std::env::args().nth(11).and_then(|s| s.parse().ok()));
+        .with_seq_len(args.seq_len)
+        .with_pairs(args.pairs)
+        .with_symbols(args.symbols)
+        .with_d_model(args.d_model)
+        .with_block_size(args.block)
+        .with_attention_dtype(args.attention_dtype.map(DtypeArg::dtype))
+        .with_start_len(args.start_len);
+    let (steps, seq_len) = (args.steps, args.seq_len);
     println!(
         "associative recall on {device:?}: {} pairs of {} symbols, query at position {}, chance {:.3}; \
          block {}, attention in {:?}{}",
@@ -62,17 +91,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             None => String::new(),
         },
     );
-    let max_seconds: f64 = std::env::var("RECALL_MAX_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(f64::INFINITY);
+    let max_seconds = args.max_seconds.unwrap_or(f64::INFINITY);
     let start = std::time::Instant::now();
     let mut len = 0;
-    let lr: f64 = std::env::args()
-        .nth(7)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1e-3);
-    let model = train(&cfg, steps, batch, lr, &device, |log| {
+    let model = train(&cfg, steps, args.batch, args.lr, &device, |log| {
         if log.seq_len != len {
             if len > 0 {
                 println!("\n{len} tokens mastered at step {}", log.step);
@@ -111,12 +133,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     })?;
     println!();
-    let path = std::env::args()
-        .nth(10)
-        .filter(|p| p != "-")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("recall-model"));
+    let path = args
+        .model
+        .unwrap_or_else(|| std::env::temp_dir().join("recall-model.bpk"));
     model.save_file(&path)?;
-    println!("saved to {}.bpk", path.display());
+    println!("saved to {}", saved_file(&path).display());
     Ok(())
 }

@@ -3,15 +3,16 @@
 //!
 //! `cargo run --release --example device_probe [--features cuda] -- --device cuda --check all`
 //!
-//! Checks (`--check a,b,...`; `all` runs every one but `ring-steps`): `basics`, `strategies`,
-//! `forward`, `edge`, `gradients`, `edge-gradients`, `finite-differences`, `ring`, `oracle`,
-//! `ring-steps`. Lines over a bar are collected and reported at the end; the probe exits with
+//! Checks (`--check a,b,...`; `all` runs every one but `ring-steps`, `large` and `scale`):
+//! `basics`, `strategies`, `forward`, `edge`, `gradients`, `edge-gradients`,
+//! `finite-differences`, `ring`, `oracle`, `ring-steps`, `large`, `scale`. Lines over a bar are collected and reported at the end; the probe exits with
 //! status 1 if there are any.
 
 mod basics;
 mod forward;
 mod gradients;
 mod ring;
+mod scale;
 mod strategies;
 mod support;
 
@@ -50,6 +51,10 @@ enum Check {
     Oracle,
     /// The ring's windowed steps at `--ring-cases`, errors and times.
     RingSteps,
+    /// A call past 2^32 elements (9 GB tensors) against its single batches.
+    Large,
+    /// The seed layout forward and backward at `--scale-lengths` (4M–16M): time and memory.
+    Scale,
 }
 
 /// Proves a runtime end to end against the CPU and an f64 oracle.
@@ -74,6 +79,9 @@ struct Args {
     /// `ring-steps`: f16 at P = 2 only, and times at P = 1, 2.
     #[arg(long)]
     quick: bool,
+    /// `scale` lengths in tokens (`4m,8m,16m`).
+    #[arg(long, value_delimiter = ',', value_parser = dilated_attention_examples::cli::parse_size, default_value = "4m,8m,16m")]
+    scale_lengths: Vec<usize>,
     /// Seed of the CPU backend's random inputs.
     #[arg(long, default_value_t = 3)]
     seed: u64,
@@ -112,7 +120,9 @@ fn main() -> ExitCode {
         over: Vec::new(),
     };
     let wants = |c: Check| {
-        args.check.contains(&c) || (args.check.contains(&Check::All) && c != Check::RingSteps)
+        args.check.contains(&c)
+            || (args.check.contains(&Check::All)
+                && !matches!(c, Check::RingSteps | Check::Large | Check::Scale))
     };
     let lengths = args.edge_lengths.as_deref();
     let timed = |name: &str, t: Instant| println!("[{name}: {:.1} s]", t.elapsed().as_secs_f64());
@@ -154,6 +164,18 @@ fn main() -> ExitCode {
             let t = Instant::now();
             ring::steps(&mut p, n, heads, args.quick);
             timed("ring-steps", t);
+        }
+    }
+    let scale_lengths = args.scale_lengths.clone();
+    let later: [(Check, &str, &CheckFn); 2] = [
+        (Check::Large, "large", &scale::large),
+        (Check::Scale, "scale", &|p| scale::scale(p, &scale_lengths)),
+    ];
+    for (check, name, run) in later {
+        if wants(check) {
+            let t = Instant::now();
+            run(&mut p);
+            timed(name, t);
         }
     }
     for line in &p.over {

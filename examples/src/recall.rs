@@ -29,6 +29,7 @@ use dilated_attention::{
     MultiHeadDilatedAttention, MultiHeadDilatedAttentionConfig, PatternType, SparsePatternConfig,
 };
 use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
 
 /// The recall task and the model size.
 #[derive(Config, Debug)]
@@ -343,4 +344,14 @@ pub fn train(
         }
     }
     Ok(model)
+}
+
+/// The file Burn's recorder writes for `path`: `path` itself, or `path.bpk` where `path` has no
+/// extension (burn-pack adds it then, and only then).
+pub fn saved_file(path: &Path) -> PathBuf {
+    if path.extension().is_some() {
+        path.to_path_buf()
+    } else {
+        path.with_extension("bpk")
+    }
 }

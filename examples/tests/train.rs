@@ -23,3 +23,23 @@ fn tiny_recall_training_lowers_the_loss() {
     assert!(losses.iter().all(|l| l.is_finite()));
     assert!(last < 0.8 * first, "loss {first} -> {last}");
 }
+
+#[test]
+fn a_model_is_saved_to_the_path_it_is_given() {
+    use dilated_attention_examples::{RecallModel, saved_file};
+    let dir = std::env::temp_dir().join(format!("recall-save-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let device = Device::flex();
+    let model = RecallModel::new(
+        &RecallConfig::new().with_seq_len(16).with_d_model(16),
+        &device,
+    )
+    .unwrap();
+    for (asked, lands) in [("x.bpk", "x.bpk"), ("y", "y.bpk"), ("z.model", "z.model")] {
+        model.clone().save_file(dir.join(asked)).unwrap();
+        assert_eq!(saved_file(&dir.join(asked)), dir.join(lands));
+        assert!(dir.join(lands).exists(), "{asked} should land at {lands}");
+    }
+    assert!(!dir.join("x.bpk.bpk").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -2,8 +2,6 @@
 //! fits) and record one row per measurement.
 
 use std::path::PathBuf;
-use std::str::FromStr;
-use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::module::attention;
@@ -11,14 +9,16 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Distribution};
 use dilated_attention::module::AttentionFactoryConfig;
 use dilated_attention::{
-    BlockSparseRingDilatedAttention, DilatedPattern, PatternType, SparsePatternConfig,
+    AttentionShape, BlockSparseRingDilatedAttention, DilatedPattern, PatternType,
+    SparsePatternConfig,
 };
+use dilated_attention_examples::timing::{median_p10_p90, times};
 use serde::{Deserialize, Serialize};
 
 use crate::report::Progress;
 
 /// Where the sweep runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
     /// CUDA (binary built with `--features cuda`).
     Cuda,
@@ -28,20 +28,8 @@ pub enum Backend {
     Cpu,
 }
 
-impl FromStr for Backend {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "cuda" => Ok(Self::Cuda),
-            "wgpu" => Ok(Self::Wgpu),
-            "cpu" | "flex" => Ok(Self::Cpu),
-            _ => Err(format!("--backend: cuda, wgpu or cpu, got `{s}`")),
-        }
-    }
-}
-
 impl Backend {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Self::Cuda => "cuda",
             Self::Wgpu => "wgpu",
@@ -76,59 +64,63 @@ impl Backend {
 }
 
 /// Forward only, forward and backward, or both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// Forward.
     Fwd,
     /// Forward and backward.
-    FwdBwd,
+    Fwdbwd,
     /// Both rows.
     Both,
 }
 
-impl FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "fwd" => Ok(Self::Fwd),
-            "fwdbwd" => Ok(Self::FwdBwd),
-            "both" => Ok(Self::Both),
-            _ => Err(format!("--mode: fwd, fwdbwd or both, got `{s}`")),
-        }
-    }
-}
-
-/// Sweep options (see `USAGE`).
-#[derive(Debug, Clone)]
+/// Sweep options (`cargo xtask bench --help`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// Backend; default: CUDA when compiled in and a GPU answers, else the CPU.
+    #[arg(long, value_enum)]
     pub backend: Option<Backend>,
+    /// Sequence lengths in tokens (`4k,8k,...`); default: 1K–4K on the CPU, 4K–128K on a GPU.
+    #[arg(long, value_delimiter = ',', value_parser = dilated_attention_examples::cli::parse_size)]
     pub sizes: Option<Vec<usize>>,
+    /// Presets: seed, longnet, local, global, random, a comma-separated list, or all.
+    #[arg(long, default_value = "all")]
     pub pattern: String,
+    /// A JSON `AttentionFactoryConfig` to sweep instead of the presets.
+    #[arg(long)]
     pub config: Option<PathBuf>,
-    pub dtype: String,
+    /// Element type on GPUs (the CPU backend computes in f32).
+    #[arg(long, value_enum, default_value_t = dilated_attention_examples::cli::DtypeArg::F16)]
+    pub dtype: dilated_attention_examples::cli::DtypeArg,
+    /// Batch size.
+    #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Query heads (= key/value heads).
+    #[arg(long, default_value_t = 8)]
     pub heads: usize,
+    /// Head dimension.
+    #[arg(long, default_value_t = 64)]
     pub head_dim: usize,
+    /// Forward, forward and backward, or both.
+    #[arg(long, value_enum, default_value_t = Mode::Fwd)]
     pub mode: Mode,
-    pub iters: usize,
+    /// Timed runs per row (after two warm-ups).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub iters: u32,
+    /// Output folder of results.{json,md,svg}.
+    #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            backend: None,
-            sizes: None,
-            pattern: "all".into(),
-            config: None,
-            dtype: "f16".into(),
-            batch: 1,
-            heads: 8,
-            head_dim: 64,
-            mode: Mode::Fwd,
-            iters: 10,
-            out: PathBuf::from("target/bench"),
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            options: Options,
         }
+        Wrap::parse_from(["bench"]).options
     }
 }
 
@@ -155,6 +147,25 @@ pub struct Row {
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The path that ran: a kernel family (`portable`, `cmma`, `sm80`), `reference`, or the
+    /// peer's name.
+    #[serde(default)]
+    pub path: String,
+    /// The commit the row was measured on (`git describe --always --dirty`).
+    #[serde(default)]
+    pub commit: String,
+}
+
+/// The commit of the working tree, `unknown` outside a git checkout.
+fn commit() -> String {
+    std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty", "--abbrev=12"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The presets: `seed` (the old prototype's layout) and `longnet`, plus three sparse layouts.
@@ -184,25 +195,10 @@ fn pattern(name: &str, n: usize) -> Option<DilatedPattern> {
     }
 }
 
-fn median_p10_p90(mut t: Vec<f64>) -> (f64, f64, f64) {
-    t.sort_by(f64::total_cmp);
-    let at = |p: f64| t[((t.len() - 1) as f64 * p).round() as usize];
-    (at(0.5), at(0.1), at(0.9))
-}
-
-fn time<F: FnMut()>(device: &Device, iters: usize, mut f: F) -> Vec<f64> {
-    for _ in 0..2 {
-        f();
-    }
-    let _ = device.sync();
-    (0..iters)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            let _ = device.sync();
-            start.elapsed().as_secs_f64() * 1e3
-        })
-        .collect()
+/// Timed runs of `f` after two warm-ups (the shared helper of every benchmark); a failed
+/// device sync fails the row.
+fn time<F: FnMut()>(device: &Device, iters: usize, f: F) -> Vec<f64> {
+    times(device, 2, iters, f).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs the sweep; returns the rows and the output folder.
@@ -213,12 +209,13 @@ pub fn run(opts: Options) -> Result<(Vec<Row>, PathBuf), String> {
         Backend::Cpu => vec![1024, 2048, 4096],
         _ => vec![4096, 8192, 16384, 32768, 65536, 131072],
     });
-    let dtype = match (backend, opts.dtype.as_str()) {
-        // The CPU backend computes in f32.
-        (Backend::Cpu, _) | (_, "f32") => DType::F32,
-        (_, "bf16") => DType::BF16,
-        _ => DType::F16,
+    // The CPU backend computes in f32.
+    let dtype = match backend {
+        Backend::Cpu => DType::F32,
+        _ => opts.dtype.dtype(),
     };
+    let iters = opts.iters as usize;
+    let commit = commit();
     let custom = match &opts.config {
         Some(path) => {
             let json =
@@ -248,7 +245,7 @@ pub fn run(opts: Options) -> Result<(Vec<Row>, PathBuf), String> {
     };
     let modes: &[&str] = match opts.mode {
         Mode::Fwd => &["fwd"],
-        Mode::FwdBwd => &["fwdbwd"],
+        Mode::Fwdbwd => &["fwdbwd"],
         Mode::Both => &["fwd", "fwdbwd"],
     };
     let device_name = format!("{device:?}");
@@ -276,6 +273,8 @@ pub fn run(opts: Options) -> Result<(Vec<Row>, PathBuf), String> {
             peak_mem_bytes: None,
             status: "ok".into(),
             message: None,
+            path: implementation.into(),
+            commit: commit.clone(),
         };
         for name in &patterns {
             let module = match &custom {
@@ -289,15 +288,28 @@ pub fn run(opts: Options) -> Result<(Vec<Row>, PathBuf), String> {
                 ),
             };
             let stats = module.layout(n, h).map_err(|e| e.to_string())?.stats();
+            let shape = AttentionShape {
+                batch: b,
+                heads: h,
+                kv_heads: h,
+                n,
+                head_dim: d,
+            };
+            let path = module
+                .execution_path(shape, dtype, &device)
+                .map_err(|e| e.to_string())?;
             for &mode in modes {
-                let base = blank("ours", name, stats.density, mode);
+                let base = Row {
+                    path: path.label().into(),
+                    ..blank("ours", name, stats.density, mode)
+                };
                 let flops = 4.0
                     * d as f64
                     * stats.active_pairs as f64
                     * if mode == "fwd" { 1.0 } else { 3.5 };
                 progress.step(&format!("ours {name} n={n} {mode}"));
                 rows.push(measure(&device, base, flops, || {
-                    bench_ours(&module, &device, dtype, [b, h, n, d], mode, opts.iters)
+                    bench_ours(&module, &device, dtype, [b, h, n, d], mode, iters)
                 }));
             }
         }
@@ -317,7 +329,10 @@ pub fn run(opts: Options) -> Result<(Vec<Row>, PathBuf), String> {
                 Backend::Cpu | Backend::Wgpu => 4096,
                 Backend::Cuda => 32768,
             };
-            let dense = blank("burn-dense", "dense", 1.0, mode);
+            let dense = Row {
+                path: "burn".into(),
+                ..blank("burn-dense", "dense", 1.0, mode)
+            };
             rows.push(if n > dense_limit {
                 Row {
                     status: "oom".into(),
@@ -328,7 +343,7 @@ pub fn run(opts: Options) -> Result<(Vec<Row>, PathBuf), String> {
                 }
             } else {
                 measure(&device, dense, dense_flops, || {
-                    bench_dense(&device, dtype, [b, h, n, d], mode, opts.iters)
+                    bench_dense(&device, dtype, [b, h, n, d], mode, iters)
                 })
             });
         }

@@ -16,8 +16,9 @@ use cubecl::prelude::*;
 use crate::KernelError;
 use crate::args::{AttnDtype, KernelConfig};
 
-/// A kernel family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A kernel family (serde: `"portable"`, `"cmma"`, `{"sm80": {...}}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Plain CubeCL: one unit per query row, f32 accumulation; every runtime and dtype (WGSL
     /// on lavapipe in CI).
@@ -31,8 +32,9 @@ pub enum Strategy {
 }
 
 /// Tuning of the [`Strategy::Sm80`] kernels. The defaults are what measured fastest on the
-/// H200 (`docs/benchmarks.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// H200 (`docs/benchmarks.md`); in JSON every field is optional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Sm80Tuning {
     /// 16-row MMA tiles per plane of the forward (1 or 2).
     pub forward_tiles: u8,

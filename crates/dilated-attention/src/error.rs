@@ -122,7 +122,6 @@ pub enum AttentionError {
         reason: KernelUnavailable,
     },
     /// A kernel launch failed after the kernels had accepted the call (a runtime error).
-    #[cfg(feature = "cube")]
     #[error("kernel: {0}")]
     Kernel(dilated_attention_kernels::KernelError),
     /// A JSON configuration could not be read.
@@ -151,7 +150,6 @@ impl AttentionError {
             | Self::DeviceMismatch { tensor } => (*tensor).into(),
             Self::Invalid { field, .. } => (*field).into(),
             Self::KernelUnavailable { .. } => "device".into(),
-            #[cfg(feature = "cube")]
             Self::Kernel(_) => "device".into(),
             Self::Json { .. } => "json".into(),
         }
@@ -178,7 +176,6 @@ pub enum KernelUnavailable {
     #[error("striped ring holders have no windowed kernel")]
     StripedRing,
     /// The kernels refuse the configuration or the inputs on this device.
-    #[cfg(feature = "cube")]
     #[error(transparent)]
     Kernel(#[from] dilated_attention_kernels::KernelError),
 }

@@ -15,6 +15,8 @@
 
 use burn::tensor::{DType, Tensor};
 
+use crate::error::{AttentionError, Result};
+
 /// Replaces `-inf` by 0 in a detached maximum, so that `x - m` stays finite-or-`-inf`.
 pub(crate) fn finite_or_zero<const D: usize>(m: Tensor<D>) -> Tensor<D> {
     let inf = m.clone().is_inf();
@@ -31,17 +33,45 @@ pub(crate) fn safe_log<const D: usize>(l: Tensor<D>) -> (Tensor<D>, Tensor<D, bu
 /// Merges partial results of attention over disjoint key sets (or sets that should count twice).
 ///
 /// - `parts`: `(out_p, lse_p)` with `out_p: [batch, heads, n, head_dim]` in any float dtype and
-///   `lse_p: [batch, heads, n]` in f32.
+///   `lse_p: [batch, heads, n]` in f32, all of one shape.
 ///
 /// Returns `(out, lse)`: `out: [batch, heads, n, head_dim]` in the dtype of the first part's
-/// output, `lse: [batch, heads, n]` in f32. With a single part it is returned as it is.
-///
-/// # Panics
-/// If `parts` is empty or the shapes differ (internal callers guarantee both).
-pub fn merge_lse(mut parts: Vec<(Tensor<4>, Tensor<3>)>) -> (Tensor<4>, Tensor<3>) {
-    assert!(!parts.is_empty(), "merge_lse needs at least one part");
-    if parts.len() == 1 {
-        return parts.pop().expect("one part");
+/// output, `lse: [batch, heads, n]` in f32. With a single part it is returned as it is. No part,
+/// or parts of different shapes, are an error naming `parts`.
+pub fn merge_lse(parts: Vec<(Tensor<4>, Tensor<3>)>) -> Result<(Tensor<4>, Tensor<3>)> {
+    let Some((first_out, first_lse)) = parts.first() else {
+        return Err(AttentionError::Invalid {
+            field: "parts",
+            rule: "at least one (out, lse) part to merge".into(),
+        });
+    };
+    let (out_dims, lse_dims) = (first_out.dims(), first_lse.dims());
+    if out_dims[..3] != lse_dims {
+        return Err(AttentionError::ShapeMismatch {
+            tensor: "parts",
+            expected: format!("lse of shape {:?} (out's first three dims)", &out_dims[..3]),
+            got: lse_dims.to_vec(),
+        });
+    }
+    if let Some((o, l)) = parts
+        .iter()
+        .find(|(o, l)| o.dims() != out_dims || l.dims() != lse_dims)
+    {
+        return Err(AttentionError::ShapeMismatch {
+            tensor: "parts",
+            expected: format!("every part of shape {out_dims:?} / {lse_dims:?}"),
+            got: [o.dims().to_vec(), l.dims().to_vec()].concat(),
+        });
+    }
+    Ok(merge_parts(parts))
+}
+
+/// [`merge_lse`] for callers that hold at least one part of one shape.
+pub(crate) fn merge_parts(mut parts: Vec<(Tensor<4>, Tensor<3>)>) -> (Tensor<4>, Tensor<3>) {
+    if parts.len() <= 1
+        && let Some(part) = parts.pop()
+    {
+        return part;
     }
     let dtype = parts[0].0.dtype();
     let (outs, lses): (Vec<_>, Vec<_>) = parts
@@ -56,14 +86,12 @@ pub fn merge_lse(mut parts: Vec<(Tensor<4>, Tensor<3>)>) -> (Tensor<4>, Tensor<3
     let (log_sum, empty) = safe_log(sum.clone());
     let total = (log_sum + m).squeeze_dim::<3>(0);
     let norm = w / sum.mask_fill(empty, 1.0);
-    let out = outs
-        .into_iter()
-        .enumerate()
-        .map(|(p, o)| {
-            let weight = norm.clone().slice_dim(0, p..p + 1).squeeze_dim::<3>(0);
-            o * weight.unsqueeze_dim::<4>(3)
-        })
+    let weighted = outs.into_iter().enumerate().map(|(p, o)| {
+        let weight = norm.clone().slice_dim(0, p..p + 1).squeeze_dim::<3>(0);
+        o * weight.unsqueeze_dim::<4>(3)
+    });
+    let out = weighted
         .reduce(|a, b| a + b)
-        .expect("at least two parts");
+        .unwrap_or_else(|| unreachable!("two parts or more here"));
     (out.cast(dtype), total)
 }

@@ -30,9 +30,10 @@ impl Branch {
         }
     }
 
-    /// The branch offset of head `head`: `s = head mod r` (LongNet).
-    pub fn offset(&self, head: usize) -> usize {
-        head % self.dilation_rate
+    /// The branch offset of head `head`: `s = head mod r` (LongNet); `None` for a branch whose
+    /// rate is 0 (which validation refuses).
+    pub fn offset(&self, head: usize) -> Option<usize> {
+        head.checked_rem(self.dilation_rate)
     }
 }
 

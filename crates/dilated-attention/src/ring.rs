@@ -5,7 +5,7 @@
 //! the owners). At step `t` holder `r` computes its queries against the chunk of holder
 //! `(r - t) mod P` with a plan restricted to those rows — a step with no active block pair is
 //! skipped — and each step's partial `(out, lse)` is merged into the holder's running result
-//! with [`merge_lse`], the same function that merges branches. With `P` copies of one device
+//! with [`merge_lse`](crate::merge::merge_lse), the same function that merges branches. With `P` copies of one device
 //! this is chunked execution on a single device (attention memory follows the chunks); with `P`
 //! devices it is the ring across them, through the same code.
 //!
@@ -23,7 +23,7 @@ use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 use crate::error::{AttentionError, KernelUnavailable, Result};
 use crate::inputs::AttentionShape;
 use crate::layout::BlockLayout;
-use crate::merge::merge_lse;
+use crate::merge::merge_parts;
 use crate::reference::{ReferencePlan, reference_attention};
 use crate::schedule::{Partition, RingSchedule, RingStep};
 
@@ -49,7 +49,7 @@ impl RingPlan {
         let n = layout.n;
         let mut tokens = vec![Vec::new(); holders];
         for i in 0..n {
-            tokens[partition.owner(i, n, holders)].push(i);
+            tokens[partition.owner_of(i, n, holders)].push(i);
         }
         let mut active = vec![vec![false; holders]; holders];
         for (r, steps) in schedule.steps.iter().enumerate() {
@@ -170,7 +170,7 @@ fn kernel_step(
                 kp.tokens.clone(),
             )?);
         }
-        let (o, l) = merge_lse(parts);
+        let (o, l) = merge_parts(parts);
         outs.push(o);
         lses.push(l);
     }
@@ -318,7 +318,7 @@ pub fn ring_attention(
                 }
             };
             *running = Some(match running.take() {
-                Some(previous) => merge_lse(vec![previous, step_result]),
+                Some(previous) => merge_parts(vec![previous, step_result]),
                 None => step_result,
             });
         }

@@ -28,8 +28,14 @@ pub enum Partition {
 }
 
 impl Partition {
-    /// The holder of token `i` among `p` holders of a sequence of `n` tokens.
-    pub fn owner(self, i: usize, n: usize, p: usize) -> usize {
+    /// The holder of token `i` among `p` holders of a sequence of `n` tokens; `None` without
+    /// holders or for a token past the sequence.
+    pub fn owner(self, i: usize, n: usize, p: usize) -> Option<usize> {
+        (p > 0 && i < n).then(|| self.owner_of(i, n, p))
+    }
+
+    /// [`owner`](Self::owner) for `p >= 1` and `i < n`.
+    pub(crate) fn owner_of(self, i: usize, n: usize, p: usize) -> usize {
         match self {
             Self::Contiguous => (i * p / n.max(1)).min(p - 1),
             Self::Zigzag => {
@@ -106,7 +112,7 @@ impl RingSchedule {
                 rule: format!("at most {MAX_HOLDERS} holders, got {p}"),
             });
         }
-        let owner: Vec<usize> = (0..n).map(|i| partition.owner(i, n, p)).collect();
+        let owner: Vec<usize> = (0..n).map(|i| partition.owner_of(i, n, p)).collect();
         let mut pairs = vec![0u64; p * p];
         let mut blocks = vec![0u64; p * p];
         let mut needed = vec![0u64; n];
@@ -252,7 +258,7 @@ mod tests {
         let n = 100;
         let mut count = vec![0; p];
         for i in 0..n {
-            count[part.owner(i, n, p)] += 1;
+            count[part.owner(i, n, p).unwrap()] += 1;
         }
         assert_eq!(count.iter().sum::<usize>(), n);
         assert!(count.iter().all(|&c| c >= n / p - 2), "{part:?} {count:?}");
@@ -294,8 +300,8 @@ mod tests {
             for st in steps {
                 let mut pairs = 0u64;
                 for h in 0..l.heads {
-                    for i in (0..60).filter(|&i| part.owner(i, 60, p) == r) {
-                        for j in (0..60).filter(|&j| part.owner(j, 60, p) == st.kv_owner) {
+                    for i in (0..60).filter(|&i| part.owner(i, 60, p) == Some(r)) {
+                        for j in (0..60).filter(|&j| part.owner(j, 60, p) == Some(st.kv_owner)) {
                             pairs += (0..l.branches.len())
                                 .filter(|&b| l.allows(b, h, i, j))
                                 .count() as u64;

@@ -224,22 +224,25 @@ fn autodiff_runs_the_kernels(
 /// per-class launches leave rows of other classes untouched (their accumulators stay 0).
 #[test]
 fn direct_launch_writes_delta_and_only_class_rows() {
-    use burn::backend::Cube;
+    use burn::backend::ops::FloatTensorOps;
+    use burn_cubecl::CubeBackend;
     use dilated_attention::BlockLayout;
     use dilated_attention::kernel::KernelClassLayout;
     use dilated_attention_kernels::{
         AttnDtype, BackwardTensors, ClassArgs, KernelConfig, Strategy, TensorRef, backward_class,
-        delta, plan,
+        delta, plan, read_f32,
     };
 
+    // Straight on `CubeBackend` (whatever Burn's `Cube` is, with or without Fusion).
     let Some(gpu) = gpu() else { return };
+    let cube_device = burn_cubecl::CubeDevice::Wgpu(Default::default());
     let (b, h, n, d) = (1, 2, 70, 32);
     // One branch dilated by 2: head 0 owns the even tokens, head 1 the odd ones.
     let pattern =
         DilatedPattern::new(&[70], &[2], sparse(PatternType::Dense, 16, 0.0), true).unwrap();
     let layout = BlockLayout::new(&pattern, n, h).unwrap();
-    let prim = |t: Tensor<4>| t.try_into_primitive::<Cube>().unwrap();
-    let prim3 = |t: Tensor<3>| t.try_into_primitive::<Cube>().unwrap();
+    let prim = |t: Tensor<4>| CubeBackend::float_from_data(t.into_data(), &cube_device);
+    let prim3 = |t: Tensor<3>| CubeBackend::float_from_data(t.into_data(), &cube_device);
     let view = |name, t: &burn_cubecl::tensor::CubeTensor| {
         TensorRef::new(
             name,
@@ -305,10 +308,10 @@ fn direct_launch_writes_delta_and_only_class_rows() {
         false,
     )
     .unwrap();
-    let delta_v = values(Tensor::<3>::from_primitive::<Cube>(delta_buf));
+    let delta_v = read_f32(&client, &delta_buf.handle).unwrap();
     assert!(delta_v.iter().all(|x| x.is_finite()), "unwritten Δ row");
     for g in [dq, dk, dv] {
-        let g = values(Tensor::<4>::from_primitive::<Cube>(g));
+        let g = read_f32(&client, &g.handle).unwrap();
         for i in 0..n {
             let row = &g[i * d..(i + 1) * d];
             assert!(row.iter().all(|x| x.is_finite()));
@@ -326,5 +329,62 @@ fn direct_launch_writes_delta_and_only_class_rows() {
         }
         // Head 1 belongs to the other class.
         assert!(g[n * d..].iter().all(|&x| x == 0.0));
+    }
+}
+
+/// Garbage (NaN, ±∞) in the `k`/`v` rows of padded keys changes no output and no gradient of
+/// the kernels (forward and backward, portable family), nor the reference path's.
+#[rstest]
+fn garbage_in_padded_keys_is_confined(#[values(false, true)] causal: bool) {
+    let Some(gpu) = gpu() else { return };
+    let (b, h, n, d) = (2, 2, 70, 32);
+    let pattern = DilatedPattern::new(
+        &[32, 70],
+        &[1, 2],
+        sparse(PatternType::LocalWindow, 16, 0.5),
+        causal,
+    )
+    .unwrap();
+    let module = BlockSparseRingDilatedAttention::from_pattern(pattern, None);
+    let cpu = cpu(21);
+    let [q, k, v, r] = [0; 4].map(|_| randn([b, h, n, d], &cpu));
+    let run = |module: &BlockSparseRingDilatedAttention, device: &Device, poison: bool| {
+        let ad = device.clone().autodiff();
+        let mask = padding_mask(b, n, &ad);
+        let padded = mask.clone().reshape([b, 1, n, 1]).expand([b, h, n, d]);
+        let on = |t: &Tensor<4>| Tensor::<4>::from_data(t.to_data(), &ad);
+        let (k, v) = if poison {
+            (
+                on(&k).mask_fill(padded.clone(), f32::INFINITY),
+                on(&v).mask_fill(padded, f32::NAN),
+            )
+        } else {
+            (on(&k), on(&v))
+        };
+        let [q, k, v] = [on(&q), k, v].map(|t| t.require_grad());
+        let out = module
+            .forward_masked(q.clone(), k.clone(), v.clone(), Some(mask.clone()))
+            .unwrap();
+        let grads = (out.clone() * on(&r)).sum().backward();
+        // The gradients of padded keys are 0 either way; compare the rest.
+        let keep = mask.bool_not().float().reshape([b, 1, n, 1]);
+        let g = |t: &Tensor<4>| values(t.grad(&grads).unwrap() * keep.clone().inner());
+        let dq = values(q.grad(&grads).unwrap());
+        (values(out), dq, g(&k), g(&v))
+    };
+    for (device, module, what) in [
+        (&gpu, module.clone(), "kernels"),
+        (&cpu, module.clone().without_kernels(), "reference"),
+    ] {
+        let clean = run(&module, device, false);
+        let dirty = run(&module, device, true);
+        for (name, a, b) in [
+            ("out", &dirty.0, &clean.0),
+            ("dq", &dirty.1, &clean.1),
+            ("dk", &dirty.2, &clean.2),
+            ("dv", &dirty.3, &clean.3),
+        ] {
+            assert_close(a, b, 1e-6, &format!("{what} {name} causal={causal}"));
+        }
     }
 }

@@ -122,19 +122,22 @@ fn rows_without_keys_are_zero_and_neg_inf() {
 #[case::whole_sequence(None)]
 #[case::window(Some(Window { q_start: 20, q_end: 61, k_start: 5, k_end: 50 }))]
 fn direct_launch_writes_every_element(#[case] window: Option<Window>) {
-    use burn::backend::Cube;
+    use burn::backend::ops::FloatTensorOps;
+    use burn_cubecl::CubeBackend;
     use dilated_attention_kernels::{
         AttnDtype, ClassArgs, ForwardTensors, KernelConfig, Strategy, TensorRef, forward_class,
-        plan,
+        plan, read_f32,
     };
 
+    // Straight on `CubeBackend` (whatever Burn's `Cube` is, with or without Fusion).
     let Some(gpu) = gpu() else { return };
+    let cube_device = burn_cubecl::CubeDevice::Wgpu(Default::default());
     let (b, h, n, d) = (1, 2, 77, 64);
     let pattern = DilatedPattern::single(sparse(PatternType::LocalWindow, 16, 0.5), true);
     let layout = BlockLayout::new(&pattern, n, h).unwrap();
     let host = KernelClassLayout::new(&layout.classes[0], 1, 16).unwrap();
     let (n_q, n_k) = window.map_or((n, n), |w| (w.q_end - w.q_start, w.k_end - w.k_start));
-    let cube = |t: Tensor<4>| t.try_into_primitive::<Cube>().unwrap();
+    let cube = |t: Tensor<4>| CubeBackend::float_from_data(t.into_data(), &cube_device);
     let view = |name, t: &burn_cubecl::tensor::CubeTensor| {
         TensorRef::new(
             name,
@@ -148,9 +151,10 @@ fn direct_launch_writes_every_element(#[case] window: Option<Window>) {
     let q = cube(randn([b, h, n_q, d], &gpu));
     let k = cube(randn([b, h, n_k, d], &gpu));
     let out = cube(Tensor::<4>::full([b, h, n_q, d], f32::NAN, &gpu));
-    let lse = Tensor::<3>::full([b, h, n_q], f32::NAN, &gpu)
-        .try_into_primitive::<Cube>()
-        .unwrap();
+    let lse = CubeBackend::float_from_data(
+        Tensor::<3>::full([b, h, n_q], f32::NAN, &gpu).into_data(),
+        &cube_device,
+    );
     let client = q.client.clone();
     let mut class = ClassArgs::upload(&client, &host.rows, host.params, h, 16, n).unwrap();
     if let Some(w) = window {
@@ -179,8 +183,8 @@ fn direct_launch_writes_every_element(#[case] window: Option<Window>) {
         lse: &lr,
     };
     forward_class(&client, &plan, &tensors, &class, false).unwrap();
-    let out = values(Tensor::<4>::from_primitive::<Cube>(out));
-    let lse = values(Tensor::<3>::from_primitive::<Cube>(lse));
+    let out = read_f32(&client, &out.handle).unwrap();
+    let lse = read_f32(&client, &lse.handle).unwrap();
     assert!(
         out.iter().all(|x| x.is_finite()),
         "unwritten output element"

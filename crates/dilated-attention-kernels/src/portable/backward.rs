@@ -127,9 +127,10 @@ pub(crate) fn backward_dq<F: Float>(
                     }
                     let p = select(ok, f32::exp(dot - l_safe), 0.0f32);
                     let ds = select(ok, p * (dp - delta_row), 0.0f32);
+                    // Keys this query does not see add nothing (not `0 · k`, NaN for a NaN row).
                     #[unroll(unroll)]
                     for d in 0..head_dim {
-                        acc[d] += ds * ks[c * head_dim + d];
+                        acc[d] += select(ok, ds * ks[c * head_dim + d], 0.0f32);
                     }
                 }
                 sync_cube();
@@ -261,10 +262,11 @@ pub(crate) fn backward_dkdv<F: Float>(
                     }
                     let p = select(ok, f32::exp(dot - ls[c]), 0.0f32);
                     let ds = select(ok, p * (dp - ds_row[c]), 0.0f32);
+                    // Queries that do not see this key add nothing (not `0 · q`).
                     #[unroll(unroll)]
                     for d in 0..head_dim {
-                        dv_acc[d] += p * gs[c * head_dim + d];
-                        dk_acc[d] += ds * qs[c * head_dim + d];
+                        dv_acc[d] += select(ok, p * gs[c * head_dim + d], 0.0f32);
+                        dk_acc[d] += select(ok, ds * qs[c * head_dim + d], 0.0f32);
                     }
                 }
                 sync_cube();

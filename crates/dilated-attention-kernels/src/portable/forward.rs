@@ -125,11 +125,15 @@ pub(crate) fn block_sparse_forward<F: Float>(
                         acc[d] *= alpha;
                     }
                     for c in 0..CHUNK {
-                        let p = f32::exp(s[c] - m_new);
-                        l += p;
-                        #[unroll(unroll)]
-                        for d in 0..head_dim {
-                            acc[d] += p * vs[c * head_dim + d];
+                        // Keys this query does not see add nothing, not `0 · v` (which is NaN
+                        // for a NaN value row).
+                        if s[c] != neg_inf {
+                            let p = f32::exp(s[c] - m_new);
+                            l += p;
+                            #[unroll(unroll)]
+                            for d in 0..head_dim {
+                                acc[d] += p * vs[c * head_dim + d];
+                            }
                         }
                     }
                     m = m_new;

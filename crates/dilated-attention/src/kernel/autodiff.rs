@@ -29,7 +29,10 @@ use burn::backend::{
     AutodiffBackend, Cube, DispatchDevice, DispatchKindConversion, DispatchTensor,
 };
 use burn::tensor::{Bool, DType, Device, GradientCheckpointingStrategy, Int, IntDType, Tensor};
-use dilated_attention_kernels::Plan;
+use dilated_attention_kernels::{KernelError, Plan};
+
+/// Elements a tensor may span for the kernels' 32-bit offsets.
+const MAX_ELEMENTS: usize = u32::MAX as usize;
 
 use super::KernelCall;
 use super::backend::KernelBackend;
@@ -78,6 +81,39 @@ pub(crate) fn attention(
     call: &KernelCall,
 ) -> Result<(Tensor<4>, Tensor<3>), KernelUnavailable> {
     let plan = path(&q.device(), q.dtype(), call)?;
+    // The kernels index with 32-bit offsets: a call whose tensors pass them runs as chunks of
+    // whole batches that fit (each its own launch), joined after.
+    let [batch, heads, rows, d] = q.dims();
+    let [_, kv_heads, k_rows, _] = k.dims();
+    let per_batch = (heads * rows * d).max(kv_heads * k_rows * d);
+    if per_batch > MAX_ELEMENTS {
+        return Err(KernelError::Unsupported {
+            field: "n",
+            rule: format!(
+                "one batch of {per_batch} elements passes the kernels' 32-bit indexing \
+                 ({MAX_ELEMENTS}); split the heads or the sequence"
+            ),
+        }
+        .into());
+    }
+    if batch * per_batch > MAX_ELEMENTS {
+        let step = MAX_ELEMENTS / per_batch;
+        let mut parts = Vec::new();
+        for start in (0..batch).step_by(step) {
+            let range = start..(start + step).min(batch);
+            let slice = |t: &Tensor<4>| t.clone().slice_dim(0, range.clone());
+            let mask = mask.map(|m| m.clone().slice_dim(0, range.clone()));
+            parts.push(attention(
+                &slice(q),
+                &slice(k),
+                &slice(v),
+                mask.as_ref(),
+                call,
+            )?);
+        }
+        let (outs, lses): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+        return Ok((Tensor::cat(outs, 0), Tensor::cat(lses, 0)));
+    }
     let mask = mask.map(kernel_mask);
     match q.gradient_checkpointing_strategy() {
         None => untracked(q, k, v, mask, call, plan),

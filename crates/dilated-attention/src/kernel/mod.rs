@@ -79,7 +79,7 @@ impl KernelCall {
             client,
             &self.config(dtype)?,
             self.window.is_some(),
-            self.strategy.map(Into::into),
+            self.strategy,
         )
     }
 }

@@ -45,6 +45,19 @@ pub struct BlockSparseRingDilatedAttention {
     warned: Warned,
 }
 
+/// The result of a call without a query row (`batch = 0` or `n = 0`): `out` like `q` (derived
+/// from it, so that autodiff still reaches `q`), `lse` of shape `[batch, heads, n]`.
+fn empty_result(q: &Tensor<4>, shape: AttentionShape) -> Option<(Tensor<4>, Tensor<3>)> {
+    (shape.batch == 0 || shape.n == 0).then(|| {
+        let lse = Tensor::full(
+            [shape.batch, shape.heads, shape.n],
+            f32::NEG_INFINITY,
+            (&q.device(), DType::F32),
+        );
+        (q.clone().mul_scalar(0.0), lse)
+    })
+}
+
 /// The reasons already logged by a module (one warning per reason).
 #[derive(Debug, Clone, Default)]
 struct Warned(Arc<Mutex<HashSet<String>>>);
@@ -159,7 +172,7 @@ impl BlockSparseRingDilatedAttention {
         #[cfg(feature = "cube")]
         {
             let call = self.call(shape, scale, layout, None);
-            Ok(crate::kernel::path(device, dtype, &call)?.strategy().into())
+            Ok(crate::kernel::path(device, dtype, &call)?.strategy())
         }
         #[cfg(not(feature = "cube"))]
         Err(KernelUnavailable::NotBuilt)
@@ -254,6 +267,9 @@ impl BlockSparseRingDilatedAttention {
         mask: Option<Tensor<2, Bool>>,
     ) -> crate::Result<(Tensor<4>, Tensor<3>)> {
         let (shape, scale, layout) = self.prepare(&q, &k, &v, mask.as_ref())?;
+        if let Some(empty) = empty_result(&q, shape) {
+            return Ok(empty);
+        }
         if self.ring_size > 1 && shape.n >= self.ring_size {
             let device = q.device();
             let devices = vec![device.clone(); self.ring_size];
@@ -409,6 +425,9 @@ impl BlockSparseRingDilatedAttention {
         mask: Option<Tensor<2, Bool>>,
     ) -> crate::Result<(Tensor<4>, Tensor<3>)> {
         let (shape, scale, layout) = self.prepare(&q, &k, &v, mask.as_ref())?;
+        if let Some(empty) = empty_result(&q, shape) {
+            return Ok(empty);
+        }
         crate::kernel::attention(
             &q,
             &k,

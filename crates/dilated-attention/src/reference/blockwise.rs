@@ -6,14 +6,15 @@
 //!    blocks: `q_g, k_g, v_g: [batch, class_heads, rows, block, head_dim]`, one row per query
 //!    block of every segment;
 //! 2. order the rows by their number of key blocks, longest first, so that "slot" `j` (the `j`-th
-//!    key block of each row) is a prefix of rows; for each slot, gather one key block per row,
-//!    compute `[.., rows_j, block, block]` scores and update the running max, sum and
-//!    accumulator of those rows;
+//!    key block of each row) is a prefix of rows; walk the slots in groups (as many as keep one
+//!    step's scores under 2^24 values): for each group, gather every row's key blocks at once
+//!    (a zero block where a row has fewer), compute `[.., rows, block, width · block]` scores
+//!    in one product and update the running max, sum and accumulator of those rows;
 //! 3. normalise, restore the row order and scatter back to token positions (`lse = -inf` and
 //!    `out = 0` for tokens the class skips).
 //!
-//! The branches are then merged with [`merge_lse`]. Peak memory is `O(n · block)` per head (one
-//! slot's scores); nothing is `n × n`.
+//! The branches are then merged with [`merge_lse`](crate::merge::merge_lse). Peak memory is one
+//! group's scores (at most 2^24 values) per class and step; nothing is `n × n`.
 
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 
 use crate::inputs::AttentionShape;
 use crate::layout::{BlockLayout, ClassLayout};
-use crate::merge::{finite_or_zero, merge_lse, safe_log};
+use crate::merge::{finite_or_zero, merge_parts, safe_log};
 
 /// Host-side index plan of one head class, derived once from the layout.
 ///
@@ -209,6 +210,26 @@ impl crate::cache::CacheSize for ReferencePlan {
     }
 }
 
+/// Score values one step of [`class_attention`] may hold: groups of slots are cut so that
+/// `rows · width · per_row` stays under it (64 MiB of f32 scores).
+const SCORE_BUDGET: usize = 1 << 24;
+
+/// Consecutive groups of `slots` (each the key blocks of a prefix of the rows, longest first)
+/// whose scores, `rows · width · per_row` values with the group's first (largest) row count,
+/// fit [`SCORE_BUDGET`]; at least one slot a group.
+fn slot_groups(slots: &[(Vec<i64>, Vec<bool>)], per_row: usize) -> Vec<core::ops::Range<usize>> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    while start < slots.len() {
+        let rows = slots[start].0.len().max(1);
+        let width = (SCORE_BUDGET / (rows * per_row).max(1)).max(1);
+        let end = (start + width).min(slots.len());
+        groups.push(start..end);
+        start = end;
+    }
+    groups
+}
+
 fn ints(values: &[i64], device: &Device) -> Tensor<1, Int> {
     Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
 }
@@ -277,7 +298,7 @@ pub fn reference_attention(
             Tensor::cat(lses, 1).select(1, inverse),
         ));
     }
-    let (out, lse) = merge_lse(parts);
+    let (out, lse) = merge_parts(parts);
     (out.cast(dtype), lse)
 }
 
@@ -303,8 +324,8 @@ fn class_attention(
     if rows == 0 {
         // The class selects none of the output queries.
         return (
-            Tensor::zeros([batch, hc, n_out, d], &device),
-            Tensor::full([batch, hc, n_out], f32::NEG_INFINITY, &device),
+            Tensor::zeros([batch, hc, n_out, d], (&device, DType::F32)),
+            Tensor::full([batch, hc, n_out], f32::NEG_INFINITY, (&device, DType::F32)),
         );
     }
     let kv_heads: Vec<i64> = cp
@@ -318,9 +339,11 @@ fn class_attention(
         .select(2, ints(&cp.q_gather, &device))
         .reshape([batch, hc, rows, bs, d]);
 
-    let mut m = Tensor::<5>::full([batch, hc, rows, bs, 1], f32::NEG_INFINITY, &device);
-    let mut l = Tensor::<5>::zeros([batch, hc, rows, bs, 1], &device);
-    let mut acc = Tensor::<5>::zeros([batch, hc, rows, bs, d], &device);
+    // Every float tensor in f32, whatever the device's default float type.
+    let f32_on = (&device, DType::F32);
+    let mut m = Tensor::<5>::full([batch, hc, rows, bs, 1], f32::NEG_INFINITY, f32_on);
+    let mut l = Tensor::<5>::zeros([batch, hc, rows, bs, 1], f32_on);
+    let mut acc = Tensor::<5>::zeros([batch, hc, rows, bs, d], f32_on);
     if !cp.slots.is_empty() {
         let k_gather = ints(&cp.k_gather, &device);
         let blocks = |t: &Tensor<4>| {
@@ -334,34 +357,68 @@ fn class_attention(
         // floats: gathers of bool tensors are not supported by every backend.
         let slots = cp.key_blocks * bs;
         let mut key_valid =
-            Tensor::<2>::from_data(TensorData::new(cp.k_valid.clone(), [1, slots]), &device)
+            Tensor::<2>::from_data(TensorData::new(cp.k_valid.clone(), [1, slots]), f32_on)
                 .expand([batch, slots]);
         if let Some(mask) = mask {
             // `1 - padded` as floats: a gathered bool tensor (the ring's rows) may be typed `U8`,
             // which `bool_not` refuses on flex.
-            let present = mask.clone().float().neg().add_scalar(1.0);
+            let present = mask.clone().float().cast(DType::F32).neg().add_scalar(1.0);
             key_valid = key_valid * present.select(1, k_gather.clone());
         }
         let key_valid = key_valid.reshape([batch, cp.key_blocks, bs]);
-        let upper = layout
-            .causal
-            .then(|| Tensor::<2, Bool>::tril_mask([bs, bs], 0, &device).reshape([1, 1, 1, bs, bs]));
-        for (key_block, diagonal) in &cp.slots {
-            let rj = key_block.len();
-            let idx = ints(key_block, &device);
-            let kj = k_blocks.clone().select(2, idx.clone());
-            let vj = v_blocks.clone().select(2, idx.clone());
+        // Keys no query may see (padded, past the segment, outside a ring step) add nothing:
+        // zero their rows, so that `0 · NaN` of a garbage row cannot reach a real output. One
+        // zero block more serves the slots a row does not have.
+        let unseen = key_valid
+            .clone()
+            .lower_elem(0.5)
+            .reshape([batch, 1, cp.key_blocks, bs, 1])
+            .expand([batch, hc, cp.key_blocks, bs, d]);
+        let zero_block = || Tensor::<5>::zeros([batch, hc, 1, bs, d], f32_on);
+        let k_blocks = Tensor::cat(
+            vec![k_blocks.mask_fill(unseen.clone(), 0.0), zero_block()],
+            2,
+        );
+        let v_blocks = Tensor::cat(vec![v_blocks.mask_fill(unseen, 0.0), zero_block()], 2);
+        let key_valid = Tensor::cat(vec![key_valid, Tensor::zeros([batch, 1, bs], f32_on)], 1);
+        let upper = layout.causal.then(|| {
+            Tensor::<2, Bool>::tril_mask([bs, bs], 0, &device).reshape([1, 1, 1, bs, 1, bs])
+        });
+        // Slots are walked in groups: one gather, one product and one softmax step for as
+        // many slots as keep the scores under `SCORE_BUDGET` values.
+        for group in slot_groups(&cp.slots, batch * hc * bs * bs) {
+            let (first, width) = (group.start, group.len());
+            let rj = cp.slots[first].0.len();
+            // Row `i`'s key block at slot `first + s`: `idx[i · width + s]`, the zero block where
+            // the row has no such slot.
+            let mut idx = vec![cp.key_blocks as i64; rj * width];
+            let mut diagonal = vec![false; rj * width];
+            for (s, (blocks, diag)) in cp.slots[group].iter().enumerate() {
+                for (i, (&kb, &dg)) in blocks.iter().zip(diag).enumerate() {
+                    idx[i * width + s] = kb;
+                    diagonal[i * width + s] = dg;
+                }
+            }
+            let idx = ints(&idx, &device);
+            let gather = |t: &Tensor<5>| {
+                t.clone()
+                    .select(2, idx.clone())
+                    .reshape([batch, hc, rj, width * bs, d])
+            };
+            let (kj, vj) = (gather(&k_blocks), gather(&v_blocks));
             let qj = q_rows.clone().slice_dim(2, 0..rj);
-            let full = [batch, hc, rj, bs, bs];
+            let full = [batch, hc, rj, bs, width * bs];
             let mut hidden = key_valid
                 .clone()
                 .select(1, idx)
                 .lower_elem(0.5)
-                .reshape([batch, 1, rj, 1, bs])
+                .reshape([batch, 1, rj, 1, width * bs])
                 .expand(full);
             if let Some(upper) = &upper {
-                let diag = bools(diagonal, [1, 1, rj, 1, 1], &device).expand(full);
-                hidden = hidden.bool_or(diag.bool_and(upper.clone().expand(full)));
+                let six = [batch, hc, rj, bs, width, bs];
+                let diag = bools(&diagonal, [1, 1, rj, 1, width, 1], &device).expand(six);
+                let within = diag.bool_and(upper.clone().expand(six)).reshape(full);
+                hidden = hidden.bool_or(within);
             }
             let scores = qj
                 .matmul(kj.swap_dims(3, 4))
@@ -392,12 +449,15 @@ fn class_attention(
 
     // To output rows (a zero / -inf row for queries the class skips).
     let scatter = ints(&cp.scatter, &device);
-    let out = Tensor::cat(vec![out, Tensor::zeros([batch, hc, 1, d], &device)], 2)
-        .select(2, scatter.clone());
+    let out = Tensor::cat(
+        vec![out, Tensor::zeros([batch, hc, 1, d], (&device, DType::F32))],
+        2,
+    )
+    .select(2, scatter.clone());
     let lse = Tensor::cat(
         vec![
             lse,
-            Tensor::full([batch, hc, 1], f32::NEG_INFINITY, &device),
+            Tensor::full([batch, hc, 1], f32::NEG_INFINITY, (&device, DType::F32)),
         ],
         2,
     )

@@ -6,89 +6,18 @@
 //! segments and one for the partial tail segment. Rows are compressed (CSR-like) lists of key
 //! blocks per query block, sorted ascending.
 
-use std::collections::BTreeSet;
-
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AttentionError, Result};
-use crate::pattern::{Branch, DilatedPattern, PatternType, SparsePatternConfig};
+use crate::pattern::{Branch, DilatedPattern};
 
-/// Key blocks per query block, compressed: row `q` holds `cols[row_ptr[q]..row_ptr[q + 1]]`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct BlockRows {
-    /// `blocks + 1` offsets into `cols`.
-    pub row_ptr: Vec<u32>,
-    /// Key blocks, ascending inside each row.
-    pub cols: Vec<u32>,
-}
+mod rows;
+mod select;
 
-impl BlockRows {
-    /// Number of query-block rows.
-    pub fn rows(&self) -> usize {
-        self.row_ptr.len().saturating_sub(1)
-    }
-
-    /// The key blocks of query block `q`.
-    pub fn row(&self, q: usize) -> &[u32] {
-        &self.cols[self.row_ptr[q] as usize..self.row_ptr[q + 1] as usize]
-    }
-
-    /// Whether the pair `(q, k)` is kept.
-    pub fn contains(&self, q: usize, k: usize) -> bool {
-        q < self.rows() && self.row(q).binary_search(&(k as u32)).is_ok()
-    }
-
-    /// Number of kept block pairs.
-    pub fn nnz(&self) -> usize {
-        self.cols.len()
-    }
-
-    /// Length of the longest row.
-    pub fn max_row(&self) -> usize {
-        (0..self.rows())
-            .map(|q| self.row(q).len())
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// The transposed layout: for each key block, the query blocks that see it.
-    pub fn transpose(&self) -> BlockRows {
-        let n = self.rows();
-        let mut counts = vec![0u32; n + 1];
-        for &k in &self.cols {
-            counts[k as usize + 1] += 1;
-        }
-        for i in 0..n {
-            counts[i + 1] += counts[i];
-        }
-        let mut next = counts.clone();
-        let mut cols = vec![0u32; self.cols.len()];
-        for q in 0..n {
-            for &k in self.row(q) {
-                cols[next[k as usize] as usize] = q as u32;
-                next[k as usize] += 1;
-            }
-        }
-        BlockRows {
-            row_ptr: counts,
-            cols,
-        }
-    }
-
-    fn from_rows(rows: impl IntoIterator<Item = Vec<u32>>) -> Self {
-        let mut out = BlockRows {
-            row_ptr: vec![0],
-            cols: Vec::new(),
-        };
-        for mut row in rows {
-            row.sort_unstable();
-            row.dedup();
-            out.cols.extend_from_slice(&row);
-            out.row_ptr.push(out.cols.len() as u32);
-        }
-        out
-    }
-}
+pub use rows::BlockRows;
+#[cfg(test)]
+use select::budget;
+use select::segment_shape;
 
 /// The blocks of one segment, in the gathered coordinates of its class.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -357,142 +286,6 @@ fn gathered_tokens(len: usize, s: usize, r: usize) -> usize {
     if len > s { (len - s).div_ceil(r) } else { 0 }
 }
 
-/// `max(1, ceil((1 - sparsity) · candidates))`, robust to the rounding of `1 - sparsity`.
-fn budget(sparsity: f64, candidates: usize) -> usize {
-    let keep = ((1.0 - sparsity) * candidates as f64 - 1e-9).ceil() as usize;
-    keep.clamp(1, candidates.max(1))
-}
-
-fn segment_shape(
-    sparse: &SparsePatternConfig,
-    causal: bool,
-    branch: usize,
-    offset: usize,
-    len: usize,
-    tokens: usize,
-) -> SegmentShape {
-    let blocks = tokens.div_ceil(sparse.block_size);
-    let rows = BlockRows::from_rows(
-        (0..blocks).map(|q| select_row(sparse, causal, branch, offset, blocks, q)),
-    );
-    SegmentShape {
-        len,
-        tokens,
-        blocks,
-        rows,
-    }
-}
-
-/// The key blocks kept by query block `q` of a segment with `nb` blocks.
-fn select_row(
-    sparse: &SparsePatternConfig,
-    causal: bool,
-    branch: usize,
-    offset: usize,
-    nb: usize,
-    q: usize,
-) -> Vec<u32> {
-    let hi = if causal { q + 1 } else { nb };
-    let is_candidate = |k: isize| k >= 0 && (k as usize) < hi;
-    let keep = budget(sparse.sparsity_ratio, hi);
-    // Candidates by distance to the diagonal, the lower block first on ties.
-    let nearest = || {
-        let mut order: Vec<usize> = (0..hi).collect();
-        order.sort_by_key(|&k| (k.abs_diff(q), k));
-        order
-    };
-    let take = |first: Vec<usize>, keep: usize| -> Vec<u32> {
-        let mut chosen = BTreeSet::new();
-        for k in first.into_iter().chain(nearest()) {
-            if chosen.len() >= keep {
-                break;
-            }
-            chosen.insert(k as u32);
-        }
-        chosen.into_iter().collect()
-    };
-    match sparse.pattern_type {
-        PatternType::Dense => (0..hi as u32).collect(),
-        PatternType::LocalWindow => take(vec![q], keep),
-        PatternType::DilatedSparse => {
-            let offsets: Vec<usize> = match &sparse.block_dilation_rates {
-                Some(rates) => rates.clone(),
-                None => (0..usize::BITS)
-                    .map(|p| 1usize << p)
-                    .take_while(|&d| d < nb)
-                    .collect(),
-            };
-            let mut first = vec![q];
-            for d in offsets {
-                for k in [q as isize - d as isize, q as isize + d as isize] {
-                    if is_candidate(k) {
-                        first.push(k as usize);
-                    }
-                }
-            }
-            match &sparse.block_dilation_rates {
-                Some(_) => first.into_iter().map(|k| k as u32).collect(),
-                None => take(first, keep),
-            }
-        }
-        PatternType::GlobalLocal => {
-            let g = sparse.global_blocks.min(hi);
-            if q < sparse.global_blocks {
-                (0..hi as u32).collect()
-            } else {
-                let first: Vec<usize> = core::iter::once(q).chain(0..g).collect();
-                let keep = keep.max(first.len());
-                take(first, keep)
-            }
-        }
-        PatternType::Random => {
-            let mut rng = SplitMix64::new(
-                sparse.seed ^ mix(&[branch as u64, offset as u64, nb as u64, q as u64]),
-            );
-            let mut others: Vec<usize> = (0..hi).filter(|&k| k != q).collect();
-            // Partial Fisher–Yates: the first `keep - 1` entries are a uniform draw.
-            for i in 0..(keep - 1).min(others.len()) {
-                let j = i + (rng.next() % (others.len() - i) as u64) as usize;
-                others.swap(i, j);
-            }
-            others.truncate(keep - 1);
-            others.push(q);
-            others.into_iter().map(|k| k as u32).collect()
-        }
-        PatternType::Custom => {
-            let pairs = &sparse.custom_blocks.as_ref().expect("validated")[branch];
-            pairs
-                .iter()
-                .filter(|&&(pq, pk)| pq == q && pk < hi)
-                .map(|&(_, pk)| pk as u32)
-                .collect()
-        }
-    }
-}
-
-fn mix(words: &[u64]) -> u64 {
-    words.iter().fold(0x9E37_79B9_7F4A_7C15, |h, &w| {
-        SplitMix64::new(h ^ w.wrapping_mul(0xA24B_AED4_963E_E407)).next()
-    })
-}
-
-/// A tiny, well-mixed PRNG, so the `random` layout is reproducible on every platform.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 impl crate::cache::CacheSize for BlockLayout {
     fn cache_bytes(&self) -> usize {
         self.host_bytes()
@@ -502,6 +295,7 @@ impl crate::cache::CacheSize for BlockLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pattern::{PatternType, SparsePatternConfig};
     use rstest::rstest;
 
     fn pattern(

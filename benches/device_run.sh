@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The H200 session script (see docs/benchmarks.md): runs on the device machine from the
+# repository root, with the stripped, xz-compressed binaries in .dev/ and the Vulkan loader
+# packages in .gl/ (both carried). Sections: `startup`, `downstream`, `probe`, `sweep`,
+# `scale`. Everything a section prints also goes to $OUT/<section>.txt.
+#
+#   bash benches/device_run.sh downstream probe sweep
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT" /tmp/bin
+for f in .dev/*.xz; do
+  b=/tmp/bin/$(basename "$f" .xz)
+  [ -x "$b" ] || { xz -dc "$f" > "$b" && chmod +x "$b"; }
+done
+# Vulkan loader (the driver's ICD is on the machine; the loader is not).
+for f in .gl/*.deb; do dpkg -x "$f" / 2>/dev/null; done
+ldconfig
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+export PYTHONUNBUFFERED=1 RUST_BACKTRACE=1
+
+run() { # name, command...: prints and keeps its output, with its wall time
+  local name=$1; shift
+  local t0=$(date +%s.%N)
+  echo "== $name: $*" | tee -a "$OUT/log.txt"
+  "$@" 2>&1 | tee "$OUT/$name.txt" | tail -n 40
+  local rc=${PIPESTATUS[0]}
+  echo "== $name: rc $rc, $(echo "$(date +%s.%N) - $t0" | bc) s" | tee -a "$OUT/log.txt"
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+git log -1 --format='commit %H %s' 2>/dev/null | tee -a "$OUT/gpu.txt"
+
+for section in "$@"; do
+  case $section in
+    startup)
+      # A fresh machine: the first run compiles (NVRTC) and tunes; the second reads the
+      # persistent caches (target/environment/default.db, `cubecl.toml`).
+      rm -rf target/environment
+      run startup-1 /tmp/bin/train_recall --device cuda --steps 3 --seq-len 8192 --batch 32 \
+        --d-model 128 --block 64 --attention-dtype f16 --start-len 128 --model /tmp/recall.bpk
+      run startup-2 /tmp/bin/train_recall --device cuda --steps 3 --seq-len 8192 --batch 32 \
+        --d-model 128 --block 64 --attention-dtype f16 --start-len 128 --model /tmp/recall.bpk
+      ls -la target/environment | tee -a "$OUT/log.txt"
+      ;;
+    downstream)
+      for bin in downstream-defaults downstream-fusion-off; do
+        for dev in cuda wgpu; do run "$bin-$dev" /tmp/bin/$bin $dev; done
+      done
+      ;;
+    probe)
+      run probe /tmp/bin/device_probe --device cuda --check all
+      ;;
+    probe-vulkan)
+      run probe-vulkan /tmp/bin/device_probe --device wgpu --check basics,strategies,forward,gradients
+      ;;
+    sweep)
+      run sweep /tmp/bin/xtask bench --backend cuda --sizes 4k,16k,64k,128k --pattern seed,longnet \
+        --mode both --iters 10 --out "$OUT/sweep"
+      run torch python3 benches/torch_baseline.py f16 both 4096 16384 65536 131072
+      run sweep-d128 /tmp/bin/xtask bench --backend cuda --sizes 64k,128k --pattern seed,longnet \
+        --mode both --iters 10 --head-dim 128 --out "$OUT/sweep-d128"
+      run torch-d128 python3 benches/torch_baseline.py f16 both d128 65536 131072
+      ;;
+    scale)
+      run scale /tmp/bin/device_probe --device cuda --check large,scale
+      ;;
+    *) echo "unknown section $section" ;;
+  esac
+done

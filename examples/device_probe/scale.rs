@@ -1,0 +1,130 @@
+//! Scale checks (CUDA-sized):
+//! - `large`: a call whose tensors pass 2^32 elements (f16 `[17, 32, 65536, 128]`, 9 GB each)
+//!   equals the same call on single batches (the kernels run it in chunks of whole batches);
+//! - `scale`: the seed layout forward and forward + backward at 4M, 8M and 16M tokens (8 heads,
+//!   head dim 64, f16): time, and the device's allocated bytes (in use, not the pool's
+//!   reservation) against the bytes of the tensors the math needs.
+
+use std::time::Instant;
+
+use burn::prelude::*;
+use burn::tensor::{DType, Distribution};
+use dilated_attention::{BlockSparseRingDilatedAttention, DilatedPattern, KernelPolicy};
+
+use super::support::{Probe, max_abs_diff, read};
+
+fn module() -> BlockSparseRingDilatedAttention {
+    BlockSparseRingDilatedAttention::from_pattern(DilatedPattern::seed(128, false), None)
+        .with_kernel_policy(KernelPolicy::Require)
+}
+
+fn in_use(device: &Device) -> u64 {
+    let _ = device.sync();
+    device.memory_pool_usage().map_or(0, |u| u.bytes_in_use)
+}
+
+pub fn large(p: &mut Probe) {
+    let device = p.device.clone();
+    let (b, h, n, d) = (17, 32, 65536, 128);
+    let elements = b * h * n * d;
+    println!(
+        "large: [{b}, {h}, {n}, {d}] f16, {elements} elements per tensor (2^32 = {})",
+        1u64 << 32
+    );
+    let rand = || {
+        Tensor::<4>::random(
+            [b, h, n, d],
+            Distribution::Normal(0.0, 1.0),
+            (&device, DType::F16),
+        )
+    };
+    let (q, k, v) = (rand(), rand(), rand());
+    let module = module();
+    let t = Instant::now();
+    let out = module
+        .forward(q.clone(), k.clone(), v.clone())
+        .expect("the kernels serve the call in batch chunks");
+    let _ = device.sync();
+    println!(
+        "large: forward in {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    for batch in [0, 8, 16] {
+        let one = |t: &Tensor<4>| t.clone().slice_dim(0, batch..batch + 1);
+        let alone = module
+            .forward(one(&q), one(&k), one(&v))
+            .expect("one batch");
+        let e = max_abs_diff(&read(one(&out)), &read(alone));
+        let line = format!("large: batch {batch} of the whole call vs alone: max abs diff {e:.2e}");
+        println!("{line}");
+        if e != 0.0 {
+            p.miss(line);
+        }
+    }
+}
+
+pub fn scale(p: &mut Probe, lengths: &[usize]) {
+    let device = p.device.clone();
+    let (h, d) = (8, 64);
+    let module = module();
+    for &n in lengths {
+        device.memory_cleanup();
+        let base = in_use(&device);
+        let ad = device.clone().autodiff();
+        let rand = || {
+            Tensor::<4>::random(
+                [1, h, n, d],
+                Distribution::Normal(0.0, 1.0),
+                (&ad, DType::F16),
+            )
+            .require_grad()
+        };
+        let (q, k, v) = (rand(), rand(), rand());
+        let tensor = (h * n * d * 2) as u64;
+        let inputs = in_use(&device) - base;
+        let mut fwd = Vec::new();
+        let mut fwdbwd = Vec::new();
+        let (mut after_forward, mut after_backward) = (0, 0);
+        for i in 0..4 {
+            let t = Instant::now();
+            let (out, lse) = module
+                .forward_with_lse(q.clone(), k.clone(), v.clone(), None)
+                .expect("the kernels serve the call");
+            let used = in_use(&device) - base;
+            let forward_ms = t.elapsed().as_secs_f64() * 1e3;
+            let grads = out.backward();
+            let dq = q.grad(&grads).expect("gradient");
+            let used_backward = in_use(&device) - base;
+            let total_ms = t.elapsed().as_secs_f64() * 1e3;
+            drop((dq, grads, lse));
+            if i > 0 {
+                fwd.push(forward_ms);
+                fwdbwd.push(total_ms);
+                after_forward = after_forward.max(used);
+                after_backward = after_backward.max(used_backward);
+            }
+        }
+        fwd.sort_by(f64::total_cmp);
+        fwdbwd.sort_by(f64::total_cmp);
+        // Needed: q, k, v, out (f16) and lse (f32); after the backward also dq, dk, dv.
+        let needed_forward = 4 * tensor + (h * n * 4) as u64;
+        let needed_backward = needed_forward + 3 * tensor;
+        let gib = |b: u64| b as f64 / f64::from(1 << 30);
+        let line = format!(
+            "scale n={n} ({}M) seed f16: forward {:.1} ms, forward+backward {:.1} ms (median of 3); \
+             in use after forward {:.2} GiB (needed {:.2} GiB, +{:.1}%), after backward {:.2} GiB \
+             (needed {:.2} GiB, +{:.1}%); inputs {:.2} GiB",
+            n >> 20,
+            fwd[1],
+            fwdbwd[1],
+            gib(after_forward),
+            gib(needed_forward),
+            100.0 * (after_forward as f64 / needed_forward as f64 - 1.0),
+            gib(after_backward),
+            gib(needed_backward),
+            100.0 * (after_backward as f64 / needed_backward as f64 - 1.0),
+            gib(inputs),
+        );
+        println!("{line}");
+    }
+}
