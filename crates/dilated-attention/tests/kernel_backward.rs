@@ -388,3 +388,37 @@ fn garbage_in_padded_keys_is_confined(#[values(false, true)] causal: bool) {
         }
     }
 }
+
+/// A tracked query with keys, values and a mask made on the plain device (constants): the
+/// kernels serve the call and the query's gradient equals the reference path's.
+#[test]
+fn tracked_queries_with_plain_keys_and_mask_run_the_kernels() {
+    let Some(gpu) = gpu() else { return };
+    let (b, h, n, d) = (2, 2, 48, 32);
+    let module = BlockSparseRingDilatedAttention::from_pattern(
+        DilatedPattern::single(sparse(PatternType::Dense, 16, 0.0), true),
+        None,
+    );
+    let cpu = cpu(5);
+    let [q, k, v, r] = [0; 4].map(|_| randn([b, h, n, d], &cpu));
+    let grad = |device: &Device, kernels: bool| {
+        let on = |t: &Tensor<4>| Tensor::<4>::from_data(t.to_data(), device);
+        let qa = on(&q).autodiff().require_grad();
+        let mask = padding_mask(b, n, device);
+        let out = if kernels {
+            module
+                .forward_kernels(qa.clone(), on(&k), on(&v), Some(mask))
+                .expect("the kernels serve the call")
+                .0
+        } else {
+            module
+                .clone()
+                .without_kernels()
+                .forward_masked(qa.clone(), on(&k), on(&v), Some(mask))
+                .unwrap()
+        };
+        let grads = (out * on(&r).autodiff()).sum().backward();
+        values(qa.grad(&grads).unwrap())
+    };
+    assert_close(&grad(&gpu, true), &grad(&cpu, false), 1e-4, "dq");
+}

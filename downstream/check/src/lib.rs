@@ -30,7 +30,10 @@ pub fn main(fusion: bool) -> ExitCode {
     let start = Instant::now();
     match run(fusion) {
         Ok(()) => {
-            println!("downstream check passed in {:.1} s", start.elapsed().as_secs_f64());
+            println!(
+                "downstream check passed in {:.1} s",
+                start.elapsed().as_secs_f64()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -45,7 +48,9 @@ fn device(name: &str) -> Result<Device, String> {
         "wgpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
         #[cfg(feature = "cuda")]
         "cuda" => Ok(Device::cuda(0usize)),
-        other => Err(format!("unknown device {other:?} (wgpu, or cuda with --features cuda)")),
+        other => Err(format!(
+            "unknown device {other:?} (wgpu, or cuda with --features cuda)"
+        )),
     }
 }
 
@@ -54,7 +59,10 @@ fn run(fusion: bool) -> Check {
     let fused = cube.contains("Fusion");
     println!("burn::backend::Cube = {cube}");
     if fused != fusion {
-        return Err(format!("expected Fusion {}, got {cube}", if fusion { "on" } else { "off" }));
+        return Err(format!(
+            "expected Fusion {}, got {cube}",
+            if fusion { "on" } else { "off" }
+        ));
     }
     let name = std::env::args().nth(1).unwrap_or_else(|| "wgpu".into());
     let device = device(&name)?;
@@ -76,7 +84,10 @@ fn config() -> BlockSparseRingDilatedAttentionConfig {
 
 /// `max |a - b| / max(1, max |b|)`, or an error on NaN or a length mismatch.
 fn error(a: Tensor<1>, b: Tensor<1>, what: &str) -> Result<f32, String> {
-    let read = |t: Tensor<1>| t.try_to_vec_as::<f32>().map_err(|e| format!("{what}: {e:?}"));
+    let read = |t: Tensor<1>| {
+        t.try_to_vec_as::<f32>()
+            .map_err(|e| format!("{what}: {e:?}"))
+    };
     let (a, b) = (read(a)?, read(b)?);
     if a.len() != b.len() {
         return Err(format!("{what}: {} vs {} values", a.len(), b.len()));
@@ -127,8 +138,13 @@ fn core_forward_backward(device: &Device) -> Check {
     if !matches!(path, ExecutionPath::Kernels(_)) {
         return Err(format!("the kernels do not serve the call: {path:?}"));
     }
-    let randn = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
-    let (q, k, v) = (randn([batch, heads, n, d]), randn([batch, kv_heads, n, d]), randn([batch, kv_heads, n, d]));
+    let randn =
+        |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
+    let (q, k, v) = (
+        randn([batch, heads, n, d]),
+        randn([batch, kv_heads, n, d]),
+        randn([batch, kv_heads, n, d]),
+    );
     let r = randn([batch, heads, n, d]);
     let s = Tensor::<3>::random([batch, heads, n], Distribution::Normal(0.0, 1.0), device);
     // Burn's polarity: true = padded. Batch 0 keeps every key; batch 1 pads every fifth.
@@ -144,15 +160,14 @@ fn core_forward_backward(device: &Device) -> Check {
     expect_close(o, o_ref, 1e-4, "core out")?;
     expect_close(l, l_ref, 1e-4, "core lse")?;
 
-    let ad = device.clone().autodiff();
     let grads_of = |module: &BlockSparseRingDilatedAttention| -> Result<Vec<Tensor<4>>, String> {
-        let [qa, ka, va] = [&q, &k, &v].map(|t| t.clone().to_device(&ad).require_grad());
+        let [qa, ka, va] = [&q, &k, &v].map(|t| t.clone().autodiff().require_grad());
         let (o, l) = module
-            .forward_with_lse(qa.clone(), ka.clone(), va.clone(), Some(mask.clone().to_device(&ad)))
+            .forward_with_lse(qa.clone(), ka.clone(), va.clone(), Some(mask.clone()))
             .map_err(|e| e.to_string())?;
         let finite = l.clone().is_finite();
-        let loss = (o * r.clone().to_device(&ad)).sum()
-            + (l.mask_fill(finite.bool_not(), 0.0) * s.clone().to_device(&ad)).sum();
+        let loss = (o * r.clone().autodiff()).sum()
+            + (l.mask_fill(finite.bool_not(), 0.0) * s.clone().autodiff()).sum();
         let grads = loss.backward();
         [qa, ka, va]
             .iter()
@@ -160,7 +175,10 @@ fn core_forward_backward(device: &Device) -> Check {
             .collect()
     };
     let (got, want) = (grads_of(&kernels)?, grads_of(&reference)?);
-    for (name, (g, w)) in ["core dq", "core dk", "core dv"].iter().zip(got.into_iter().zip(want)) {
+    for (name, (g, w)) in ["core dq", "core dk", "core dv"]
+        .iter()
+        .zip(got.into_iter().zip(want))
+    {
         expect_close(g, w, 2e-4, name)?;
     }
     Ok(())
@@ -182,7 +200,9 @@ fn multihead_cross_attention(device: &Device) -> Check {
         Tensor::<3>::random([batch, seq, width], Distribution::Normal(0.0, 1.0), &ad).require_grad()
     };
     let (query, memory) = (x(1), x(2));
-    let padded: Vec<bool> = (0..batch * seq).map(|i| i % seq >= seq - 7 && i >= seq).collect();
+    let padded: Vec<bool> = (0..batch * seq)
+        .map(|i| i % seq >= seq - 7 && i >= seq)
+        .collect();
     let mask = Tensor::<2, Bool>::from_data(TensorData::new(padded, [batch, seq]), &ad);
     let run = |layer: &dilated_attention::MultiHeadDilatedAttention| -> Result<(Tensor<3>, Tensor<3>, Tensor<3>), String> {
         let input = DilatedMhaInput::new(query.clone(), memory.clone(), memory.clone()).mask_pad(mask.clone());

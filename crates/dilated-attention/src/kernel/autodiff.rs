@@ -67,6 +67,20 @@ fn kernel_mask(mask: &Tensor<2, Bool>) -> Tensor<2, Int> {
     mask.clone().int().neg().add_scalar(1).cast(IntDType::U32)
 }
 
+/// The kernels' mask as the backend's int primitive, whether it was made on the autodiff form
+/// of the device or the plain one (int tensors carry no gradient either way).
+fn mask_primitive(
+    mask: Tensor<2, Int>,
+    device: &Device,
+) -> Result<IntTensor<Cube>, KernelUnavailable> {
+    match mask.clone().try_into_primitive::<Cube>() {
+        Ok(m) => Ok(m),
+        Err(_) => mask
+            .try_into_primitive::<Autodiff<Cube>>()
+            .map_err(|_| not_cube(device)),
+    }
+}
+
 fn plain<const D: usize>(t: FloatTensor<Cube>) -> Tensor<D> {
     Tensor::from_primitive::<Cube>(t)
 }
@@ -140,12 +154,7 @@ fn untracked(
             .try_into_primitive::<Cube>()
             .map_err(|_| not_cube(&device))
     };
-    let mask = mask
-        .map(|m| {
-            m.try_into_primitive::<Cube>()
-                .map_err(|_| not_cube(&device))
-        })
-        .transpose()?;
+    let mask = mask.map(|m| mask_primitive(m, &device)).transpose()?;
     let (out, lse) = Cube::kernel_forward(prim(q)?, prim(k)?, prim(v)?, mask, call, plan)?;
     Ok((plain(out), plain(lse)))
 }
@@ -170,11 +179,7 @@ pub(crate) fn backward(
             .map_err(|_| not_cube(&device))
     };
     let mask = mask
-        .map(|m| {
-            kernel_mask(m)
-                .try_into_primitive::<Cube>()
-                .map_err(|_| not_cube(&device))
-        })
+        .map(|m| mask_primitive(kernel_mask(m), &device))
         .transpose()?;
     let saved = Saved {
         q: prim(q)?,
@@ -335,19 +340,16 @@ where
 {
     let device = q.device();
     let conv = |t: &Tensor<4>| {
+        // An input made on the plain device joins as an untracked autodiff tensor.
         t.clone()
+            .autodiff()
             .try_into_primitive::<Autodiff<Cube, C>>()
             .map_err(|_| not_cube(&device))
     };
     let (qp, qg) = conv(q)?.into_parts();
     let (kp, kg) = conv(k)?.into_parts();
     let (vp, vg) = conv(v)?.into_parts();
-    let mask = mask
-        .map(|m| {
-            m.try_into_primitive::<Autodiff<Cube, C>>()
-                .map_err(|_| not_cube(&device))
-        })
-        .transpose()?;
+    let mask = mask.map(|m| mask_primitive(m, &device)).transpose()?;
     let (out, lse) =
         Cube::kernel_forward(qp.clone(), kp.clone(), vp.clone(), mask.clone(), call, plan)?;
     let (out, lse) = match AttentionStep
