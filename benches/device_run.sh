@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The H200 session script (see docs/benchmarks.md): runs on the device machine from the
 # repository root, with the stripped, xz-compressed binaries in .dev/ and the Vulkan loader
-# packages in .gl/ (both carried). Sections: `startup`, `downstream`, `probe`, `sweep`,
-# `scale`. Everything a section prints also goes to $OUT/<section>.txt.
+# packages in .gl/ (both carried). Sections: `startup`, `downstream`, `probe`,
+# `probe-vulkan`, `sweep`, `sweep-d128`, `scale`. Everything a section prints also goes to $OUT/<section>.txt.
 #
 #   bash benches/device_run.sh downstream probe sweep
 set -uo pipefail
@@ -58,6 +58,8 @@ for section in "$@"; do
       run sweep /tmp/bin/xtask bench --backend cuda --sizes 4k,16k,64k,128k --pattern seed,longnet \
         --mode both --iters 10 --out "$OUT/sweep"
       run torch python3 benches/torch_baseline.py f16 both 4096 16384 65536 131072
+      ;;
+    sweep-d128)
       run sweep-d128 /tmp/bin/xtask bench --backend cuda --sizes 64k,128k --pattern seed,longnet \
         --mode both --iters 10 --head-dim 128 --out "$OUT/sweep-d128"
       run torch-d128 python3 benches/torch_baseline.py f16 both d128 65536 131072
