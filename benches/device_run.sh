@@ -2,7 +2,8 @@
 # The H200 session script (see docs/benchmarks.md): runs on the device machine from the
 # repository root, with the stripped, xz-compressed binaries in .dev/ and the Vulkan loader
 # packages in .gl/ (both carried). Sections: `startup`, `downstream`, `probe`,
-# `probe-vulkan`, `sweep`, `sweep-d128`, `scale`. Everything a section prints also goes to $OUT/<section>.txt.
+# `probe-vulkan`, `sweep` (sizes from $SWEEP_SIZES), `sweep-d128`, `kernel-bench`, `scale`.
+# Everything a section prints also goes to $OUT/<section>.txt.
 #
 #   bash benches/device_run.sh downstream probe sweep
 set -uo pipefail
@@ -25,7 +26,7 @@ run() { # name, command...: prints and keeps its output, with its wall time
   echo "== $name: $*" | tee -a "$OUT/log.txt"
   "$@" 2>&1 | tee "$OUT/$name.txt" | tail -n 40
   local rc=${PIPESTATUS[0]}
-  echo "== $name: rc $rc, $(echo "$(date +%s.%N) - $t0" | bc) s" | tee -a "$OUT/log.txt"
+  echo "== $name: rc $rc, $(python3 -c "print(round($(date +%s.%N) - $t0, 1))") s" | tee -a "$OUT/log.txt"
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
@@ -45,17 +46,17 @@ for section in "$@"; do
       ;;
     downstream)
       for bin in downstream-defaults downstream-fusion-off; do
-        for dev in cuda wgpu; do run "$bin-$dev" /tmp/bin/$bin $dev; done
+        for dev in ${DOWNSTREAM_DEVICES:-cuda wgpu}; do run "$bin-$dev" /tmp/bin/$bin $dev; done
       done
       ;;
     probe)
-      run probe /tmp/bin/device_probe --device cuda --check all
+      run probe /tmp/bin/device_probe --device cuda --check "${PROBE_CHECKS:-all}"
       ;;
     probe-vulkan)
       run probe-vulkan /tmp/bin/device_probe --device wgpu --check basics,strategies,forward,gradients
       ;;
     sweep)
-      run sweep /tmp/bin/xtask bench --backend cuda --sizes 4k,16k,64k,128k --pattern seed,longnet \
+      run sweep /tmp/bin/xtask bench --backend cuda --sizes "${SWEEP_SIZES:-4k,16k,64k,128k}" --pattern seed,longnet \
         --mode both --iters 10 --out "$OUT/sweep"
       run torch python3 benches/torch_baseline.py f16 both 4096 16384 65536 131072
       ;;
@@ -63,6 +64,10 @@ for section in "$@"; do
       run sweep-d128 /tmp/bin/xtask bench --backend cuda --sizes 64k,128k --pattern seed,longnet \
         --mode both --iters 10 --head-dim 128 --out "$OUT/sweep-d128"
       run torch-d128 python3 benches/torch_baseline.py f16 both d128 65536 131072
+      ;;
+    kernel-bench)
+      # Ours alone at 4K and 16K (the sweep's rows without Burn's dense attention).
+      run kernel-bench /tmp/bin/kernel_bench --device cuda --sizes 4k,16k --mode both --iters 10
       ;;
     scale)
       run scale /tmp/bin/device_probe --device cuda --check large,scale

@@ -36,7 +36,7 @@ pub use delta::delta;
 pub use error::KernelError;
 pub use fill::fill;
 pub use launch::{BackwardTensors, ForwardTensors, backward_class, forward_class};
-pub use strategy::{Plan, Sm80Tuning, Strategy, plan};
+pub use strategy::{Plan, Sm80Tuning, Strategy, f32_matmul_may_use_tf32, plan, supports_f64};
 
 /// Reads a handle of f32 values back to the host.
 pub fn read_f32(client: &Client, handle: &Handle) -> Result<Vec<f32>, KernelError> {

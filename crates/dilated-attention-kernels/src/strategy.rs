@@ -12,6 +12,7 @@
 use cubecl::features::{AtomicUsage, MmaConfig};
 use cubecl::ir::{ElemType, FloatKind, Type};
 use cubecl::prelude::*;
+use cubecl::tf32;
 
 use crate::KernelError;
 use crate::args::{AttnDtype, KernelConfig};
@@ -216,6 +217,18 @@ pub fn plan(
         fused_dq,
         unroll: unroll_inner_loops(client),
     })
+}
+
+/// Whether an f32 matrix product on `client` may round its operands to TF32: CubeCL's
+/// accelerated matmul (what Burn's `matmul` autotunes to on CUDA) stages f32 operands as TF32
+/// wherever the runtime has that type, a relative error near 1e-3 instead of f32's 1e-7.
+pub fn f32_matmul_may_use_tf32(client: &Client) -> bool {
+    client.properties().supports_type(tf32::elem_type_native())
+}
+
+/// Whether the runtime of `client` computes in f64.
+pub fn supports_f64(client: &Client) -> bool {
+    client.properties().supports_type(f64::elem_type_native())
 }
 
 /// The tensor-core shape `16×n×16` for `dtype` operands into f32 accumulators, where the tensor

@@ -59,6 +59,15 @@ pub(crate) fn path(
     }
 }
 
+/// Whether f32 matrix products in Burn ops on `device` must be computed in f64 to keep f32
+/// accuracy (CUDA: Burn's matmul stages f32 operands as TF32).
+pub(crate) fn f32_products_need_f64(device: &Device) -> bool {
+    match device.clone().inner().as_dispatch() {
+        DispatchDevice::Cube(cube) => Cube::f32_products_need_f64(cube),
+        _ => false,
+    }
+}
+
 /// The key padding mask (`true` = padded, Burn's polarity) as the kernels read it: u32, 1 = key
 /// present.
 fn kernel_mask(mask: &Tensor<2, Bool>) -> Tensor<2, Int> {

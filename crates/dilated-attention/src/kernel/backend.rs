@@ -34,6 +34,10 @@ pub(crate) trait KernelBackend: Backend {
         call: &KernelCall,
     ) -> Result<Plan, KernelError>;
 
+    /// Whether f32 products in Burn ops on `device` must run in f64 to be f32-exact (see
+    /// [`dilated_attention_kernels::f32_matmul_may_use_tf32`]).
+    fn f32_products_need_f64(device: &Self::Device) -> bool;
+
     /// The merged `(out, lse)` (see `run::forward`).
     fn kernel_forward(
         q: FloatTensor<Self>,
@@ -62,6 +66,12 @@ impl KernelBackend for CubeBackend {
         call: &KernelCall,
     ) -> Result<Plan, KernelError> {
         call.plan(&device.client(), dtype)
+    }
+
+    fn f32_products_need_f64(device: &Self::Device) -> bool {
+        let client = device.client();
+        dilated_attention_kernels::f32_matmul_may_use_tf32(&client)
+            && dilated_attention_kernels::supports_f64(&client)
     }
 
     fn kernel_forward(
@@ -183,6 +193,10 @@ impl<B: FusionBackend + KernelBackend> KernelBackend for Fusion<B> {
         call: &KernelCall,
     ) -> Result<Plan, KernelError> {
         B::kernel_plan(device, dtype, call)
+    }
+
+    fn f32_products_need_f64(device: &Self::Device) -> bool {
+        B::f32_products_need_f64(device)
     }
 
     fn kernel_forward(

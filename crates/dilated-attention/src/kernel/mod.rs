@@ -24,7 +24,7 @@ use crate::execution::KernelStrategy;
 use crate::inputs::AttentionShape;
 use crate::layout::BlockLayout;
 
-pub(crate) use autodiff::{attention, backward, path};
+pub(crate) use autodiff::{attention, backward, f32_products_need_f64, path};
 pub(crate) use layout::DeviceLayoutCache;
 pub use layout::KernelClassLayout;
 

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 
+use super::Products;
 use crate::inputs::AttentionShape;
 use crate::layout::{BlockLayout, ClassLayout};
 use crate::merge::{finite_or_zero, merge_parts, safe_log};
@@ -270,6 +271,7 @@ pub fn reference_attention(
             Tensor::zeros([batch, heads, 0], (&device, DType::F32)),
         );
     }
+    let products = Products::for_inputs(&device, dtype);
     let q = q.cast(DType::F32) * scale;
     let k = k.cast(DType::F32);
     let v = v.cast(DType::F32);
@@ -283,7 +285,7 @@ pub fn reference_attention(
             if class.branch != branch {
                 continue;
             }
-            let (o, l) = class_attention(&q, &k, &v, mask.as_ref(), shape, cp, layout);
+            let (o, l) = class_attention(&q, &k, &v, mask.as_ref(), shape, cp, layout, products);
             outs.push(o);
             lses.push(l);
             head_order.extend(cp.heads.iter().copied());
@@ -304,6 +306,7 @@ pub fn reference_attention(
 
 /// Attention of one head class; returns `out: [batch, class_heads, queries, head_dim]` (f32)
 /// and `lse: [batch, class_heads, queries]`.
+#[allow(clippy::too_many_arguments)]
 fn class_attention(
     q: &Tensor<4>,
     k: &Tensor<4>,
@@ -312,6 +315,7 @@ fn class_attention(
     shape: AttentionShape,
     cp: &ClassPlan,
     layout: &BlockLayout,
+    products: Products,
 ) -> (Tensor<4>, Tensor<3>) {
     let AttentionShape {
         batch, head_dim: d, ..
@@ -420,8 +424,8 @@ fn class_attention(
                 let within = diag.bool_and(upper.clone().expand(six)).reshape(full);
                 hidden = hidden.bool_or(within);
             }
-            let scores = qj
-                .matmul(kj.swap_dims(3, 4))
+            let scores = products
+                .matmul(qj, kj.swap_dims(3, 4))
                 .mask_fill(hidden, f32::NEG_INFINITY);
 
             let m_old = m.clone().slice_dim(2, 0..rj);
@@ -430,7 +434,7 @@ fn class_attention(
             let alpha = (m_old - shift.clone()).exp();
             let p = (scores - shift).exp();
             let l_new = l.clone().slice_dim(2, 0..rj) * alpha.clone() + p.clone().sum_dim(4);
-            let acc_new = acc.clone().slice_dim(2, 0..rj) * alpha + p.matmul(vj);
+            let acc_new = acc.clone().slice_dim(2, 0..rj) * alpha + products.matmul(p, vj);
             let keep_tail = |new: Tensor<5>, old: Tensor<5>| {
                 if rj == rows {
                     new

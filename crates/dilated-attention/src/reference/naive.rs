@@ -6,6 +6,7 @@
 
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
 
+use super::Products;
 use crate::inputs::AttentionShape;
 use crate::layout::BlockLayout;
 use crate::merge::{finite_or_zero, safe_log};
@@ -59,6 +60,7 @@ pub fn naive_attention(
     }
     let kv_index: Vec<i64> = (0..heads).map(|h| shape.kv_head(h) as i64).collect();
     let kv_index = Tensor::<1, Int>::from_data(TensorData::new(kv_index, [heads]), &device);
+    let products = Products::for_inputs(&device, dtype);
     let q = q.cast(DType::F32);
     let k = k.cast(DType::F32).select(1, kv_index.clone());
     let v = v.cast(DType::F32).select(1, kv_index);
@@ -67,7 +69,7 @@ pub fn naive_attention(
         TensorData::new(log_multiplicity(layout), [1, heads, n, n]),
         (&device, DType::F32),
     );
-    let mut scores = q.matmul(k.swap_dims(2, 3)) * scale + bias;
+    let mut scores = products.matmul(q, k.swap_dims(2, 3)) * scale + bias;
     if let Some(mask) = mask {
         let padded = mask.reshape([batch, 1, 1, n]).expand([batch, heads, n, n]);
         scores = scores.mask_fill(padded, f32::NEG_INFINITY);
@@ -76,7 +78,7 @@ pub fn naive_attention(
     let p = (scores - m.clone()).exp();
     let l = p.clone().sum_dim(3);
     let (log_l, empty) = safe_log(l.clone());
-    let out = p.matmul(v) / l.mask_fill(empty, 1.0);
+    let out = products.matmul(p, v) / l.mask_fill(empty, 1.0);
     let lse = (log_l + m).squeeze_dim::<3>(3);
     (out.cast(dtype), lse)
 }
