@@ -10,7 +10,7 @@
 mod common;
 
 use burn::prelude::*;
-use common::{assert_close, cpu, gpu, loss, padding_mask, randn, sparse, values};
+use common::{assert_close, cpu, gpu, loss, padding_mask, qkv, randn, sparse, values};
 use dilated_attention::{BlockSparseRingDilatedAttention, DilatedPattern, PatternType};
 use rstest::rstest;
 
@@ -28,9 +28,7 @@ fn check(
     let cpu = cpu(seed);
     let Some(gpu) = gpu() else { return };
     let batch = 2;
-    let q = randn([batch, heads, n, head_dim], &cpu);
-    let k = randn([batch, kv_heads, n, head_dim], &cpu);
-    let v = randn([batch, kv_heads, n, head_dim], &cpu);
+    let [q, k, v] = qkv([batch, heads, kv_heads, n, head_dim], &cpu);
     let r = randn([batch, heads, n, head_dim], &cpu);
     let s = randn([batch, heads, n], &cpu) * if with_dlse { 1.0 } else { 0.0 };
     let module = BlockSparseRingDilatedAttention::from_pattern(pattern.clone(), None);
@@ -227,10 +225,10 @@ fn direct_launch_writes_delta_and_only_class_rows() {
     use burn::backend::ops::FloatTensorOps;
     use burn_cubecl::CubeBackend;
     use dilated_attention::BlockLayout;
-    use dilated_attention::kernel::KernelClassLayout;
+    use dilated_attention::kernel::{KernelClassLayout, tensor_ref};
     use dilated_attention_kernels::{
-        AttnDtype, BackwardTensors, ClassArgs, KernelConfig, Strategy, TensorRef, backward_class,
-        delta, plan, read_f32,
+        AttnDtype, BackwardTensors, ClassArgs, KernelConfig, Strategy, backward_class, delta, plan,
+        read_f32,
     };
 
     // Straight on `CubeBackend` (whatever Burn's `Cube` is, with or without Fusion).
@@ -243,16 +241,7 @@ fn direct_launch_writes_delta_and_only_class_rows() {
     let layout = BlockLayout::new(&pattern, n, h).unwrap();
     let prim = |t: Tensor<4>| CubeBackend::float_from_data(t.into_data(), &cube_device);
     let prim3 = |t: Tensor<3>| CubeBackend::float_from_data(t.into_data(), &cube_device);
-    let view = |name, t: &burn_cubecl::tensor::CubeTensor| {
-        TensorRef::new(
-            name,
-            t.handle.clone(),
-            t.meta.shape().iter().copied().collect(),
-            t.meta.strides().iter().copied().collect(),
-            t.dtype.size(),
-        )
-        .unwrap()
-    };
+    let view = |name, t: &burn_cubecl::tensor::CubeTensor| tensor_ref(name, t).unwrap();
     let [q, k, v, out, dout] = [0; 5].map(|_| prim(randn([b, h, n, d], &gpu)));
     let lse = prim3(randn([b, h, n], &gpu));
     let delta_buf = prim3(Tensor::<3>::full([b, h, n], f32::NAN, &gpu));

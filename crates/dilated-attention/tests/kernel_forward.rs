@@ -9,8 +9,8 @@
 mod common;
 
 use burn::prelude::*;
-use common::{assert_close, cpu, gpu, padding_mask, randn, sparse, values};
-use dilated_attention::kernel::{KernelClassLayout, Window};
+use common::{assert_close, cpu, gpu, padding_mask, qkv, randn, sparse, values};
+use dilated_attention::kernel::{KernelClassLayout, Window, tensor_ref};
 use dilated_attention::{
     BlockLayout, BlockSparseRingDilatedAttention, DilatedPattern, PatternType,
 };
@@ -29,9 +29,7 @@ fn check(
     let cpu = cpu(seed);
     let Some(gpu) = gpu() else { return };
     let batch = 2;
-    let q = randn([batch, heads, n, head_dim], &cpu);
-    let k = randn([batch, kv_heads, n, head_dim], &cpu);
-    let v = randn([batch, kv_heads, n, head_dim], &cpu);
+    let [q, k, v] = qkv([batch, heads, kv_heads, n, head_dim], &cpu);
     let mask = masked.then(|| padding_mask(batch, n, &cpu));
     let module = BlockSparseRingDilatedAttention::from_pattern(pattern.clone(), None);
     let (o_ref, l_ref) = module
@@ -125,8 +123,7 @@ fn direct_launch_writes_every_element(#[case] window: Option<Window>) {
     use burn::backend::ops::FloatTensorOps;
     use burn_cubecl::CubeBackend;
     use dilated_attention_kernels::{
-        AttnDtype, ClassArgs, ForwardTensors, KernelConfig, Strategy, TensorRef, forward_class,
-        plan, read_f32,
+        AttnDtype, ClassArgs, ForwardTensors, KernelConfig, Strategy, forward_class, plan, read_f32,
     };
 
     // Straight on `CubeBackend` (whatever Burn's `Cube` is, with or without Fusion).
@@ -138,16 +135,7 @@ fn direct_launch_writes_every_element(#[case] window: Option<Window>) {
     let host = KernelClassLayout::new(&layout.classes[0], 1, 16).unwrap();
     let (n_q, n_k) = window.map_or((n, n), |w| (w.q_end - w.q_start, w.k_end - w.k_start));
     let cube = |t: Tensor<4>| CubeBackend::float_from_data(t.into_data(), &cube_device);
-    let view = |name, t: &burn_cubecl::tensor::CubeTensor| {
-        TensorRef::new(
-            name,
-            t.handle.clone(),
-            t.meta.shape().iter().copied().collect(),
-            t.meta.strides().iter().copied().collect(),
-            t.dtype.size(),
-        )
-        .unwrap()
-    };
+    let view = |name, t: &burn_cubecl::tensor::CubeTensor| tensor_ref(name, t).unwrap();
     let q = cube(randn([b, h, n_q, d], &gpu));
     let k = cube(randn([b, h, n_k, d], &gpu));
     let out = cube(Tensor::<4>::full([b, h, n_q, d], f32::NAN, &gpu));

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{assert_close, cpu, padding_mask, randn, values};
+use common::{assert_close, cpu, padding_mask, qkv, values};
 use dilated_attention::inputs::check_inputs;
 use dilated_attention::reference::naive_attention;
 use dilated_attention::{BlockLayout, DilatedPattern, PatternType, SparsePatternConfig};
@@ -103,9 +103,7 @@ fn reference_equals_naive(
 
     let device = cpu(case as u64);
     let batch = 2;
-    let q = randn([batch, heads, n, head_dim], &device);
-    let k = randn([batch, kv_heads, n, head_dim], &device);
-    let v = randn([batch, kv_heads, n, head_dim], &device);
+    let [q, k, v] = qkv([batch, heads, kv_heads, n, head_dim], &device);
     let mask = masked.then(|| padding_mask(batch, n, &device));
 
     let module =

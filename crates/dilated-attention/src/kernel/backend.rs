@@ -155,15 +155,15 @@ impl<B: FusionBackend + KernelBackend> Operation<B::FusionRuntime> for KernelOp<
 
 /// Registers `op`'s kernels on the stream of `client` with `inputs`, returning lazy tensors of
 /// the `outputs` shapes and dtypes.
-fn register<B: FusionBackend + KernelBackend>(
+fn register<B: FusionBackend + KernelBackend, const N: usize>(
     client: &GlobalFusionClient<B::FusionRuntime>,
     id: &str,
     inputs: Vec<FusionTensor<B::FusionRuntime>>,
-    outputs: Vec<(Shape, DType)>,
+    outputs: [(Shape, DType); N],
     call: &KernelCall,
     plan: Plan,
     pass: Pass,
-) -> Vec<FusionTensor<B::FusionRuntime>> {
+) -> Result<[FusionTensor<B::FusionRuntime>; N], KernelError> {
     let inputs: Vec<TensorIr> = inputs.into_iter().map(FusionTensor::into_ir).collect();
     let outputs: Vec<TensorIr> = outputs
         .into_iter()
@@ -183,7 +183,12 @@ fn register<B: FusionBackend + KernelBackend>(
         outputs,
         _backend: core::marker::PhantomData,
     };
-    client.register(StreamId::current(), OperationIr::Custom(desc), op)
+    let handles = client.register(StreamId::current(), OperationIr::Custom(desc), op);
+    let count = handles.len();
+    handles.try_into().map_err(|_| KernelError::Shape {
+        arg: "outputs",
+        expected: format!("Fusion to return the {N} outputs registered, got {count}"),
+    })
 }
 
 impl<B: FusionBackend + KernelBackend> KernelBackend for Fusion<B> {
@@ -209,14 +214,14 @@ impl<B: FusionBackend + KernelBackend> KernelBackend for Fusion<B> {
     ) -> Result<(FloatTensor<Self>, FloatTensor<Self>), KernelError> {
         let client = q.client.clone();
         let [b, h, n, d] = dims4(&q.shape);
-        let outputs = vec![
+        let outputs = [
             (Shape::from([b, h, n, d]), q.dtype),
             (Shape::from([b, h, n]), DType::F32),
         ];
         let masked = mask.is_some();
         let inputs = [q, k, v].into_iter().chain(mask).collect();
         let pass = Pass::Forward { masked };
-        let mut out = register::<B>(
+        let [out, lse] = register::<B, 2>(
             &client,
             "dilated_attention_forward",
             inputs,
@@ -224,10 +229,8 @@ impl<B: FusionBackend + KernelBackend> KernelBackend for Fusion<B> {
             call,
             plan,
             pass,
-        )
-        .into_iter();
-        let (out_t, lse) = (out.next(), out.next());
-        Ok((out_t.expect("two outputs"), lse.expect("two outputs")))
+        )?;
+        Ok((out, lse))
     }
 
     fn kernel_backward(
@@ -241,7 +244,7 @@ impl<B: FusionBackend + KernelBackend> KernelBackend for Fusion<B> {
         let client = saved.q.client.clone();
         let dtype = saved.q.dtype;
         let (q_shape, kv_shape) = (saved.q.shape.clone(), saved.k.shape.clone());
-        let outputs = vec![
+        let outputs = [
             (q_shape, dtype),
             (kv_shape.clone(), dtype),
             (kv_shape, dtype),
@@ -255,7 +258,7 @@ impl<B: FusionBackend + KernelBackend> KernelBackend for Fusion<B> {
             .chain(dlse)
             .chain(mask)
             .collect();
-        let mut grads = register::<B>(
+        let [dq, dk, dv] = register::<B, 3>(
             &client,
             "dilated_attention_backward",
             inputs,
@@ -263,10 +266,8 @@ impl<B: FusionBackend + KernelBackend> KernelBackend for Fusion<B> {
             call,
             plan,
             pass,
-        )
-        .into_iter();
-        let mut next = || grads.next().expect("three outputs");
-        Ok((next(), next(), next()))
+        )?;
+        Ok((dq, dk, dv))
     }
 }
 

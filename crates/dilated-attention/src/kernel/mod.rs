@@ -27,6 +27,7 @@ use crate::layout::BlockLayout;
 pub(crate) use autodiff::{attention, backward, f32_products_need_f64, path};
 pub(crate) use layout::DeviceLayoutCache;
 pub use layout::KernelClassLayout;
+pub use run::tensor_ref;
 
 /// What a kernel call needs besides the tensors.
 #[derive(Debug, Clone)]

@@ -5,6 +5,8 @@
 //! `mask: [batch, k_rows]` u32 (1 = key present), `out` like `q`, `lse: [batch, heads,
 //! q_rows]` f32; `q_rows = k_rows = n` without a window.
 
+use std::sync::Arc;
+
 use burn::backend::ops::FloatTensorOps;
 use burn::tensor::{DType, FloatDType, Shape};
 use burn_cubecl::CubeBackend;
@@ -14,6 +16,7 @@ use dilated_attention_kernels::{
 };
 
 use super::KernelCall;
+use super::layout::DeviceClass;
 
 /// Byte alignment of a part's start inside its buffer: storage bindings must start at a
 /// multiple of the device's offset alignment, at most 256 bytes (WebGPU's bound).
@@ -47,8 +50,25 @@ fn attn_dtype(dtype: DType) -> Result<AttnDtype, KernelError> {
     }
 }
 
-/// The kernels' view of `t`.
-fn view(name: &'static str, t: &CubeTensor) -> Result<TensorRef, KernelError> {
+/// The call's head classes on `q`'s device (cached) and `q`'s `[batch, heads, rows, head_dim]`.
+fn device_classes(
+    q: &CubeTensor,
+    call: &KernelCall,
+) -> Result<(Arc<Vec<DeviceClass>>, [usize; 4]), KernelError> {
+    let classes = call.cache.get(
+        &q.client,
+        format!("{:?}", q.device),
+        &call.layout,
+        call.shape.group(),
+        call.window,
+    )?;
+    let shape = q.meta.shape();
+    Ok((classes, [shape[0], shape[1], shape[2], shape[3]]))
+}
+
+/// The kernels' view of a CubeCL tensor `t` (any shape and strides; `name` goes into errors):
+/// what the launchers of `dilated-attention-kernels` take.
+pub fn tensor_ref(name: &'static str, t: &CubeTensor) -> Result<TensorRef, KernelError> {
     TensorRef::new(
         name,
         t.handle.clone(),
@@ -61,7 +81,7 @@ fn view(name: &'static str, t: &CubeTensor) -> Result<TensorRef, KernelError> {
 /// `t` with rows the plan's family can read as vectors (a copy only where they are not).
 fn readable(t: CubeTensor, plan: &Plan) -> Result<CubeTensor, KernelError> {
     let width = plan.strategy().row_width();
-    if view("t", &t)?.rows_aligned(width) {
+    if tensor_ref("t", &t)?.rows_aligned(width) {
         Ok(t)
     } else {
         Ok(burn_cubecl::kernel::into_contiguous(t))
@@ -82,7 +102,12 @@ fn buffer(
         dtype,
     );
     if let Some(value) = value {
-        kernels::fill(&t.client, attn_dtype(dtype)?, &view("buffer", &t)?, value)?;
+        kernels::fill(
+            &t.client,
+            attn_dtype(dtype)?,
+            &tensor_ref("buffer", &t)?,
+            value,
+        )?;
     }
     Ok(t)
 }
@@ -98,21 +123,13 @@ pub(crate) fn forward(
 ) -> Result<(CubeTensor, CubeTensor), KernelError> {
     let (q, k, v) = (readable(q, plan)?, readable(k, plan)?, readable(v, plan)?);
     let client = q.client.clone();
-    let classes = call.cache.get(
-        &client,
-        format!("{:?}", q.device),
-        &call.layout,
-        call.shape.group(),
-        call.window,
-    )?;
-    let [b, h, n, d] = [
-        q.meta.shape()[0],
-        q.meta.shape()[1],
-        q.meta.shape()[2],
-        q.meta.shape()[3],
-    ];
-    let (qr, kr, vr) = (view("q", &q)?, view("k", &k)?, view("v", &v)?);
-    let mask_r = mask.as_ref().map(|m| view("mask", m)).transpose()?;
+    let (classes, [b, h, n, d]) = device_classes(&q, call)?;
+    let (qr, kr, vr) = (
+        tensor_ref("q", &q)?,
+        tensor_ref("k", &k)?,
+        tensor_ref("v", &v)?,
+    );
+    let mask_r = mask.as_ref().map(|m| tensor_ref("mask", m)).transpose()?;
     let dtype = q.dtype;
     let branches = call.layout.branches.len();
     let launch = |out: &TensorRef, lse: &TensorRef, branch: usize, merge: bool| {
@@ -135,7 +152,7 @@ pub(crate) fn forward(
         // One pair of buffers: every branch after the first merges into it as it is written.
         let out = buffer(&q, vec![b, h, n, d], dtype, Some(0.0))?;
         let lse = buffer(&q, vec![b, h, n], DType::F32, Some(f32::NEG_INFINITY))?;
-        let (out_r, lse_r) = (view("out", &out)?, view("lse", &lse)?);
+        let (out_r, lse_r) = (tensor_ref("out", &out)?, tensor_ref("lse", &lse)?);
         for branch in 0..branches {
             launch(&out_r, &lse_r, branch, branch > 0)?;
         }
@@ -225,19 +242,7 @@ pub(crate) fn backward(
         }
     });
     let client = q.client.clone();
-    let classes = call.cache.get(
-        &client,
-        format!("{:?}", q.device),
-        &call.layout,
-        call.shape.group(),
-        call.window,
-    )?;
-    let [b, h, n, d] = [
-        q.meta.shape()[0],
-        q.meta.shape()[1],
-        q.meta.shape()[2],
-        q.meta.shape()[3],
-    ];
+    let (classes, [b, h, n, d]) = device_classes(&q, call)?;
     let n_k = k.meta.shape()[2];
     // One class that covers every row (dilation 1, every head, no GQA: the seed layout, say)
     // lets the kernels store their gradients, into buffers with no zero fill.
@@ -262,17 +267,25 @@ pub(crate) fn backward(
         grad(store, n_k)?,
     );
     let delta = buffer(&q, vec![b, h, n], DType::F32, None)?;
-    let (qr, kr, vr) = (view("q", &q)?, view("k", &k)?, view("v", &v)?);
-    let (or, gr, lr) = (
-        view("out", &saved.out)?,
-        view("dout", &dout)?,
-        view("lse", &saved.lse)?,
+    let (qr, kr, vr) = (
+        tensor_ref("q", &q)?,
+        tensor_ref("k", &k)?,
+        tensor_ref("v", &v)?,
     );
-    let mask_r = mask.as_ref().map(|m| view("mask", m)).transpose()?;
-    let dlse_r = dlse.as_ref().map(|t| view("dlse", t)).transpose()?;
-    let deltar = view("delta", &delta)?;
+    let (or, gr, lr) = (
+        tensor_ref("out", &saved.out)?,
+        tensor_ref("dout", &dout)?,
+        tensor_ref("lse", &saved.lse)?,
+    );
+    let mask_r = mask.as_ref().map(|m| tensor_ref("mask", m)).transpose()?;
+    let dlse_r = dlse.as_ref().map(|t| tensor_ref("dlse", t)).transpose()?;
+    let deltar = tensor_ref("delta", &delta)?;
     kernels::delta(&client, plan, &or, &gr, dlse_r.as_ref(), &deltar)?;
-    let (dqr, dkr, dvr) = (view("dq", &dq)?, view("dk", &dk)?, view("dv", &dv)?);
+    let (dqr, dkr, dvr) = (
+        tensor_ref("dq", &dq)?,
+        tensor_ref("dk", &dk)?,
+        tensor_ref("dv", &dv)?,
+    );
     let tensors = BackwardTensors {
         q: &qr,
         k: &kr,

@@ -16,6 +16,16 @@ pub fn randn<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
 }
 
+/// Random `q: [batch, heads, n, head_dim]` and `k, v: [batch, kv_heads, n, head_dim]` from
+/// `[batch, heads, kv_heads, n, head_dim]`.
+pub fn qkv([batch, heads, kv_heads, n, head_dim]: [usize; 5], device: &Device) -> [Tensor<4>; 3] {
+    [
+        randn([batch, heads, n, head_dim], device),
+        randn([batch, kv_heads, n, head_dim], device),
+        randn([batch, kv_heads, n, head_dim], device),
+    ]
+}
+
 /// Reads a float tensor as f32.
 pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.try_to_vec_as::<f32>().expect("readable tensor")
