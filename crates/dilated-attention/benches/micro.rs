@@ -47,14 +47,7 @@ fn layouts(c: &mut Criterion) {
     }
     // Every pattern type at 16M tokens: the layout must build in well under a second.
     let n = 1 << 24;
-    for kind in [
-        PatternType::Dense,
-        PatternType::LocalWindow,
-        PatternType::DilatedSparse,
-        PatternType::GlobalLocal,
-        PatternType::Random,
-        PatternType::Custom,
-    ] {
+    for kind in PatternType::ALL {
         let pattern = single(kind);
         group.bench_with_input(BenchmarkId::new(format!("{kind:?}"), n), &n, |b, &n| {
             b.iter(|| BlockLayout::new(black_box(&pattern), n, HEADS).expect("layout"))

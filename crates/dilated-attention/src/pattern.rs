@@ -57,6 +57,18 @@ pub enum PatternType {
     Custom,
 }
 
+impl PatternType {
+    /// Every pattern type, in declaration order.
+    pub const ALL: [PatternType; 6] = [
+        PatternType::Dense,
+        PatternType::LocalWindow,
+        PatternType::DilatedSparse,
+        PatternType::GlobalLocal,
+        PatternType::Random,
+        PatternType::Custom,
+    ];
+}
+
 /// The block layout of every branch: pattern type, budget and block size.
 ///
 /// `sparsity_ratio` is the fraction of candidate key blocks dropped in each query-block row

@@ -23,14 +23,7 @@ use dilated_attention::{
 };
 use proptest::prelude::*;
 
-const KINDS: [PatternType; 6] = [
-    PatternType::Dense,
-    PatternType::LocalWindow,
-    PatternType::DilatedSparse,
-    PatternType::GlobalLocal,
-    PatternType::Random,
-    PatternType::Custom,
-];
+const KINDS: [PatternType; 6] = PatternType::ALL;
 
 /// A drawn call: its config and its inputs' sizes.
 #[derive(Debug, Clone)]
