@@ -1,6 +1,12 @@
 //! The one timing helper of the benchmarks (`cargo xtask bench`, `kernel_bench`,
 //! `device_probe`): wall time of a closure ended by a device sync, after warm-up, as a median
 //! of many runs.
+//!
+//! Two rulers: [`times`] syncs after every run, so each sample also holds the host's work
+//! before the first launch and the sync's own latency; [`queued_times`] queues
+//! [`QUEUE`] runs back to back before one sync and divides, so the host's work overlaps the
+//! device's as in a training loop. PyTorch's `triton.testing.do_bench` (the peers' rows) times
+//! back-to-back runs with device events, which is the second ruler's view.
 
 use std::time::Instant;
 
@@ -27,6 +33,31 @@ pub fn times(
             Ok(start.elapsed().as_secs_f64() * 1e3)
         })
         .collect()
+}
+
+/// Runs queued before each sync in [`queued_times`].
+pub const QUEUE: usize = 5;
+
+/// Per-run wall times in ms of `groups` groups of `per_sync` back-to-back runs of `f`, each
+/// group ended by one device sync (the group's time divided by `per_sync`), after one warm-up
+/// group.
+pub fn queued_times(
+    device: &Device,
+    groups: usize,
+    per_sync: usize,
+    mut f: impl FnMut(),
+) -> Result<Vec<f64>, String> {
+    let per_sync = per_sync.max(1);
+    let mut group = || {
+        let start = Instant::now();
+        for _ in 0..per_sync {
+            f();
+        }
+        device.sync().map_err(|e| format!("device sync: {e}"))?;
+        Ok(start.elapsed().as_secs_f64() * 1e3 / per_sync as f64)
+    };
+    group()?;
+    (0..groups).map(|_| group()).collect()
 }
 
 /// The median, 10th and 90th percentile of `t` (ms); `NaN` for no samples.
@@ -61,5 +92,13 @@ mod tests {
         let mut calls = 0;
         let t = times(&device, 2, 5, || calls += 1).unwrap();
         assert_eq!((t.len(), calls), (5, 7));
+    }
+
+    #[test]
+    fn queued_times_run_groups_after_one_warmup_group() {
+        let device = Device::flex();
+        let mut calls = 0;
+        let t = queued_times(&device, 3, 4, || calls += 1).unwrap();
+        assert_eq!((t.len(), calls), (3, 16));
     }
 }

@@ -124,6 +124,7 @@ mod tests {
             "median_ms",
             "p10_ms",
             "p90_ms",
+            "queued_ms",
             "tflops",
             "peak_mem_bytes",
             "status",

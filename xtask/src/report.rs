@@ -50,12 +50,12 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
 /// The Markdown table of `rows`.
 pub fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| impl | backend | dtype | B/H/D | n | pattern | density | mode | median ms | p10 ms | p90 ms | TFLOP/s | peak MiB | status |\n\
-         |---|---|---|---|---:|---|---:|---|---:|---:|---:|---:|---:|---|\n",
+        "| impl | backend | dtype | B/H/D | n | pattern | density | mode | median ms | p10 ms | p90 ms | queued ms | TFLOP/s | peak MiB | status |\n\
+         |---|---|---|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in rows {
         s += &format!(
-            "| {} | {} | {} | {}/{}/{} | {} | {} | {:.4} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {}/{}/{} | {} | {} | {:.4} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.implementation,
             r.backend,
             r.dtype,
@@ -69,6 +69,7 @@ pub fn markdown(rows: &[Row]) -> String {
             fmt(r.median_ms, 3),
             fmt(r.p10_ms, 3),
             fmt(r.p90_ms, 3),
+            fmt(r.queued_ms, 3),
             fmt(r.tflops, 2),
             r.peak_mem_bytes
                 .map_or("–".into(), |b| format!("{:.1}", b as f64 / 1048576.0)),

@@ -12,7 +12,7 @@ use dilated_attention::{
     AttentionShape, BlockSparseRingDilatedAttention, DilatedPattern, PatternType,
     SparsePatternConfig,
 };
-use dilated_attention_examples::timing::{median_p10_p90, times};
+use dilated_attention_examples::timing::{QUEUE, median_p10_p90, queued_times, times};
 use serde::{Deserialize, Serialize};
 
 use crate::report::Progress;
@@ -143,6 +143,10 @@ pub struct Row {
     pub p10_ms: Option<f64>,
     pub p90_ms: Option<f64>,
     pub tflops: Option<f64>,
+    /// Median per-run time of groups of [`QUEUE`] back-to-back runs, one sync a group: the
+    /// host's work overlaps the device's, as in `triton.testing.do_bench` (the peers' rows).
+    #[serde(default)]
+    pub queued_ms: Option<f64>,
     pub peak_mem_bytes: Option<u64>,
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -195,10 +199,19 @@ fn pattern(name: &str, n: usize) -> Option<DilatedPattern> {
     }
 }
 
-/// Timed runs of `f` after two warm-ups (the shared helper of every benchmark); a failed
-/// device sync fails the row.
-fn time<F: FnMut()>(device: &Device, iters: usize, f: F) -> Vec<f64> {
-    times(device, 2, iters, f).unwrap_or_else(|e| panic!("{e}"))
+/// The samples of one row, in ms: one sync per run, and per run of queued groups.
+struct Timing {
+    synced: Vec<f64>,
+    queued: Vec<f64>,
+}
+
+/// `iters` runs of `f` after two warm-ups, each synced, then groups of [`QUEUE`] queued runs
+/// (the shared helpers of every benchmark); a failed device sync fails the row.
+fn time<F: FnMut()>(device: &Device, iters: usize, mut f: F) -> Timing {
+    let synced = times(device, 2, iters, &mut f).unwrap_or_else(|e| panic!("{e}"));
+    let groups = iters.div_ceil(QUEUE).max(3);
+    let queued = queued_times(device, groups, QUEUE, f).unwrap_or_else(|e| panic!("{e}"));
+    Timing { synced, queued }
 }
 
 /// Runs the sweep; returns the rows and the output folder.
@@ -267,6 +280,7 @@ pub fn run(opts: Options) -> Result<(Vec<Row>, PathBuf), String> {
             density,
             mode: mode.into(),
             median_ms: None,
+            queued_ms: None,
             p10_ms: None,
             p90_ms: None,
             tflops: None,
@@ -354,13 +368,14 @@ pub fn run(opts: Options) -> Result<(Vec<Row>, PathBuf), String> {
 
 /// Times `f`, catching failures. Peak memory is the allocator's reserved bytes after the call,
 /// with the pools cleaned before it: pools keep their high-water pages for reuse.
-fn measure(device: &Device, mut row: Row, flops: f64, f: impl FnOnce() -> Vec<f64>) -> Row {
+fn measure(device: &Device, mut row: Row, flops: f64, f: impl FnOnce() -> Timing) -> Row {
     device.memory_cleanup();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     row.peak_mem_bytes = device.memory_pool_usage().map(|u| u.bytes_reserved);
     match result {
-        Ok(times) => {
-            let (median, p10, p90) = median_p10_p90(times);
+        Ok(Timing { synced, queued }) => {
+            let (median, p10, p90) = median_p10_p90(synced);
+            row.queued_ms = Some(median_p10_p90(queued).0);
             row.median_ms = Some(median);
             row.p10_ms = Some(p10);
             row.p90_ms = Some(p90);
@@ -398,7 +413,7 @@ fn bench_ours(
     shape: [usize; 4],
     mode: &str,
     iters: usize,
-) -> Vec<f64> {
+) -> Timing {
     if mode == "fwd" {
         let [q, k, v] = inputs(device, dtype, shape, false);
         time(device, iters, || {
@@ -426,7 +441,7 @@ fn bench_dense(
     shape: [usize; 4],
     mode: &str,
     iters: usize,
-) -> Vec<f64> {
+) -> Timing {
     let options = AttentionModuleOptions::default();
     if mode == "fwd" {
         let [q, k, v] = inputs(device, dtype, shape, false);

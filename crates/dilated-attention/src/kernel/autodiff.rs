@@ -17,6 +17,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use burn::backend::TensorMetadata;
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{
@@ -24,6 +25,7 @@ use burn::backend::autodiff::checkpoint::strategy::{
 };
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{
     AutodiffBackend, Cube, DispatchDevice, DispatchKindConversion, DispatchTensor,
@@ -239,7 +241,16 @@ impl Backward<Cube, 3> for AttentionStep {
                     "dilated attention: the backward kernels failed ({e}); computing the \
                      gradients on the reference path"
                 );
-                reference_gradients(s.saved, s.mask, dout, dlse, &s.call)
+                match reference_gradients(s.saved, s.mask, dout, dlse, &s.call) {
+                    Some(grads) => grads,
+                    None => {
+                        log::error!(
+                            "dilated attention: the reference gradients did not convert back \
+                             to the CubeCL backend; q, k and v get no gradient"
+                        );
+                        return;
+                    }
+                }
             }
         };
         for (node, grad) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
@@ -251,14 +262,16 @@ impl Backward<Cube, 3> for AttentionStep {
 }
 
 /// The gradients of the reference path for the forward of `saved`: the reference attention,
-/// differentiated by Burn on the autodiff form of the tensors' device.
+/// differentiated by Burn on the autodiff form of the tensors' device. `None` if a gradient
+/// does not convert back to the CubeCL backend's primitive (it always should: every tensor
+/// here lives on the device `saved` came from).
 fn reference_gradients(
     saved: Saved<FloatTensor<Cube>>,
     mask: Option<IntTensor<Cube>>,
     dout: FloatTensor<Cube>,
     dlse: Option<FloatTensor<Cube>>,
     call: &KernelCall,
-) -> (FloatTensor<Cube>, FloatTensor<Cube>, FloatTensor<Cube>) {
+) -> Option<(FloatTensor<Cube>, FloatTensor<Cube>, FloatTensor<Cube>)> {
     let q: Tensor<4> = plain(saved.q);
     let device = q.device().autodiff();
     let leaf = |t: Tensor<4>| t.to_device(&device).require_grad();
@@ -302,10 +315,9 @@ fn reference_gradients(
     let grads = loss.backward();
     let grad = |t: &Tensor<4>| {
         let g = t.grad(&grads).unwrap_or_else(|| t.zeros_like().inner());
-        g.try_into_primitive::<Cube>()
-            .expect("a gradient on the inner CubeCL device converts back")
+        g.try_into_primitive::<Cube>().ok()
     };
-    (grad(&q), grad(&k), grad(&v))
+    Some((grad(&q)?, grad(&k)?, grad(&v)?))
 }
 
 #[derive(Debug)]
@@ -325,10 +337,9 @@ impl Backward<Cube, 1> for LseStep {
         let s = ops.state;
         *s.dlse.lock().unwrap_or_else(|e| e.into_inner()) = Some(grads.consume::<Cube>(&ops.node));
         if let Some(node) = node_out {
-            let zeros: Tensor<4> = plain::<4>(s.out).zeros_like();
-            let zeros = zeros
-                .try_into_primitive::<Cube>()
-                .unwrap_or_else(|_| unreachable!("zeros_like keeps the device"));
+            let (shape, dtype) = (s.out.shape(), s.out.dtype());
+            let device = s.out.device();
+            let zeros = Cube::float_zeros(shape, &device, dtype.into());
             grads.register::<Cube>(node.id, zeros);
         }
     }
