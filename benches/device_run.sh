@@ -58,7 +58,9 @@ for section in "$@"; do
     sweep)
       run sweep /tmp/bin/xtask bench --backend cuda --sizes "${SWEEP_SIZES:-4k,16k,64k,128k}" --pattern seed,longnet \
         --mode both --iters 10 --out "$OUT/sweep"
-      run torch python3 benches/torch_baseline.py f16 both 4096 16384 65536 131072
+      # The peers at the same sizes (`64k` -> 65536).
+      sizes=$(python3 -c "import sys; print(*(int(s[:-1]) * 1024 if s.endswith('k') else int(s) for s in sys.argv[1].split(',')))" "${SWEEP_SIZES:-4k,16k,64k,128k}")
+      run torch python3 benches/torch_baseline.py f16 both $sizes
       ;;
     sweep-d128)
       run sweep-d128 /tmp/bin/xtask bench --backend cuda --sizes 64k,128k --pattern seed,longnet \

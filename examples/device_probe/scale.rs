@@ -81,7 +81,7 @@ pub fn scale(p: &mut Probe, lengths: &[usize]) {
         };
         let (q, k, v) = (rand(), rand(), rand());
         let tensor = (h * n * d * 2) as u64;
-        let inputs = in_use(&device) - base;
+        let inputs = in_use(&device).saturating_sub(base);
         let mut fwd = Vec::new();
         let mut fwdbwd = Vec::new();
         let (mut after_forward, mut after_backward) = (0, 0);
@@ -90,11 +90,11 @@ pub fn scale(p: &mut Probe, lengths: &[usize]) {
             let (out, lse) = module
                 .forward_with_lse(q.clone(), k.clone(), v.clone(), None)
                 .expect("the kernels serve the call");
-            let used = in_use(&device) - base;
+            let used = in_use(&device).saturating_sub(base);
             let forward_ms = t.elapsed().as_secs_f64() * 1e3;
             let grads = out.backward();
             let dq = q.grad(&grads).expect("gradient");
-            let used_backward = in_use(&device) - base;
+            let used_backward = in_use(&device).saturating_sub(base);
             let total_ms = t.elapsed().as_secs_f64() * 1e3;
             drop((dq, grads, lse));
             if i > 0 {

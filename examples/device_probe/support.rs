@@ -58,10 +58,17 @@ impl Probe {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
+    // NaN wins (`f32::max` would drop it): a NaN anywhere is the largest error there is.
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+        .fold(0.0, |m, e| {
+            if m.is_nan() || e.is_nan() {
+                f32::NAN
+            } else {
+                m.max(e)
+            }
+        })
 }
 
 /// `max |a - b| / max(1, max |b|)`.

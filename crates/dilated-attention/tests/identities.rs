@@ -5,7 +5,7 @@ mod common;
 use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use common::{assert_close, cpu, randn, values};
+use common::{assert_close, cpu, qkv, randn, values};
 use dilated_attention::{
     BlockSparseRingDilatedAttention, DilatedPattern, PatternType, SparsePatternConfig,
 };
@@ -49,11 +49,7 @@ fn one_dense_branch_equals_burns_attention(
 #[test]
 fn fully_masked_rows_give_zero_and_neg_inf() {
     let device = cpu(2);
-    let (q, k, v) = (
-        randn([2, 3, 40, 16], &device),
-        randn([2, 3, 40, 16], &device),
-        randn([2, 3, 40, 16], &device),
-    );
+    let [q, k, v] = qkv([2, 3, 3, 40, 16], &device);
     // Batch 1 has no key at all.
     let mask: Vec<bool> = (0..80).map(|i| i >= 40).collect();
     let mask = Tensor::<2, Bool>::from_data(TensorData::new(mask, [2, 40]), &device);
@@ -74,11 +70,7 @@ fn rows_a_branch_skips_get_the_other_branch_alone() {
     // Branch (8, 2) skips odd positions for head 0; branch (n, 1) sees everything.
     let device = cpu(3);
     let n = 32;
-    let (q, k, v) = (
-        randn([1, 1, n, 8], &device),
-        randn([1, 1, n, 8], &device),
-        randn([1, 1, n, 8], &device),
-    );
+    let [q, k, v] = qkv([1, 1, 1, n, 8], &device);
     let sparse = SparsePatternConfig::new(PatternType::Dense).with_block_size(4);
     let both = DilatedPattern::new(&[8, n], &[2, 1], sparse.clone(), false).unwrap();
     let only_full = DilatedPattern::new(&[n], &[1], sparse, false).unwrap();
@@ -104,11 +96,7 @@ fn rows_a_branch_skips_get_the_other_branch_alone() {
 fn permuting_keys_in_one_dense_branch_changes_nothing() {
     let device = cpu(4);
     let n = 50;
-    let (q, k, v) = (
-        randn([1, 2, n, 16], &device),
-        randn([1, 2, n, 16], &device),
-        randn([1, 2, n, 16], &device),
-    );
+    let [q, k, v] = qkv([1, 2, 2, n, 16], &device);
     let perm: Vec<i64> = (0..n as i64).map(|i| (i * 17 + 3) % n as i64).collect();
     let perm = Tensor::<1, Int>::from_data(TensorData::new(perm, [n]), &device);
     let module = dense(false, 8);

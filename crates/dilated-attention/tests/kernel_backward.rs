@@ -10,28 +10,19 @@
 mod common;
 
 use burn::prelude::*;
-use common::{assert_close, cpu, gpu, loss, padding_mask, qkv, randn, sparse, values};
+use common::{Case, assert_close, cpu, gpu, loss, padding_mask, qkv, randn, sparse, values};
 use dilated_attention::{BlockSparseRingDilatedAttention, DilatedPattern, PatternType};
 use rstest::rstest;
 
-#[allow(clippy::too_many_arguments)]
-fn check(
-    pattern: DilatedPattern,
-    n: usize,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    masked: bool,
-    with_dlse: bool,
-    seed: u64,
-) {
-    let cpu = cpu(seed);
+/// The case's kernel gradients against the reference path's; `with_dlse` also seeds the
+/// gradient of the log-sum-exp.
+fn check(case: Case, with_dlse: bool) {
+    let cpu = cpu(case.seed);
     let Some(gpu) = gpu() else { return };
-    let batch = 2;
-    let [q, k, v] = qkv([batch, heads, kv_heads, n, head_dim], &cpu);
-    let r = randn([batch, heads, n, head_dim], &cpu);
-    let s = randn([batch, heads, n], &cpu) * if with_dlse { 1.0 } else { 0.0 };
-    let module = BlockSparseRingDilatedAttention::from_pattern(pattern.clone(), None);
+    let [q, k, v] = case.qkv(&cpu);
+    let r = randn([Case::BATCH, case.heads, case.n, case.head_dim], &cpu);
+    let s = randn([Case::BATCH, case.heads, case.n], &cpu) * if with_dlse { 1.0 } else { 0.0 };
+    let module = case.module();
 
     let ad = cpu.clone().autodiff();
     let on_ad = |t: &Tensor<4>| Tensor::<4>::from_data(t.to_data(), &ad);
@@ -39,27 +30,21 @@ fn check(
     let (o_ref, l_ref) = module
         .clone()
         .without_kernels()
-        .forward_with_lse(
-            qa.clone(),
-            ka.clone(),
-            va.clone(),
-            masked.then(|| padding_mask(batch, n, &ad)),
-        )
+        .forward_with_lse(qa.clone(), ka.clone(), va.clone(), case.mask(&ad))
         .unwrap();
     let s_ad = Tensor::<3>::from_data(s.to_data(), &ad);
     let grads = loss(o_ref, l_ref, &on_ad(&r), &s_ad).backward();
     let expected = [&qa, &ka, &va].map(|t| values(t.grad(&grads).unwrap()));
 
     let [qg, kg, vg, rg] = [&q, &k, &v, &r].map(|t| t.clone().to_device(&gpu));
-    let mask = || masked.then(|| padding_mask(batch, n, &gpu));
     let (o, l) = module
-        .forward_kernels(qg.clone(), kg.clone(), vg.clone(), mask())
+        .forward_kernels(qg.clone(), kg.clone(), vg.clone(), case.mask(&gpu))
         .unwrap();
     let dlse = with_dlse.then(|| s.clone().to_device(&gpu));
     let (dq, dk, dv) = module
-        .backward_kernels(qg, kg, vg, mask(), o, l, rg, dlse)
+        .backward_kernels(qg, kg, vg, case.mask(&gpu), o, l, rg, dlse)
         .unwrap();
-    let what = format!("{pattern:?} n={n} heads={heads}/{kv_heads} d={head_dim} mask={masked}");
+    let what = case.what();
     for (name, (got, want)) in ["dq", "dk", "dv"]
         .iter()
         .zip([dq, dk, dv].into_iter().zip(&expected))
@@ -68,22 +53,31 @@ fn check(
     }
 }
 
+/// Branches `[32, n] × [1, 2]` over blocks of 16 of `kind` at sparsity 0.5.
+fn two_branches(n: usize, kind: PatternType, causal: bool) -> BlockSparseRingDilatedAttention {
+    let pattern = DilatedPattern::new(&[32, n], &[1, 2], sparse(kind, 16, 0.5), causal).unwrap();
+    BlockSparseRingDilatedAttention::from_pattern(pattern, None)
+}
+
+/// Every pattern type, in turn, for each causal/masked pair (a failure names the pattern).
 #[rstest]
 fn backward_equals_reference_for_every_pattern(
-    #[values(
-        PatternType::Dense,
-        PatternType::LocalWindow,
-        PatternType::DilatedSparse,
-        PatternType::GlobalLocal,
-        PatternType::Random,
-        PatternType::Custom
-    )]
-    kind: PatternType,
     #[values(false, true)] causal: bool,
     #[values(false, true)] masked: bool,
 ) {
-    let pattern = DilatedPattern::new(&[64, 128], &[1, 2], sparse(kind, 16, 0.5), causal).unwrap();
-    check(pattern, 150, 4, 2, 32, masked, masked, kind as u64);
+    for kind in PatternType::ALL {
+        let sparse = sparse(kind, 16, 0.5);
+        let case = Case {
+            pattern: DilatedPattern::new(&[64, 128], &[1, 2], sparse, causal).unwrap(),
+            n: 150,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 32,
+            masked,
+            seed: kind as u64,
+        };
+        check(case, masked);
+    }
 }
 
 #[rstest]
@@ -104,9 +98,16 @@ fn backward_equals_reference_on_shapes(
         let pattern =
             DilatedPattern::new(w, r, sparse(PatternType::DilatedSparse, block, 0.5), causal)
                 .unwrap();
-        check(
-            pattern, n, heads, kv_heads, head_dim, true, causal, n as u64,
-        );
+        let case = Case {
+            pattern,
+            n,
+            heads,
+            kv_heads,
+            head_dim,
+            masked: true,
+            seed: n as u64,
+        };
+        check(case, causal);
     }
 }
 
@@ -166,20 +167,9 @@ fn autodiff_runs_the_kernels(
     #[values(false, true)] causal: bool,
 ) {
     let (b, h, kvh, n, d) = (1, 4, 2, 90, 32);
-    let pattern = DilatedPattern::new(
-        &[32, 90],
-        &[1, 2],
-        sparse(PatternType::DilatedSparse, 16, 0.5),
-        causal,
-    )
-    .unwrap();
-    let module = BlockSparseRingDilatedAttention::from_pattern(pattern, None);
+    let module = two_branches(90, PatternType::DilatedSparse, causal);
     let cpu = cpu(21);
-    let inputs = [
-        randn([b, h, n, d], &cpu),
-        randn([b, kvh, n, d], &cpu),
-        randn([b, kvh, n, d], &cpu),
-    ];
+    let inputs = qkv([b, h, kvh, n, d], &cpu);
     let r = randn([b, h, n, d], &cpu);
     let s = randn([b, h, n], &cpu);
     let grads_on = |device: &Device, kernels: bool| {
@@ -327,14 +317,7 @@ fn direct_launch_writes_delta_and_only_class_rows() {
 fn garbage_in_padded_keys_is_confined(#[values(false, true)] causal: bool) {
     let Some(gpu) = gpu() else { return };
     let (b, h, n, d) = (2, 2, 70, 32);
-    let pattern = DilatedPattern::new(
-        &[32, 70],
-        &[1, 2],
-        sparse(PatternType::LocalWindow, 16, 0.5),
-        causal,
-    )
-    .unwrap();
-    let module = BlockSparseRingDilatedAttention::from_pattern(pattern, None);
+    let module = two_branches(70, PatternType::LocalWindow, causal);
     let cpu = cpu(21);
     let [q, k, v, r] = [0; 4].map(|_| randn([b, h, n, d], &cpu));
     let run = |module: &BlockSparseRingDilatedAttention, device: &Device, poison: bool| {

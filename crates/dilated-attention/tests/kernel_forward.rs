@@ -9,64 +9,48 @@
 mod common;
 
 use burn::prelude::*;
-use common::{assert_close, cpu, gpu, padding_mask, qkv, randn, sparse, values};
+use common::{Case, assert_close, cpu, gpu, randn, sparse, values};
 use dilated_attention::kernel::{KernelClassLayout, Window, tensor_ref};
 use dilated_attention::{
     BlockLayout, BlockSparseRingDilatedAttention, DilatedPattern, PatternType,
 };
 use rstest::rstest;
 
-#[allow(clippy::too_many_arguments)]
-fn check(
-    pattern: DilatedPattern,
-    n: usize,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    masked: bool,
-    seed: u64,
-) {
-    let cpu = cpu(seed);
+fn check(case: Case) {
+    let cpu = cpu(case.seed);
     let Some(gpu) = gpu() else { return };
-    let batch = 2;
-    let [q, k, v] = qkv([batch, heads, kv_heads, n, head_dim], &cpu);
-    let mask = masked.then(|| padding_mask(batch, n, &cpu));
-    let module = BlockSparseRingDilatedAttention::from_pattern(pattern.clone(), None);
+    let [q, k, v] = case.qkv(&cpu);
+    let module = case.module();
     let (o_ref, l_ref) = module
         .clone()
         .without_kernels()
-        .forward_with_lse(q.clone(), k.clone(), v.clone(), mask.clone())
+        .forward_with_lse(q.clone(), k.clone(), v.clone(), case.mask(&cpu))
         .unwrap();
-    let (o, l) = module
-        .forward_kernels(
-            q.to_device(&gpu),
-            k.to_device(&gpu),
-            v.to_device(&gpu),
-            // Built on each device: Burn 0.22 cannot move a native bool tensor to wgpu.
-            masked.then(|| padding_mask(batch, n, &gpu)),
-        )
-        .unwrap();
-    let what = format!("{pattern:?} n={n} heads={heads}/{kv_heads} d={head_dim} mask={masked}");
+    let [q, k, v] = [q, k, v].map(|t| t.to_device(&gpu));
+    let (o, l) = module.forward_kernels(q, k, v, case.mask(&gpu)).unwrap();
+    let what = case.what();
     assert_close(&values(o), &values(o_ref), 1e-4, &format!("out {what}"));
     assert_close(&values(l), &values(l_ref), 1e-4, &format!("lse {what}"));
 }
 
+/// Every pattern type, in turn, for each causal/masked pair (a failure names the pattern).
 #[rstest]
 fn kernel_equals_reference_for_every_pattern(
-    #[values(
-        PatternType::Dense,
-        PatternType::LocalWindow,
-        PatternType::DilatedSparse,
-        PatternType::GlobalLocal,
-        PatternType::Random,
-        PatternType::Custom
-    )]
-    kind: PatternType,
     #[values(false, true)] causal: bool,
     #[values(false, true)] masked: bool,
 ) {
-    let pattern = DilatedPattern::new(&[64, 128], &[1, 2], sparse(kind, 16, 0.5), causal).unwrap();
-    check(pattern, 200, 4, 2, 32, masked, kind as u64);
+    for kind in PatternType::ALL {
+        let sparse = sparse(kind, 16, 0.5);
+        check(Case {
+            pattern: DilatedPattern::new(&[64, 128], &[1, 2], sparse, causal).unwrap(),
+            n: 200,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 32,
+            masked,
+            seed: kind as u64,
+        });
+    }
 }
 
 #[rstest]
@@ -88,7 +72,15 @@ fn kernel_equals_reference_on_shapes(
         let pattern =
             DilatedPattern::new(w, r, sparse(PatternType::DilatedSparse, block, 0.5), causal)
                 .unwrap();
-        check(pattern, n, heads, kv_heads, head_dim, true, n as u64);
+        check(Case {
+            pattern,
+            n,
+            heads,
+            kv_heads,
+            head_dim,
+            masked: true,
+            seed: n as u64,
+        });
     }
 }
 

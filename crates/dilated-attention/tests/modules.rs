@@ -4,7 +4,7 @@ mod common;
 
 use burn::prelude::*;
 use burn::tensor::DType;
-use common::{assert_close, cpu, randn, values};
+use common::{assert_close, cpu, qkv, randn, values};
 use dilated_attention::module::{attention_from_file, attention_from_json, create_attention};
 use dilated_attention::{
     AttentionError, AttentionKind, BlockSparseRingDilatedAttentionConfig, DilatedMhaInput,
@@ -36,11 +36,7 @@ fn shortcuts_override_the_sparse_config() {
 fn layout_is_built_once_and_cache_changes_nothing() {
     let device = cpu(20);
     let module = small_config().init(&device).unwrap();
-    let (q, k, v) = (
-        randn([1, 4, 70, 8], &device),
-        randn([1, 4, 70, 8], &device),
-        randn([1, 4, 70, 8], &device),
-    );
+    let [q, k, v] = qkv([1, 4, 4, 70, 8], &device);
     let a = module.forward(q.clone(), k.clone(), v.clone()).unwrap();
     let b = module.forward(q.clone(), k.clone(), v.clone()).unwrap();
     assert_eq!(module.cached_layouts(), 1);
@@ -143,11 +139,7 @@ fn multi_head_layer_runs_its_core_in_compute_dtype() {
 #[test]
 fn factory_builds_every_kind_from_json() {
     let device = cpu(23);
-    let (q, k, v) = (
-        randn([1, 2, 40, 8], &device),
-        randn([1, 2, 40, 8], &device),
-        randn([1, 2, 40, 8], &device),
-    );
+    let [q, k, v] = qkv([1, 2, 2, 40, 8], &device);
     for kind in ["dense", "dilated", "block_sparse", "block_sparse_ring"] {
         let json = format!(
             r#"{{"kind": "{kind}", "attention": {{"segment_lengths": [8, 16],

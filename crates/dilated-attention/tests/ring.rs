@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_close, cpu, padding_mask, randn, ring_preset, values};
+use common::{assert_close, cpu, padding_mask, qkv, randn, ring_preset, values};
 use dilated_attention::{
     BlockSparseRingDilatedAttention, DilatedPattern, Partition, PatternType, SparsePatternConfig,
 };
@@ -35,11 +35,7 @@ fn single_device_ring_equals_unchunked(
 ) {
     let n = 3824;
     let device = cpu(40);
-    let (q, k, v) = (
-        randn([1, 5, n, 32], &device),
-        randn([1, 5, n, 32], &device),
-        randn([1, 5, n, 32], &device),
-    );
+    let [q, k, v] = qkv([1, 5, 5, n, 32], &device);
     let mask = Some(padding_mask(1, n, &device));
     let plain = BlockSparseRingDilatedAttention::from_pattern(preset(name, n, causal), None);
     let ring = plain.clone().with_ring(p, partition);

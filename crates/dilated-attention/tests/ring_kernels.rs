@@ -11,7 +11,7 @@
 mod common;
 
 use burn::prelude::*;
-use common::{assert_close, cpu, gpu, loss, padding_mask, randn, ring_preset, sparse, values};
+use common::{assert_close, cpu, gpu, loss, padding_mask, qkv, randn, ring_preset, sparse, values};
 use dilated_attention::{BlockSparseRingDilatedAttention, DilatedPattern, Partition, PatternType};
 use rstest::rstest;
 
@@ -42,11 +42,7 @@ fn ring_through_kernels_equals_unchunked(
     let (batch, n, d) = (2, 382, 32);
     let cpu = cpu(60 + p as u64);
     let Some(gpu) = gpu() else { return };
-    let inputs = [
-        randn([batch, heads, n, d], &cpu),
-        randn([batch, kv_heads, n, d], &cpu),
-        randn([batch, kv_heads, n, d], &cpu),
-    ];
+    let inputs = qkv([batch, heads, kv_heads, n, d], &cpu);
     let r = randn([batch, heads, n, d], &cpu);
     let s = randn([batch, heads, n], &cpu);
     let module = BlockSparseRingDilatedAttention::from_pattern(preset(name, n, causal), None)

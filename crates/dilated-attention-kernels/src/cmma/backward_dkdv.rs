@@ -5,37 +5,30 @@ use cubecl::prelude::*;
 use super::backward::{COLS, PLANES, ROWS, add_tiles};
 use super::forward::{operand, zero_accumulator};
 use crate::addressing::locate;
+use crate::args::{GradOperands, Operands, Pass};
 
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
 pub(crate) fn backward_dkdv_tc<F: Float, N: Size>(
-    q: &Tensor<Vector<F, N>>,
-    k: &Tensor<Vector<F, N>>,
-    v: &Tensor<Vector<F, N>>,
-    mask: &Tensor<u32>,
-    dout: &Tensor<Vector<F, N>>,
-    lse: &Tensor<f32>,
-    delta: &Tensor<f32>,
-    col_ptr: &Tensor<u32>,
-    runs: &Tensor<u32>,
-    params: &Tensor<u32>,
+    io: &Operands<Vector<F, N>>,
+    grad: &GradOperands<Vector<F, N>>,
     dk: &mut Tensor<f32>,
     dv: &mut Tensor<f32>,
-    scale: f32,
-    neg_inf: f32,
-    #[comptime] head_dim: usize,
-    #[comptime] block: usize,
-    #[comptime] causal: bool,
-    #[comptime] masked: bool,
+    #[comptime] pass: Pass,
 ) {
     // Rows are keys: `tile.qb` is the key block, the transposed layout lists its query blocks.
-    let subtiles = comptime!(block / ROWS);
-    let tile = locate(params, CUBE_POS_X as usize / subtiles, block, false);
+    let subtiles = comptime!(pass.block / ROWS);
+    let tile = locate(
+        &io.params,
+        CUBE_POS_X as usize / subtiles,
+        pass.block,
+        false,
+    );
     let (kb, head, kv_head, batch) = (tile.qb, tile.head, tile.kv_head, tile.batch);
     let (tokens, dilation, seg_start, csr_base) =
         (tile.tokens, tile.dilation, tile.seg_start, tile.csr_base);
-    let k0 = kb * block + (CUBE_POS_X as usize % subtiles) * ROWS;
+    let k0 = kb * pass.block + (CUBE_POS_X as usize % subtiles) * ROWS;
     if kb >= tile.seg_blocks || k0 >= tokens {
         terminate!();
     }
@@ -44,13 +37,13 @@ pub(crate) fn backward_dkdv_tc<F: Float, N: Size>(
     let lane = unit % 32;
     let threads = comptime!(PLANES * 32);
 
-    let str_f = comptime!(head_dim + 8);
+    let str_f = comptime!(pass.head_dim + 8);
     let sstr = comptime!(COLS + 4);
     let pstr = comptime!(COLS + 8);
-    let mut kst = Shared::<[F]>::new_slice(comptime!(ROWS * (head_dim + 8)));
-    let mut vst = Shared::<[F]>::new_slice(comptime!(ROWS * (head_dim + 8)));
-    let mut qs = Shared::<[F]>::new_slice(comptime!(COLS * (head_dim + 8)));
-    let mut gs = Shared::<[F]>::new_slice(comptime!(COLS * (head_dim + 8)));
+    let mut kst = Shared::<[F]>::new_slice(comptime!(ROWS * (pass.head_dim + 8)));
+    let mut vst = Shared::<[F]>::new_slice(comptime!(ROWS * (pass.head_dim + 8)));
+    let mut qs = Shared::<[F]>::new_slice(comptime!(COLS * (pass.head_dim + 8)));
+    let mut gs = Shared::<[F]>::new_slice(comptime!(COLS * (pass.head_dim + 8)));
     let mut ss = Shared::<[f32]>::new_slice(comptime!(ROWS * (COLS + 4)));
     let mut dps = Shared::<[f32]>::new_slice(comptime!(ROWS * (COLS + 4)));
     let mut ps = Shared::<[F]>::new_slice(comptime!(ROWS * (COLS + 8)));
@@ -61,9 +54,9 @@ pub(crate) fn backward_dkdv_tc<F: Float, N: Size>(
 
     // Stage the key and value rows and whether each key is present.
     let nv = N::value();
-    let hv = comptime!(head_dim / nv);
-    let k_base = batch * k.stride(0) + kv_head * k.stride(1);
-    let v_base = batch * v.stride(0) + kv_head * v.stride(1);
+    let hv = comptime!(pass.head_dim / nv);
+    let k_base = batch * io.k.stride(0) + kv_head * io.k.stride(1);
+    let v_base = batch * io.v.stride(0) + kv_head * io.v.stride(1);
     let mut e = unit;
     while e < ROWS * hv {
         let r = e / hv;
@@ -71,18 +64,19 @@ pub(crate) fn backward_dkdv_tc<F: Float, N: Size>(
         let tk = k0 + r;
         let present = tk < tokens;
         let pk = seg_start + select(present, tk, 0usize) * dilation;
-        let kvec = k[(k_base + pk * k.stride(2)) / nv + d];
-        let vvec = v[(v_base + pk * v.stride(2)) / nv + d];
+        let kvec = io.k[(k_base + pk * io.k.stride(2)) / nv + d];
+        let vvec = io.v[(v_base + pk * io.v.stride(2)) / nv + d];
+        let mut ok = present;
+        if comptime!(pass.masked) {
+            ok = ok && io.mask[batch * io.mask.stride(0) + pk * io.mask.stride(1)] != 0;
+        }
+        // Keys that are not there stage as zeros (see the forward).
         #[unroll]
         for i in 0..nv {
-            kst[r * str_f + d * nv + i] = kvec.extract(i);
-            vst[r * str_f + d * nv + i] = vvec.extract(i);
+            kst[r * str_f + d * nv + i] = select(ok, kvec.extract(i), F::new(0.0));
+            vst[r * str_f + d * nv + i] = select(ok, vvec.extract(i), F::new(0.0));
         }
         if d == 0 {
-            let mut ok = present;
-            if comptime!(masked) {
-                ok = ok && mask[batch * mask.stride(0) + pk * mask.stride(1)] != 0;
-            }
             klive[r] = select(ok, 1u32, 0u32);
         }
         e += threads;
@@ -93,7 +87,7 @@ pub(crate) fn backward_dkdv_tc<F: Float, N: Size>(
     let mut dk_acc = Sequence::<cmma::Matrix<f32>>::new();
     let mut dv_acc = Sequence::<cmma::Matrix<f32>>::new();
     #[unroll]
-    for ds in 0..comptime!(head_dim / 16) {
+    for ds in 0..comptime!(pass.head_dim / 16) {
         kf.push(operand(
             cmma::MatrixIdent::A,
             cmma::MatrixLayout::RowMajor,
@@ -116,38 +110,38 @@ pub(crate) fn backward_dkdv_tc<F: Float, N: Size>(
     let rot = lane / 2;
     let key_live = klive[krow] != 0;
 
-    let q_base = batch * q.stride(0) + head * q.stride(1);
-    let g_base = batch * dout.stride(0) + head * dout.stride(1);
-    let l_base = batch * lse.stride(0) + head * lse.stride(1);
-    let d_base = batch * delta.stride(0) + head * delta.stride(1);
-    let run_lo = col_ptr[csr_base + kb] as usize;
-    let run_hi = col_ptr[csr_base + kb + 1] as usize;
+    let q_base = batch * io.q.stride(0) + head * io.q.stride(1);
+    let g_base = batch * grad.dout.stride(0) + head * grad.dout.stride(1);
+    let l_base = batch * grad.lse.stride(0) + head * grad.lse.stride(1);
+    let d_base = batch * grad.delta.stride(0) + head * grad.delta.stride(1);
+    let run_lo = io.blocks[csr_base + kb] as usize;
+    let run_hi = io.blocks[csr_base + kb + 1] as usize;
     for run in run_lo..run_hi {
-        let qb_lo = runs[2 * run] as usize;
-        let qb_hi = runs[2 * run + 1] as usize;
+        let qb_lo = io.runs[2 * run] as usize;
+        let qb_hi = io.runs[2 * run + 1] as usize;
         for qb in qb_lo..qb_hi {
             let mut c0 = 0usize;
-            while c0 < block {
+            while c0 < pass.block {
                 sync_cube();
                 let mut e = unit;
                 while e < COLS * hv {
                     let c = e / hv;
                     let d = e % hv;
-                    let tq = qb * block + c0 + c;
+                    let tq = qb * pass.block + c0 + c;
                     let present = tq < tokens;
                     let pq = seg_start + select(present, tq, 0usize) * dilation;
-                    let qv = q[(q_base + pq * q.stride(2)) / nv + d];
-                    let gv = dout[(g_base + pq * dout.stride(2)) / nv + d];
+                    let qv = io.q[(q_base + pq * io.q.stride(2)) / nv + d];
+                    let gv = grad.dout[(g_base + pq * grad.dout.stride(2)) / nv + d];
                     #[unroll]
                     for i in 0..nv {
                         qs[c * str_f + d * nv + i] = qv.extract(i);
                         gs[c * str_f + d * nv + i] = gv.extract(i);
                     }
                     if d == 0 {
-                        let l = lse[l_base + pq * lse.stride(2)];
-                        let live = present && l != neg_inf;
+                        let l = grad.lse[l_base + pq * grad.lse.stride(2)];
+                        let live = present && l != io.neg_inf;
                         lq[c] = select(live, l, 0.0f32);
-                        dq_[c] = delta[d_base + pq * delta.stride(2)];
+                        dq_[c] = grad.delta[d_base + pq * grad.delta.stride(2)];
                         qlive[c] = select(live, 1u32, 0u32);
                     }
                     e += threads;
@@ -160,7 +154,7 @@ pub(crate) fn backward_dkdv_tc<F: Float, N: Size>(
                     let s_acc = zero_accumulator();
                     let p_acc = zero_accumulator();
                     #[unroll]
-                    for ds in 0..comptime!(head_dim / 16) {
+                    for ds in 0..comptime!(pass.head_dim / 16) {
                         let at = qt * 16 * str_f + ds * 16;
                         let qb_frag = operand(
                             cmma::MatrixIdent::B,
@@ -198,19 +192,23 @@ pub(crate) fn backward_dkdv_tc<F: Float, N: Size>(
                 #[unroll]
                 for j in 0..cols {
                     let c = half * cols + (j + rot) % cols;
-                    let tq = qb * block + c0 + c;
+                    let tq = qb * pass.block + c0 + c;
                     let mut ok = key_live && qlive[c] != 0;
-                    if comptime!(causal) {
+                    if comptime!(pass.causal) {
                         ok = ok && tk_row <= tq;
                     }
-                    let p = f32::exp(select(ok, ss[krow * sstr + c] * scale - lq[c], neg_inf));
+                    let p = f32::exp(select(
+                        ok,
+                        ss[krow * sstr + c] * io.scale - lq[c],
+                        io.neg_inf,
+                    ));
                     ss[krow * sstr + c] = p;
                     ps[krow * pstr + c] = F::cast_from(p);
                 }
                 sync_plane();
                 // dV += Pᵀ·dO.
                 #[unroll]
-                for dt in 0..comptime!(head_dim / 16) {
+                for dt in 0..comptime!(pass.head_dim / 16) {
                     #[unroll]
                     for kk in 0..comptime!(COLS / 16) {
                         let a = operand(
@@ -240,7 +238,7 @@ pub(crate) fn backward_dkdv_tc<F: Float, N: Size>(
                 sync_plane();
                 // dK += dSᵀ·Q.
                 #[unroll]
-                for dt in 0..comptime!(head_dim / 16) {
+                for dt in 0..comptime!(pass.head_dim / 16) {
                     #[unroll]
                     for kk in 0..comptime!(COLS / 16) {
                         let a = operand(
@@ -273,10 +271,10 @@ pub(crate) fn backward_dkdv_tc<F: Float, N: Size>(
         dk,
         k_at,
         tk_row < tokens,
-        scale,
+        io.scale,
         plane,
         lane,
-        head_dim,
+        pass.head_dim,
     );
     add_tiles(
         &dv_acc,
@@ -287,6 +285,6 @@ pub(crate) fn backward_dkdv_tc<F: Float, N: Size>(
         1.0f32,
         plane,
         lane,
-        head_dim,
+        pass.head_dim,
     );
 }

@@ -19,6 +19,7 @@
 use cubecl::prelude::*;
 
 use crate::addressing::locate;
+use crate::args::{Operands, Pass};
 
 /// Query rows per cube.
 const TQ: usize = 64;
@@ -33,28 +34,22 @@ const LAZY: f32 = 8.0;
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
 pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
-    q: &Tensor<Vector<F, N>>,
-    k: &Tensor<Vector<F, N>>,
-    v: &Tensor<Vector<F, N>>,
-    mask: &Tensor<u32>,
-    row_ptr: &Tensor<u32>,
-    runs: &Tensor<u32>,
+    io: &Operands<Vector<F, N>>,
     out: &mut Tensor<F>,
     lse: &mut Tensor<f32>,
-    params: &Tensor<u32>,
-    scale: f32,
-    neg_inf: f32,
-    #[comptime] head_dim: usize,
-    #[comptime] block: usize,
-    #[comptime] causal: bool,
-    #[comptime] masked: bool,
+    #[comptime] pass: Pass,
 ) {
-    let subtiles = comptime!(block / TQ);
-    let tile = locate(params, CUBE_POS_X as usize / subtiles, block, false);
+    let subtiles = comptime!(pass.block / TQ);
+    let tile = locate(
+        &io.params,
+        CUBE_POS_X as usize / subtiles,
+        pass.block,
+        false,
+    );
     let (qb, head, kv_head, batch) = (tile.qb, tile.head, tile.kv_head, tile.batch);
     let (tokens, dilation, seg_start, csr_base) =
         (tile.tokens, tile.dilation, tile.seg_start, tile.csr_base);
-    let q0 = qb * block + (CUBE_POS_X as usize % subtiles) * TQ;
+    let q0 = qb * pass.block + (CUBE_POS_X as usize % subtiles) * TQ;
     if qb >= tile.seg_blocks || q0 >= tokens {
         terminate!();
     }
@@ -66,30 +61,30 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
 
     // Row strides padded so that consecutive rows start on different banks (cmma tiles and
     // the lanes' row walks would otherwise hit one bank).
-    let qstr = comptime!(head_dim + 8);
+    let qstr = comptime!(pass.head_dim + 8);
     let sstr = comptime!(TK + 4);
     let pstr = comptime!(TK + 8);
-    let ostr = comptime!(head_dim + 4);
-    let mut qs = Shared::<[F]>::new_slice(comptime!(TQ * (head_dim + 8)));
-    let mut ks = Shared::<[F]>::new_slice(comptime!(TK * (head_dim + 8)));
-    let mut vs = Shared::<[F]>::new_slice(comptime!(TK * (head_dim + 8)));
+    let ostr = comptime!(pass.head_dim + 4);
+    let mut qs = Shared::<[F]>::new_slice(comptime!(TQ * (pass.head_dim + 8)));
+    let mut ks = Shared::<[F]>::new_slice(comptime!(TK * (pass.head_dim + 8)));
+    let mut vs = Shared::<[F]>::new_slice(comptime!(TK * (pass.head_dim + 8)));
     let mut ss = Shared::<[f32]>::new_slice(comptime!(TQ * (TK + 4)));
     let mut ps = Shared::<[F]>::new_slice(comptime!(TQ * (TK + 8)));
-    let mut os = Shared::<[f32]>::new_slice(comptime!(TQ * (head_dim + 4)));
+    let mut os = Shared::<[f32]>::new_slice(comptime!(TQ * (pass.head_dim + 4)));
     let mut kvalid = Shared::<[u32]>::new_slice(TK);
 
     // Stage the gathered query rows (N-wide loads) and clear the output tile.
     let nv = N::value();
-    let hv = comptime!(head_dim / nv);
-    let q_base = batch * q.stride(0) + head * q.stride(1);
-    let q_row = q.stride(2);
+    let hv = comptime!(pass.head_dim / nv);
+    let q_base = batch * io.q.stride(0) + head * io.q.stride(1);
+    let q_row = io.q.stride(2);
     let mut e = unit;
     while e < TQ * hv {
         let r = e / hv;
         let dv = e % hv;
         let tq = q0 + r;
         let pq = seg_start + select(tq < tokens, tq, 0usize) * dilation;
-        let vec = q[(q_base + pq * q_row) / nv + dv];
+        let vec = io.q[(q_base + pq * q_row) / nv + dv];
         #[unroll]
         for i in 0..nv {
             qs[r * qstr + dv * nv + i] = vec.extract(i);
@@ -102,7 +97,7 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
     let mut qf = Sequence::<cmma::Matrix<F>>::new();
     let mut accs = Sequence::<cmma::Matrix<f32>>::new();
     #[unroll]
-    for ds in 0..comptime!(head_dim / 16) {
+    for ds in 0..comptime!(pass.head_dim / 16) {
         qf.push(operand(
             cmma::MatrixIdent::A,
             cmma::MatrixLayout::RowMajor,
@@ -116,42 +111,44 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
     let prow = plane * 16 + lane / 2;
     let half = lane % 2;
     let tq_row = q0 + prow;
-    let mut m = neg_inf;
+    let mut m = io.neg_inf;
     let mut l = 0.0f32;
 
-    let k_base = batch * k.stride(0) + kv_head * k.stride(1);
-    let v_base = batch * v.stride(0) + kv_head * v.stride(1);
-    let k_row = k.stride(2);
-    let v_row = v.stride(2);
-    let (m_batch, m_pos) = (mask.stride(0), mask.stride(1));
-    let run_lo = row_ptr[csr_base + qb] as usize;
-    let run_hi = row_ptr[csr_base + qb + 1] as usize;
+    let k_base = batch * io.k.stride(0) + kv_head * io.k.stride(1);
+    let v_base = batch * io.v.stride(0) + kv_head * io.v.stride(1);
+    let k_row = io.k.stride(2);
+    let v_row = io.v.stride(2);
+    let (m_batch, m_pos) = (io.mask.stride(0), io.mask.stride(1));
+    let run_lo = io.blocks[csr_base + qb] as usize;
+    let run_hi = io.blocks[csr_base + qb + 1] as usize;
     for run in run_lo..run_hi {
-        let kb_lo = runs[2 * run] as usize;
-        let kb_hi = runs[2 * run + 1] as usize;
+        let kb_lo = io.runs[2 * run] as usize;
+        let kb_hi = io.runs[2 * run + 1] as usize;
         for kb in kb_lo..kb_hi {
             let mut c0 = 0usize;
-            while c0 < block {
+            while c0 < pass.block {
                 sync_cube();
                 let mut e = unit;
                 while e < TK * hv {
                     let c = e / hv;
                     let dv = e % hv;
-                    let tk = kb * block + c0 + c;
+                    let tk = kb * pass.block + c0 + c;
                     let present = tk < tokens;
                     let pk = seg_start + select(present, tk, 0usize) * dilation;
-                    let kvec = k[(k_base + pk * k_row) / nv + dv];
-                    let vvec = v[(v_base + pk * v_row) / nv + dv];
+                    let kvec = io.k[(k_base + pk * k_row) / nv + dv];
+                    let vvec = io.v[(v_base + pk * v_row) / nv + dv];
+                    let mut ok = present;
+                    if comptime!(pass.masked) {
+                        ok = ok && io.mask[batch * m_batch + pk * m_pos] != 0;
+                    }
+                    // Keys that are not there stage as zeros: their rows may hold anything
+                    // (NaN included), and `0 · NaN` on the tensor cores would reach real rows.
                     #[unroll]
                     for i in 0..nv {
-                        ks[c * qstr + dv * nv + i] = kvec.extract(i);
-                        vs[c * qstr + dv * nv + i] = vvec.extract(i);
+                        ks[c * qstr + dv * nv + i] = select(ok, kvec.extract(i), F::new(0.0));
+                        vs[c * qstr + dv * nv + i] = select(ok, vvec.extract(i), F::new(0.0));
                     }
                     if dv == 0 {
-                        let mut ok = present;
-                        if comptime!(masked) {
-                            ok = ok && mask[batch * m_batch + pk * m_pos] != 0;
-                        }
                         kvalid[c] = select(ok, 1u32, 0u32);
                     }
                     e += threads;
@@ -163,7 +160,7 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
                 for kt in 0..comptime!(TK / 16) {
                     let acc = zero_accumulator();
                     #[unroll]
-                    for ds in 0..comptime!(head_dim / 16) {
+                    for ds in 0..comptime!(pass.head_dim / 16) {
                         let b_start = kt * 16 * qstr + ds * 16;
                         let b = operand(
                             cmma::MatrixIdent::B,
@@ -185,7 +182,7 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
 
                 // 2. Masks and online softmax, two lanes per row.
                 let cols = comptime!(TK / 2);
-                let mut local_max = neg_inf;
+                let mut local_max = io.neg_inf;
                 let mut vals = Array::<f32>::new(cols);
                 // Each lane walks its columns rotated by its row, so the 32 lanes of a plane
                 // touch 32 different banks at every step.
@@ -193,12 +190,12 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
                 #[unroll]
                 for j in 0..cols {
                     let c = half * cols + (j + rot) % cols;
-                    let tk = kb * block + c0 + c;
+                    let tk = kb * pass.block + c0 + c;
                     let mut ok = kvalid[c] != 0;
-                    if comptime!(causal) {
+                    if comptime!(pass.causal) {
                         ok = ok && tk <= tq_row;
                     }
-                    let s = select(ok, ss[prow * sstr + c] * scale, neg_inf);
+                    let s = select(ok, ss[prow * sstr + c] * io.scale, io.neg_inf);
                     vals[j] = s;
                     local_max = f32::max(local_max, s);
                 }
@@ -206,11 +203,11 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
                 // Lazy rescaling: the shift only moves when the row max passes it by more than
                 // LAZY (then p <= e^LAZY, safe in f16/bf16), or the row had no key before (its
                 // output and sum are still 0). The softmax does not depend on the shift.
-                let first = m == neg_inf;
+                let first = m == io.neg_inf;
                 let need = !first && row_max > m + LAZY;
                 let m_new = select(need || first, f32::max(m, row_max), m);
                 let alpha = select(need, f32::exp(m - m_new), 1.0f32);
-                let shift = select(m_new == neg_inf, 0.0f32, m_new);
+                let shift = select(m_new == io.neg_inf, 0.0f32, m_new);
                 let mut local_sum = 0.0f32;
                 #[unroll]
                 for j in 0..cols {
@@ -221,9 +218,14 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
                 l = l * alpha + local_sum + plane_shuffle_xor(local_sum, 1);
                 m = m_new;
                 if plane_any(need) {
-                    store_output(&accs, &mut os[plane * 16 * ostr..TQ * ostr], ostr, head_dim);
+                    store_output(
+                        &accs,
+                        &mut os[plane * 16 * ostr..TQ * ostr],
+                        ostr,
+                        pass.head_dim,
+                    );
                     sync_plane();
-                    let dh = comptime!(head_dim / 2);
+                    let dh = comptime!(pass.head_dim / 2);
                     #[unroll]
                     for j in 0..dh {
                         let idx = prow * ostr + half * dh + (j + lane) % dh;
@@ -231,7 +233,7 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
                     }
                     sync_plane();
                     #[unroll]
-                    for dt in 0..comptime!(head_dim / 16) {
+                    for dt in 0..comptime!(pass.head_dim / 16) {
                         cmma::load_with_layout(
                             &mut accs[dt],
                             &os[plane * 16 * ostr + dt * 16..TQ * ostr],
@@ -244,7 +246,7 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
 
                 // 3. O += P·V for the plane's 16 rows, into the register accumulators.
                 #[unroll]
-                for dt in 0..comptime!(head_dim / 16) {
+                for dt in 0..comptime!(pass.head_dim / 16) {
                     #[unroll]
                     for kk in 0..comptime!(TK / 16) {
                         let a = operand(
@@ -269,7 +271,12 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
     }
 
     // Normalise and write the rows this cube owns.
-    store_output(&accs, &mut os[plane * 16 * ostr..TQ * ostr], ostr, head_dim);
+    store_output(
+        &accs,
+        &mut os[plane * 16 * ostr..TQ * ostr],
+        ostr,
+        pass.head_dim,
+    );
     sync_cube();
     if tq_row < tokens {
         let empty = l == 0.0f32;
@@ -277,7 +284,7 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
         let pq = seg_start + tq_row * dilation;
         let o_base = batch * out.stride(0) + head * out.stride(1) + pq * out.stride(2);
         let o_step = out.stride(3);
-        let dh = comptime!(head_dim / 2);
+        let dh = comptime!(pass.head_dim / 2);
         #[unroll]
         for j in 0..dh {
             let d = half * dh + j;
@@ -285,7 +292,7 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
         }
         if half == 0 {
             let l_index = batch * lse.stride(0) + head * lse.stride(1) + pq * lse.stride(2);
-            lse[l_index] = select(empty, neg_inf, m + f32::ln(select(empty, 1.0f32, l)));
+            lse[l_index] = select(empty, io.neg_inf, m + f32::ln(select(empty, 1.0f32, l)));
         }
     }
 }

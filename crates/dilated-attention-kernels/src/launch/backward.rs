@@ -2,7 +2,7 @@
 
 use cubecl::prelude::*;
 
-use super::{check_inputs, grid, mask_or_stand_in};
+use super::{check_inputs, grad_operands, grid, operands, pass};
 use crate::KernelError;
 use crate::args::{AttnDtype, ClassArgs, TensorRef};
 use crate::cmma::backward_dkdv::backward_dkdv_tc;
@@ -162,7 +162,6 @@ pub fn backward_class(
             dkdv_shared_bytes(config.head_dim, kv_rows, width),
         )
     };
-    let mask_ref = &mask_or_stand_in(t.mask, t.lse);
     // `[extra]` goes to both kernels, `[dq_extra]` to dQ, `[kv_dq]` (the fused dQ's buffer)
     // and `[kv_extra]` to dK/dV.
     macro_rules! launch {
@@ -181,23 +180,10 @@ pub fn backward_class(
                         dq_count.clone(),
                         dq_dim,
                         $($vec,)?
-                        t.q.arg(),
-                        t.k.arg(),
-                        t.v.arg(),
-                        mask_ref.arg(),
-                        t.dout.arg(),
-                        t.lse.arg(),
-                        t.delta.arg(),
-                        rows.row_ptr.arg(),
-                        rows.runs.arg(),
-                        rows.params.arg(),
+                        operands(t.q, t.k, t.v, t.mask, rows, &config),
+                        grad_operands(t.dout, t.lse, t.delta),
                         t.dq.arg(),
-                        config.scale,
-                        f32::NEG_INFINITY,
-                        config.head_dim,
-                        config.block,
-                        config.causal,
-                        t.mask.is_some(),
+                        pass(&config, t.mask),
                         $($extra,)*
                         $($dq_extra,)*
                     );
@@ -207,25 +193,12 @@ pub fn backward_class(
                     kv_count,
                     kv_dim,
                     $($vec,)?
-                    t.q.arg(),
-                    t.k.arg(),
-                    t.v.arg(),
-                    mask_ref.arg(),
-                    t.dout.arg(),
-                    t.lse.arg(),
-                    t.delta.arg(),
-                    cols.row_ptr.arg(),
-                    cols.runs.arg(),
-                    cols.params.arg(),
+                    operands(t.q, t.k, t.v, t.mask, cols, &config),
+                    grad_operands(t.dout, t.lse, t.delta),
                     t.dk.arg(),
                     t.dv.arg(),
                     $($kv_dq,)*
-                    config.scale,
-                    f32::NEG_INFINITY,
-                    config.head_dim,
-                    config.block,
-                    config.causal,
-                    t.mask.is_some(),
+                    pass(&config, t.mask),
                     $($extra,)*
                     $($kv_extra,)*
                 )

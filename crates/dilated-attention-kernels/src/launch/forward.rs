@@ -2,7 +2,7 @@
 
 use cubecl::prelude::*;
 
-use super::{check_inputs, grid, mask_or_stand_in};
+use super::{check_inputs, grid, operands, pass};
 use crate::KernelError;
 use crate::args::{AttnDtype, ClassArgs, TensorRef};
 use crate::cmma::forward::block_sparse_forward_tc;
@@ -87,7 +87,6 @@ pub fn forward_class(
         s.batch,
     )?;
     let dim = CubeDim::new_1d(threads as u32);
-    let mask_ref = &mask_or_stand_in(t.mask, t.lse);
     macro_rules! launch {
         ($kernel:ident, $t:ty $(, $vec:expr)? ; $($extra:expr),*) => {
             // SAFETY: `check_inputs` matched every tensor's shape and element size against the
@@ -102,21 +101,10 @@ pub fn forward_class(
                     count,
                     dim,
                     $($vec,)?
-                    t.q.arg(),
-                    t.k.arg(),
-                    t.v.arg(),
-                    mask_ref.arg(),
-                    class.row_ptr.arg(),
-                    class.runs.arg(),
+                    operands(t.q, t.k, t.v, t.mask, class, &config),
                     t.out.arg(),
                     t.lse.arg(),
-                    class.params.arg(),
-                    config.scale,
-                    f32::NEG_INFINITY,
-                    config.head_dim,
-                    config.block,
-                    config.causal,
-                    t.mask.is_some(),
+                    pass(&config, t.mask),
                     $($extra,)*
                 )
             }

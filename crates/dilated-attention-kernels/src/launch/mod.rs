@@ -10,7 +10,9 @@ pub use forward::{ForwardTensors, forward_class};
 use cubecl::prelude::*;
 
 use crate::KernelError;
-use crate::args::{ClassArgs, TensorRef, Window};
+use crate::args::{
+    ClassArgs, GradOperandsLaunch, KernelConfig, OperandsLaunch, Pass, TensorRef, Window,
+};
 use crate::strategy::Plan;
 
 /// The sizes of a launch, read off `q` and `k` and checked against the plan and the class.
@@ -154,8 +156,46 @@ pub(crate) fn grid(
     }
 }
 
-/// The padding mask, or a 1×1 stand-in over `any` that no kernel reads (`masked` is false):
-/// the kernels take a mask tensor either way.
-pub(crate) fn mask_or_stand_in(mask: Option<&TensorRef>, any: &TensorRef) -> TensorRef {
-    mask.cloned().unwrap_or_else(|| any.stand_in())
+/// The `Operands` of a launch: `q, k, v`, the padding mask (or a 1×1 stand-in over `q` that
+/// no kernel reads: `Pass::masked` is false), the class's layout (its row pointer for the
+/// forward and `dQ`, its column pointer for `dK/dV`) and the config's scale.
+pub(crate) fn operands<T: CubePrimitive>(
+    q: &TensorRef,
+    k: &TensorRef,
+    v: &TensorRef,
+    mask: Option<&TensorRef>,
+    class: &ClassArgs,
+    config: &KernelConfig,
+) -> OperandsLaunch<T> {
+    let mask = mask.cloned().unwrap_or_else(|| q.stand_in());
+    OperandsLaunch::new(
+        q.arg(),
+        k.arg(),
+        v.arg(),
+        mask.arg(),
+        class.row_ptr.arg(),
+        class.runs.arg(),
+        class.params.arg(),
+        config.scale,
+        f32::NEG_INFINITY,
+    )
+}
+
+/// The `GradOperands` of a backward launch.
+pub(crate) fn grad_operands<T: CubePrimitive>(
+    dout: &TensorRef,
+    lse: &TensorRef,
+    delta: &TensorRef,
+) -> GradOperandsLaunch<T> {
+    GradOperandsLaunch::new(dout.arg(), lse.arg(), delta.arg())
+}
+
+/// The comptime [`Pass`] of `config`, masked where a mask is given.
+pub(crate) fn pass(config: &KernelConfig, mask: Option<&TensorRef>) -> Pass {
+    Pass {
+        head_dim: config.head_dim,
+        block: config.block,
+        causal: config.causal,
+        masked: mask.is_some(),
+    }
 }

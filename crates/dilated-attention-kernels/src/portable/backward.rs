@@ -28,109 +28,100 @@ use cubecl::prelude::*;
 use super::CHUNK;
 use super::stage::stage_keys;
 use crate::addressing::{Rows, clamp_down, clamp_up, locate};
+use crate::args::{GradOperands, Operands, Pass};
 
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::manual_div_ceil)] // CubeCL kernel code
 pub(crate) fn backward_dq<F: Float>(
-    q: &Tensor<F>,
-    k: &Tensor<F>,
-    v: &Tensor<F>,
-    mask: &Tensor<u32>,
-    dout: &Tensor<F>,
-    lse: &Tensor<f32>,
-    delta: &Tensor<f32>,
-    row_ptr: &Tensor<u32>,
-    runs: &Tensor<u32>,
-    params: &Tensor<u32>,
+    io: &Operands<F>,
+    grad: &GradOperands<F>,
     dq: &mut Tensor<f32>,
-    scale: f32,
-    neg_inf: f32,
-    #[comptime] head_dim: usize,
-    #[comptime] block: usize,
-    #[comptime] causal: bool,
-    #[comptime] masked: bool,
+    #[comptime] pass: Pass,
     #[comptime] unroll: bool,
     #[comptime] windowed: bool,
 ) {
-    let tile = locate(params, CUBE_POS_X as usize, block, windowed);
+    let tile = locate(&io.params, CUBE_POS_X as usize, pass.block, windowed);
     let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
-    if tile.qb >= tile.seg_blocks || !queries.meet(tile.qb, block) {
+    if tile.qb >= tile.seg_blocks || !queries.meet(tile.qb, pass.block) {
         terminate!();
     }
     let (qb, head, batch, csr_base) = (tile.qb, tile.head, tile.batch, tile.csr_base);
 
     let unit = UNIT_POS as usize;
-    let tq = qb * block + unit;
+    let tq = qb * pass.block + unit;
     let q_valid = queries.holds(tq);
     let pq = queries.row(&tile, tq);
-    let kb_first = keys.first_block(block);
-    let kb_end = keys.end_block(block);
+    let kb_first = keys.first_block(pass.block);
+    let kb_end = keys.end_block(pass.block);
 
-    let mut qr = Array::<f32>::new(head_dim);
-    let mut gr = Array::<f32>::new(head_dim);
-    let mut acc = Array::<f32>::new(head_dim);
-    let q_base = batch * q.stride(0) + head * q.stride(1) + pq * q.stride(2);
-    let g_base = batch * dout.stride(0) + head * dout.stride(1) + pq * dout.stride(2);
+    let mut qr = Array::<f32>::new(pass.head_dim);
+    let mut gr = Array::<f32>::new(pass.head_dim);
+    let mut acc = Array::<f32>::new(pass.head_dim);
+    let q_base = batch * io.q.stride(0) + head * io.q.stride(1) + pq * io.q.stride(2);
+    let g_base =
+        batch * grad.dout.stride(0) + head * grad.dout.stride(1) + pq * grad.dout.stride(2);
     #[unroll]
-    for d in 0..head_dim {
-        qr[d] = f32::cast_from(q[q_base + d * q.stride(3)]) * scale;
-        gr[d] = f32::cast_from(dout[g_base + d * dout.stride(3)]);
+    for d in 0..pass.head_dim {
+        qr[d] = f32::cast_from(io.q[q_base + d * io.q.stride(3)]) * io.scale;
+        gr[d] = f32::cast_from(grad.dout[g_base + d * grad.dout.stride(3)]);
         acc[d] = 0.0f32;
     }
-    let l_row = lse[batch * lse.stride(0) + head * lse.stride(1) + pq * lse.stride(2)];
-    let delta_row = delta[batch * delta.stride(0) + head * delta.stride(1) + pq * delta.stride(2)];
+    let l_row =
+        grad.lse[batch * grad.lse.stride(0) + head * grad.lse.stride(1) + pq * grad.lse.stride(2)];
+    let delta_row = grad.delta
+        [batch * grad.delta.stride(0) + head * grad.delta.stride(1) + pq * grad.delta.stride(2)];
     // A row with no key in any branch has `L = -inf` and no gradient.
-    let live = q_valid && l_row != neg_inf;
+    let live = q_valid && l_row != io.neg_inf;
     let l_safe = select(live, l_row, 0.0f32);
 
-    let mut ks = Shared::<[f32]>::new_slice(CHUNK * head_dim);
-    let mut vs = Shared::<[f32]>::new_slice(CHUNK * head_dim);
+    let mut ks = Shared::<[f32]>::new_slice(CHUNK * pass.head_dim);
+    let mut vs = Shared::<[f32]>::new_slice(CHUNK * pass.head_dim);
     let mut kvalid = Shared::<[u32]>::new_slice(CHUNK);
 
-    let run_lo = row_ptr[csr_base + qb] as usize;
-    let run_hi = row_ptr[csr_base + qb + 1] as usize;
+    let run_lo = io.blocks[csr_base + qb] as usize;
+    let run_hi = io.blocks[csr_base + qb + 1] as usize;
     for run in run_lo..run_hi {
-        let kb_lo = clamp_up(runs[2 * run] as usize, kb_first);
-        let kb_hi = clamp_down(runs[2 * run + 1] as usize, kb_end);
+        let kb_lo = clamp_up(io.runs[2 * run] as usize, kb_first);
+        let kb_hi = clamp_down(io.runs[2 * run + 1] as usize, kb_end);
         for kb in kb_lo..kb_hi {
             let mut c0 = 0usize;
-            while c0 < block {
+            while c0 < pass.block {
                 stage_keys(
-                    k,
-                    v,
-                    mask,
-                    &mut ks[0..CHUNK * head_dim],
-                    &mut vs[0..CHUNK * head_dim],
+                    &io.k,
+                    &io.v,
+                    &io.mask,
+                    &mut ks[0..CHUNK * pass.head_dim],
+                    &mut vs[0..CHUNK * pass.head_dim],
                     &mut kvalid[0..CHUNK],
                     &tile,
                     kb,
                     c0,
-                    head_dim,
-                    block,
-                    masked,
+                    pass.head_dim,
+                    pass.block,
+                    pass.masked,
                 );
                 sync_cube();
 
                 for c in 0..CHUNK {
-                    let tk = kb * block + c0 + c;
+                    let tk = kb * pass.block + c0 + c;
                     let mut ok = live && kvalid[c] != 0;
-                    if comptime!(causal) {
+                    if comptime!(pass.causal) {
                         ok = ok && tk <= tq;
                     }
                     let mut dot = 0.0f32;
                     let mut dp = 0.0f32;
                     #[unroll(unroll)]
-                    for d in 0..head_dim {
-                        dot += qr[d] * ks[c * head_dim + d];
-                        dp += gr[d] * vs[c * head_dim + d];
+                    for d in 0..pass.head_dim {
+                        dot += qr[d] * ks[c * pass.head_dim + d];
+                        dp += gr[d] * vs[c * pass.head_dim + d];
                     }
                     let p = select(ok, f32::exp(dot - l_safe), 0.0f32);
                     let ds = select(ok, p * (dp - delta_row), 0.0f32);
                     // Keys this query does not see add nothing (not `0 · k`, NaN for a NaN row).
                     #[unroll(unroll)]
-                    for d in 0..head_dim {
-                        acc[d] += select(ok, ds * ks[c * head_dim + d], 0.0f32);
+                    for d in 0..pass.head_dim {
+                        acc[d] += select(ok, ds * ks[c * pass.head_dim + d], 0.0f32);
                     }
                 }
                 sync_cube();
@@ -142,9 +133,9 @@ pub(crate) fn backward_dq<F: Float>(
     if q_valid {
         let base = batch * dq.stride(0) + head * dq.stride(1) + pq * dq.stride(2);
         #[unroll]
-        for d in 0..head_dim {
+        for d in 0..pass.head_dim {
             let at = base + d * dq.stride(3);
-            dq[at] += acc[d] * scale;
+            dq[at] += acc[d] * io.scale;
         }
     }
 }
@@ -153,120 +144,110 @@ pub(crate) fn backward_dq<F: Float>(
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::manual_div_ceil)] // CubeCL kernel code
 pub(crate) fn backward_dkdv<F: Float>(
-    q: &Tensor<F>,
-    k: &Tensor<F>,
-    v: &Tensor<F>,
-    mask: &Tensor<u32>,
-    dout: &Tensor<F>,
-    lse: &Tensor<f32>,
-    delta: &Tensor<f32>,
-    col_ptr: &Tensor<u32>,
-    runs: &Tensor<u32>,
-    params: &Tensor<u32>,
+    io: &Operands<F>,
+    grad: &GradOperands<F>,
     dk: &mut Tensor<f32>,
     dv: &mut Tensor<f32>,
-    scale: f32,
-    neg_inf: f32,
-    #[comptime] head_dim: usize,
-    #[comptime] block: usize,
-    #[comptime] causal: bool,
-    #[comptime] masked: bool,
+    #[comptime] pass: Pass,
     #[comptime] unroll: bool,
     #[comptime] windowed: bool,
 ) {
     // `qb` here is the key block; the transposed rows list the query blocks that see it.
-    let tile = locate(params, CUBE_POS_X as usize, block, windowed);
+    let tile = locate(&io.params, CUBE_POS_X as usize, pass.block, windowed);
     let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
-    if tile.qb >= tile.seg_blocks || !keys.meet(tile.qb, block) {
+    if tile.qb >= tile.seg_blocks || !keys.meet(tile.qb, pass.block) {
         terminate!();
     }
     let (kb, head, kv_head, batch) = (tile.qb, tile.head, tile.kv_head, tile.batch);
     let csr_base = tile.csr_base;
 
     let unit = UNIT_POS as usize;
-    let tk = kb * block + unit;
+    let tk = kb * pass.block + unit;
     let k_valid = keys.holds(tk);
     let pk = keys.row(&tile, tk);
-    let qb_first = queries.first_block(block);
-    let qb_end = queries.end_block(block);
+    let qb_first = queries.first_block(pass.block);
+    let qb_end = queries.end_block(pass.block);
     let mut key_live = k_valid;
-    if comptime!(masked) {
-        key_live = key_live && mask[batch * mask.stride(0) + pk * mask.stride(1)] != 0;
+    if comptime!(pass.masked) {
+        key_live = key_live && io.mask[batch * io.mask.stride(0) + pk * io.mask.stride(1)] != 0;
     }
 
-    let mut kr = Array::<f32>::new(head_dim);
-    let mut vr = Array::<f32>::new(head_dim);
-    let mut dk_acc = Array::<f32>::new(head_dim);
-    let mut dv_acc = Array::<f32>::new(head_dim);
-    let k_base = batch * k.stride(0) + kv_head * k.stride(1) + pk * k.stride(2);
-    let v_base = batch * v.stride(0) + kv_head * v.stride(1) + pk * v.stride(2);
+    let mut kr = Array::<f32>::new(pass.head_dim);
+    let mut vr = Array::<f32>::new(pass.head_dim);
+    let mut dk_acc = Array::<f32>::new(pass.head_dim);
+    let mut dv_acc = Array::<f32>::new(pass.head_dim);
+    let k_base = batch * io.k.stride(0) + kv_head * io.k.stride(1) + pk * io.k.stride(2);
+    let v_base = batch * io.v.stride(0) + kv_head * io.v.stride(1) + pk * io.v.stride(2);
     #[unroll]
-    for d in 0..head_dim {
-        kr[d] = f32::cast_from(k[k_base + d * k.stride(3)]);
-        vr[d] = f32::cast_from(v[v_base + d * v.stride(3)]);
+    for d in 0..pass.head_dim {
+        kr[d] = f32::cast_from(io.k[k_base + d * io.k.stride(3)]);
+        vr[d] = f32::cast_from(io.v[v_base + d * io.v.stride(3)]);
         dk_acc[d] = 0.0f32;
         dv_acc[d] = 0.0f32;
     }
 
     // Staged queries (pre-scaled), their output gradients, `L` (0 for dead rows) and `Δ`.
-    let mut qs = Shared::<[f32]>::new_slice(CHUNK * head_dim);
-    let mut gs = Shared::<[f32]>::new_slice(CHUNK * head_dim);
+    let mut qs = Shared::<[f32]>::new_slice(CHUNK * pass.head_dim);
+    let mut gs = Shared::<[f32]>::new_slice(CHUNK * pass.head_dim);
     let mut ls = Shared::<[f32]>::new_slice(CHUNK);
     let mut ds_row = Shared::<[f32]>::new_slice(CHUNK);
     let mut qlive = Shared::<[u32]>::new_slice(CHUNK);
 
-    let q_base = batch * q.stride(0) + head * q.stride(1);
-    let g_base = batch * dout.stride(0) + head * dout.stride(1);
-    let l_base = batch * lse.stride(0) + head * lse.stride(1);
-    let d_base = batch * delta.stride(0) + head * delta.stride(1);
-    let run_lo = col_ptr[csr_base + kb] as usize;
-    let run_hi = col_ptr[csr_base + kb + 1] as usize;
+    let q_base = batch * io.q.stride(0) + head * io.q.stride(1);
+    let g_base = batch * grad.dout.stride(0) + head * grad.dout.stride(1);
+    let l_base = batch * grad.lse.stride(0) + head * grad.lse.stride(1);
+    let d_base = batch * grad.delta.stride(0) + head * grad.delta.stride(1);
+    let run_lo = io.blocks[csr_base + kb] as usize;
+    let run_hi = io.blocks[csr_base + kb + 1] as usize;
     for run in run_lo..run_hi {
-        let qb_lo = clamp_up(runs[2 * run] as usize, qb_first);
-        let qb_hi = clamp_down(runs[2 * run + 1] as usize, qb_end);
+        let qb_lo = clamp_up(io.runs[2 * run] as usize, qb_first);
+        let qb_hi = clamp_down(io.runs[2 * run + 1] as usize, qb_end);
         for qb in qb_lo..qb_hi {
             let mut c0 = 0usize;
-            while c0 < block {
+            while c0 < pass.block {
                 let mut e = unit;
-                while e < CHUNK * head_dim {
-                    let c = e / head_dim;
-                    let d = e % head_dim;
-                    let tq = qb * block + c0 + c;
-                    let present = queries.holds(tq) && c0 + c < block;
+                while e < CHUNK * pass.head_dim {
+                    let c = e / pass.head_dim;
+                    let d = e % pass.head_dim;
+                    let tq = qb * pass.block + c0 + c;
+                    let present = queries.holds(tq) && c0 + c < pass.block;
                     let pq = queries.row(&tile, tq);
-                    qs[e] = f32::cast_from(q[q_base + pq * q.stride(2) + d * q.stride(3)]) * scale;
-                    gs[e] = f32::cast_from(dout[g_base + pq * dout.stride(2) + d * dout.stride(3)]);
+                    qs[e] = f32::cast_from(io.q[q_base + pq * io.q.stride(2) + d * io.q.stride(3)])
+                        * io.scale;
+                    gs[e] = f32::cast_from(
+                        grad.dout[g_base + pq * grad.dout.stride(2) + d * grad.dout.stride(3)],
+                    );
                     if d == 0 {
-                        let l = lse[l_base + pq * lse.stride(2)];
-                        let ok = present && l != neg_inf;
+                        let l = grad.lse[l_base + pq * grad.lse.stride(2)];
+                        let ok = present && l != io.neg_inf;
                         qlive[c] = select(ok, 1u32, 0u32);
                         ls[c] = select(ok, l, 0.0f32);
-                        ds_row[c] = delta[d_base + pq * delta.stride(2)];
+                        ds_row[c] = grad.delta[d_base + pq * grad.delta.stride(2)];
                     }
-                    e += block;
+                    e += pass.block;
                 }
                 sync_cube();
 
                 for c in 0..CHUNK {
-                    let tq = qb * block + c0 + c;
+                    let tq = qb * pass.block + c0 + c;
                     let mut ok = key_live && qlive[c] != 0;
-                    if comptime!(causal) {
+                    if comptime!(pass.causal) {
                         ok = ok && tk <= tq;
                     }
                     let mut dot = 0.0f32;
                     let mut dp = 0.0f32;
                     #[unroll(unroll)]
-                    for d in 0..head_dim {
-                        dot += qs[c * head_dim + d] * kr[d];
-                        dp += gs[c * head_dim + d] * vr[d];
+                    for d in 0..pass.head_dim {
+                        dot += qs[c * pass.head_dim + d] * kr[d];
+                        dp += gs[c * pass.head_dim + d] * vr[d];
                     }
                     let p = select(ok, f32::exp(dot - ls[c]), 0.0f32);
                     let ds = select(ok, p * (dp - ds_row[c]), 0.0f32);
                     // Queries that do not see this key add nothing (not `0 · q`).
                     #[unroll(unroll)]
-                    for d in 0..head_dim {
-                        dv_acc[d] += select(ok, p * gs[c * head_dim + d], 0.0f32);
-                        dk_acc[d] += select(ok, ds * qs[c * head_dim + d], 0.0f32);
+                    for d in 0..pass.head_dim {
+                        dv_acc[d] += select(ok, p * gs[c * pass.head_dim + d], 0.0f32);
+                        dk_acc[d] += select(ok, ds * qs[c * pass.head_dim + d], 0.0f32);
                     }
                 }
                 sync_cube();
@@ -279,7 +260,7 @@ pub(crate) fn backward_dkdv<F: Float>(
         let k_at = batch * dk.stride(0) + head * dk.stride(1) + pk * dk.stride(2);
         let v_at = batch * dv.stride(0) + head * dv.stride(1) + pk * dv.stride(2);
         #[unroll]
-        for d in 0..head_dim {
+        for d in 0..pass.head_dim {
             let dk_at = k_at + d * dk.stride(3);
             let dv_at = v_at + d * dv.stride(3);
             dk[dk_at] += dk_acc[d];

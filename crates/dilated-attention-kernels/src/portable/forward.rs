@@ -22,117 +22,107 @@ use cubecl::prelude::*;
 use super::CHUNK;
 use super::stage::stage_keys;
 use crate::addressing::{Rows, clamp_down, clamp_up, locate};
+use crate::args::{Operands, Pass};
 
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
 pub(crate) fn block_sparse_forward<F: Float>(
-    q: &Tensor<F>,
-    k: &Tensor<F>,
-    v: &Tensor<F>,
-    mask: &Tensor<u32>,
-    row_ptr: &Tensor<u32>,
-    runs: &Tensor<u32>,
+    io: &Operands<F>,
     out: &mut Tensor<F>,
     lse: &mut Tensor<f32>,
-    params: &Tensor<u32>,
-    scale: f32,
-    neg_inf: f32,
-    #[comptime] head_dim: usize,
-    #[comptime] block: usize,
-    #[comptime] causal: bool,
-    #[comptime] masked: bool,
+    #[comptime] pass: Pass,
     #[comptime] unroll: bool,
     #[comptime] windowed: bool,
 ) {
-    let tile = locate(params, CUBE_POS_X as usize, block, windowed);
+    let tile = locate(&io.params, CUBE_POS_X as usize, pass.block, windowed);
     let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
-    if tile.qb >= tile.seg_blocks || !queries.meet(tile.qb, block) {
+    if tile.qb >= tile.seg_blocks || !queries.meet(tile.qb, pass.block) {
         terminate!();
     }
     let (qb, head, batch, csr_base) = (tile.qb, tile.head, tile.batch, tile.csr_base);
 
     let unit = UNIT_POS as usize;
-    let tq = qb * block + unit;
+    let tq = qb * pass.block + unit;
     let q_valid = queries.holds(tq);
     let pq = queries.row(&tile, tq);
     // Key blocks that meet the key window.
-    let kb_first = keys.first_block(block);
-    let kb_end = keys.end_block(block);
+    let kb_first = keys.first_block(pass.block);
+    let kb_end = keys.end_block(pass.block);
 
     // The query row, pre-scaled, and the accumulator, in registers.
-    let mut qr = Array::<f32>::new(head_dim);
-    let mut acc = Array::<f32>::new(head_dim);
-    let q_base = batch * q.stride(0) + head * q.stride(1) + pq * q.stride(2);
+    let mut qr = Array::<f32>::new(pass.head_dim);
+    let mut acc = Array::<f32>::new(pass.head_dim);
+    let q_base = batch * io.q.stride(0) + head * io.q.stride(1) + pq * io.q.stride(2);
     #[unroll]
-    for d in 0..head_dim {
-        qr[d] = f32::cast_from(q[q_base + d * q.stride(3)]) * scale;
+    for d in 0..pass.head_dim {
+        qr[d] = f32::cast_from(io.q[q_base + d * io.q.stride(3)]) * io.scale;
         acc[d] = 0.0f32;
     }
-    let mut m = neg_inf;
+    let mut m = io.neg_inf;
     let mut l = 0.0f32;
     let mut s = Array::<f32>::new(CHUNK);
 
-    let mut ks = Shared::<[f32]>::new_slice(CHUNK * head_dim);
-    let mut vs = Shared::<[f32]>::new_slice(CHUNK * head_dim);
+    let mut ks = Shared::<[f32]>::new_slice(CHUNK * pass.head_dim);
+    let mut vs = Shared::<[f32]>::new_slice(CHUNK * pass.head_dim);
     let mut kvalid = Shared::<[u32]>::new_slice(CHUNK);
 
-    let run_lo = row_ptr[csr_base + qb] as usize;
-    let run_hi = row_ptr[csr_base + qb + 1] as usize;
+    let run_lo = io.blocks[csr_base + qb] as usize;
+    let run_hi = io.blocks[csr_base + qb + 1] as usize;
     for run in run_lo..run_hi {
-        let kb_lo = clamp_up(runs[2 * run] as usize, kb_first);
-        let kb_hi = clamp_down(runs[2 * run + 1] as usize, kb_end);
+        let kb_lo = clamp_up(io.runs[2 * run] as usize, kb_first);
+        let kb_hi = clamp_down(io.runs[2 * run + 1] as usize, kb_end);
         for kb in kb_lo..kb_hi {
             let mut c0 = 0usize;
-            while c0 < block {
+            while c0 < pass.block {
                 stage_keys(
-                    k,
-                    v,
-                    mask,
-                    &mut ks[0..CHUNK * head_dim],
-                    &mut vs[0..CHUNK * head_dim],
+                    &io.k,
+                    &io.v,
+                    &io.mask,
+                    &mut ks[0..CHUNK * pass.head_dim],
+                    &mut vs[0..CHUNK * pass.head_dim],
                     &mut kvalid[0..CHUNK],
                     &tile,
                     kb,
                     c0,
-                    head_dim,
-                    block,
-                    masked,
+                    pass.head_dim,
+                    pass.block,
+                    pass.masked,
                 );
                 sync_cube();
 
-                let mut chunk_max = neg_inf;
+                let mut chunk_max = io.neg_inf;
                 for c in 0..CHUNK {
-                    let tk = kb * block + c0 + c;
+                    let tk = kb * pass.block + c0 + c;
                     let mut ok = kvalid[c] != 0;
-                    if comptime!(causal) {
+                    if comptime!(pass.causal) {
                         ok = ok && tk <= tq;
                     }
                     let mut dot = 0.0f32;
                     #[unroll(unroll)]
-                    for d in 0..head_dim {
-                        dot += qr[d] * ks[c * head_dim + d];
+                    for d in 0..pass.head_dim {
+                        dot += qr[d] * ks[c * pass.head_dim + d];
                     }
-                    s[c] = select(ok, dot, neg_inf);
+                    s[c] = select(ok, dot, io.neg_inf);
                     chunk_max = f32::max(chunk_max, s[c]);
                 }
                 let m_new = f32::max(m, chunk_max);
-                if m_new != neg_inf {
+                if m_new != io.neg_inf {
                     let alpha = f32::exp(m - m_new);
                     l *= alpha;
                     #[unroll(unroll)]
-                    for d in 0..head_dim {
+                    for d in 0..pass.head_dim {
                         acc[d] *= alpha;
                     }
                     for c in 0..CHUNK {
                         // Keys this query does not see add nothing, not `0 · v` (which is NaN
                         // for a NaN value row).
-                        if s[c] != neg_inf {
+                        if s[c] != io.neg_inf {
                             let p = f32::exp(s[c] - m_new);
                             l += p;
                             #[unroll(unroll)]
-                            for d in 0..head_dim {
-                                acc[d] += p * vs[c * head_dim + d];
+                            for d in 0..pass.head_dim {
+                                acc[d] += p * vs[c * pass.head_dim + d];
                             }
                         }
                     }
@@ -150,10 +140,10 @@ pub(crate) fn block_sparse_forward<F: Float>(
         let o_base = batch * out.stride(0) + head * out.stride(1) + pq * out.stride(2);
         let o_step = out.stride(3);
         #[unroll]
-        for d in 0..head_dim {
+        for d in 0..pass.head_dim {
             out[o_base + d * o_step] = F::cast_from(acc[d] * inv);
         }
         let l_index = batch * lse.stride(0) + head * lse.stride(1) + pq * lse.stride(2);
-        lse[l_index] = select(empty, neg_inf, m + f32::ln(select(empty, 1.0f32, l)));
+        lse[l_index] = select(empty, io.neg_inf, m + f32::ln(select(empty, 1.0f32, l)));
     }
 }

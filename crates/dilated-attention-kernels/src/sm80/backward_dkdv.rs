@@ -17,6 +17,7 @@ use super::mma::{
     occupancy_hint, stage_rows, tiles_as_a, wait, zero_tiles,
 };
 use crate::addressing::{Rows, locate};
+use crate::args::{GradOperands, Operands, Pass};
 
 /// Keys per `dK/dV` cube (16 per plane) without a fused `dQ`.
 pub(crate) const ROWS: usize = 64;
@@ -33,25 +34,12 @@ pub(crate) fn dkdv_shared_bytes(head_dim: usize, rows: usize, nv: usize) -> usiz
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
 pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
-    q: &Tensor<Vector<F, N>>,
-    k: &Tensor<Vector<F, N>>,
-    v: &Tensor<Vector<F, N>>,
-    mask: &Tensor<u32>,
-    dout: &Tensor<Vector<F, N>>,
-    lse: &Tensor<f32>,
-    delta: &Tensor<f32>,
-    col_ptr: &Tensor<u32>,
-    runs: &Tensor<u32>,
-    params: &Tensor<u32>,
+    io: &Operands<Vector<F, N>>,
+    grad: &GradOperands<Vector<F, N>>,
     dk: &mut Tensor<G>,
     dv: &mut Tensor<G>,
     dq: &mut Tensor<Atomic<Vector<f32, P2>>>,
-    scale: f32,
-    neg_inf: f32,
-    #[comptime] head_dim: usize,
-    #[comptime] block: usize,
-    #[comptime] causal: bool,
-    #[comptime] masked: bool,
+    #[comptime] pass: Pass,
     #[comptime] overwrite: bool,
     #[comptime] rows: usize,
     #[comptime] fuse_dq: bool,
@@ -60,10 +48,15 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
 ) {
     occupancy_hint(min_blocks);
     // Rows are keys: `tile.qb` is the key block, the transposed layout lists its query blocks.
-    let subtiles = comptime!(block / rows);
+    let subtiles = comptime!(pass.block / rows);
     let threads = comptime!(rows * 2);
-    let tile = locate(params, CUBE_POS_X as usize / subtiles, block, windowed);
-    let k0 = tile.qb * block + (CUBE_POS_X as usize % subtiles) * ROWS;
+    let tile = locate(
+        &io.params,
+        CUBE_POS_X as usize / subtiles,
+        pass.block,
+        windowed,
+    );
+    let k0 = tile.qb * pass.block + (CUBE_POS_X as usize % subtiles) * ROWS;
     let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
     // Cubes whose keys miss the key window (all of the segment's without one) leave.
     if tile.qb >= tile.seg_blocks || k0 >= keys.hi || k0 + rows <= keys.lo {
@@ -76,11 +69,11 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
     let t = lane % 4;
 
     let nv = N::value();
-    let rstr = comptime!(head_dim / nv + 1);
+    let rstr = comptime!(pass.head_dim / nv + 1);
     // Two stages of CHUNK query and CHUNK dO rows, then the tile's K and V rows.
     let srows = comptime!(2 * CHUNK);
     let krows = comptime!(4 * CHUNK);
-    let buf_len = comptime!((4 * CHUNK + 2 * rows) * (head_dim / nv + 1));
+    let buf_len = comptime!((4 * CHUNK + 2 * rows) * (pass.head_dim / nv + 1));
     let mut buf = Shared::<[Vector<F, N>]>::new_slice(buf_len);
     // With `fuse_dq`: the chunk's dS, query-major (`CHUNK` rows of the cube's keys).
     let dsstr = comptime!(rows / nv + 1);
@@ -90,26 +83,44 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
     let mut dlt = Shared::<[f32]>::new_slice(comptime!(2 * CHUNK));
     let bar0 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
     let bar1 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
-    let l_base = tile.batch * lse.stride(0) + tile.head * lse.stride(1);
-    let d_base = tile.batch * delta.stride(0) + tile.head * delta.stride(1);
+    let l_base = tile.batch * grad.lse.stride(0) + tile.head * grad.lse.stride(1);
+    let d_base = tile.batch * grad.delta.stride(0) + tile.head * grad.delta.stride(1);
 
     let mut walk = Walk::new(
-        col_ptr,
-        runs,
+        &io.blocks,
+        &io.runs,
         tile.csr_base + tile.qb,
-        queries.first_block(block),
-        queries.end_block(block),
+        queries.first_block(pass.block),
+        queries.end_block(pass.block),
         windowed,
     );
     if walk.live() {
-        let first = walk.first(block);
+        let first = walk.first(pass.block);
         let b = &mut buf[0..buf_len];
         issue_pair::<F, N>(
-            q, dout, b, &tile, &queries, tile.head, first, 0usize, threads, rstr, head_dim,
+            &io.q,
+            &grad.dout,
+            b,
+            &tile,
+            &queries,
+            tile.head,
+            first,
+            0usize,
+            threads,
+            rstr,
+            pass.head_dim,
         );
         bar0.commit_copy_async();
         if unit < CHUNK {
-            let (l, d) = query_stats(lse, delta, &tile, l_base, d_base, first + unit, neg_inf);
+            let (l, d) = query_stats(
+                &grad.lse,
+                &grad.delta,
+                &tile,
+                l_base,
+                d_base,
+                first + unit,
+                io.neg_inf,
+            );
             lq[unit] = l;
             dlt[unit] = d;
         }
@@ -119,7 +130,7 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
     // across the walk they would cost 32 registers and a cube per SM).
     let b = &mut buf[0..buf_len];
     stage_rows::<F, N>(
-        k,
+        &io.k,
         b,
         &tile,
         &keys,
@@ -129,11 +140,11 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
         rows,
         threads,
         rstr,
-        head_dim,
+        pass.head_dim,
     );
     let vrows = comptime!(4 * CHUNK + rows);
     stage_rows::<F, N>(
-        v,
+        &io.v,
         b,
         &tile,
         &keys,
@@ -143,12 +154,30 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
         rows,
         threads,
         rstr,
-        head_dim,
+        pass.head_dim,
     );
-    let mut dk_acc = zero_tiles(comptime!(head_dim / 8));
-    let mut dv_acc = zero_tiles(comptime!(head_dim / 8));
+    // Own rows of keys that are not there (padding, past the window's end) stage as zeros:
+    // their dK and dV are 0, which `0 · NaN` would break. Each unit clears what it staged.
+    let mut absent = k0 < keys.lo || k0 + rows > keys.hi;
+    if comptime!(pass.masked) {
+        absent = true;
+    }
+    if absent {
+        let hv = comptime!(pass.head_dim / nv);
+        let mut e = unit;
+        while e < rows * hv {
+            let r = e / hv;
+            if key_present(&io.mask, &tile, k0 + r, pass.masked) == 0 {
+                b[(krows + r) * rstr + e % hv] = Vector::new(F::new(0.0));
+                b[(vrows + r) * rstr + e % hv] = Vector::new(F::new(0.0));
+            }
+            e += threads;
+        }
+    }
+    let mut dk_acc = zero_tiles(comptime!(pass.head_dim / 8));
+    let mut dv_acc = zero_tiles(comptime!(pass.head_dim / 8));
     let krow0 = k0 + plane * 16;
-    let sl2 = scale * LOG2E;
+    let sl2 = io.scale * LOG2E;
     // With `fuse_dq` the keys that are not there (padding, past the segment: their staged rows
     // repeat token 0) must give dS = 0, as they feed dQ.
     let mut kpf = Array::<f32>::new(2usize);
@@ -156,7 +185,7 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
         #[unroll]
         for h in 0..2usize {
             kpf[h] = select(
-                key_present(mask, &tile, krow0 + g + 8 * h, masked) != 0,
+                key_present(&io.mask, &tile, krow0 + g + 8 * h, pass.masked) != 0,
                 1.0f32,
                 0.0f32,
             );
@@ -166,24 +195,42 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
     let dsplit = comptime!(rows / 16 / (CHUNK / 16));
     let qt = plane % comptime!(CHUNK / 16);
     let dh = plane / comptime!(CHUNK / 16);
-    let qcols = comptime!(head_dim / 8 / dsplit);
+    let qcols = comptime!(pass.head_dim / 8 / dsplit);
 
     let mut stage = 0usize;
     while walk.live() {
-        let c0 = walk.first(block);
-        walk.advance(runs, block, windowed);
+        let c0 = walk.first(pass.block);
+        walk.advance(&io.runs, pass.block, windowed);
         sync_cube();
         if walk.live() {
             let next = 1 - stage;
-            let first = walk.first(block);
+            let first = walk.first(pass.block);
             let b = &mut buf[0..buf_len];
             let r0 = next * srows;
             issue_pair::<F, N>(
-                q, dout, b, &tile, &queries, tile.head, first, r0, threads, rstr, head_dim,
+                &io.q,
+                &grad.dout,
+                b,
+                &tile,
+                &queries,
+                tile.head,
+                first,
+                r0,
+                threads,
+                rstr,
+                pass.head_dim,
             );
             commit(&bar0, &bar1, next);
             if unit < CHUNK {
-                let (l, d) = query_stats(lse, delta, &tile, l_base, d_base, first + unit, neg_inf);
+                let (l, d) = query_stats(
+                    &grad.lse,
+                    &grad.delta,
+                    &tile,
+                    l_base,
+                    d_base,
+                    first + unit,
+                    io.neg_inf,
+                );
                 lq[next * CHUNK + unit] = l;
                 dlt[next * CHUNK + unit] = d;
             }
@@ -193,16 +240,21 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
         let cq0 = stage * CHUNK;
 
         // Causal: a plane whose keys all follow the chunk's queries gets nothing.
-        let skip = causal && c0 + CHUNK <= krow0;
+        let skip = pass.causal && c0 + CHUNK <= krow0;
         if !skip {
             // Sᵀ = K·Qᵀ, then Pᵀ = 2^{x − L} (queries along the columns).
-            let kf =
-                a_fragments::<F, N>(&buf[0..buf_len], krows + plane * 16, 1usize, rstr, head_dim);
+            let kf = a_fragments::<F, N>(
+                &buf[0..buf_len],
+                krows + plane * 16,
+                1usize,
+                rstr,
+                pass.head_dim,
+            );
             let mut s = zero_tiles(comptime!(CHUNK / 8));
             #[unroll]
             for jj in 0..comptime!(CHUNK / 16) {
                 #[unroll]
-                for ds in 0..comptime!(head_dim / 16) {
+                for ds in 0..comptime!(pass.head_dim / 16) {
                     let j0 = comptime!(2 * jj);
                     mma_pair::<F, N>(
                         kf.index(ds),
@@ -216,7 +268,7 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
                     );
                 }
             }
-            let need = causal && c0 < krow0 + 16;
+            let need = pass.causal && c0 < krow0 + 16;
             #[unroll]
             for j in 0..comptime!(CHUNK / 8) {
                 #[unroll]
@@ -228,7 +280,7 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
                         let col = j * 8 + 2 * t + c;
                         let mut xs = x.extract(c) * sl2;
                         if need {
-                            xs = select(key <= c0 + col, xs, neg_inf);
+                            xs = select(key <= c0 + col, xs, io.neg_inf);
                         }
                         x.insert(c, exp2_approx(xs - lq[cq0 + col]));
                     }
@@ -241,7 +293,7 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
             for kk in 0..comptime!(CHUNK / 16) {
                 let a = tiles_as_a::<F>(&s, kk);
                 #[unroll]
-                for dd in 0..comptime!(head_dim / 16) {
+                for dd in 0..comptime!(pass.head_dim / 16) {
                     let j0 = comptime!(2 * dd);
                     let r0 = base + CHUNK + kk * 16;
                     mma_pair::<F, N>(
@@ -257,13 +309,18 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
                 }
             }
             // dPᵀ = V·dOᵀ, then dSᵀ = Pᵀ ∘ (dPᵀ − Δ).
-            let vf =
-                a_fragments::<F, N>(&buf[0..buf_len], vrows + plane * 16, 1usize, rstr, head_dim);
+            let vf = a_fragments::<F, N>(
+                &buf[0..buf_len],
+                vrows + plane * 16,
+                1usize,
+                rstr,
+                pass.head_dim,
+            );
             let mut dp = zero_tiles(comptime!(CHUNK / 8));
             #[unroll]
             for jj in 0..comptime!(CHUNK / 16) {
                 #[unroll]
-                for ds in 0..comptime!(head_dim / 16) {
+                for ds in 0..comptime!(pass.head_dim / 16) {
                     let j0 = comptime!(2 * jj);
                     let r0 = base + CHUNK + jj * 16;
                     mma_pair::<F, N>(
@@ -309,7 +366,7 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
             for kk in 0..comptime!(CHUNK / 16) {
                 let a = tiles_as_a::<F>(&dp, kk);
                 #[unroll]
-                for dd in 0..comptime!(head_dim / 16) {
+                for dd in 0..comptime!(pass.head_dim / 16) {
                     let j0 = comptime!(2 * dd);
                     let r0 = base + kk * 16;
                     mma_pair::<F, N>(
@@ -341,7 +398,7 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
             // dQ += dS·K for the chunk's queries, atomically: every plane has written its
             // columns of dS. A chunk that follows all of the cube's keys adds nothing.
             sync_cube();
-            if !(causal && c0 + CHUNK <= k0) {
+            if !(pass.causal && c0 + CHUNK <= k0) {
                 let mma = mma_def::<F>();
                 let (m8, r8) = (lane / 8, lane % 8);
                 let mut acc = zero_tiles(qcols);
@@ -374,7 +431,7 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
                         let at = b0 + queries.row(&tile, tq) * dq.stride(2);
                         #[unroll]
                         for dt in 0..qcols {
-                            let x = acc.index(dt)[h] * Vector::new(scale);
+                            let x = acc.index(dt)[h] * Vector::new(io.scale);
                             let d = (dh * qcols + dt) * 8 + 2 * t;
                             dq[(at + d) / 2].fetch_add(x);
                         }
@@ -391,7 +448,7 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
         let key = krow0 + g + 8 * h;
         // A padded key gets no gradient (its sums above are not masked); with `overwrite` its
         // zeros are written too, so that every real token's row is.
-        let present = key_present(mask, &tile, key, masked) != 0;
+        let present = key_present(&io.mask, &tile, key, pass.masked) != 0;
         let mut write = present;
         if comptime!(overwrite) {
             write = keys.holds(key);
@@ -402,12 +459,12 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
             let v_at = tile.batch * dv.stride(0) + tile.head * dv.stride(1) + pk * dv.stride(2);
             let keep = select(present, 1.0f32, 0.0f32);
             #[unroll]
-            for dt in 0..comptime!(head_dim / 8) {
+            for dt in 0..comptime!(pass.head_dim / 8) {
                 let x = dk_acc.index(dt)[h];
                 let y = dv_acc.index(dt)[h];
                 let d = dt * 8 + 2 * t;
-                let x0 = G::cast_from(x.extract(0usize) * scale * keep);
-                let x1 = G::cast_from(x.extract(1usize) * scale * keep);
+                let x0 = G::cast_from(x.extract(0usize) * io.scale * keep);
+                let x1 = G::cast_from(x.extract(1usize) * io.scale * keep);
                 let y0 = G::cast_from(y.extract(0usize) * keep);
                 let y1 = G::cast_from(y.extract(1usize) * keep);
                 if comptime!(overwrite) {

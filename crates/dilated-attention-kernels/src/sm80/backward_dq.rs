@@ -43,44 +43,37 @@ use cubecl::prelude::*;
 use super::forward::{LOG2E, cube_shape, key_present};
 use super::mma::{
     CHUNK, P2, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_rows, stage_rows,
-    tiles_as_a, wait, zero_tiles,
+    tiles_as_a, wait, zero_absent_rows, zero_tiles,
 };
 use crate::addressing::{Rows, locate};
+use crate::args::{GradOperands, Operands, Pass};
 
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
 pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
-    q: &Tensor<Vector<F, N>>,
-    k: &Tensor<Vector<F, N>>,
-    v: &Tensor<Vector<F, N>>,
-    mask: &Tensor<u32>,
-    dout: &Tensor<Vector<F, N>>,
-    lse: &Tensor<f32>,
-    delta: &Tensor<f32>,
-    row_ptr: &Tensor<u32>,
-    runs: &Tensor<u32>,
-    params: &Tensor<u32>,
+    io: &Operands<Vector<F, N>>,
+    grad: &GradOperands<Vector<F, N>>,
     dq: &mut Tensor<G>,
-    scale: f32,
-    neg_inf: f32,
-    #[comptime] head_dim: usize,
-    #[comptime] block: usize,
-    #[comptime] causal: bool,
-    #[comptime] masked: bool,
+    #[comptime] pass: Pass,
     #[comptime] overwrite: bool,
     #[comptime] tiles: usize,
     #[comptime] windowed: bool,
 ) {
-    let tq = comptime!(cube_shape(block, tiles).0);
-    let threads = comptime!(cube_shape(block, tiles).1);
-    let subtiles = comptime!(block / tq);
+    let tq = comptime!(cube_shape(pass.block, tiles).0);
+    let threads = comptime!(cube_shape(pass.block, tiles).1);
+    let subtiles = comptime!(pass.block / tq);
     let prows = comptime!(16 * tiles);
-    let dtiles = comptime!(head_dim / 8);
+    let dtiles = comptime!(pass.head_dim / 8);
     let ctiles = comptime!(CHUNK / 8);
-    let hs = comptime!(head_dim / 16);
-    let tile = locate(params, CUBE_POS_X as usize / subtiles, block, windowed);
-    let q0 = tile.qb * block + (CUBE_POS_X as usize % subtiles) * tq;
+    let hs = comptime!(pass.head_dim / 16);
+    let tile = locate(
+        &io.params,
+        CUBE_POS_X as usize / subtiles,
+        pass.block,
+        windowed,
+    );
+    let q0 = tile.qb * pass.block + (CUBE_POS_X as usize % subtiles) * tq;
     let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
     if tile.qb >= tile.seg_blocks || q0 >= queries.hi || q0 + tq <= queries.lo {
         terminate!();
@@ -92,31 +85,31 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
     let t = lane % 4;
 
     let nv = N::value();
-    let rstr = comptime!(head_dim / nv + 1);
+    let rstr = comptime!(pass.head_dim / nv + 1);
     // Two stages of CHUNK key and CHUNK value rows, then the tile's Q and dO rows.
     let srows = comptime!(2 * CHUNK);
     let qrows = comptime!(4 * CHUNK);
     let grows = comptime!(4 * CHUNK + tq);
-    let buf_len = comptime!((4 * CHUNK + 2 * tq) * (head_dim / nv + 1));
+    let buf_len = comptime!((4 * CHUNK + 2 * tq) * (pass.head_dim / nv + 1));
     let mut buf = Shared::<[Vector<F, N>]>::new_slice(buf_len);
     let mut kvalid = Shared::<[u32]>::new_slice(comptime!(2 * CHUNK));
     let bar0 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
     let bar1 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
 
     let mut walk = Walk::new(
-        row_ptr,
-        runs,
+        &io.blocks,
+        &io.runs,
         tile.csr_base + tile.qb,
-        keys.first_block(block),
-        keys.end_block(block),
+        keys.first_block(pass.block),
+        keys.end_block(pass.block),
         windowed,
     );
     if walk.live() {
-        let first = walk.first(block);
+        let first = walk.first(pass.block);
         let b = &mut buf[0..buf_len];
         issue_pair::<F, N>(
-            k,
-            v,
+            &io.k,
+            &io.v,
             b,
             &tile,
             &keys,
@@ -125,11 +118,11 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
             0usize,
             threads,
             rstr,
-            head_dim,
+            pass.head_dim,
         );
         bar0.commit_copy_async();
         if unit < CHUNK {
-            kvalid[unit] = key_present(mask, &tile, first + unit, masked);
+            kvalid[unit] = key_present(&io.mask, &tile, first + unit, pass.masked);
         }
     }
 
@@ -138,15 +131,35 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
     // row with no key) and Δ of its rows (entry 2i + h: row 16i + g + 8h).
     let b = &mut buf[0..buf_len];
     stage_rows::<F, N>(
-        q, b, &tile, &queries, tile.head, q0, qrows, tq, threads, rstr, head_dim,
+        &io.q,
+        b,
+        &tile,
+        &queries,
+        tile.head,
+        q0,
+        qrows,
+        tq,
+        threads,
+        rstr,
+        pass.head_dim,
     );
     stage_rows::<F, N>(
-        dout, b, &tile, &queries, tile.head, q0, grows, tq, threads, rstr, head_dim,
+        &grad.dout,
+        b,
+        &tile,
+        &queries,
+        tile.head,
+        q0,
+        grows,
+        tq,
+        threads,
+        rstr,
+        pass.head_dim,
     );
     let mut acc = zero_tiles(comptime!(tiles * dtiles));
     let prow0 = q0 + plane * prows;
-    let l_base = tile.batch * lse.stride(0) + tile.head * lse.stride(1);
-    let d_base = tile.batch * delta.stride(0) + tile.head * delta.stride(1);
+    let l_base = tile.batch * grad.lse.stride(0) + tile.head * grad.lse.stride(1);
+    let d_base = tile.batch * grad.delta.stride(0) + tile.head * grad.delta.stride(1);
     let mut lrow = Array::<f32>::new(comptime!(2 * tiles));
     let mut drow = Array::<f32>::new(comptime!(2 * tiles));
     #[unroll]
@@ -156,28 +169,28 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
             let row = prow0 + i * 16 + g + 8 * h;
             let present = queries.holds(row);
             let pq = queries.row(&tile, row);
-            let l = lse[l_base + pq * lse.stride(2)];
-            lrow[comptime!(2 * i + h)] = select(present && l != neg_inf, l * LOG2E, -neg_inf);
-            drow[comptime!(2 * i + h)] = delta[d_base + pq * delta.stride(2)];
+            let l = grad.lse[l_base + pq * grad.lse.stride(2)];
+            lrow[comptime!(2 * i + h)] = select(present && l != io.neg_inf, l * LOG2E, -io.neg_inf);
+            drow[comptime!(2 * i + h)] = grad.delta[d_base + pq * grad.delta.stride(2)];
         }
     }
-    let sl2 = scale * LOG2E;
+    let sl2 = io.scale * LOG2E;
 
     let mut stage = 0usize;
     while walk.live() {
-        let k0 = walk.first(block);
-        walk.advance(runs, block, windowed);
+        let k0 = walk.first(pass.block);
+        walk.advance(&io.runs, pass.block, windowed);
         // Every plane is done with the other stage before it is overwritten; on the first
         // pass this also publishes the staged Q and dO rows.
         sync_cube();
         if walk.live() {
             let next = 1 - stage;
-            let first = walk.first(block);
+            let first = walk.first(pass.block);
             let b = &mut buf[0..buf_len];
             let r0 = next * srows;
             issue_pair::<F, N>(
-                k,
-                v,
+                &io.k,
+                &io.v,
                 b,
                 &tile,
                 &keys,
@@ -186,23 +199,43 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
                 r0,
                 threads,
                 rstr,
-                head_dim,
+                pass.head_dim,
             );
             commit(&bar0, &bar1, next);
             if unit < CHUNK {
-                kvalid[next * CHUNK + unit] = key_present(mask, &tile, first + unit, masked);
+                kvalid[next * CHUNK + unit] =
+                    key_present(&io.mask, &tile, first + unit, pass.masked);
             }
         }
         wait(&bar0, &bar1, stage);
         let base = stage * srows;
         let kv0 = stage * CHUNK;
+        // Key and value rows of keys that are not there become zeros: dS is 0 there, and
+        // `0 · NaN` would reach dQ through dP and K.
+        let mut absent = k0 < keys.lo || k0 + CHUNK > keys.hi;
+        if comptime!(pass.masked) {
+            absent = true;
+        }
+        if absent {
+            zero_absent_rows::<F, N>(
+                &mut buf[0..buf_len],
+                &kvalid[0..comptime!(2 * CHUNK)],
+                kv0,
+                base,
+                true,
+                threads,
+                rstr,
+                pass.head_dim,
+            );
+            sync_cube();
+        }
 
-        let skip = causal && k0 > prow0 + prows - 1;
+        let skip = pass.causal && k0 > prow0 + prows - 1;
         if !skip {
             // S = Q·Kᵀ and dP = dO·Vᵀ, every K and V fragment serving each query tile.
             let b = &buf[0..buf_len];
-            let qf = a_fragments::<F, N>(b, qrows + plane * prows, tiles, rstr, head_dim);
-            let gf = a_fragments::<F, N>(b, grows + plane * prows, tiles, rstr, head_dim);
+            let qf = a_fragments::<F, N>(b, qrows + plane * prows, tiles, rstr, pass.head_dim);
+            let gf = a_fragments::<F, N>(b, grows + plane * prows, tiles, rstr, pass.head_dim);
             let mut s = zero_tiles(comptime!(tiles * ctiles));
             let mut dp = zero_tiles(comptime!(tiles * ctiles));
             #[unroll]
@@ -221,10 +254,10 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
                 }
             }
             let mut need = k0 < keys.lo || k0 + CHUNK > keys.hi;
-            if comptime!(masked) {
+            if comptime!(pass.masked) {
                 need = true;
             }
-            if comptime!(causal) {
+            if comptime!(pass.causal) {
                 need = need || k0 + CHUNK > prow0 + 1;
             }
             // dS = P ∘ (dP − Δ), P = 2^{x − L}, over the pairs the forward saw.
@@ -245,10 +278,10 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
                             let mut xs = x.extract(c) * sl2;
                             if need {
                                 let mut ok = kvalid[kv0 + key] != 0;
-                                if comptime!(causal) {
+                                if comptime!(pass.causal) {
                                     ok = ok && k0 + key <= row;
                                 }
-                                xs = select(ok, xs, neg_inf);
+                                xs = select(ok, xs, io.neg_inf);
                             }
                             let p = exp2_approx(xs - lrow[e]);
                             r.insert(c, p * (y.extract(c) - drow[e]));
@@ -303,8 +336,8 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
                     let x = acc.index(comptime!(i * dtiles + dt))[h];
                     let d = dt * 8 + 2 * t;
                     let (y0, y1) = (
-                        G::cast_from(x.extract(0usize) * scale),
-                        G::cast_from(x.extract(1usize) * scale),
+                        G::cast_from(x.extract(0usize) * io.scale),
+                        G::cast_from(x.extract(1usize) * io.scale),
                     );
                     if comptime!(overwrite) {
                         dq[base + d * step] = y0;

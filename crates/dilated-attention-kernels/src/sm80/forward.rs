@@ -39,9 +39,10 @@ use cubecl::prelude::*;
 
 use super::mma::{
     CHUNK, P2, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_rows, occupancy_hint,
-    scale_rows, stage_rows, tiles_as_a, wait, zero_tiles,
+    scale_rows, stage_rows, tiles_as_a, wait, zero_absent_rows, zero_tiles,
 };
 use crate::addressing::{Rows, locate};
+use crate::args::{Operands, Pass};
 
 /// Largest query tile per 16-row MMA tile of a plane: a cube owns `min(block, TQ_MAX · tiles)`
 /// rows, at most 4 planes.
@@ -69,35 +70,29 @@ const LN2: f32 = std::f32::consts::LN_2;
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
 pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
-    q: &Tensor<Vector<F, N>>,
-    k: &Tensor<Vector<F, N>>,
-    v: &Tensor<Vector<F, N>>,
-    mask: &Tensor<u32>,
-    row_ptr: &Tensor<u32>,
-    runs: &Tensor<u32>,
+    io: &Operands<Vector<F, N>>,
     out: &mut Tensor<F>,
     lse: &mut Tensor<f32>,
-    params: &Tensor<u32>,
-    scale: f32,
-    neg_inf: f32,
-    #[comptime] head_dim: usize,
-    #[comptime] block: usize,
-    #[comptime] causal: bool,
-    #[comptime] masked: bool,
+    #[comptime] pass: Pass,
     #[comptime] tiles: usize,
     #[comptime] merge: bool,
     #[comptime] min_blocks: u32,
     #[comptime] windowed: bool,
 ) {
     occupancy_hint(min_blocks);
-    let tq = comptime!(cube_shape(block, tiles).0);
-    let threads = comptime!(cube_shape(block, tiles).1);
-    let subtiles = comptime!(block / tq);
+    let tq = comptime!(cube_shape(pass.block, tiles).0);
+    let threads = comptime!(cube_shape(pass.block, tiles).1);
+    let subtiles = comptime!(pass.block / tq);
     let prows = comptime!(16 * tiles);
-    let dtiles = comptime!(head_dim / 8);
+    let dtiles = comptime!(pass.head_dim / 8);
     let ctiles = comptime!(CHUNK / 8);
-    let tile = locate(params, CUBE_POS_X as usize / subtiles, block, windowed);
-    let q0 = tile.qb * block + (CUBE_POS_X as usize % subtiles) * tq;
+    let tile = locate(
+        &io.params,
+        CUBE_POS_X as usize / subtiles,
+        pass.block,
+        windowed,
+    );
+    let q0 = tile.qb * pass.block + (CUBE_POS_X as usize % subtiles) * tq;
     let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
     // Cubes whose rows miss the query window (all of the segment's without one) leave.
     if tile.qb >= tile.seg_blocks || q0 >= queries.hi || q0 + tq <= queries.lo {
@@ -112,29 +107,29 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
     let t = lane % 4;
 
     let nv = N::value();
-    let rstr = comptime!(head_dim / nv + 1);
+    let rstr = comptime!(pass.head_dim / nv + 1);
     // Two stages of CHUNK key rows and CHUNK value rows, then the tile's query rows.
     let stage_rows_n = comptime!(2 * CHUNK);
     let qrow0 = comptime!(4 * CHUNK);
-    let buf_len = comptime!((4 * CHUNK + tq) * (head_dim / nv + 1));
+    let buf_len = comptime!((4 * CHUNK + tq) * (pass.head_dim / nv + 1));
     let mut buf = Shared::<[Vector<F, N>]>::new_slice(buf_len);
     let mut kvalid = Shared::<[u32]>::new_slice(comptime!(2 * CHUNK));
     let bar0 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
     let bar1 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
 
     let mut walk = Walk::new(
-        row_ptr,
-        runs,
+        &io.blocks,
+        &io.runs,
         tile.csr_base + tile.qb,
-        keys.first_block(block),
-        keys.end_block(block),
+        keys.first_block(pass.block),
+        keys.end_block(pass.block),
         windowed,
     );
     if walk.live() {
-        let first = walk.first(block);
+        let first = walk.first(pass.block);
         issue_pair::<F, N>(
-            k,
-            v,
+            &io.k,
+            &io.v,
             &mut buf[0..buf_len],
             &tile,
             &keys,
@@ -143,18 +138,18 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
             0usize,
             threads,
             rstr,
-            head_dim,
+            pass.head_dim,
         );
         bar0.commit_copy_async();
         if unit < CHUNK {
-            kvalid[unit] = key_present(mask, &tile, first + unit, masked);
+            kvalid[unit] = key_present(&io.mask, &tile, first + unit, pass.masked);
         }
     }
 
     // Stage the gathered query rows once; each plane reads its A fragments per chunk (held
     // across the whole row they would cost 16 registers and a cube per SM).
     stage_rows::<F, N>(
-        q,
+        &io.q,
         &mut buf[0..buf_len],
         &tile,
         &queries,
@@ -164,7 +159,7 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
         tq,
         threads,
         rstr,
-        head_dim,
+        pass.head_dim,
     );
     // Tile i's accumulators at i · dtiles ..; its scores at i · ctiles ...
     let mut acc = zero_tiles(comptime!(tiles * dtiles));
@@ -174,27 +169,27 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
     let mut l = Array::<f32>::new(comptime!(2 * tiles));
     #[unroll]
     for i in 0..comptime!(2 * tiles) {
-        m[i] = neg_inf;
+        m[i] = io.neg_inf;
         l[i] = 0.0f32;
     }
-    let sl2 = scale * LOG2E;
+    let sl2 = io.scale * LOG2E;
     let prow0 = q0 + plane * prows;
 
     // Walk the row's key chunks; chunk i + 1 is copied into the other stage while chunk i is
     // computed.
     let mut stage = 0usize;
     while walk.live() {
-        let k0 = walk.first(block);
-        walk.advance(runs, block, windowed);
+        let k0 = walk.first(pass.block);
+        walk.advance(&io.runs, pass.block, windowed);
         // Every plane is done with the other stage (chunk i - 1) before it is overwritten; on
         // the first pass this also publishes the staged query rows.
         sync_cube();
         if walk.live() {
             let next = 1 - stage;
-            let first = walk.first(block);
+            let first = walk.first(pass.block);
             issue_pair::<F, N>(
-                k,
-                v,
+                &io.k,
+                &io.v,
                 &mut buf[0..buf_len],
                 &tile,
                 &keys,
@@ -203,19 +198,38 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
                 next * stage_rows_n,
                 threads,
                 rstr,
-                head_dim,
+                pass.head_dim,
             );
             commit(&bar0, &bar1, next);
             if unit < CHUNK {
-                kvalid[next * CHUNK + unit] = key_present(mask, &tile, first + unit, masked);
+                kvalid[next * CHUNK + unit] =
+                    key_present(&io.mask, &tile, first + unit, pass.masked);
             }
         }
         wait(&bar0, &bar1, stage);
         let base = stage * stage_rows_n;
         let kv0 = stage * CHUNK;
+        // Value rows of keys that are not there become zeros (their scores are masked below).
+        let mut absent = k0 < keys.lo || k0 + CHUNK > keys.hi;
+        if comptime!(pass.masked) {
+            absent = true;
+        }
+        if absent {
+            zero_absent_rows::<F, N>(
+                &mut buf[0..buf_len],
+                &kvalid[0..comptime!(2 * CHUNK)],
+                kv0,
+                base + CHUNK,
+                false,
+                threads,
+                rstr,
+                pass.head_dim,
+            );
+            sync_cube();
+        }
 
         // A plane whose rows all precede the chunk's keys has nothing to add (causal).
-        let skip = causal && k0 > prow0 + prows - 1;
+        let skip = pass.causal && k0 > prow0 + prows - 1;
         if !skip {
             // 1. S = Q·Kᵀ: CHUNK / 8 tiles of 16×8 per query tile, each K fragment serving
             // every query tile.
@@ -224,17 +238,17 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
                 qrow0 + plane * prows,
                 tiles,
                 rstr,
-                head_dim,
+                pass.head_dim,
             );
             let mut s = zero_tiles(comptime!(tiles * ctiles));
             #[unroll]
             for jj in 0..comptime!(CHUNK / 16) {
                 #[unroll]
-                for ds in 0..comptime!(head_dim / 16) {
+                for ds in 0..comptime!(pass.head_dim / 16) {
                     mma_rows::<F, N>(
                         &qf,
                         ds,
-                        comptime!(head_dim / 16),
+                        comptime!(pass.head_dim / 16),
                         tiles,
                         &buf[0..buf_len],
                         base + jj * 16,
@@ -250,10 +264,10 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
 
             // 2. Masks where the chunk needs them: the segment's tail, padding, the diagonal.
             let mut need = k0 < keys.lo || k0 + CHUNK > keys.hi;
-            if comptime!(masked) {
+            if comptime!(pass.masked) {
                 need = true;
             }
-            if comptime!(causal) {
+            if comptime!(pass.causal) {
                 need = need || k0 + CHUNK > prow0 + 1;
             }
             if need {
@@ -269,10 +283,10 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
                             for c in 0..2usize {
                                 let key = j * 8 + 2 * t + c;
                                 let mut ok = kvalid[kv0 + key] != 0;
-                                if comptime!(causal) {
+                                if comptime!(pass.causal) {
                                     ok = ok && k0 + key <= row;
                                 }
-                                x.insert(c, select(ok, x.extract(c), neg_inf));
+                                x.insert(c, select(ok, x.extract(c), io.neg_inf));
                             }
                             let sj = s.index_mut(comptime!(i * ctiles + j));
                             sj[h] = x;
@@ -288,7 +302,7 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
                 #[unroll]
                 for h in 0..2usize {
                     let r = comptime!(2 * i + h);
-                    let mut mx = neg_inf;
+                    let mut mx = io.neg_inf;
                     #[unroll]
                     for j in 0..ctiles {
                         let x = s.index(comptime!(i * ctiles + j))[h];
@@ -298,7 +312,7 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
                     mx = f32::max(mx, plane_shuffle_xor(mx, 1));
                     mx = f32::max(mx, plane_shuffle_xor(mx, 2));
                     let m_new = f32::max(m[r], mx);
-                    let shift = select(m_new == neg_inf, 0.0f32, m_new);
+                    let shift = select(m_new == io.neg_inf, 0.0f32, m_new);
                     alpha[r] = exp2_approx(m[r] - shift);
                     m[r] = m_new;
                     let mut sum = 0.0f32;
@@ -329,7 +343,7 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
                     pa.push(tiles_as_a::<F>(&s, comptime!(i * (ctiles / 2) + kk)));
                 }
                 #[unroll]
-                for dd in 0..comptime!(head_dim / 16) {
+                for dd in 0..comptime!(pass.head_dim / 16) {
                     mma_rows::<F, N>(
                         &pa,
                         0usize,
@@ -368,9 +382,9 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
             // With `merge`, lane t = 0 reads the row's running lse and hands it to the other
             // three (outside the branch below: every lane of the plane takes part) before it
             // overwrites it.
-            let mut prev = neg_inf;
+            let mut prev = io.neg_inf;
             if comptime!(merge) {
-                let mine = select(t == 0, lse[l_index], neg_inf);
+                let mine = select(t == 0, lse[l_index], io.neg_inf);
                 prev = plane_shuffle(mine, (4 * g) as u32);
             }
             // Uniform across the 4 lanes of a row (they skip or write together).
@@ -380,7 +394,7 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
                     tile.batch * out.stride(0) + tile.head * out.stride(1) + pq * out.stride(2);
                 let own = select(
                     empty,
-                    neg_inf,
+                    io.neg_inf,
                     m[r] * LN2 + f32::ln(select(empty, 1.0f32, sum)),
                 );
                 // out = w_new · acc + w_old · out_prev, lse = log(e^prev + e^own).
@@ -389,7 +403,7 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
                 let mut value = own;
                 if comptime!(merge) {
                     let top = f32::max(prev, own);
-                    let shift = select(top == neg_inf, 0.0f32, top);
+                    let shift = select(top == io.neg_inf, 0.0f32, top);
                     let a = f32::exp(prev - shift);
                     let b = f32::exp(own - shift);
                     let total = a + b;
@@ -397,7 +411,11 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
                     let inv_total = select(none, 0.0f32, 1.0f32 / select(none, 1.0f32, total));
                     w_old = a * inv_total;
                     w_new *= b * inv_total;
-                    value = select(none, neg_inf, shift + f32::ln(select(none, 1.0f32, total)));
+                    value = select(
+                        none,
+                        io.neg_inf,
+                        shift + f32::ln(select(none, 1.0f32, total)),
+                    );
                 }
                 #[unroll]
                 for dt in 0..dtiles {

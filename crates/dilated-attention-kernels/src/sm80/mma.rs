@@ -280,6 +280,40 @@ pub(crate) fn issue_pair<F: Float, N: Size>(
     }
 }
 
+/// Zeroes the `CHUNK` shared rows from `row0` (and, with `pair`, the `CHUNK` rows after them)
+/// whose key is not there (`kvalid[kv0 + c] == 0`: padding, or past the window's end, where
+/// the staged row repeats its first token). Such rows may hold anything, NaN included, and the
+/// tensor cores would spread `0 · NaN` to real rows. Run by all `threads` units, the same
+/// elements per unit as [`issue_pair`]; the caller syncs before the rows are read.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn zero_absent_rows<F: Float, N: Size>(
+    buf: &mut [Vector<F, N>],
+    kvalid: &[u32],
+    kv0: usize,
+    row0: usize,
+    #[comptime] pair: bool,
+    #[comptime] threads: usize,
+    #[comptime] rstr: usize,
+    #[comptime] head_dim: usize,
+) {
+    let nv = N::value();
+    let hv = comptime!(head_dim / nv);
+    let per = comptime!(CHUNK * head_dim / nv / threads);
+    #[unroll]
+    for i in 0..per {
+        let e = UNIT_POS as usize + i * threads;
+        let c = e / hv;
+        let dv = e % hv;
+        if kvalid[kv0 + c] == 0 {
+            buf[(row0 + c) * rstr + dv] = Vector::new(F::new(0.0));
+            if comptime!(pair) {
+                buf[(row0 + CHUNK + c) * rstr + dv] = Vector::new(F::new(0.0));
+            }
+        }
+    }
+}
+
 /// Commits this unit's pending copies on the barrier of `stage` (`bar0` or `bar1`).
 #[cube]
 pub(crate) fn commit(bar0: &Shared<Barrier>, bar1: &Shared<Barrier>, stage: usize) {

@@ -307,6 +307,15 @@ mod tests {
         DilatedPattern::new(w, r, sparse, causal).unwrap()
     }
 
+    /// The layout of one branch over all `n` tokens with blocks of one token: `kind` at
+    /// sparsity 0.5.
+    fn one_token_blocks(kind: PatternType, n: usize, causal: bool) -> BlockLayout {
+        let sparse = SparsePatternConfig::new(kind)
+            .with_block_size(1)
+            .with_sparsity_ratio(0.5);
+        BlockLayout::new(&pattern(&[n], &[1], sparse, causal), n, 1).unwrap()
+    }
+
     fn rows_of(layout: &BlockLayout, class: usize) -> Vec<Vec<u32>> {
         let rows = &layout.classes[class].full.rows;
         (0..rows.rows()).map(|q| rows.row(q).to_vec()).collect()
@@ -368,10 +377,7 @@ mod tests {
 
     #[test]
     fn local_window_is_nearest_first() {
-        let sparse = SparsePatternConfig::new(PatternType::LocalWindow)
-            .with_block_size(1)
-            .with_sparsity_ratio(0.5);
-        let layout = BlockLayout::new(&pattern(&[8], &[1], sparse, false), 8, 1).unwrap();
+        let layout = one_token_blocks(PatternType::LocalWindow, 8, false);
         assert_eq!(rows_of(&layout, 0)[4], vec![2, 3, 4, 5]);
         assert_eq!(rows_of(&layout, 0)[0], vec![0, 1, 2, 3]);
     }
@@ -457,10 +463,7 @@ mod tests {
 
     #[test]
     fn transpose_inverts_rows() {
-        let sparse = SparsePatternConfig::new(PatternType::Random)
-            .with_block_size(1)
-            .with_sparsity_ratio(0.5);
-        let layout = BlockLayout::new(&pattern(&[12], &[1], sparse, true), 12, 1).unwrap();
+        let layout = one_token_blocks(PatternType::Random, 12, true);
         let rows = &layout.classes[0].full.rows;
         let t = rows.transpose();
         for q in 0..rows.rows() {

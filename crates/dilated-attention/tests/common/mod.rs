@@ -26,6 +26,58 @@ pub fn qkv([batch, heads, kv_heads, n, head_dim]: [usize; 5], device: &Device) -
     ]
 }
 
+/// One kernel test: `pattern` over batch-2 inputs of these sizes, seeded, with or without a
+/// padding mask.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub pattern: dilated_attention::DilatedPattern,
+    pub n: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub masked: bool,
+    pub seed: u64,
+}
+
+impl Case {
+    /// The batch of every case.
+    pub const BATCH: usize = 2;
+
+    /// Random `q, k, v` (see [`qkv`]).
+    pub fn qkv(&self, device: &Device) -> [Tensor<4>; 3] {
+        qkv(
+            [
+                Self::BATCH,
+                self.heads,
+                self.kv_heads,
+                self.n,
+                self.head_dim,
+            ],
+            device,
+        )
+    }
+
+    /// The case's padding mask on `device` (built there: Burn 0.22 cannot move a bool tensor
+    /// to wgpu), or `None`.
+    pub fn mask(&self, device: &Device) -> Option<Tensor<2, Bool>> {
+        self.masked
+            .then(|| padding_mask(Self::BATCH, self.n, device))
+    }
+
+    /// The module of the case's pattern.
+    pub fn module(&self) -> dilated_attention::BlockSparseRingDilatedAttention {
+        dilated_attention::BlockSparseRingDilatedAttention::from_pattern(self.pattern.clone(), None)
+    }
+
+    /// What a failure message names.
+    pub fn what(&self) -> String {
+        format!(
+            "{:?} n={} heads={}/{} d={} mask={}",
+            self.pattern, self.n, self.heads, self.kv_heads, self.head_dim, self.masked
+        )
+    }
+}
+
 /// Reads a float tensor as f32.
 pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.try_to_vec_as::<f32>().expect("readable tensor")
