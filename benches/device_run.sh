@@ -2,7 +2,8 @@
 # The H200 session script (see docs/benchmarks.md): runs on the device machine from the
 # repository root, with the stripped, xz-compressed binaries in .dev/ and the Vulkan loader
 # packages in .gl/ (both carried). Sections: `startup`, `downstream`, `probe`,
-# `probe-vulkan`, `sweep` (sizes from $SWEEP_SIZES), `sweep-d128`, `kernel-bench`, `scale`.
+# `probe-vulkan`, `sweep` (sizes from $SWEEP_SIZES), `sweep-fusion-off`, `sweep-d128`,
+# `kernel-bench`, `scale`.
 # Everything a section prints also goes to $OUT/<section>.txt.
 #
 #   bash benches/device_run.sh downstream probe sweep
@@ -50,7 +51,7 @@ for section in "$@"; do
       done
       ;;
     probe)
-      run probe /tmp/bin/device_probe --device cuda --check "${PROBE_CHECKS:-all}"
+      run probe timeout "${PROBE_TIMEOUT:-540}" /tmp/bin/device_probe --device cuda --check "${PROBE_CHECKS:-all}"
       ;;
     probe-vulkan)
       run probe-vulkan /tmp/bin/device_probe --device wgpu --check basics,strategies,forward,gradients
@@ -62,6 +63,11 @@ for section in "$@"; do
       sizes=$(python3 -c "import sys; print(*(int(s[:-1]) * 1024 if s.endswith('k') else int(s) for s in sys.argv[1].split(',')))" "${SWEEP_SIZES:-4k,16k,64k,128k}")
       run torch python3 benches/torch_baseline.py f16 both $sizes
       ;;
+    sweep-fusion-off)
+      # The same sweep built without Burn's defaults (no Fusion): `xtask-fusion-off`.
+      run sweep-fusion-off /tmp/bin/xtask-fusion-off bench --backend cuda --sizes "${SWEEP_SIZES:-64k,128k}" \
+        --pattern seed,longnet --mode both --iters 10 --out "$OUT/sweep-fusion-off"
+      ;;
     sweep-d128)
       run sweep-d128 /tmp/bin/xtask bench --backend cuda --sizes 64k,128k --pattern seed,longnet \
         --mode both --iters 10 --head-dim 128 --out "$OUT/sweep-d128"
@@ -72,7 +78,7 @@ for section in "$@"; do
       run kernel-bench /tmp/bin/kernel_bench --device cuda --sizes 4k,16k --mode both --iters 10
       ;;
     scale)
-      run scale /tmp/bin/device_probe --device cuda --check large,scale
+      run scale timeout "${SCALE_TIMEOUT:-540}" /tmp/bin/device_probe --device cuda --check large,scale
       ;;
     *) echo "unknown section $section" ;;
   esac

@@ -5,8 +5,8 @@
 //!
 //! Checks (`--check a,b,...`; `all` runs every one but `ring-steps`, `large` and `scale`):
 //! `basics`, `strategies`, `forward`, `edge`, `gradients`, `edge-gradients`,
-//! `finite-differences`, `ring`, `oracle`, `ring-steps`, `large`, `scale`. Lines over a bar are collected and reported at the end; the probe exits with
-//! status 1 if there are any.
+//! `finite-differences`, `ring`, `oracle`, `ring-steps`, `large`, `scale`. Lines over a bar
+//! are collected and reported at the end; the probe exits with status 1 if there are any.
 
 mod basics;
 mod forward;

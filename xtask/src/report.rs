@@ -139,9 +139,12 @@ pub fn summary(rows: &[Row], out: &Path) {
             .collect();
         let line: Vec<String> = sel
             .iter()
-            .map(|r| match r.median_ms {
-                Some(ms) => format!("{} n={} {:.3} ms", r.implementation, r.n, ms),
-                None => format!("{} n={} {}", r.implementation, r.n, r.status),
+            .map(|r| match (r.median_ms, r.queued_ms) {
+                (Some(ms), Some(q)) => {
+                    format!("{} n={} {ms:.3} ms (queued {q:.3})", r.implementation, r.n)
+                }
+                (Some(ms), None) => format!("{} n={} {ms:.3} ms", r.implementation, r.n),
+                _ => format!("{} n={} {}", r.implementation, r.n, r.status),
             })
             .collect();
         println!("{pattern:>8} {mode:<6} {}", line.join(" | "));
