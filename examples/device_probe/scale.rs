@@ -25,7 +25,7 @@ fn in_use(device: &Device) -> u64 {
 
 pub fn large(p: &mut Probe) {
     let device = p.device.clone();
-    let (b, h, n, d) = (17, 32, 65536, 128);
+    let (b, h, n, d): (usize, usize, usize, usize) = (17, 32, 65536, 128);
     let elements = b * h * n * d;
     println!(
         "large: [{b}, {h}, {n}, {d}] f16, {elements} elements per tensor (2^32 = {})",

@@ -155,21 +155,14 @@ pub struct Row {
     /// peer's name.
     #[serde(default)]
     pub path: String,
-    /// The commit the row was measured on (`git describe --always --dirty`).
+    /// The commit the binary was built from (`git describe --always --dirty` at build time).
     #[serde(default)]
     pub commit: String,
 }
 
-/// The commit of the working tree, `unknown` outside a git checkout.
+/// The commit the binary was built from (`build.rs`: `git describe --always --dirty`).
 fn commit() -> String {
-    std::process::Command::new("git")
-        .args(["describe", "--always", "--dirty", "--abbrev=12"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
+    env!("XTASK_BUILD_COMMIT").to_string()
 }
 
 /// The presets: `seed` (the old prototype's layout) and `longnet`, plus three sparse layouts.
