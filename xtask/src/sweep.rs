@@ -147,6 +147,8 @@ pub struct Row {
     /// host's work overlaps the device's, as in `triton.testing.do_bench` (the peers' rows).
     #[serde(default)]
     pub queued_ms: Option<f64>,
+    /// Growth of the memory pools' reserved bytes over the row, after a cleanup (see
+    /// `measure`).
     pub peak_mem_bytes: Option<u64>,
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -359,12 +361,22 @@ pub fn run(opts: Options) -> Result<(Vec<Row>, PathBuf), String> {
     Ok((rows, opts.out))
 }
 
-/// Times `f`, catching failures. Peak memory is the allocator's reserved bytes after the call,
-/// with the pools cleaned before it: pools keep their high-water pages for reuse.
+/// Times `f`, catching failures. Memory is the row's own: the pools are emptied of free pages
+/// before it, and the figure is how far their reserved bytes grew over the row (pools keep
+/// the pages of a high-water mark until the next cleanup), so it holds the row's inputs,
+/// results and transient buffers at their peak, to page granularity. `None` where the
+/// backend reports no pools (the CPU).
 fn measure(device: &Device, mut row: Row, flops: f64, f: impl FnOnce() -> Timing) -> Row {
+    let reserved = || {
+        let _ = device.sync();
+        device.memory_pool_usage().map(|u| u.bytes_reserved)
+    };
     device.memory_cleanup();
+    let before = reserved();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    row.peak_mem_bytes = device.memory_pool_usage().map(|u| u.bytes_reserved);
+    row.peak_mem_bytes = reserved()
+        .zip(before)
+        .map(|(after, before)| after.saturating_sub(before));
     match result {
         Ok(Timing { synced, queued }) => {
             let (median, p10, p90) = median_p10_p90(synced);
