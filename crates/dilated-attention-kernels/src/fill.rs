@@ -1,17 +1,18 @@
 //! `fill`: sets every element of a contiguous buffer to one value (`0` for the gradient
 //! accumulators, `-inf` for a log-sum-exp that no key reached yet).
 //!
-//! Shape: any, contiguous, in the attention dtype or f32. One unit per element.
+//! Shape: any, contiguous, in the attention dtype or f32. One unit per vector of 16 bytes (8
+//! halves or 4 floats) where the length allows, else per element.
 
 use cubecl::prelude::*;
 
 use crate::KernelError;
 use crate::args::{AttnDtype, TensorRef};
 
-#[cube(launch)]
-fn fill_kernel<F: Float>(out: &mut Tensor<F>, value: f32) {
-    if ABSOLUTE_POS < out.len() {
-        out[ABSOLUTE_POS] = F::cast_from(value);
+#[cube(launch_unchecked)]
+fn fill_kernel<F: Float, N: Size>(out: &mut Tensor<Vector<F, N>>, vectors: usize, value: f32) {
+    if ABSOLUTE_POS < vectors {
+        out[ABSOLUTE_POS] = Vector::new(F::cast_from(value));
     }
 }
 
@@ -30,9 +31,19 @@ pub fn fill(
     if total == 0 {
         return Ok(());
     }
+    // 16 bytes a unit where the length allows (WGSL vectors stop at 4 lanes).
+    let width = (16 / dtype.size())
+        .min(client.properties().hardware.max_vector_size)
+        .max(1);
+    let width = if total.is_multiple_of(width) {
+        width
+    } else {
+        1
+    };
+    let vectors = total / width;
     let threads = 256u32;
     let (max_x, max_y, _) = client.properties().hardware.max_cube_count;
-    let cubes = total.div_ceil(threads as usize);
+    let cubes = vectors.div_ceil(threads as usize);
     // Two grid dimensions, so that buffers past `max_x` cubes are covered.
     let x = cubes.min(max_x as usize);
     let y = cubes.div_ceil(x);
@@ -44,10 +55,27 @@ pub fn fill(
     }
     let count = CubeCount::Static(x as u32, y as u32, 1);
     let dim = CubeDim::new_1d(threads);
+    macro_rules! launch {
+        ($t:ty) => {
+            // SAFETY: `out` is contiguous and its handle holds its `total` elements
+            // (`TensorRef::new`); units past `vectors` write nothing.
+            unsafe {
+                fill_kernel::launch_unchecked::<$t>(
+                    client,
+                    count,
+                    dim,
+                    width,
+                    out.arg(),
+                    vectors,
+                    value,
+                )
+            }
+        };
+    }
     match dtype {
-        AttnDtype::F32 => fill_kernel::launch::<f32>(client, count, dim, out.arg(), value),
-        AttnDtype::F16 => fill_kernel::launch::<half::f16>(client, count, dim, out.arg(), value),
-        AttnDtype::BF16 => fill_kernel::launch::<half::bf16>(client, count, dim, out.arg(), value),
+        AttnDtype::F32 => launch!(f32),
+        AttnDtype::F16 => launch!(half::f16),
+        AttnDtype::BF16 => launch!(half::bf16),
     }
     Ok(())
 }

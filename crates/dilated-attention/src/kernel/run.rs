@@ -148,10 +148,20 @@ pub(crate) fn forward(
                 kernels::forward_class(&client, plan, &tensors, &class.rows, merge)
             })
     };
+    // A branch of dilation 1 writes every row of `out` and `lse` (its one class holds every
+    // head and token); a dilated branch leaves the rows it skips as they were, which must then
+    // read `0, -inf`. Filling 128K × 8 × 64 halves costs about as much as a seed forward's
+    // tenth, so buffers a covering first branch overwrites are left unfilled.
+    let covers = |branch: usize| {
+        call.layout.classes.iter().any(|c| {
+            c.branch == branch && c.dilation_rate == 1 && c.offset == 0 && c.heads.len() == h
+        })
+    };
     if plan.merges_in_kernel() || branches == 1 {
         // One pair of buffers: every branch after the first merges into it as it is written.
-        let out = buffer(&q, vec![b, h, n, d], dtype, Some(0.0))?;
-        let lse = buffer(&q, vec![b, h, n], DType::F32, Some(f32::NEG_INFINITY))?;
+        let fill = |value: f32| (!covers(0)).then_some(value);
+        let out = buffer(&q, vec![b, h, n, d], dtype, fill(0.0))?;
+        let lse = buffer(&q, vec![b, h, n], DType::F32, fill(f32::NEG_INFINITY))?;
         let (out_r, lse_r) = (tensor_ref("out", &out)?, tensor_ref("lse", &lse)?);
         for branch in 0..branches {
             launch(&out_r, &lse_r, branch, branch > 0)?;
@@ -164,12 +174,13 @@ pub(crate) fn forward(
     let rows = b * h * n;
     let aligned = |len: usize, elem: usize| (len * elem).next_multiple_of(ALIGN) / elem;
     let (part_len, lse_len) = (aligned(rows * d, elem), aligned(rows, 4));
-    let parts = buffer(&q, vec![branches, part_len], dtype, Some(0.0))?;
+    let fill = |value: f32| (!(0..branches).all(covers)).then_some(value);
+    let parts = buffer(&q, vec![branches, part_len], dtype, fill(0.0))?;
     let lses = buffer(
         &q,
         vec![branches, lse_len],
         DType::F32,
-        Some(f32::NEG_INFINITY),
+        fill(f32::NEG_INFINITY),
     )?;
     for branch in 0..branches {
         let at = |t: &CubeTensor, len: usize, shape: Vec<usize>, elem: usize| {

@@ -198,6 +198,26 @@ impl BlockLayout {
             + size_of::<Self>()
     }
 
+    /// The layout of this one's first `heads` query heads — what [`new`](Self::new) builds for
+    /// `heads` — where `heads` is at most `self.heads` and a multiple of every branch's
+    /// dilation rate (then every head class keeps heads, and head `j` of a chunk of `heads`
+    /// starting at a multiple of `heads` falls into the class of head `j`); `None` otherwise.
+    pub(crate) fn first_heads(&self, heads: usize) -> Option<BlockLayout> {
+        let divides = self
+            .branches
+            .iter()
+            .all(|b| heads.is_multiple_of(b.dilation_rate));
+        if heads == 0 || heads > self.heads || !divides {
+            return None;
+        }
+        let mut layout = self.clone();
+        layout.heads = heads;
+        for class in &mut layout.classes {
+            class.heads.retain(|&h| h < heads);
+        }
+        Some(layout)
+    }
+
     /// Real block and token-pair counts and the density against dense attention.
     pub fn stats(&self) -> LayoutStats {
         let mut active_blocks = 0u64;
@@ -459,6 +479,26 @@ mod tests {
         assert_eq!(stats.active_pairs, 2 * 55);
         assert_eq!(stats.active_blocks, 2 * 6);
         assert_eq!(stats.block_density, 1.0);
+    }
+
+    #[test]
+    fn first_heads_is_the_layout_of_fewer_heads() {
+        for kind in PatternType::ALL {
+            let mut sparse = SparsePatternConfig::new(kind)
+                .with_block_size(8)
+                .with_sparsity_ratio(0.5);
+            if kind == PatternType::Custom {
+                sparse = sparse.with_custom_blocks(vec![vec![(0, 0), (2, 1)]; 3]);
+            }
+            let p = pattern(&[32, 64, 200], &[1, 2, 4], sparse, true);
+            let eight = BlockLayout::new(&p, 200, 8).unwrap();
+            for heads in [4, 8] {
+                let fewer = BlockLayout::new(&p, 200, heads).unwrap();
+                assert_eq!(eight.first_heads(heads), Some(fewer), "{kind:?} {heads}");
+            }
+            assert_eq!(eight.first_heads(2), None, "rate 4 needs chunks of 4");
+            assert_eq!(eight.first_heads(12), None);
+        }
     }
 
     #[test]
