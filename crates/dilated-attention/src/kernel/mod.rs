@@ -11,6 +11,7 @@
 
 mod autodiff;
 mod backend;
+mod chunks;
 mod layout;
 mod run;
 
