@@ -200,12 +200,17 @@ struct Timing {
     queued: Vec<f64>,
 }
 
-/// `iters` runs of `f` after two warm-ups, each synced, then groups of [`QUEUE`] queued runs
-/// (the shared helpers of every benchmark); a failed device sync fails the row.
-fn time<F: FnMut()>(device: &Device, iters: usize, mut f: F) -> Timing {
+/// `iters` runs of `f` after two warm-ups, each synced, then (with `queue`) groups of
+/// [`QUEUE`] queued runs (the shared helpers of every benchmark); a failed device sync fails
+/// the row. The CPU backend runs each op as it is called, so it skips the second ruler.
+fn time<F: FnMut()>(device: &Device, iters: usize, queue: bool, mut f: F) -> Timing {
     let synced = times(device, 2, iters, &mut f).unwrap_or_else(|e| panic!("{e}"));
-    let groups = iters.div_ceil(QUEUE).max(3);
-    let queued = queued_times(device, groups, QUEUE, f).unwrap_or_else(|e| panic!("{e}"));
+    let queued = if queue {
+        let groups = iters.div_ceil(QUEUE).max(3);
+        queued_times(device, groups, QUEUE, f).unwrap_or_else(|e| panic!("{e}"))
+    } else {
+        Vec::new()
+    };
     Timing { synced, queued }
 }
 
@@ -223,6 +228,7 @@ pub fn run(opts: Options) -> Result<(Vec<Row>, PathBuf), String> {
         _ => opts.dtype.dtype(),
     };
     let iters = opts.iters as usize;
+    let queue = backend != Backend::Cpu;
     let commit = commit();
     let custom = match &opts.config {
         Some(path) => {
@@ -318,7 +324,7 @@ pub fn run(opts: Options) -> Result<(Vec<Row>, PathBuf), String> {
                     * if mode == "fwd" { 1.0 } else { 3.5 };
                 progress.step(&format!("ours {name} n={n} {mode}"));
                 rows.push(measure(&device, base, flops, || {
-                    bench_ours(&module, &device, dtype, [b, h, n, d], mode, iters)
+                    bench_ours(&module, &device, dtype, [b, h, n, d], mode, iters, queue)
                 }));
             }
         }
@@ -352,7 +358,7 @@ pub fn run(opts: Options) -> Result<(Vec<Row>, PathBuf), String> {
                 }
             } else {
                 measure(&device, dense, dense_flops, || {
-                    bench_dense(&device, dtype, [b, h, n, d], mode, iters)
+                    bench_dense(&device, dtype, [b, h, n, d], mode, iters, queue)
                 })
             });
         }
@@ -380,7 +386,7 @@ fn measure(device: &Device, mut row: Row, flops: f64, f: impl FnOnce() -> Timing
     match result {
         Ok(Timing { synced, queued }) => {
             let (median, p10, p90) = median_p10_p90(synced);
-            row.queued_ms = Some(median_p10_p90(queued).0);
+            row.queued_ms = (!queued.is_empty()).then(|| median_p10_p90(queued).0);
             row.median_ms = Some(median);
             row.p10_ms = Some(p10);
             row.p90_ms = Some(p90);
@@ -418,10 +424,11 @@ fn bench_ours(
     shape: [usize; 4],
     mode: &str,
     iters: usize,
+    queue: bool,
 ) -> Timing {
     if mode == "fwd" {
         let [q, k, v] = inputs(device, dtype, shape, false);
-        time(device, iters, || {
+        time(device, iters, queue, || {
             let _ = module
                 .forward(q.clone(), k.clone(), v.clone())
                 .expect("valid inputs");
@@ -429,7 +436,7 @@ fn bench_ours(
     } else {
         let ad = device.clone().autodiff();
         let [q, k, v] = inputs(&ad, dtype, shape, true);
-        time(device, iters, || {
+        time(device, iters, queue, || {
             let out = module
                 .forward(q.clone(), k.clone(), v.clone())
                 .expect("valid inputs");
@@ -446,17 +453,18 @@ fn bench_dense(
     shape: [usize; 4],
     mode: &str,
     iters: usize,
+    queue: bool,
 ) -> Timing {
     let options = AttentionModuleOptions::default();
     if mode == "fwd" {
         let [q, k, v] = inputs(device, dtype, shape, false);
-        time(device, iters, || {
+        time(device, iters, queue, || {
             let _ = attention(q.clone(), k.clone(), v.clone(), None, None, options);
         })
     } else {
         let ad = device.clone().autodiff();
         let [q, k, v] = inputs(&ad, dtype, shape, true);
-        time(device, iters, || {
+        time(device, iters, queue, || {
             let out = attention(q.clone(), k.clone(), v.clone(), None, None, options);
             // Seeded with a ones gradient (that of `out.sum()`, without the reduction), as
             // PyTorch's rows are timed with `out.backward(dout)`.
