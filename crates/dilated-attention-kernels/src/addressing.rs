@@ -192,7 +192,7 @@ impl Rows {
         self.lo / block
     }
 
-    /// The end of the blocks that meet the rows (equal to [`first_block`](Self::first_block)
+    /// The end of the blocks that meet the rows (equal to `first_block`
     /// when there are none, so that a loop between the two runs no block).
     #[allow(clippy::manual_div_ceil)] // CubeCL kernel code
     pub(crate) fn end_block(&self, #[comptime] block: usize) -> usize {

@@ -10,8 +10,8 @@
 //! - `addressing`: where a cube works, decoded once from the class parameters;
 //! - [`strategy`]: which family serves a call, chosen once ([`plan`] → [`Plan`]);
 //! - one folder per family, forward and backward inside: `portable`, `cmma`, `sm80`;
-//! - the launchers ([`forward_class`], [`backward_class`], [`delta`]), the LSE merge
-//!   ([`merge::lse_merge`]) and [`fill`].
+//! - the launchers ([`forward_class`], [`backward_class`], [`delta`](fn@delta)), the LSE merge
+//!   ([`merge::lse_merge`]) and [`fill`](fn@fill).
 //!
 //! Every public entry point checks its arguments against each other and returns a
 //! [`KernelError`]; none can make a kernel read or write outside its buffers.

@@ -3,7 +3,7 @@
 //! The crate is organised from configuration to execution:
 //! [`pattern`] (branches and block layout config) → [`layout`] (the blocks a sequence length
 //! induces) → [`schedule`] (the ring: which chunk meets which at which step) → [`merge`] (the
-//! log-sum-exp merge) → [`reference`] (exact paths in plain Burn ops) → [`ring`] (sequence-parallel
+//! log-sum-exp merge) → [`reference`](mod@reference) (exact paths in plain Burn ops) → [`ring`] (sequence-parallel
 //! execution) → `kernel` (the CubeCL kernels, feature `cube`) → [`module`] (the Burn modules). The semantics are normative and written out in
 //! `docs/semantics.md`.
 //!

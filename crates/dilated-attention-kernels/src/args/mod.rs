@@ -1,6 +1,6 @@
 //! What every launch takes: validated device tensors, the problem's static configuration, a
 //! head class's layout and the token window of a ring step; and what every kernel reads
-//! ([`Operands`], [`GradOperands`], [`Pass`]).
+//! (`Operands`, `GradOperands`, `Pass`).
 //!
 //! Everything here is checked when it is built — a [`TensorRef`] holds the elements its shape
 //! and strides reach, a [`ClassArgs`] holds a well-formed layout — so the launchers only check

@@ -20,7 +20,7 @@ use crate::strategy::{Plan, Strategy};
 /// - `q, dout: [batch, heads, q_rows, head_dim]`, `k, v: [batch, kv_heads, k_rows, head_dim]`
 ///   in the plan's dtype; `mask: [batch, k_rows]` u32 (1 = present) or `None`
 /// - `lse, delta: [batch, heads, q_rows]` f32: the merged log-sum-exp and `Δ` from
-///   [`delta`](crate::delta)
+///   [`delta`](fn@crate::delta)
 /// - `dq: [batch, heads, q_rows, head_dim]`, `dk, dv: [batch, heads, k_rows, head_dim]`
 ///   (per **query** head; the caller sums over the heads of a kv head): contiguous f32
 ///   accumulators, or with `store` contiguous buffers of the plan's dtype (`dq` stays an f32

@@ -1,4 +1,4 @@
-//! Building blocks of the manual-MMA kernels ([`crate::forward_mma`], [`crate::backward_mma`]):
+//! Building blocks of the manual-MMA kernels (`sm80::forward`, `sm80::backward_dq`, `sm80::backward_dkdv`):
 //! `mma.sync.m16n8k16` tiles (f16/bf16 operands, f32 accumulators) fed by `ldmatrix`, on CUDA
 //! sm_80 and later.
 //!
@@ -110,8 +110,8 @@ fn b_fragments<F: Float, N: Size>(
     mma.load_matrix::<_, P2>(&buf[idx..idx + 1], MatrixIdent::B, 4usize, trans)
 }
 
-/// `acc[j] += a · B_j` for `j = j0, j0 + 1`, the two `B` fragments of [`b_fragments`] (same
-/// `row0`, `kc`, `trans`; for `trans` the columns start at `8·(kc + j0)`): [`mma_rows`] for one
+/// `acc[j] += a · B_j` for `j = j0, j0 + 1`, the two `B` fragments of [`b_fragments`](fn@b_fragments) (same
+/// `row0`, `kc`, `trans`; for `trans` the columns start at `8·(kc + j0)`): [`mma_rows`](fn@mma_rows) for one
 /// tile.
 #[cube]
 #[allow(clippy::too_many_arguments)]
@@ -135,7 +135,7 @@ pub(crate) fn mma_pair<F: Float, N: Size>(
     );
 }
 
-/// [`mma_pair`] for `tiles` stacked 16-row tiles sharing one `ldmatrix.x4` of `B`:
+/// [`mma_pair`](fn@mma_pair) for `tiles` stacked 16-row tiles sharing one `ldmatrix.x4` of `B`:
 /// `acc[j0 + i·j_step + j] += a[a0 + i·a_step] · B_j` for `i < tiles`, `j = 0, 1`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
@@ -284,7 +284,7 @@ pub(crate) fn issue_pair<F: Float, N: Size>(
 /// whose key is not there (`kvalid[kv0 + c] == 0`: padding, or past the window's end, where
 /// the staged row repeats its first token). Such rows may hold anything, NaN included, and the
 /// tensor cores would spread `0 · NaN` to real rows. Run by all `threads` units, the same
-/// elements per unit as [`issue_pair`]; the caller syncs before the rows are read.
+/// elements per unit as [`issue_pair`](fn@issue_pair); the caller syncs before the rows are read.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn zero_absent_rows<F: Float, N: Size>(

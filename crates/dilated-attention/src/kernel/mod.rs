@@ -1,12 +1,12 @@
 //! Wiring of the CubeCL kernels (`dilated-attention-kernels`) into Burn.
 //!
 //! A call on a CubeCL device (wgpu, CUDA; with or without Burn's Fusion; tracked by autodiff or
-//! not) is planned once ([`KernelCall::plan`]: the kernel family from the device's features,
+//! not) is planned once (`KernelCall::plan`: the kernel family from the device's features,
 //! the dtype, head dim, block size and window), then runs as one Burn operation
-//! ([`backend::KernelBackend`]): the forward launches each head class of each branch and
+//! (`backend::KernelBackend`): the forward launches each head class of each branch and
 //! merges the branches (in the kernel where the plan says so, else by the LSE merge kernel);
 //! under autodiff the backward kernels run in `loss.backward()`. A call the kernels cannot
-//! serve returns why ([`KernelUnavailable`]) before anything runs; the module then applies its
+//! serve returns why ([`KernelUnavailable`](crate::error::KernelUnavailable)) before anything runs; the module then applies its
 //! [`KernelPolicy`](crate::KernelPolicy).
 
 mod autodiff;
