@@ -95,18 +95,7 @@ fn backward_equals_reference_on_shapes(
     #[case] head_dim: usize,
 ) {
     for causal in [false, true] {
-        let pattern =
-            DilatedPattern::new(w, r, sparse(PatternType::DilatedSparse, block, 0.5), causal)
-                .unwrap();
-        let case = Case {
-            pattern,
-            n,
-            heads,
-            kv_heads,
-            head_dim,
-            masked: true,
-            seed: n as u64,
-        };
+        let case = Case::dilated(w, r, block, causal, n, heads, kv_heads, head_dim);
         check(case, causal);
     }
 }

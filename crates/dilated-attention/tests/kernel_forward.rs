@@ -69,18 +69,9 @@ fn kernel_equals_reference_on_shapes(
     #[case] head_dim: usize,
 ) {
     for causal in [false, true] {
-        let pattern =
-            DilatedPattern::new(w, r, sparse(PatternType::DilatedSparse, block, 0.5), causal)
-                .unwrap();
-        check(Case {
-            pattern,
-            n,
-            heads,
-            kv_heads,
-            head_dim,
-            masked: true,
-            seed: n as u64,
-        });
+        check(Case::dilated(
+            w, r, block, causal, n, heads, kv_heads, head_dim,
+        ));
     }
 }
 

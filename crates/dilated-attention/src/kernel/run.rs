@@ -153,9 +153,10 @@ pub(crate) fn forward(
     // read `0, -inf`. Filling 128K × 8 × 64 halves costs about as much as a seed forward's
     // tenth, so buffers a covering first branch overwrites are left unfilled.
     let covers = |branch: usize| {
-        call.layout.classes.iter().any(|c| {
-            c.branch == branch && c.dilation_rate == 1 && c.offset == 0 && c.heads.len() == h
-        })
+        call.layout
+            .classes
+            .iter()
+            .any(|c| c.branch == branch && c.covers_every_row(h))
     };
     if plan.merges_in_kernel() || branches == 1 {
         // One pair of buffers: every branch after the first merges into it as it is written.
@@ -257,10 +258,8 @@ pub(crate) fn backward(
     let n_k = k.meta.shape()[2];
     // One class that covers every row (dilation 1, every head, no GQA: the seed layout, say)
     // lets the kernels store their gradients, into buffers with no zero fill.
-    let covers_all = matches!(
-        call.layout.classes.as_slice(),
-        [c] if c.dilation_rate == 1 && c.offset == 0 && c.heads.len() == h
-    ) && call.shape.group() == 1;
+    let covers_all = matches!(call.layout.classes.as_slice(), [c] if c.covers_every_row(h))
+        && call.shape.group() == 1;
     let store = plan.stores_gradients() && covers_all;
     let fused = plan.fuses_dq();
     // Stored gradients land in the inputs' dtype; added ones in zero-filled f32 buffers, and

@@ -67,6 +67,13 @@ impl ClassLayout {
         segment * self.segment_length + self.offset + t * self.dilation_rate
     }
 
+    /// Whether this class gathers every token of every one of `heads` query heads (dilation 1,
+    /// offset 0, all heads): its kernels then write every row of `out`, `lse` and the
+    /// gradients, so buffers need no fill beforehand.
+    pub(crate) fn covers_every_row(&self, heads: usize) -> bool {
+        self.dilation_rate == 1 && self.offset == 0 && self.heads.len() == heads
+    }
+
     /// Where raw token `i` lands in this class: `(segment, t)`, or `None` if the class skips it.
     pub fn gathered(&self, i: usize) -> Option<(usize, usize)> {
         let segment = i / self.segment_length;

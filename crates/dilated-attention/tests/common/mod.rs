@@ -43,6 +43,31 @@ impl Case {
     /// The batch of every case.
     pub const BATCH: usize = 2;
 
+    /// The shape sweeps' case: branches `w × r` over `dilated_sparse` blocks of `block` at
+    /// sparsity 0.5, a padding mask, seeded by `n`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dilated(
+        w: &[usize],
+        r: &[usize],
+        block: usize,
+        causal: bool,
+        n: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+    ) -> Self {
+        let sparse = sparse(dilated_attention::PatternType::DilatedSparse, block, 0.5);
+        Self {
+            pattern: dilated_attention::DilatedPattern::new(w, r, sparse, causal).unwrap(),
+            n,
+            heads,
+            kv_heads,
+            head_dim,
+            masked: true,
+            seed: n as u64,
+        }
+    }
+
     /// Random `q, k, v` (see [`qkv`]).
     pub fn qkv(&self, device: &Device) -> [Tensor<4>; 3] {
         qkv(
