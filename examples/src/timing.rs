@@ -12,27 +12,28 @@ use std::time::Instant;
 
 use burn::prelude::*;
 
-/// Wall times in ms of `iters` runs of `f` after `warmup` runs, each ended by a device sync
-/// (a failed sync is an error: the timed work did not run).
+/// The wall time in ms of `per_sync` back-to-back runs of `f` ended by one device sync,
+/// divided by `per_sync` (a failed sync is an error: the timed work did not run).
+fn group(device: &Device, per_sync: usize, f: &mut impl FnMut()) -> Result<f64, String> {
+    let start = Instant::now();
+    for _ in 0..per_sync {
+        f();
+    }
+    device.sync().map_err(|e| format!("device sync: {e}"))?;
+    Ok(start.elapsed().as_secs_f64() * 1e3 / per_sync as f64)
+}
+
+/// Wall times in ms of `iters` runs of `f` after `warmup` runs, each ended by a device sync.
 pub fn times(
     device: &Device,
     warmup: usize,
     iters: usize,
     mut f: impl FnMut(),
 ) -> Result<Vec<f64>, String> {
-    let sync = || device.sync().map_err(|e| format!("device sync: {e}"));
     for _ in 0..warmup {
-        f();
-        sync()?;
+        group(device, 1, &mut f)?;
     }
-    (0..iters)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            sync()?;
-            Ok(start.elapsed().as_secs_f64() * 1e3)
-        })
-        .collect()
+    (0..iters).map(|_| group(device, 1, &mut f)).collect()
 }
 
 /// Runs queued before each sync in [`queued_times`].
@@ -48,16 +49,10 @@ pub fn queued_times(
     mut f: impl FnMut(),
 ) -> Result<Vec<f64>, String> {
     let per_sync = per_sync.max(1);
-    let mut group = || {
-        let start = Instant::now();
-        for _ in 0..per_sync {
-            f();
-        }
-        device.sync().map_err(|e| format!("device sync: {e}"))?;
-        Ok(start.elapsed().as_secs_f64() * 1e3 / per_sync as f64)
-    };
-    group()?;
-    (0..groups).map(|_| group()).collect()
+    group(device, per_sync, &mut f)?;
+    (0..groups)
+        .map(|_| group(device, per_sync, &mut f))
+        .collect()
 }
 
 /// The median, 10th and 90th percentile of `t` (ms); `NaN` for no samples.
