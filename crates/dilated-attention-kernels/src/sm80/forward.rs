@@ -38,9 +38,10 @@ use cubecl::prelude::barrier::Barrier;
 use cubecl::prelude::*;
 
 use super::mma::{
-    CHUNK, P2, Walk, a_fragments, commit, exp2_approx, issue_pair, mma_rows, occupancy_hint,
-    scale_rows, stage_rows, tiles_as_a, wait, zero_absent_rows, zero_tiles,
+    CHUNK, P2, Walk, a_fragments, commit, issue_pair, mma_rows, occupancy_hint, stage_rows,
+    tiles_as_a, wait, zero_absent_rows, zero_tiles,
 };
+use super::rows::{mask_scores, softmax_step, write_rows};
 use crate::addressing::{Rows, locate};
 use crate::args::{Operands, Pass};
 
@@ -63,8 +64,6 @@ pub(crate) fn shared_bytes(head_dim: usize, block: usize, tiles: usize, nv: usiz
 
 /// `log2(e)`: scores are scaled once so that the softmax runs on `exp2`.
 pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
-/// `ln(2)`: back from base-2 to natural log-sum-exp.
-const LN2: f32 = std::f32::consts::LN_2;
 
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
@@ -101,10 +100,6 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
 
     let unit = UNIT_POS as usize;
     let plane = unit / 32;
-    let lane = unit % 32;
-    // Accumulator coordinates: lane = 4·g + t holds rows g, g + 8 and columns 2t, 2t + 1.
-    let g = lane / 4;
-    let t = lane % 4;
 
     let nv = N::value();
     let rstr = comptime!(pass.head_dim / nv + 1);
@@ -271,67 +266,22 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
                 need = need || k0 + CHUNK > prow0 + 1;
             }
             if need {
-                #[unroll]
-                for i in 0..tiles {
-                    #[unroll]
-                    for j in 0..ctiles {
-                        #[unroll]
-                        for h in 0..2usize {
-                            let row = prow0 + i * 16 + g + 8 * h;
-                            let mut x = s.index(comptime!(i * ctiles + j))[h];
-                            #[unroll]
-                            for c in 0..2usize {
-                                let key = j * 8 + 2 * t + c;
-                                let mut ok = kvalid[kv0 + key] != 0;
-                                if comptime!(pass.causal) {
-                                    ok = ok && k0 + key <= row;
-                                }
-                                x.insert(c, select(ok, x.extract(c), io.neg_inf));
-                            }
-                            let sj = s.index_mut(comptime!(i * ctiles + j));
-                            sj[h] = x;
-                        }
-                    }
-                }
+                mask_scores(
+                    &mut s,
+                    &kvalid[0..comptime!(2 * CHUNK)],
+                    kv0,
+                    k0,
+                    prow0,
+                    io.neg_inf,
+                    tiles,
+                    pass.causal,
+                );
             }
 
             // Online softmax in base 2: row max over the 4 lanes of a row, sums kept per lane.
-            let mut alpha = Array::<f32>::new(comptime!(2 * tiles));
-            #[unroll]
-            for i in 0..tiles {
-                #[unroll]
-                for h in 0..2usize {
-                    let r = comptime!(2 * i + h);
-                    let mut mx = io.neg_inf;
-                    #[unroll]
-                    for j in 0..ctiles {
-                        let x = s.index(comptime!(i * ctiles + j))[h];
-                        mx = f32::max(mx, f32::max(x.extract(0usize), x.extract(1usize)));
-                    }
-                    mx *= sl2;
-                    mx = f32::max(mx, plane_shuffle_xor(mx, 1));
-                    mx = f32::max(mx, plane_shuffle_xor(mx, 2));
-                    let m_new = f32::max(m[r], mx);
-                    let shift = select(m_new == io.neg_inf, 0.0f32, m_new);
-                    alpha[r] = exp2_approx(m[r] - shift);
-                    m[r] = m_new;
-                    let mut sum = 0.0f32;
-                    #[unroll]
-                    for j in 0..ctiles {
-                        let mut x = s.index(comptime!(i * ctiles + j))[h];
-                        #[unroll]
-                        for c in 0..2usize {
-                            let p = exp2_approx(x.extract(c) * sl2 - shift);
-                            sum += p;
-                            x.insert(c, p);
-                        }
-                        let sj = s.index_mut(comptime!(i * ctiles + j));
-                        sj[h] = x;
-                    }
-                    l[r] = l[r] * alpha[r] + sum;
-                }
-            }
-            scale_rows(&mut acc, &alpha, dtiles);
+            softmax_step(
+                &mut s, &mut m, &mut l, &mut acc, sl2, io.neg_inf, tiles, dtiles,
+            );
 
             // 3. O += P·V: the S tiles of keys 16·kk .. are the A fragment of P; each V
             // fragment serves every query tile.
@@ -364,79 +314,9 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
         stage = 1 - stage;
     }
 
-    // Row sums across the 4 lanes of each row, then normalise and write the rows.
-    let o_step = out.stride(3);
-    #[unroll]
-    for i in 0..tiles {
-        #[unroll]
-        for h in 0..2usize {
-            let r = comptime!(2 * i + h);
-            let mut sum = l[r];
-            sum += plane_shuffle_xor(sum, 1);
-            sum += plane_shuffle_xor(sum, 2);
-            let row = prow0 + i * 16 + g + 8 * h;
-            let live = queries.holds(row);
-            let pq = queries.row(&tile, row);
-            let l_index =
-                tile.batch * lse.stride(0) + tile.head * lse.stride(1) + pq * lse.stride(2);
-            // With `merge`, lane t = 0 reads the row's running lse and hands it to the other
-            // three (outside the branch below: every lane of the plane takes part) before it
-            // overwrites it.
-            let mut prev = io.neg_inf;
-            if comptime!(merge) {
-                let mine = select(t == 0, lse[l_index], io.neg_inf);
-                prev = plane_shuffle(mine, (4 * g) as u32);
-            }
-            // Uniform across the 4 lanes of a row (they skip or write together).
-            if live {
-                let empty = sum == 0.0f32;
-                let o_base =
-                    tile.batch * out.stride(0) + tile.head * out.stride(1) + pq * out.stride(2);
-                let own = select(
-                    empty,
-                    io.neg_inf,
-                    m[r] * LN2 + f32::ln(select(empty, 1.0f32, sum)),
-                );
-                // out = w_new · acc + w_old · out_prev, lse = log(e^prev + e^own).
-                let mut w_new = select(empty, 0.0f32, 1.0f32 / select(empty, 1.0f32, sum));
-                let mut w_old = 0.0f32;
-                let mut value = own;
-                if comptime!(merge) {
-                    let top = f32::max(prev, own);
-                    let shift = select(top == io.neg_inf, 0.0f32, top);
-                    let a = f32::exp(prev - shift);
-                    let b = f32::exp(own - shift);
-                    let total = a + b;
-                    let none = total == 0.0f32;
-                    let inv_total = select(none, 0.0f32, 1.0f32 / select(none, 1.0f32, total));
-                    w_old = a * inv_total;
-                    w_new *= b * inv_total;
-                    value = select(
-                        none,
-                        io.neg_inf,
-                        shift + f32::ln(select(none, 1.0f32, total)),
-                    );
-                }
-                #[unroll]
-                for dt in 0..dtiles {
-                    let x = acc.index(comptime!(i * dtiles + dt))[h];
-                    let d = dt * 8 + 2 * t;
-                    let (o0, o1) = (o_base + d * o_step, o_base + (d + 1) * o_step);
-                    let mut y0 = x.extract(0usize) * w_new;
-                    let mut y1 = x.extract(1usize) * w_new;
-                    if comptime!(merge) {
-                        y0 += w_old * f32::cast_from(out[o0]);
-                        y1 += w_old * f32::cast_from(out[o1]);
-                    }
-                    out[o0] = F::cast_from(y0);
-                    out[o1] = F::cast_from(y1);
-                }
-                if t == 0 {
-                    lse[l_index] = value;
-                }
-            }
-        }
-    }
+    write_rows::<F>(
+        &acc, &m, &l, out, lse, &tile, &queries, prow0, io.neg_inf, tiles, dtiles, merge,
+    );
 }
 
 /// Whether gathered token `tk` of the tile's segment is a key: a real token inside the key
