@@ -45,6 +45,8 @@ enum Family {
     Sm80OneTile,
     /// sm80 with `dQ` fused into `dK/dV` (f32 atomics).
     Sm80FusedDq,
+    /// sm80 with the forward on Hopper's warpgroup MMA (head dim 64, sm_90+).
+    Sm80Wgmma,
 }
 
 impl Family {
@@ -62,6 +64,10 @@ impl Family {
             })),
             Self::Sm80FusedDq => Some(KernelStrategy::Sm80(Sm80Tuning {
                 fused_dq: true,
+                ..sm80
+            })),
+            Self::Sm80Wgmma => Some(KernelStrategy::Sm80(Sm80Tuning {
+                wgmma_forward: true,
                 ..sm80
             })),
         }

@@ -4,13 +4,14 @@
 //! `cargo run --release --example device_probe [--features cuda] -- --device cuda --check all`
 //!
 //! Checks (`--check a,b,...`; `all` runs every one but `ring-steps`, `large` and `scale`):
-//! `basics`, `strategies`, `forward`, `edge`, `gradients`, `edge-gradients`,
+//! `basics`, `wgmma`, `strategies`, `forward`, `edge`, `gradients`, `edge-gradients`,
 //! `finite-differences`, `ring`, `oracle`, `ring-steps`, `large`, `scale`. Lines over a bar
 //! are collected and reported at the end; the probe exits with status 1 if there are any.
 
 mod basics;
 mod forward;
 mod gradients;
+mod hopper;
 mod ring;
 mod scale;
 mod strategies;
@@ -35,6 +36,8 @@ enum Check {
     Basics,
     /// Every kernel family the device serves, forced, forward and backward.
     Strategies,
+    /// Hopper's warpgroup MMA (`wgmma`) on one tile against the host (sm_90+ only).
+    Wgmma,
     /// f16/bf16 presets at 2K against the f32 reference.
     Forward,
     /// Forward edge cases: tails, padding, GQA, head dims 32–128, blocks 64–256.
@@ -126,8 +129,9 @@ fn main() -> ExitCode {
     };
     let lengths = args.edge_lengths.as_deref();
     let timed = |name: &str, t: Instant| println!("[{name}: {:.1} s]", t.elapsed().as_secs_f64());
-    let checks: [(Check, &str, &CheckFn); 9] = [
+    let checks: [(Check, &str, &CheckFn); 10] = [
         (Check::Basics, "basics", &|p| basics::run(p, &cube)),
+        (Check::Wgmma, "wgmma", &|p| hopper::run(p, &cube)),
         (Check::Strategies, "strategies", &strategies::run),
         (Check::Forward, "forward", &forward::presets),
         (Check::Edge, "edge", &|p| forward::edge(p, lengths)),

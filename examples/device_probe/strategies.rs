@@ -41,6 +41,10 @@ pub fn run(p: &mut Probe) {
             fused_dq: true,
             ..Sm80Tuning::default()
         }),
+        KernelStrategy::Sm80(Sm80Tuning {
+            wgmma_forward: true,
+            ..Sm80Tuning::default()
+        }),
     ];
     // `k` or `v` with NaN in the rows of padded keys (`keep <= 0.2`).
     let poison = |t: &Tensor<4>| {

@@ -9,7 +9,8 @@
 //!   configuration ([`KernelConfig`]), a head class's layout ([`ClassArgs`]), a ring window;
 //! - `addressing`: where a cube works, decoded once from the class parameters;
 //! - [`strategy`]: which family serves a call, chosen once ([`plan`] → [`Plan`]);
-//! - one folder per family, forward and backward inside: `portable`, `cmma`, `sm80`;
+//! - one folder per family, forward and backward inside: `portable`, `cmma`, `sm80`; and
+//!   [`hopper`], whose warpgroup products are proved on the device but not yet an attention family;
 //! - the launchers ([`forward_class`], [`backward_class`], [`delta`](fn@delta)), the LSE merge
 //!   ([`merge::lse_merge`]) and [`fill`](fn@fill).
 //!
@@ -23,6 +24,7 @@ mod cmma;
 mod delta;
 mod error;
 mod fill;
+pub mod hopper;
 mod launch;
 pub mod merge;
 mod portable;

@@ -49,6 +49,9 @@ pub struct Sm80Tuning {
     pub forward_min_blocks: u8,
     /// Resident cubes per SM the `dK/dV` kernel asks registers for (0: no ask).
     pub dkdv_min_blocks: u8,
+    /// The forward on Hopper's warpgroup MMA (`wgmma`, `crate::hopper`) where it applies:
+    /// CUDA sm_90+, head dim 64; elsewhere the manual-MMA forward serves.
+    pub wgmma_forward: bool,
 }
 
 impl Default for Sm80Tuning {
@@ -59,6 +62,7 @@ impl Default for Sm80Tuning {
             fused_dq: false,
             forward_min_blocks: 0,
             dkdv_min_blocks: 3,
+            wgmma_forward: false,
         }
     }
 }
@@ -123,6 +127,7 @@ pub struct Plan {
     config: KernelConfig,
     windowed: bool,
     fused_dq: bool,
+    wgmma_forward: bool,
     unroll: bool,
 }
 
@@ -160,6 +165,11 @@ impl Plan {
     /// contiguous f32 buffer, also where the other gradients are stored).
     pub fn fuses_dq(&self) -> bool {
         self.fused_dq
+    }
+
+    /// Whether the forward runs on Hopper's warpgroup MMA (`crate::hopper::forward`).
+    pub fn wgmma_forward(&self) -> bool {
+        self.wgmma_forward
     }
 
     pub(crate) fn unroll(&self) -> bool {
@@ -210,11 +220,20 @@ pub fn plan(
         Strategy::Sm80(tuning) => tuning.fused_dq && !windowed && fused_dq_applies(client, config),
         _ => false,
     };
+    let wgmma_forward = match strategy {
+        Strategy::Sm80(tuning) => {
+            tuning.wgmma_forward
+                && crate::hopper::available(client)
+                && config.head_dim == crate::hopper::forward::HEAD_DIM
+        }
+        _ => false,
+    };
     Ok(Plan {
         strategy,
         config: *config,
         windowed,
         fused_dq,
+        wgmma_forward,
         unroll: unroll_inner_loops(client),
     })
 }

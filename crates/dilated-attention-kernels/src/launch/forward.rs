@@ -6,6 +6,7 @@ use super::{check_inputs, grid, operands, pass};
 use crate::KernelError;
 use crate::args::{AttnDtype, ClassArgs, TensorRef};
 use crate::cmma::forward::block_sparse_forward_tc;
+use crate::hopper::forward::{self as wgmma_fwd, block_sparse_forward_wgmma};
 use crate::portable::forward::block_sparse_forward;
 use crate::sm80::forward::{block_sparse_forward_mma, cube_shape, shared_bytes};
 use crate::sm80::mma::min_blocks;
@@ -76,6 +77,7 @@ pub fn forward_class(
     // Query rows per cube: the sm80 tile, the cmma kernel's 64, or a whole block (one unit per
     // row); cubes have two units per row on the cmma tensor cores.
     let (rows_per_cube, threads) = match plan.strategy() {
+        Strategy::Sm80(_) if plan.wgmma_forward() => (wgmma_fwd::ROWS, wgmma_fwd::THREADS),
         Strategy::Sm80(_) => cube_shape(config.block, tiles),
         Strategy::Cmma => (64, 128),
         Strategy::Portable => (config.block, config.block),
@@ -118,6 +120,21 @@ pub fn forward_class(
         shared_bytes(config.head_dim, config.block, tiles, width),
     );
     use half::{bf16, f16};
+    if plan.wgmma_forward() {
+        let blocks = min_blocks(client, tuning.forward_min_blocks, wgmma_fwd::shared_bytes());
+        match config.dtype {
+            AttnDtype::F16 => {
+                launch!(block_sparse_forward_wgmma, f16, width; merge, blocks, windowed, false)
+            }
+            AttnDtype::BF16 => {
+                launch!(block_sparse_forward_wgmma, bf16, width; merge, blocks, windowed, true)
+            }
+            AttnDtype::F32 => {
+                return Err(KernelError::unsupported("dtype", "wgmma takes f16 or bf16"));
+            }
+        }
+        return Ok(());
+    }
     match (config.dtype, plan.strategy()) {
         (AttnDtype::F32, _) => launch!(block_sparse_forward, f32; unroll, windowed),
         (AttnDtype::F16, Strategy::Sm80(_)) => {

@@ -1,0 +1,19 @@
+//! The Hopper family (CUDA sm_90a): warpgroup MMA (`wgmma.mma_async`) through inline PTX.
+//!
+//! Built bottom-up and checked on the device at each level: `wgmma` holds the products and
+//! the shared-memory descriptors, [`selftest`] proves them on one tile against the host, and
+//! `forward` is the attention forward on them (head dim 64, opted into through
+//! `Sm80Tuning::wgmma_forward`; the backward stays on the manual-MMA kernels).
+
+pub(crate) mod forward;
+pub(crate) mod wgmma;
+
+pub mod selftest;
+
+use cubecl::features::Tma;
+use cubecl::prelude::Client;
+
+/// Whether `client`'s device has warpgroup MMA: CUDA on sm_90 or later (the first with TMA).
+pub(crate) fn available(client: &Client) -> bool {
+    client.features().tma.contains(Tma::Base)
+}
