@@ -14,20 +14,6 @@ use dilated_attention::{
 use super::support::{Path, Probe, grads, max_abs_diff, quantised, read, rel};
 
 pub fn run(p: &mut Probe) {
-    let device = p.device.clone();
-    let (n, heads, kv_heads, d) = (1500, 8, 2, 64);
-    let pattern = DilatedPattern::longnet(1024, 64, true).expect("valid preset");
-    let q = p.randn([1, heads, n, d]);
-    let [k, v] = [0; 2].map(|_| p.randn([1, kv_heads, n, d]));
-    let r = p.randn([1, heads, n, d]);
-    let keep = Tensor::<2>::random([1, n], Distribution::Uniform(0.0, 1.0), &p.cpu);
-    let shape = AttentionShape {
-        batch: 1,
-        heads,
-        kv_heads,
-        n,
-        head_dim: d,
-    };
     let families = [
         KernelStrategy::Portable,
         KernelStrategy::Cmma,
@@ -46,6 +32,29 @@ pub fn run(p: &mut Probe) {
             ..Sm80Tuning::default()
         }),
     ];
+    let longnet = |block| DilatedPattern::longnet(1024, block, true).expect("valid preset");
+    // Blocks of 128, the Hopper forward's shape (it needs two warpgroups' rows per block),
+    // first: the sm80 family with and without it.
+    println!("blocks of 128:");
+    case(p, longnet(128), &[families[2], families[5]]);
+    println!("blocks of 64:");
+    case(p, longnet(64), &families);
+}
+
+fn case(p: &mut Probe, pattern: DilatedPattern, families: &[KernelStrategy]) {
+    let device = p.device.clone();
+    let (n, heads, kv_heads, d) = (1500, 8, 2, 64);
+    let q = p.randn([1, heads, n, d]);
+    let [k, v] = [0; 2].map(|_| p.randn([1, kv_heads, n, d]));
+    let r = p.randn([1, heads, n, d]);
+    let keep = Tensor::<2>::random([1, n], Distribution::Uniform(0.0, 1.0), &p.cpu);
+    let shape = AttentionShape {
+        batch: 1,
+        heads,
+        kv_heads,
+        n,
+        head_dim: d,
+    };
     // `k` or `v` with NaN in the rows of padded keys (`keep <= 0.2`).
     let poison = |t: &Tensor<4>| {
         let padded = keep.clone().lower_equal_elem(0.2).reshape([1, 1, n, 1]);
@@ -75,7 +84,7 @@ pub fn run(p: &mut Probe) {
             inputs,
             Some(&keep),
         );
-        for family in families {
+        for &family in families {
             let module = auto
                 .clone()
                 .with_kernel_policy(KernelPolicy::Require)

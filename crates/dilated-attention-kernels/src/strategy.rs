@@ -50,7 +50,7 @@ pub struct Sm80Tuning {
     /// Resident cubes per SM the `dK/dV` kernel asks registers for (0: no ask).
     pub dkdv_min_blocks: u8,
     /// The forward on Hopper's warpgroup MMA (`wgmma`, `crate::hopper`) where it applies:
-    /// CUDA sm_90+, head dim 64; elsewhere the manual-MMA forward serves.
+    /// CUDA sm_90+, head dim 64, blocks of 128 or 256; elsewhere the manual-MMA forward serves.
     pub wgmma_forward: bool,
 }
 
@@ -225,6 +225,7 @@ pub fn plan(
             tuning.wgmma_forward
                 && crate::hopper::available(client)
                 && config.head_dim == crate::hopper::forward::HEAD_DIM
+                && config.block % crate::hopper::forward::ROWS == 0
         }
         _ => false,
     };

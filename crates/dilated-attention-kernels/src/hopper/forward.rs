@@ -1,7 +1,7 @@
 //! The forward on Hopper's warpgroup MMA (`wgmma.mma_async`, sm_90a), head dim 64.
 //!
 //! Same math, shapes, grid and layout arguments as `crate::sm80::forward` (tiles = 1): a cube is
-//! one warpgroup (128 units) that owns 64 gathered query rows; for each row `i`,
+//! two warpgroups (256 units) that own 128 gathered query rows, 64 each; for each row `i`,
 //! `out_i = Σ_j 2^{x_ij - m_i} v_j / Σ_j 2^{x_ij - m_i}` and `lse_i = ln 2 · m_i + ln l_i` with
 //! `x_ij = log2(e) · scale · q_i·k_j` over the row's active gathered keys.
 //!
@@ -21,7 +21,7 @@
 //! products start. Each call waits for its products, so overlap comes from the 2–3 cubes an
 //! SM holds, not from inside a cube (the warp-specialised kernel is the next step).
 //!
-//! Needs f16/bf16, head dim 64, blocks of 64/128/256 and `q, k, v` read as 8-wide vectors.
+//! Needs f16/bf16, head dim 64, blocks of 128/256 and `q, k, v` read as 8-wide vectors.
 //! `out: [batch, heads, n, 64]`, `lse: [batch, heads, n]`.
 
 use cubecl::prelude::barrier::{Barrier, copy_async};
@@ -34,10 +34,12 @@ use crate::sm80::forward::{LOG2E, key_present};
 use crate::sm80::mma::{CHUNK, P2, Walk, commit, occupancy_hint, tiles_as_a, wait, zero_tiles};
 use crate::sm80::rows::{mask_scores, softmax_step, write_rows};
 
-/// Query rows per cube (one warpgroup, one `wgmma` M of 64).
-pub(crate) const ROWS: usize = 64;
-/// Units per cube: one warpgroup.
-pub(crate) const THREADS: usize = 128;
+/// Query rows per cube: two warpgroups of one `wgmma` M (64 rows) each, sharing every staged
+/// key chunk (with one warpgroup a cube loads each chunk for half as many rows: measured
+/// 1.4× slower on the H200, the copies' latency and barriers dominating).
+pub(crate) const ROWS: usize = 128;
+/// Units per cube: two warpgroups.
+pub(crate) const THREADS: usize = 256;
 /// The one head dim served.
 pub(crate) const HEAD_DIM: usize = 64;
 
@@ -76,11 +78,12 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     }
     let unit = UNIT_POS as usize;
     let plane = unit / 32;
+    let group = unit / 128;
 
-    // Vectors of one tile (64 rows of 8 vectors); stage s holds keys at 2s, values at 2s + 1,
-    // the query tile comes last.
+    // Vectors of one key tile (64 rows of 8 vectors); stage s holds keys at 2s, values at
+    // 2s + 1, the query tile (ROWS rows) comes last.
     let tv = comptime!(CHUNK * HEAD_DIM / 8);
-    let buf_len = comptime!(5 * tv);
+    let buf_len = comptime!(4 * tv + ROWS * HEAD_DIM / 8);
     let mut buf = Shared::<[Vector<F, N>]>::new_aligned_slice(buf_len, 128usize);
     let mut kvalid = Shared::<[u32]>::new_slice(comptime!(2 * CHUNK));
     let bar0 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
@@ -121,13 +124,19 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
 
     let base = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
     let tile_bytes = comptime!((tv * 16) as u32);
-    // K-major Q and K: K (head dim) steps by a vector column of 64 rows (1024 bytes), M/N by
-    // 8 rows (128 bytes). MN-major V: K (keys, the rows) steps by 8 rows, N by a column.
-    let dq = descriptor(base + 4 * tile_bytes, 1024u32, 128u32);
+    // K-major Q and K: K (head dim) steps by a vector column (ROWS or CHUNK rows of 16
+    // bytes), M/N by 8 rows (128 bytes); each warpgroup's 64 query rows start 64 rows into
+    // the column. MN-major V: K (keys, the rows) steps by 8 rows, N by a column.
+    let q_column = comptime!((ROWS * 16) as u32);
+    let dq = descriptor(
+        base + 4 * tile_bytes + group as u32 * 1024u32,
+        q_column,
+        128u32,
+    );
     let qk = comptime!(Product {
         bf16,
         steps: (HEAD_DIM / 16) as u32,
-        a_step: 2048,
+        a_step: 2 * (ROWS * 16) as u32,
         b_step: 2048,
         b_transposed: false,
     });
@@ -147,7 +156,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     l[0] = 0.0f32;
     l[1] = 0.0f32;
     let sl2 = io.scale * LOG2E;
-    let prow0 = q0 + plane * 16;
+    let prow0 = q0 + group * 64 + (plane % 4) * 16;
 
     let mut stage = 0usize;
     while walk.live() {
