@@ -18,7 +18,7 @@ pub fn run(p: &mut Probe, cube: &cubecl::Device) {
                     check.scores, check.output
                 );
                 for (what, err) in [("scores", check.scores), ("output", check.output)] {
-                    if !(err <= 1e-2) {
+                    if err.is_nan() || err > 1e-2 {
                         p.over
                             .push(format!("wgmma {dtype:?} {what}: rel err {err:.2e} > 1e-2"));
                     }

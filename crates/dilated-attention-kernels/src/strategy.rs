@@ -225,7 +225,7 @@ pub fn plan(
             tuning.wgmma_forward
                 && crate::hopper::available(client)
                 && config.head_dim == crate::hopper::forward::HEAD_DIM
-                && config.block % crate::hopper::forward::ROWS == 0
+                && config.block.is_multiple_of(crate::hopper::forward::ROWS)
         }
         _ => false,
     };

@@ -343,7 +343,7 @@ fn tiles_assign(tiles: &mut Sequence<Array<Vector<f32, P2>>>, x: Vector<f32, Acc
     }
 }
 
-/// The inverse of [`tiles_from`].
+/// The inverse of [`tiles_from`](fn@tiles_from).
 #[cube]
 fn tiles_into(tiles: &Sequence<Array<Vector<f32, P2>>>) -> Vector<f32, Acc> {
     let mut x = Vector::<f32, Acc>::new(0.0f32);

@@ -1,4 +1,4 @@
-//! A one-cube self-test of the warpgroup products ([`super::wgmma`]) on the device, the first
+//! A one-cube self-test of the warpgroup products (`super::wgmma`) on the device, the first
 //! thing to run on a new driver or toolkit: one warpgroup computes, for random `a, b, v` of
 //! shape `[64, 64]` (f16 or bf16),
 //! - `s = a · bᵀ` — both operands K-major in shared memory, four k-steps in one call;

@@ -3,7 +3,7 @@
 //!
 //! A warpgroup (4 planes, 128 units) computes `D[64, 64] (+)= A[64, 16·steps] · B[16·steps, 64]`
 //! in f32 from f16/bf16 operands. `B` always comes from shared memory through a 64-bit matrix
-//! descriptor; `A` from shared memory too ([`mma_ss`]) or from registers ([`mma_rs`], how
+//! descriptor; `A` from shared memory too ([`mma_ss`](fn@mma_ss)) or from registers ([`mma_rs`](fn@mma_rs), how
 //! attention feeds `P` into `P·V` without a trip through shared memory).
 //!
 //! Register layout (PTX's, the same as `mma.sync`'s per plane): plane `w` of the warpgroup
@@ -13,7 +13,7 @@
 //! `s` is four `u32` (two halves each): rows `g`, `g + 8` at columns `16s + 2t` and
 //! `16s + 8 + 2t` — the accumulators of column tiles `2s`, `2s + 1`, rounded.
 //!
-//! Shared tiles use the no-swizzle canonical layout ([`core_offset`]): 8×8 "core matrices" of
+//! Shared tiles use the no-swizzle canonical layout ([`core_offset`](fn@core_offset)): 8×8 "core matrices" of
 //! 128 contiguous bytes, core `(r / 8, c / 8)` of a `rows × cols` tile at
 //! `((c / 8) · rows / 8 + r / 8) · 128` bytes. A descriptor names the start and two strides: for
 //! a K-major operand (the contraction runs along the tile's columns, as for `Q` and `K` in
@@ -21,7 +21,7 @@
 //! offset along M/N (128); for an MN-major operand (`V` in `P·V`: keys are K, the head dim is
 //! N, `trans-b = 1`) the leading offset steps along K — the tile's rows, 128 bytes — and the
 //! stride offset along N (`rows · 16`). Writes into these tiles go through the generic proxy,
-//! so a `fence.proxy.async` ([`sync_async_proxy_shared`]) and a cube barrier must come between
+//! so a `fence.proxy.async` (`sync_async_proxy_shared`) and a cube barrier must come between
 //! the last write and the first product that reads them.
 //!
 //! Each call issues its products, commits them and waits for them (`wgmma.wait_group 0`): the
