@@ -1,19 +1,21 @@
-//! Micro-benchmarks of the host-side and merge pieces on the CPU, on criterion: building the
-//! block layout of every pattern type (128K to 16M tokens), the ring schedule, and the LSE
-//! merge (Burn ops on the CPU backend, results read back).
+//! Micro-benchmarks of the host-side and merge pieces on the CPU, on divan: building the block
+//! layout of every pattern type (128K to 16M tokens), the ring schedule, and the LSE merge
+//! (Burn ops on the CPU backend, results read back).
 //!
 //! `cargo bench -p dilated-attention --bench micro [-- <filter>]`
 
-use std::hint::black_box;
-
 use burn::tensor::{DType, Device, Distribution, Tensor};
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use dilated_attention::merge::merge_lse;
 use dilated_attention::{
     BlockLayout, DilatedPattern, Partition, PatternType, RingSchedule, SparsePatternConfig,
 };
+use divan::{Bencher, black_box};
 
 const HEADS: usize = 8;
+
+fn main() {
+    divan::main();
+}
 
 /// The `longnet` preset with dense blocks of 64, causal or not.
 fn longnet(n: usize, causal: bool) -> DilatedPattern {
@@ -34,69 +36,67 @@ fn segmented(kind: PatternType) -> DilatedPattern {
     DilatedPattern::new(&[2048, 4096, 8192], &[1, 2, 4], sparse, true).expect("valid pattern")
 }
 
-fn layouts(c: &mut Criterion) {
-    let mut group = c.benchmark_group("layout");
-    group.sample_size(10);
-    for n in [1 << 17, 1 << 20] {
-        for (name, pattern) in [
-            ("seed", DilatedPattern::seed(128, false)),
-            ("longnet", longnet(n, false)),
-            ("longnet-causal", longnet(n, true)),
-        ] {
-            group.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
-                b.iter(|| BlockLayout::new(black_box(&pattern), n, HEADS).expect("layout"))
-            });
-        }
-    }
-    // Every pattern type at 16M tokens (fixed segments): the layout must build in well under a
-    // second.
-    let n = 1 << 24;
-    for kind in PatternType::ALL {
-        let pattern = segmented(kind);
-        group.bench_with_input(BenchmarkId::new(format!("{kind:?}"), n), &n, |b, &n| {
-            b.iter(|| BlockLayout::new(black_box(&pattern), n, HEADS).expect("layout"))
-        });
-    }
-    group.finish();
+/// Times the layout of `pattern` at `n` tokens.
+fn layout_of(bencher: Bencher, pattern: DilatedPattern, n: usize) {
+    bencher.bench(|| BlockLayout::new(black_box(&pattern), n, HEADS).expect("layout"));
 }
 
-fn schedules(c: &mut Criterion) {
-    let mut group = c.benchmark_group("schedule");
+mod layout {
+    use super::*;
+
+    /// The seed preset (one whole-sequence branch, block offsets 0, ±1, ±2, ±4).
+    #[divan::bench(args = [1 << 17, 1 << 20], sample_count = 10)]
+    fn seed(bencher: Bencher, n: usize) {
+        layout_of(bencher, DilatedPattern::seed(128, false), n);
+    }
+
+    /// The LongNet preset, bidirectional.
+    #[divan::bench(args = [1 << 17, 1 << 20], sample_count = 10)]
+    fn longnet(bencher: Bencher, n: usize) {
+        layout_of(bencher, super::longnet(n, false), n);
+    }
+
+    /// The LongNet preset, causal.
+    #[divan::bench(args = [1 << 17, 1 << 20], sample_count = 10)]
+    fn longnet_causal(bencher: Bencher, n: usize) {
+        layout_of(bencher, super::longnet(n, true), n);
+    }
+
+    /// Every pattern type at 16M tokens over fixed segments: each must build in well under a
+    /// second.
+    #[divan::bench(args = PatternType::ALL, sample_count = 5)]
+    fn every_type_16m(bencher: Bencher, kind: PatternType) {
+        layout_of(bencher, segmented(kind), 1 << 24);
+    }
+}
+
+/// The ring schedule of causal LongNet at 32K tokens over `p` holders, both partitions.
+#[divan::bench(args = [2, 8])]
+fn schedule(bencher: Bencher, p: usize) {
     let n = 32_768;
     let layout = BlockLayout::new(&longnet(n, true), n, HEADS).expect("layout");
-    for p in [2, 8] {
-        for partition in [Partition::Contiguous, Partition::Zigzag] {
-            group.bench_function(format!("longnet-causal/32k/P{p}/{partition:?}"), |b| {
-                b.iter(|| RingSchedule::new(&layout, p, partition, HEADS, 64, 2).expect("schedule"))
-            });
-        }
-    }
-    group.finish();
+    bencher.bench(|| {
+        [Partition::Contiguous, Partition::Zigzag].map(|partition| {
+            RingSchedule::new(&layout, p, partition, HEADS, 64, 2).expect("schedule")
+        })
+    });
 }
 
-fn merges(c: &mut Criterion) {
-    let mut group = c.benchmark_group("merge");
-    group.sample_size(10);
+/// The LSE merge of `parts` random parts of `[1, 8, n, 64]` on the CPU backend.
+#[divan::bench(args = [(3, 4096), (3, 16_384), (8, 4096)], sample_count = 10)]
+fn merge(bencher: Bencher, (parts, n): (usize, usize)) {
     let device = Device::flex();
-    for (parts, n) in [(3, 4096), (3, 16_384), (8, 4096)] {
-        let inputs: Vec<(Tensor<4>, Tensor<3>)> = (0..parts)
-            .map(|_| {
-                let normal = |std| Distribution::Normal(0.0, std);
-                (
-                    Tensor::random([1, HEADS, n, 64], normal(1.0), (&device, DType::F32)),
-                    Tensor::random([1, HEADS, n], normal(3.0), (&device, DType::F32)),
-                )
-            })
-            .collect();
-        group.bench_function(format!("cpu/{parts}x{}k", n / 1024), |b| {
-            b.iter(|| {
-                let (out, lse) = merge_lse(inputs.clone()).expect("parts of one shape");
-                (out.into_data(), lse.into_data())
-            })
-        });
-    }
-    group.finish();
+    let inputs: Vec<(Tensor<4>, Tensor<3>)> = (0..parts)
+        .map(|_| {
+            let normal = |std| Distribution::Normal(0.0, std);
+            (
+                Tensor::random([1, HEADS, n, 64], normal(1.0), (&device, DType::F32)),
+                Tensor::random([1, HEADS, n], normal(3.0), (&device, DType::F32)),
+            )
+        })
+        .collect();
+    bencher.bench(|| {
+        let (out, lse) = merge_lse(inputs.clone()).expect("parts of one shape");
+        (out.into_data(), lse.into_data())
+    });
 }
-
-criterion_group!(benches, layouts, schedules, merges);
-criterion_main!(benches);

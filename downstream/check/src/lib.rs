@@ -25,10 +25,12 @@ use dilated_attention::{
 
 type Check = Result<(), String>;
 
-/// Runs the check; `fusion` is whether the binary's Burn has Fusion on.
+/// Runs the check on the device the first argument names; `fusion` is whether the binary's
+/// Burn has Fusion on.
 pub fn main(fusion: bool) -> ExitCode {
     let start = Instant::now();
-    match run(fusion) {
+    let name = std::env::args().nth(1).unwrap_or_else(|| "wgpu".into());
+    match check(fusion, &name) {
         Ok(()) => {
             println!(
                 "downstream check passed in {:.1} s",
@@ -54,7 +56,9 @@ fn device(name: &str) -> Result<Device, String> {
     }
 }
 
-fn run(fusion: bool) -> Check {
+/// The check on device `name` (`wgpu`, or `cuda` with the `cuda` feature); `fusion` is
+/// whether this build's Burn has Fusion on.
+pub fn check(fusion: bool, name: &str) -> Result<(), String> {
     let cube = std::any::type_name::<burn::backend::Cube>();
     let fused = cube.contains("Fusion");
     println!("burn::backend::Cube = {cube}");
@@ -64,8 +68,7 @@ fn run(fusion: bool) -> Check {
             if fusion { "on" } else { "off" }
         ));
     }
-    let name = std::env::args().nth(1).unwrap_or_else(|| "wgpu".into());
-    let device = device(&name)?;
+    let device = device(name)?;
     device.seed(7);
     core_forward_backward(&device)?;
     multihead_cross_attention(&device)?;
