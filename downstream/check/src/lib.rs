@@ -58,7 +58,7 @@ fn device(name: &str) -> Result<Device, String> {
 
 /// The check on device `name` (`wgpu`, or `cuda` with the `cuda` feature); `fusion` is
 /// whether this build's Burn has Fusion on.
-pub fn check(fusion: bool, name: &str) -> Result<(), String> {
+pub fn check(fusion: bool, name: &str) -> Check {
     let cube = std::any::type_name::<burn::backend::Cube>();
     let fused = cube.contains("Fusion");
     println!("burn::backend::Cube = {cube}");
