@@ -6,6 +6,7 @@
 //! `Sm80Tuning::wgmma_forward`; the backward stays on the manual-MMA kernels).
 
 pub(crate) mod forward;
+pub(crate) mod ring;
 pub(crate) mod wgmma;
 
 pub mod selftest;

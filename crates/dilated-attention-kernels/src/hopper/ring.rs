@@ -1,0 +1,205 @@
+//! The ring of shared key/value stages between the Hopper forward's producer warp and its two
+//! consumer warpgroups.
+//!
+//! `STAGES` stages of one `CHUNK`-key chunk each (keys then values, `CHUNK × 64` f16/bf16 in
+//! `wgmma`'s no-swizzle canonical layout, `super::wgmma::core_offset`). Chunk `i` of a cube's
+//! walk goes to stage `i % STAGES` in round `i / STAGES`. Two mbarriers per stage:
+//! - `full[s]` (32 arrivals: the producer warp's units) completes a phase when every producer
+//!   unit has arrived *and* its `cp.async` copies into the stage have landed
+//!   (`cp.async.mbarrier.arrive` adds each unit's pending copies to the phase);
+//! - `empty[s]` (256 arrivals: every consumer unit) completes a phase when both warpgroups are
+//!   done reading the stage.
+//!
+//! The producer waits `empty[s]` with the parity before round `r` (a fresh barrier counts its
+//! "previous" phase as complete, so round 0 does not wait), fills the stage and arrives on
+//! `full[s]`; a consumer waits `full[s]` with parity `r & 1`, computes and arrives on
+//! `empty[s]`. Every consumer waits for every chunk, including those it skips (a causal chunk
+//! past its rows): an arrival before the fill would count towards the wrong phase.
+//!
+//! CubeCL has barriers but no arrays of them, so the four of each kind are passed as
+//! [`Ring`] fields and picked by a uniform branch on the stage.
+
+use cubecl::prelude::barrier::{Barrier, copy_async};
+use cubecl::prelude::*;
+
+use crate::addressing::{Rows, Tile};
+use crate::sm80::forward::key_present;
+use crate::sm80::mma::CHUNK;
+
+/// Stages in the ring (four chunks of keys and values in flight: 64 KB).
+pub(crate) const STAGES: usize = 4;
+/// Producer units: one warp.
+pub(crate) const PRODUCERS: usize = 32;
+/// Consumer units: two warpgroups.
+pub(crate) const CONSUMERS: usize = 256;
+/// The head dim the ring's tiles hold.
+const HEAD_DIM: usize = 64;
+
+/// The ring's eight barriers, created uninitialised; [`Ring::init`] arms them.
+#[derive(CubeType)]
+pub(crate) struct Ring {
+    full0: Shared<Barrier>,
+    full1: Shared<Barrier>,
+    full2: Shared<Barrier>,
+    full3: Shared<Barrier>,
+    empty0: Shared<Barrier>,
+    empty1: Shared<Barrier>,
+    empty2: Shared<Barrier>,
+    empty3: Shared<Barrier>,
+}
+
+#[cube]
+impl Ring {
+    /// Declares the barriers and has unit 0 initialise them; the caller syncs the cube before
+    /// any unit uses them.
+    pub(crate) fn new() -> Ring {
+        let ring = Ring {
+            full0: Barrier::shared_uninit(),
+            full1: Barrier::shared_uninit(),
+            full2: Barrier::shared_uninit(),
+            full3: Barrier::shared_uninit(),
+            empty0: Barrier::shared_uninit(),
+            empty1: Barrier::shared_uninit(),
+            empty2: Barrier::shared_uninit(),
+            empty3: Barrier::shared_uninit(),
+        };
+        if UNIT_POS == 0 {
+            let (p, c) = (comptime!(PRODUCERS as u32), comptime!(CONSUMERS as u32));
+            ring.full0.init_manual(p);
+            ring.full1.init_manual(p);
+            ring.full2.init_manual(p);
+            ring.full3.init_manual(p);
+            ring.empty0.init_manual(c);
+            ring.empty1.init_manual(c);
+            ring.empty2.init_manual(c);
+            ring.empty3.init_manual(c);
+        }
+        ring
+    }
+
+    /// Producer: waits until stage `i % STAGES` is free for chunk `i`.
+    pub(crate) fn acquire(&self, i: usize) {
+        let parity = ((i / STAGES) as u32 & 1u32) ^ 1u32;
+        let s = i % STAGES;
+        if s == 0 {
+            self.empty0.wait_parity(parity);
+        } else if s == 1 {
+            self.empty1.wait_parity(parity);
+        } else if s == 2 {
+            self.empty2.wait_parity(parity);
+        } else {
+            self.empty3.wait_parity(parity);
+        }
+    }
+
+    /// Producer: this unit's copies and stores into stage `i % STAGES` are issued; the stage
+    /// is full once they land and every producer unit has arrived.
+    pub(crate) fn publish(&self, i: usize) {
+        let s = i % STAGES;
+        if s == 0 {
+            self.full0.commit_copy_async();
+            let _ = self.full0.arrive();
+        } else if s == 1 {
+            self.full1.commit_copy_async();
+            let _ = self.full1.arrive();
+        } else if s == 2 {
+            self.full2.commit_copy_async();
+            let _ = self.full2.arrive();
+        } else {
+            self.full3.commit_copy_async();
+            let _ = self.full3.arrive();
+        }
+    }
+
+    /// Consumer: waits until chunk `i` is in its stage.
+    pub(crate) fn take(&self, i: usize) {
+        let parity = (i / STAGES) as u32 & 1u32;
+        let s = i % STAGES;
+        if s == 0 {
+            self.full0.wait_parity(parity);
+        } else if s == 1 {
+            self.full1.wait_parity(parity);
+        } else if s == 2 {
+            self.full2.wait_parity(parity);
+        } else {
+            self.full3.wait_parity(parity);
+        }
+    }
+
+    /// Consumer: this unit is done reading chunk `i`'s stage.
+    pub(crate) fn release(&self, i: usize) {
+        let s = i % STAGES;
+        if s == 0 {
+            let _ = self.empty0.arrive();
+        } else if s == 1 {
+            let _ = self.empty1.arrive();
+        } else if s == 2 {
+            let _ = self.empty2.arrive();
+        } else {
+            let _ = self.empty3.arrive();
+        }
+    }
+}
+
+/// Producer (one warp): copies the chunk of `CHUNK` gathered keys from `first` into stage `s`
+/// (keys at vector `2s · tv`, values one tile later, `tv = CHUNK · 8` vectors a tile) and writes
+/// the chunk's key flags at `kvalid[s · CHUNK..]`. Lane `l` serves the chunk rows
+/// `l / 2 + 16j` (`j < 4`), the 16-byte half `l % 2` of each 32-byte sector; the value rows of
+/// keys that are not there are stored as zeros instead of copied, so a NaN beyond a window or
+/// under the padding mask never meets the tensor cores.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn fill_stage<F: Float, N: Size>(
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
+    mask: &Tensor<u32>,
+    buf: &mut [Vector<F, N>],
+    kvalid: &mut [u32],
+    tile: &Tile,
+    keys: &Rows,
+    first: usize,
+    s: usize,
+    #[comptime] masked: bool,
+) {
+    let nv = N::value();
+    let lane = UNIT_POS as usize % 32;
+    let tv = comptime!(CHUNK * HEAD_DIM / 8);
+    let at = s * comptime!(2 * tv);
+    let k_base = tile.batch * k.stride(0) + tile.kv_head * k.stride(1);
+    let v_base = tile.batch * v.stride(0) + tile.kv_head * v.stride(1);
+    let mut present = Array::<u32>::new(4usize);
+    let mut ki = Array::<usize>::new(4usize);
+    let mut vi = Array::<usize>::new(4usize);
+    #[unroll]
+    for j in 0..4usize {
+        let c = lane / 2 + j * 16;
+        let ok = key_present(mask, tile, first + c, masked);
+        present[j] = ok;
+        if lane % 2 == 0 {
+            kvalid[s * CHUNK + c] = ok;
+        }
+        let p = keys.row(tile, first + c);
+        ki[j] = (k_base + p * k.stride(2)) / nv + lane % 2;
+        vi[j] = (v_base + p * v.stride(2)) / nv + lane % 2;
+    }
+    #[unroll]
+    for i in 0..16usize {
+        let j = comptime!(i % 4);
+        let dv = comptime!(2 * (i / 4)) + lane % 2;
+        let to = at + dv * CHUNK + lane / 2 + comptime!(16 * j);
+        let (kj, vj) = (
+            ki[j] + comptime!(2 * (i / 4)),
+            vi[j] + comptime!(2 * (i / 4)),
+        );
+        copy_async(k.slice(kj, kj + 1), &mut buf[to..to + 1], comptime!(8u32));
+        if present[j] != 0 {
+            copy_async(
+                v.slice(vj, vj + 1),
+                &mut buf[to + tv..to + tv + 1],
+                comptime!(8u32),
+            );
+        } else {
+            buf[to + tv] = Vector::new(F::new(0.0));
+        }
+    }
+}
