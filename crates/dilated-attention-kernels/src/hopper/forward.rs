@@ -2,9 +2,9 @@
 //! warp-specialised.
 //!
 //! Same math, shapes, grid and layout arguments as `crate::sm80::forward` (tiles = 1): a cube
-//! owns 128 gathered query rows; for each row `i`, `out_i = Σ_j 2^{x_ij - m_i} v_j / Σ_j 2^{x_ij
-//! - m_i}` and `lse_i = ln 2 · m_i + ln l_i` with `x_ij = log2(e) · scale · q_i·k_j` over the
-//! row's active gathered keys.
+//! owns 128 gathered query rows; for each row `i`,
+//! `out_i = Σ_j 2^{x_ij - m_i} v_j / Σ_j 2^{x_ij - m_i}` and `lse_i = ln 2 · m_i + ln l_i`
+//! with `x_ij = log2(e) · scale · q_i·k_j` over the row's active gathered keys.
 //!
 //! A cube is 288 units in three roles:
 //! - **a producer warp** (units 256–287) walks the layout row and fills a ring of `STAGES`

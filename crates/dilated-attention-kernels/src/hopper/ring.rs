@@ -148,7 +148,7 @@ impl Ring {
 /// keys that are not there are stored as zeros instead of copied, so a NaN beyond a window or
 /// under the padding mask never meets the tensor cores.
 #[cube]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::manual_is_multiple_of)] // CubeCL kernel code
 pub(crate) fn fill_stage<F: Float, N: Size>(
     k: &Tensor<Vector<F, N>>,
     v: &Tensor<Vector<F, N>>,
