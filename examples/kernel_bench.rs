@@ -40,6 +40,7 @@ enum Family {
     Auto,
     Portable,
     Cmma,
+    /// sm80 with the manual-MMA (`mma.sync`) forward.
     Sm80,
     /// sm80 with one 16-row tile per plane in the forward and `dQ`.
     Sm80OneTile,
@@ -51,7 +52,11 @@ enum Family {
 
 impl Family {
     fn strategy(self) -> Option<KernelStrategy> {
-        let sm80 = Sm80Tuning::default();
+        // The manual-MMA forward, whatever the default tuning picks on this device.
+        let sm80 = Sm80Tuning {
+            wgmma_forward: false,
+            ..Sm80Tuning::default()
+        };
         match self {
             Self::Auto => None,
             Self::Portable => Some(KernelStrategy::Portable),

@@ -14,22 +14,27 @@ use dilated_attention::{
 use super::support::{Path, Probe, grads, max_abs_diff, quantised, read, rel};
 
 pub fn run(p: &mut Probe) {
+    // The sm80 family with its manual-MMA forward, then its variants.
+    let sm80 = Sm80Tuning {
+        wgmma_forward: false,
+        ..Sm80Tuning::default()
+    };
     let families = [
         KernelStrategy::Portable,
         KernelStrategy::Cmma,
-        KernelStrategy::Sm80(Sm80Tuning::default()),
+        KernelStrategy::Sm80(sm80),
         KernelStrategy::Sm80(Sm80Tuning {
             forward_tiles: 1,
             dq_tiles: 1,
-            ..Sm80Tuning::default()
+            ..sm80
         }),
         KernelStrategy::Sm80(Sm80Tuning {
             fused_dq: true,
-            ..Sm80Tuning::default()
+            ..sm80
         }),
         KernelStrategy::Sm80(Sm80Tuning {
             wgmma_forward: true,
-            ..Sm80Tuning::default()
+            ..sm80
         }),
     ];
     let longnet = |block| DilatedPattern::longnet(1024, block, true).expect("valid preset");

@@ -172,6 +172,17 @@ impl Plan {
         self.wgmma_forward
     }
 
+    /// The kernels that run, as benchmark rows and logs name them: the strategy's name, or
+    /// `wgmma` where the sm80 family's forward runs on Hopper's warpgroup MMA (its backward
+    /// stays on the sm80 kernels).
+    pub fn label(&self) -> &'static str {
+        if self.wgmma_forward {
+            "wgmma"
+        } else {
+            self.strategy.name()
+        }
+    }
+
     pub(crate) fn unroll(&self) -> bool {
         self.unroll
     }

@@ -31,20 +31,24 @@ pub use dilated_attention_kernels::Sm80Tuning;
 /// kernels crate's [`Strategy`](dilated_attention_kernels::Strategy).
 pub use dilated_attention_kernels::Strategy as KernelStrategy;
 
+/// The kernels crate's plan for a call: the [`KernelStrategy`] that serves it and what follows
+/// from it on the device (for one, whether the forward runs on Hopper's warpgroup MMA).
+pub use dilated_attention_kernels::Plan as KernelPlan;
+
 /// The path a call takes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExecutionPath {
-    /// The CubeCL kernels of this family.
-    Kernels(KernelStrategy),
+    /// The CubeCL kernels, as planned for this call ([`KernelPlan::strategy`] is the family).
+    Kernels(KernelPlan),
     /// The reference path in Burn tensor ops, and why.
     Reference(KernelUnavailable),
 }
 
 impl ExecutionPath {
-    /// A short label: the kernel family, or `reference`.
+    /// A short label: the kernels that run ([`KernelPlan::label`]), or `reference`.
     pub fn label(&self) -> &'static str {
         match self {
-            Self::Kernels(strategy) => strategy.name(),
+            Self::Kernels(plan) => plan.label(),
             Self::Reference(_) => "reference",
         }
     }

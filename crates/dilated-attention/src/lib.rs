@@ -42,7 +42,7 @@ pub mod schedule;
 
 pub use cache::{DEFAULT_CACHE_BYTES, clear_caches};
 pub use error::{AttentionError, KernelUnavailable, Result};
-pub use execution::{ExecutionPath, KernelPolicy, KernelStrategy, Sm80Tuning};
+pub use execution::{ExecutionPath, KernelPlan, KernelPolicy, KernelStrategy, Sm80Tuning};
 pub use inputs::AttentionShape;
 pub use layout::{BlockLayout, LayoutStats};
 pub use module::{

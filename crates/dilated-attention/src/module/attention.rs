@@ -10,7 +10,7 @@ use super::caches::Caches;
 use super::config::check_scale;
 use crate::cache::DEFAULT_CACHE_BYTES;
 use crate::error::{AttentionError, KernelUnavailable};
-use crate::execution::{ExecutionPath, KernelPolicy, KernelStrategy};
+use crate::execution::{ExecutionPath, KernelPlan, KernelPolicy, KernelStrategy};
 use crate::inputs::{AttentionShape, check_inputs};
 use crate::layout::BlockLayout;
 use crate::pattern::DilatedPattern;
@@ -151,12 +151,12 @@ impl BlockSparseRingDilatedAttention {
         let scale = shape.scale(self.scale)?;
         let layout = self.layout(shape.n, shape.heads)?;
         Ok(match self.plan(shape, scale, &layout, dtype, device) {
-            Ok(strategy) => ExecutionPath::Kernels(strategy),
+            Ok(plan) => ExecutionPath::Kernels(plan),
             Err(reason) => ExecutionPath::Reference(reason),
         })
     }
 
-    /// The kernel family that serves the call, or why none does.
+    /// The kernels' plan for the call, or why none serves it.
     #[allow(unused_variables)]
     fn plan(
         &self,
@@ -165,14 +165,14 @@ impl BlockSparseRingDilatedAttention {
         layout: &Arc<BlockLayout>,
         dtype: DType,
         device: &Device,
-    ) -> Result<KernelStrategy, KernelUnavailable> {
+    ) -> Result<KernelPlan, KernelUnavailable> {
         if self.policy == KernelPolicy::ReferenceOnly {
             return Err(KernelUnavailable::ReferenceOnly);
         }
         #[cfg(feature = "cube")]
         {
             let call = self.call(shape, scale, layout, None);
-            Ok(crate::kernel::path(device, dtype, &call)?.strategy())
+            crate::kernel::path(device, dtype, &call)
         }
         #[cfg(not(feature = "cube"))]
         Err(KernelUnavailable::NotBuilt)
