@@ -50,7 +50,9 @@ pub struct Sm80Tuning {
     /// Resident cubes per SM the `dK/dV` kernel asks registers for (0: no ask).
     pub dkdv_min_blocks: u8,
     /// The forward on Hopper's warpgroup MMA (`wgmma`, `crate::hopper`) where it applies:
-    /// CUDA sm_90+, head dim 64, blocks of 128 or 256; elsewhere the manual-MMA forward serves.
+    /// CUDA sm_90+, f16/bf16, head dim 64, blocks of 128 or 256, not a ring window; elsewhere
+    /// the manual-MMA forward serves. On by default (faster on the H200 at 4K–128K,
+    /// `docs/benchmarks.md`).
     pub wgmma_forward: bool,
 }
 
@@ -62,7 +64,7 @@ impl Default for Sm80Tuning {
             fused_dq: false,
             forward_min_blocks: 0,
             dkdv_min_blocks: 3,
-            wgmma_forward: false,
+            wgmma_forward: true,
         }
     }
 }
@@ -233,7 +235,10 @@ pub fn plan(
     };
     let wgmma_forward = match strategy {
         Strategy::Sm80(tuning) => {
+            // Ring windows stay on the manual-MMA forward until the ring check has run on
+            // the Hopper one (its kernel takes a window; unmeasured).
             tuning.wgmma_forward
+                && !windowed
                 && crate::hopper::available(client)
                 && config.head_dim == crate::hopper::forward::HEAD_DIM
                 && config.block.is_multiple_of(crate::hopper::forward::ROWS)
