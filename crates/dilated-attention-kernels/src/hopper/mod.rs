@@ -1,8 +1,9 @@
 //! The Hopper family (CUDA sm_90a): warpgroup MMA (`wgmma.mma_async`) through inline PTX.
 //!
 //! Built bottom-up and checked on the device at each level: `wgmma` holds the products and
-//! the shared-memory descriptors, [`selftest`] proves them on one tile against the host, and
-//! `forward` is the attention forward on them (head dim 64, opted into through
+//! the shared-memory descriptors, [`selftest`] proves them on one tile against the host, `ring`
+//! holds the producer warp's stages and barriers, and `forward` is the warp-specialised
+//! attention forward on them (head dim 64; the default where it applies, see
 //! `Sm80Tuning::wgmma_forward`; the backward stays on the manual-MMA kernels).
 
 pub(crate) mod forward;
