@@ -39,16 +39,18 @@ pub fn run(p: &mut Probe) {
     ];
     let longnet = |block| DilatedPattern::longnet(1024, block, true).expect("valid preset");
     // Blocks of 128, the Hopper forward's shape (it needs two warpgroups' rows per block),
-    // first: the sm80 family with and without it.
-    println!("blocks of 128:");
-    case(p, longnet(128), &[families[2], families[5]]);
+    // first: the sm80 family with and without it, at both of its head dims.
+    for d in [128, 64] {
+        println!("blocks of 128, head dim {d}:");
+        case(p, longnet(128), &[families[2], families[5]], d);
+    }
     println!("blocks of 64:");
-    case(p, longnet(64), &families);
+    case(p, longnet(64), &families, 64);
 }
 
-fn case(p: &mut Probe, pattern: DilatedPattern, families: &[KernelStrategy]) {
+fn case(p: &mut Probe, pattern: DilatedPattern, families: &[KernelStrategy], d: usize) {
     let device = p.device.clone();
-    let (n, heads, kv_heads, d) = (1500, 8, 2, 64);
+    let (n, heads, kv_heads) = (1500, 8, 2);
     let q = p.randn([1, heads, n, d]);
     let [k, v] = [0; 2].map(|_| p.randn([1, kv_heads, n, d]));
     let r = p.randn([1, heads, n, d]);

@@ -50,8 +50,8 @@ pub struct Sm80Tuning {
     /// Resident cubes per SM the `dK/dV` kernel asks registers for (0: no ask).
     pub dkdv_min_blocks: u8,
     /// The forward on Hopper's warpgroup MMA (`wgmma`, `crate::hopper`) where it applies:
-    /// CUDA sm_90+, f16/bf16, head dim 64, blocks of 128 or 256, not a ring window; elsewhere
-    /// the manual-MMA forward serves. On by default (faster on the H200 at 4K–128K,
+    /// CUDA sm_90+, f16/bf16, head dim 64 or 128, blocks of 128 or 256, not a ring window;
+    /// elsewhere the manual-MMA forward serves. On by default (faster on the H200 from 16K up,
     /// `docs/benchmarks.md`).
     pub wgmma_forward: bool,
 }
@@ -240,7 +240,7 @@ pub fn plan(
             tuning.wgmma_forward
                 && !windowed
                 && crate::hopper::available(client)
-                && config.head_dim == crate::hopper::forward::HEAD_DIM
+                && crate::hopper::forward::serves_head_dim(config.head_dim)
                 && config.block.is_multiple_of(crate::hopper::forward::ROWS)
         }
         _ => false,

@@ -1,4 +1,4 @@
-//! The forward on Hopper's warpgroup MMA (`wgmma.mma_async`, sm_90a), head dim 64,
+//! The forward on Hopper's warpgroup MMA (`wgmma.mma_async`, sm_90a), head dim 64 or 128,
 //! warp-specialised.
 //!
 //! Same math, shapes, grid and layout arguments as `crate::sm80::forward` (tiles = 1): a cube
@@ -11,12 +11,12 @@
 //!   shared stages with chunks of `CHUNK = 64` gathered keys and values by `cp.async`
 //!   (`super::ring`: a full and an empty mbarrier per stage, no cube-wide barrier in the loop);
 //! - **two consumer warpgroups** (units 0–255) of 64 query rows each take every chunk in turn:
-//!   1. `S[64, 64] = Q·Kᵀ`: one `wgmma` call of four k-steps, both operands read from shared
+//!   1. `S[64, 64] = Q·Kᵀ`: one `wgmma` call of `d / 16` k-steps, both operands read from shared
 //!      memory by descriptor;
 //!   2. masks and the online softmax on `S` in registers — the accumulator layout per plane is
 //!      `mma.sync`'s, so this is the manual-MMA forward's code (`crate::sm80::rows`);
-//!   3. `O[64, 64] += P·V`: `P` rounded from the `S` registers is the register `A` operand, `V`
-//!      the MN-major `B` operand (`trans-b`);
+//!   3. `O[64, d] += P·V`: `P` rounded from the `S` registers is the register `A` operand, `V`
+//!      the MN-major `B` operand (`trans-b`), one call per 64 columns of the head dim;
 //!
 //!   then release the stage. The warpgroups run independently: one's softmax overlaps the
 //!   other's products, and a warpgroup whose rows all precede a chunk (causal) skips it.
@@ -26,8 +26,9 @@
 //! are generic-proxy writes; a consumer fences them to the async proxy (`fence.proxy.async`)
 //! after its barrier wait, before the products read them.
 //!
-//! Needs f16/bf16, head dim 64, blocks of 128/256 and `q, k, v` read as 8-wide vectors.
-//! `out: [batch, heads, n, 64]`, `lse: [batch, heads, n]`.
+//! Needs f16/bf16, head dim `d` of 64 or 128, blocks of 128/256 and `q, k, v` read as 8-wide
+//! vectors. `out: [batch, heads, n, d]`, `lse: [batch, heads, n]`. Shared memory: 81 KB a
+//! cube at head dim 64 (two cubes an SM), 161 KB at 128 (one).
 
 use cubecl::prelude::*;
 
@@ -44,13 +45,15 @@ use crate::sm80::rows::{mask_scores, softmax_step, write_rows};
 pub(crate) const ROWS: usize = 128;
 /// Units per cube: two consumer warpgroups and the producer warp.
 pub(crate) const THREADS: usize = CONSUMERS + super::ring::PRODUCERS;
-/// The one head dim served.
-pub(crate) const HEAD_DIM: usize = 64;
+/// Whether the forward serves head dim `d` (64 or 128).
+pub(crate) fn serves_head_dim(d: usize) -> bool {
+    matches!(d, 64 | 128)
+}
 
 /// Shared memory of a cube in bytes: the ring's stages of key and value chunks, the query tile,
 /// the key flags, the barriers.
-pub(crate) fn shared_bytes() -> usize {
-    (2 * STAGES * CHUNK + ROWS) * HEAD_DIM * 2 + STAGES * CHUNK * 4 + 2 * STAGES * 8 + 16
+pub(crate) fn shared_bytes(head_dim: usize) -> usize {
+    (2 * STAGES * CHUNK + ROWS) * head_dim * 2 + STAGES * CHUNK * 4 + 2 * STAGES * 8 + 16
 }
 
 #[cube(launch_unchecked)]
@@ -68,7 +71,8 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
 ) {
     occupancy_hint(min_blocks);
     let subtiles = comptime!(pass.block / ROWS);
-    let dtiles = comptime!(HEAD_DIM / 8);
+    let d = comptime!(pass.head_dim);
+    let dtiles = comptime!(d / 8);
     let tile = locate(
         &io.params,
         CUBE_POS_X as usize / subtiles,
@@ -86,14 +90,14 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
 
     // Vectors of one key tile (64 rows of 8 vectors); stage s holds keys at 2s, values at
     // 2s + 1, the query tile (ROWS rows) comes last.
-    let tv = comptime!(CHUNK * HEAD_DIM / 8);
+    let tv = comptime!(CHUNK * d / 8);
     let q_at = comptime!(2 * STAGES * tv);
-    let buf_len = comptime!(2 * STAGES * tv + ROWS * HEAD_DIM / 8);
+    let buf_len = comptime!(2 * STAGES * tv + ROWS * d / 8);
     let mut buf = Shared::<[Vector<F, N>]>::new_aligned_slice(buf_len, 128usize);
     let mut kvalid = Shared::<[u32]>::new_slice(comptime!(STAGES * CHUNK));
     let ring = Ring::new();
     if unit < CONSUMERS {
-        stage_queries::<F, N>(&io.q, &mut buf[0..buf_len], &tile, &queries, q0, q_at);
+        stage_queries::<F, N>(&io.q, &mut buf[0..buf_len], &tile, &queries, q0, q_at, d);
     }
     // The barriers are armed and the query tile is in place for every unit.
     sync_cube();
@@ -120,6 +124,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                 &keys,
                 walk.first(pass.block),
                 i % STAGES,
+                d,
                 pass.masked,
             );
             ring.publish(i);
@@ -142,7 +147,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     );
     let qk = comptime!(Product {
         bf16,
-        steps: (HEAD_DIM / 16) as u32,
+        steps: (d / 16) as u32,
         a_step: 2 * (ROWS * 16) as u32,
         b_step: 2048,
         b_transposed: false,
@@ -180,9 +185,8 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
             let kv0 = stage * CHUNK;
             let kbase = base + comptime!(2 * tile_bytes) * stage as u32;
             let dk = descriptor(kbase, 1024u32, 128u32);
-            let dv = descriptor(kbase + tile_bytes, 128u32, 1024u32);
             let mut s = zero_tiles(8usize);
-            tiles_assign(&mut s, mma_ss(dq, dk, qk));
+            tiles_assign(&mut s, 0usize, mma_ss(dq, dk, qk));
 
             let mut need = k0 < keys.lo || k0 + CHUNK > keys.hi;
             if comptime!(pass.masked) {
@@ -206,8 +210,19 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
             softmax_step(
                 &mut s, &mut m, &mut l, &mut acc, sl2, io.neg_inf, 1usize, dtiles,
             );
-            let o = mma_rs_add(tiles_into(&acc), p_fragments::<F>(&s), dv, pv);
-            tiles_assign(&mut acc, o);
+            // `O[:, 64h..64h + 64] += P·V[:, 64h..64h + 64]`: N halves of a 128 head dim
+            // start eight vector columns apart.
+            let p = p_fragments::<F>(&s);
+            #[unroll]
+            for h in 0..comptime!(d / 64) {
+                let dv = descriptor(
+                    kbase + tile_bytes + comptime!((h * 8 * CHUNK * 16) as u32),
+                    128u32,
+                    1024u32,
+                );
+                let o = mma_rs_add(tiles_into(&acc, comptime!(8 * h)), p, dv, pv);
+                tiles_assign(&mut acc, comptime!(8 * h), o);
+            }
         }
         // `wgmma` has finished reading the stage (each call waits for its products).
         ring.release(i);
@@ -228,11 +243,12 @@ fn stage_queries<F: Float, N: Size>(
     queries: &Rows,
     q0: usize,
     #[comptime] at: usize,
+    #[comptime] head_dim: usize,
 ) {
     let nv = N::value();
     let base = tile.batch * q.stride(0) + tile.head * q.stride(1);
     #[unroll]
-    for i in 0..comptime!(ROWS * HEAD_DIM / 8 / CONSUMERS) {
+    for i in 0..comptime!(ROWS * head_dim / 8 / CONSUMERS) {
         let e = UNIT_POS as usize + i * CONSUMERS;
         let pair = e / 2;
         let r = pair % ROWS;
@@ -243,12 +259,16 @@ fn stage_queries<F: Float, N: Size>(
 }
 
 /// The accumulator registers of a 64×64 product as the manual-MMA family's eight 16×8 tiles
-/// (the same registers, renamed), written into `tiles`.
+/// (the same registers, renamed), written into `tiles[at..at + 8]`.
 #[cube]
-fn tiles_assign(tiles: &mut Sequence<Array<Vector<f32, P2>>>, x: Vector<f32, Acc>) {
+fn tiles_assign(
+    tiles: &mut Sequence<Array<Vector<f32, P2>>>,
+    #[comptime] at: usize,
+    x: Vector<f32, Acc>,
+) {
     #[unroll]
     for j in 0..8usize {
-        let a = tiles.index_mut(j);
+        let a = tiles.index_mut(comptime!(at + j));
         #[unroll]
         for h in 0..2usize {
             let mut pair = Vector::<f32, P2>::new(0.0f32);
@@ -261,13 +281,13 @@ fn tiles_assign(tiles: &mut Sequence<Array<Vector<f32, P2>>>, x: Vector<f32, Acc
 
 /// The inverse of [`tiles_assign`](fn@tiles_assign).
 #[cube]
-fn tiles_into(tiles: &Sequence<Array<Vector<f32, P2>>>) -> Vector<f32, Acc> {
+fn tiles_into(tiles: &Sequence<Array<Vector<f32, P2>>>, #[comptime] at: usize) -> Vector<f32, Acc> {
     let mut x = Vector::<f32, Acc>::new(0.0f32);
     #[unroll]
     for j in 0..8usize {
         #[unroll]
         for h in 0..2usize {
-            let pair = tiles.index(j)[h];
+            let pair = tiles.index(comptime!(at + j))[h];
             x.insert(comptime!(4 * j + 2 * h), pair.extract(0usize));
             x.insert(comptime!(4 * j + 2 * h + 1), pair.extract(1usize));
         }

@@ -1,7 +1,7 @@
 //! The ring of shared key/value stages between the Hopper forward's producer warp and its two
 //! consumer warpgroups.
 //!
-//! `STAGES` stages of one `CHUNK`-key chunk each (keys then values, `CHUNK × 64` f16/bf16 in
+//! `STAGES` stages of one `CHUNK`-key chunk each (keys then values, `CHUNK × d` f16/bf16 in
 //! `wgmma`'s no-swizzle canonical layout, `super::wgmma::core_offset`). Chunk `i` of a cube's
 //! walk goes to stage `i % STAGES` in round `i / STAGES`. Two mbarriers per stage:
 //! - `full[s]` (32 arrivals: the producer warp's units) completes a phase when every producer
@@ -32,8 +32,6 @@ pub(crate) const STAGES: usize = 4;
 pub(crate) const PRODUCERS: usize = 32;
 /// Consumer units: two warpgroups.
 pub(crate) const CONSUMERS: usize = 256;
-/// The head dim the ring's tiles hold.
-const HEAD_DIM: usize = 64;
 
 /// The ring's eight barriers, created uninitialised; [`Ring::init`] arms them.
 #[derive(CubeType)]
@@ -80,16 +78,14 @@ impl Ring {
     /// Producer: waits until stage `i % STAGES` is free for chunk `i`.
     pub(crate) fn acquire(&self, i: usize) {
         let parity = ((i / STAGES) as u32 & 1u32) ^ 1u32;
-        let s = i % STAGES;
-        if s == 0 {
-            self.empty0.wait_parity(parity);
-        } else if s == 1 {
-            self.empty1.wait_parity(parity);
-        } else if s == 2 {
-            self.empty2.wait_parity(parity);
-        } else {
-            self.empty3.wait_parity(parity);
-        }
+        wait_on(
+            &self.empty0,
+            &self.empty1,
+            &self.empty2,
+            &self.empty3,
+            i % STAGES,
+            parity,
+        );
     }
 
     /// Producer: this unit's copies and stores into stage `i % STAGES` are issued; the stage
@@ -114,16 +110,14 @@ impl Ring {
     /// Consumer: waits until chunk `i` is in its stage.
     pub(crate) fn take(&self, i: usize) {
         let parity = (i / STAGES) as u32 & 1u32;
-        let s = i % STAGES;
-        if s == 0 {
-            self.full0.wait_parity(parity);
-        } else if s == 1 {
-            self.full1.wait_parity(parity);
-        } else if s == 2 {
-            self.full2.wait_parity(parity);
-        } else {
-            self.full3.wait_parity(parity);
-        }
+        wait_on(
+            &self.full0,
+            &self.full1,
+            &self.full2,
+            &self.full3,
+            i % STAGES,
+            parity,
+        );
     }
 
     /// Consumer: this unit is done reading chunk `i`'s stage.
@@ -141,9 +135,30 @@ impl Ring {
     }
 }
 
+/// Waits on barrier `s` of the four until its phase of `parity` has completed.
+#[cube]
+fn wait_on(
+    b0: &Shared<Barrier>,
+    b1: &Shared<Barrier>,
+    b2: &Shared<Barrier>,
+    b3: &Shared<Barrier>,
+    s: usize,
+    parity: u32,
+) {
+    if s == 0 {
+        b0.wait_parity(parity);
+    } else if s == 1 {
+        b1.wait_parity(parity);
+    } else if s == 2 {
+        b2.wait_parity(parity);
+    } else {
+        b3.wait_parity(parity);
+    }
+}
+
 /// Producer (one warp): copies the chunk of `CHUNK` gathered keys from `first` into stage `s`
-/// (keys at vector `2s · tv`, values one tile later, `tv = CHUNK · 8` vectors a tile) and writes
-/// the chunk's key flags at `kvalid[s · CHUNK..]`. Lane `l` serves the chunk rows
+/// (keys at vector `2s · tv`, values one tile later, `tv = CHUNK · head_dim / 8` vectors a tile)
+/// and writes the chunk's key flags at `kvalid[s · CHUNK..]`. Lane `l` serves the chunk rows
 /// `l / 2 + 16j` (`j < 4`), the 16-byte half `l % 2` of each 32-byte sector; the value rows of
 /// keys that are not there are stored as zeros instead of copied, so a NaN beyond a window or
 /// under the padding mask never meets the tensor cores.
@@ -159,11 +174,12 @@ pub(crate) fn fill_stage<F: Float, N: Size>(
     keys: &Rows,
     first: usize,
     s: usize,
+    #[comptime] head_dim: usize,
     #[comptime] masked: bool,
 ) {
     let nv = N::value();
     let lane = UNIT_POS as usize % 32;
-    let tv = comptime!(CHUNK * HEAD_DIM / 8);
+    let tv = comptime!(CHUNK * head_dim / 8);
     let at = s * comptime!(2 * tv);
     let k_base = tile.batch * k.stride(0) + tile.kv_head * k.stride(1);
     let v_base = tile.batch * v.stride(0) + tile.kv_head * v.stride(1);
@@ -183,7 +199,7 @@ pub(crate) fn fill_stage<F: Float, N: Size>(
         vi[j] = (v_base + p * v.stride(2)) / nv + lane % 2;
     }
     #[unroll]
-    for i in 0..16usize {
+    for i in 0..comptime!(head_dim / 4) {
         let j = comptime!(i % 4);
         let dv = comptime!(2 * (i / 4)) + lane % 2;
         let to = at + dv * CHUNK + lane / 2 + comptime!(16 * j);

@@ -121,7 +121,11 @@ pub fn forward_class(
     );
     use half::{bf16, f16};
     if plan.wgmma_forward() {
-        let blocks = min_blocks(client, tuning.forward_min_blocks, wgmma_fwd::shared_bytes());
+        let blocks = min_blocks(
+            client,
+            tuning.forward_min_blocks,
+            wgmma_fwd::shared_bytes(config.head_dim),
+        );
         match config.dtype {
             AttnDtype::F16 => {
                 launch!(block_sparse_forward_wgmma, f16, width; merge, blocks, windowed, false)
