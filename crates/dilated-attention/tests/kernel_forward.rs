@@ -9,10 +9,12 @@
 mod common;
 
 use burn::prelude::*;
+use burn::tensor::DType;
 use common::{Case, assert_close, cpu, gpu, randn, sparse, values};
 use dilated_attention::kernel::{KernelClassLayout, Window, tensor_ref};
 use dilated_attention::{
-    BlockLayout, BlockSparseRingDilatedAttention, DilatedPattern, PatternType,
+    AttentionShape, BlockLayout, BlockSparseRingDilatedAttention, DilatedPattern, ExecutionPath,
+    KernelStrategy, PatternType, Sm80Tuning,
 };
 use rstest::rstest;
 
@@ -200,6 +202,39 @@ fn unsupported_head_dim_falls_back_to_the_reference_or_errors_under_require() {
             ..
         })
     ));
+}
+
+/// Without warpgroup MMA (lavapipe) a plan never runs the Hopper forward, even under the sm80
+/// tuning that prefers it; the path's label names the family that runs.
+#[test]
+fn plans_without_warpgroup_mma_name_their_family() {
+    let Some(gpu) = gpu() else { return };
+    let module = BlockSparseRingDilatedAttention::from_pattern(
+        DilatedPattern::longnet(256, 128, true).unwrap(),
+        None,
+    );
+    let shape = AttentionShape {
+        batch: 1,
+        heads: 4,
+        kv_heads: 4,
+        n: 256,
+        head_dim: 64,
+    };
+    let path = module.execution_path(shape, DType::F32, &gpu).unwrap();
+    let ExecutionPath::Kernels(plan) = &path else {
+        panic!("the portable kernels serve f32 on wgpu: {path:?}")
+    };
+    assert_eq!(plan.strategy(), KernelStrategy::Portable);
+    assert!(!plan.wgmma_forward());
+    assert_eq!(path.label(), "portable");
+    assert!(Sm80Tuning::default().wgmma_forward, "on where it applies");
+    let forced = module.with_kernel_strategy(Some(KernelStrategy::Sm80(Sm80Tuning::default())));
+    let path = forced.execution_path(shape, DType::F32, &gpu).unwrap();
+    assert!(
+        matches!(path, ExecutionPath::Reference(_)),
+        "sm80 needs manual MMA: {path:?}"
+    );
+    assert_eq!(path.label(), "reference");
 }
 
 /// Inputs with other strides than contiguous `[batch, heads, n, head_dim]` (a head dim that is not
