@@ -40,14 +40,18 @@ enum Family {
     Auto,
     Portable,
     Cmma,
-    /// sm80 with the manual-MMA (`mma.sync`) forward.
+    /// sm80 with the manual-MMA (`mma.sync`) forward and backward.
     Sm80,
     /// sm80 with one 16-row tile per plane in the forward and `dQ`.
     Sm80OneTile,
     /// sm80 with `dQ` fused into `dK/dV` (f32 atomics).
     Sm80FusedDq,
-    /// sm80 with the forward on Hopper's warpgroup MMA (head dim 64, sm_90+).
+    /// sm80 with the forward on Hopper's warpgroup MMA (head dim 64 or 128, sm_90+), the
+    /// backward on manual MMA.
     Sm80Wgmma,
+    /// sm80 with the forward and the backward on Hopper's warpgroup MMA (the backward at head
+    /// dim 64).
+    WgmmaBwd,
 }
 
 impl Family {
@@ -55,6 +59,7 @@ impl Family {
         // The manual-MMA forward, whatever the default tuning picks on this device.
         let sm80 = Sm80Tuning {
             wgmma_forward: false,
+            wgmma_backward: false,
             ..Sm80Tuning::default()
         };
         match self {
@@ -73,6 +78,11 @@ impl Family {
             })),
             Self::Sm80Wgmma => Some(KernelStrategy::Sm80(Sm80Tuning {
                 wgmma_forward: true,
+                ..sm80
+            })),
+            Self::WgmmaBwd => Some(KernelStrategy::Sm80(Sm80Tuning {
+                wgmma_forward: true,
+                wgmma_backward: true,
                 ..sm80
             })),
         }

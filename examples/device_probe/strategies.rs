@@ -14,9 +14,10 @@ use dilated_attention::{
 use super::support::{Path, Probe, grads, max_abs_diff, quantised, read, rel};
 
 pub fn run(p: &mut Probe) {
-    // The sm80 family with its manual-MMA forward, then its variants.
+    // The sm80 family on manual MMA only, then its variants.
     let sm80 = Sm80Tuning {
         wgmma_forward: false,
+        wgmma_backward: false,
         ..Sm80Tuning::default()
     };
     let families = [
@@ -36,13 +37,18 @@ pub fn run(p: &mut Probe) {
             wgmma_forward: true,
             ..sm80
         }),
+        KernelStrategy::Sm80(Sm80Tuning {
+            wgmma_forward: true,
+            wgmma_backward: true,
+            ..sm80
+        }),
     ];
     let longnet = |block| DilatedPattern::longnet(1024, block, true).expect("valid preset");
     // Blocks of 128, the Hopper forward's shape (it needs two warpgroups' rows per block),
     // first: the sm80 family with and without it, at both of its head dims.
-    for d in [128, 64] {
+    for d in [64, 128] {
         println!("blocks of 128, head dim {d}:");
-        case(p, longnet(128), &[families[2], families[5]], d);
+        case(p, longnet(128), &[families[2], families[5], families[6]], d);
     }
     println!("blocks of 64:");
     case(p, longnet(64), &families, 64);

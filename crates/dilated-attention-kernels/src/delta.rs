@@ -2,14 +2,19 @@
 //! `Δ[b, h, i] = Σ_d dO[b, h, i, d] · O[b, h, i, d] − dL[b, h, i]` in f32.
 //!
 //! Shapes: `out, dout: [batch, heads, n, head_dim]` (any strides), `dlse, delta: [batch, heads,
-//! n]` f32. One unit per `(batch, head, token)` row, reading `N`-wide vectors where the head
-//! dim is contiguous and rows are aligned, else scalars.
+//! n]` f32. A row's `head_dim / N` vectors are read by as many adjacent units (`N`-wide where
+//! the head dim is contiguous and rows are aligned, else scalars), whose partial sums the cube
+//! adds up in shared memory: one unit a row read its 128-byte row alone, a strided pattern that
+//! ran at a third of the H100's bandwidth.
 
 use cubecl::prelude::*;
 
 use crate::KernelError;
 use crate::args::TensorRef;
 use crate::strategy::Plan;
+
+/// Units per cube of the prepass.
+const THREADS: usize = 256;
 
 #[cube(launch_unchecked)]
 fn backward_delta<F: Float, N: Size>(
@@ -21,33 +26,58 @@ fn backward_delta<F: Float, N: Size>(
     #[comptime] head_dim: usize,
     #[comptime] with_dlse: bool,
 ) {
-    let row = ABSOLUTE_POS;
-    if row >= rows {
-        terminate!();
-    }
-    let n = delta.shape(2);
-    let heads = delta.shape(1);
-    let i = row % n;
-    let h = (row / n) % heads;
-    let b = row / (n * heads);
+    // `lanes` units share a row, each summing every `lanes`-th vector of it (adjacent units read
+    // adjacent vectors: one row's loads are contiguous); the cube then adds up each row's
+    // partial sums in shared memory.
     let nv = N::value();
-    let o_base = b * out.stride(0) + h * out.stride(1) + i * out.stride(2);
-    let g_base = b * dout.stride(0) + h * dout.stride(1) + i * dout.stride(2);
+    let vectors = comptime!(head_dim) / nv;
+    let lanes = select(vectors < THREADS, vectors, THREADS);
+    let per_cube = THREADS / lanes;
+    let unit = UNIT_POS as usize;
+    let lane = unit % lanes;
+    let row = CUBE_POS_X as usize * per_cube + unit / lanes;
+    let mut partial = Shared::<[f32]>::new_slice(THREADS);
     let mut sum = 0.0f32;
-    #[unroll]
-    for dv in 0..comptime!(head_dim / nv) {
-        let o = out[(o_base + dv * nv * out.stride(3)) / nv];
-        let g = dout[(g_base + dv * nv * dout.stride(3)) / nv];
-        #[unroll]
-        for e in 0..nv {
-            sum += f32::cast_from(o.extract(e)) * f32::cast_from(g.extract(e));
+    if unit < per_cube * lanes && row < rows {
+        let n = delta.shape(2);
+        let heads = delta.shape(1);
+        let i = row % n;
+        let h = (row / n) % heads;
+        let b = row / (n * heads);
+        let o_base = b * out.stride(0) + h * out.stride(1) + i * out.stride(2);
+        let g_base = b * dout.stride(0) + h * dout.stride(1) + i * dout.stride(2);
+        let mut dv = lane;
+        while dv < vectors {
+            let o = out[(o_base + dv * nv * out.stride(3)) / nv];
+            let g = dout[(g_base + dv * nv * dout.stride(3)) / nv];
+            #[unroll]
+            for e in 0..nv {
+                sum += f32::cast_from(o.extract(e)) * f32::cast_from(g.extract(e));
+            }
+            dv += lanes;
         }
     }
-    if comptime!(with_dlse) {
-        sum -= dlse[b * dlse.stride(0) + h * dlse.stride(1) + i * dlse.stride(2)];
+    partial[unit] = sum;
+    sync_cube();
+    if unit < per_cube {
+        let row = CUBE_POS_X as usize * per_cube + unit;
+        if row < rows {
+            let mut total = 0.0f32;
+            for l in 0..lanes {
+                total += partial[unit * lanes + l];
+            }
+            let n = delta.shape(2);
+            let heads = delta.shape(1);
+            let i = row % n;
+            let h = (row / n) % heads;
+            let b = row / (n * heads);
+            if comptime!(with_dlse) {
+                total -= dlse[b * dlse.stride(0) + h * dlse.stride(1) + i * dlse.stride(2)];
+            }
+            let at = b * delta.stride(0) + h * delta.stride(1) + i * delta.stride(2);
+            delta[at] = total;
+        }
     }
-    let at = b * delta.stride(0) + h * delta.stride(1) + i * delta.stride(2);
-    delta[at] = sum;
 }
 
 /// Launches the `Δ` prepass over all rows.
@@ -84,19 +114,20 @@ pub fn delta(
     if rows == 0 {
         return Ok(());
     }
-    let threads = 256usize;
-    let cubes = u32::try_from(rows.div_ceil(threads))
-        .ok()
-        .filter(|&c| c <= client.properties().hardware.max_cube_count.0)
-        .ok_or_else(|| KernelError::unsupported("n", "more rows than one launch's cubes hold"))?;
-    let dlse_ref = dlse.unwrap_or(delta);
     // WGSL vectors stop at 4 lanes.
-    let width = if out.rows_aligned(8) && dout.rows_aligned(8) {
+    let width = if config.head_dim % 8 == 0 && out.rows_aligned(8) && dout.rows_aligned(8) {
         8
     } else {
         1
     }
     .min(client.properties().hardware.max_vector_size);
+    // Rows per cube, as the kernel splits them.
+    let per_cube = THREADS / (config.head_dim / width).clamp(1, THREADS);
+    let cubes = u32::try_from(rows.div_ceil(per_cube))
+        .ok()
+        .filter(|&c| c <= client.properties().hardware.max_cube_count.0)
+        .ok_or_else(|| KernelError::unsupported("n", "more rows than one launch's cubes hold"))?;
+    let dlse_ref = dlse.unwrap_or(delta);
     macro_rules! launch {
         ($t:ty) => {
             // SAFETY: `row < rows` bounds every index; the shapes were checked against each
@@ -106,7 +137,7 @@ pub fn delta(
                 backward_delta::launch_unchecked::<$t>(
                     client,
                     CubeCount::new_1d(cubes),
-                    CubeDim::new_1d(threads as u32),
+                    CubeDim::new_1d(THREADS as u32),
                     width,
                     out.arg(),
                     dout.arg(),

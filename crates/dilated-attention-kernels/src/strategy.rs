@@ -54,6 +54,11 @@ pub struct Sm80Tuning {
     /// elsewhere the manual-MMA forward serves. On by default (faster on the H200 from 16K up,
     /// `docs/benchmarks.md`).
     pub wgmma_forward: bool,
+    /// The backward (`dQ` and `dK/dV`) on Hopper's warpgroup MMA (`crate::hopper`) where it
+    /// applies: CUDA sm_90+, f16/bf16, head dim 64, blocks of 128 or 256, not a ring window,
+    /// `dQ` not fused; elsewhere the manual-MMA kernels serve. On by default (LongNet fwd+bwd
+    /// 12–14 % faster on the H100 from 16K to 128K, `docs/benchmarks.md`).
+    pub wgmma_backward: bool,
 }
 
 impl Default for Sm80Tuning {
@@ -65,6 +70,7 @@ impl Default for Sm80Tuning {
             forward_min_blocks: 0,
             dkdv_min_blocks: 3,
             wgmma_forward: true,
+            wgmma_backward: true,
         }
     }
 }
@@ -130,6 +136,7 @@ pub struct Plan {
     windowed: bool,
     fused_dq: bool,
     wgmma_forward: bool,
+    wgmma_backward: bool,
     unroll: bool,
 }
 
@@ -174,11 +181,16 @@ impl Plan {
         self.wgmma_forward
     }
 
+    /// Whether the backward (`dQ` and `dK/dV`) runs on Hopper's warpgroup MMA
+    /// (`crate::hopper::backward_dq`, `crate::hopper::backward_dkdv`).
+    pub fn wgmma_backward(&self) -> bool {
+        self.wgmma_backward
+    }
+
     /// The kernels that run, as benchmark rows and logs name them: the strategy's name, or
-    /// `wgmma` where the sm80 family's forward runs on Hopper's warpgroup MMA (its backward
-    /// stays on the sm80 kernels).
+    /// `wgmma` where some of the sm80 family's kernels run on Hopper's warpgroup MMA.
     pub fn label(&self) -> &'static str {
-        if self.wgmma_forward {
+        if self.wgmma_forward || self.wgmma_backward {
             "wgmma"
         } else {
             self.strategy.name()
@@ -245,12 +257,27 @@ pub fn plan(
         }
         _ => false,
     };
+    let wgmma_backward = match strategy {
+        Strategy::Sm80(tuning) => {
+            tuning.wgmma_backward
+                && !windowed
+                && !fused_dq
+                && config.dtype != AttnDtype::F32
+                && crate::hopper::available(client)
+                && crate::hopper::backward_dkdv::serves_head_dim(config.head_dim)
+                && config
+                    .block
+                    .is_multiple_of(crate::hopper::backward_dkdv::ROWS)
+        }
+        _ => false,
+    };
     Ok(Plan {
         strategy,
         config: *config,
         windowed,
         fused_dq,
         wgmma_forward,
+        wgmma_backward,
         unroll: unroll_inner_loops(client),
     })
 }

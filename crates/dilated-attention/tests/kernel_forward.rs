@@ -204,8 +204,8 @@ fn unsupported_head_dim_falls_back_to_the_reference_or_errors_under_require() {
     ));
 }
 
-/// Without warpgroup MMA (lavapipe) a plan never runs the Hopper forward, even under the sm80
-/// tuning that prefers it; the path's label names the family that runs.
+/// Without warpgroup MMA (lavapipe) a plan never runs the Hopper forward or `dK/dV`, even under
+/// the sm80 tuning that prefers them; the path's label names the family that runs.
 #[test]
 fn plans_without_warpgroup_mma_name_their_family() {
     let Some(gpu) = gpu() else { return };
@@ -225,9 +225,13 @@ fn plans_without_warpgroup_mma_name_their_family() {
         panic!("the portable kernels serve f32 on wgpu: {path:?}")
     };
     assert_eq!(plan.strategy(), KernelStrategy::Portable);
-    assert!(!plan.wgmma_forward());
+    assert!(!plan.wgmma_forward() && !plan.wgmma_backward());
     assert_eq!(path.label(), "portable");
-    assert!(Sm80Tuning::default().wgmma_forward, "on where it applies");
+    let tuning = Sm80Tuning::default();
+    assert!(
+        tuning.wgmma_forward && tuning.wgmma_backward,
+        "on where they apply"
+    );
     let forced = module.with_kernel_strategy(Some(KernelStrategy::Sm80(Sm80Tuning::default())));
     let path = forced.execution_path(shape, DType::F32, &gpu).unwrap();
     assert!(

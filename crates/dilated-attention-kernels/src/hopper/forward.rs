@@ -233,10 +233,11 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     );
 }
 
-/// Loads the cube's `ROWS` gathered query rows from `q0` into the tile at vector `at` (the
-/// consumer units, `CONSUMERS` of them, load; a plain load a vector).
+/// Loads the cube's `ROWS` gathered query rows of `q` (or of `dO`, which has its shape) from
+/// `q0` into the tile at vector `at` (the consumer units, `CONSUMERS` of them, load; a plain
+/// load a vector).
 #[cube]
-fn stage_queries<F: Float, N: Size>(
+pub(crate) fn stage_queries<F: Float, N: Size>(
     q: &Tensor<Vector<F, N>>,
     buf: &mut [Vector<F, N>],
     tile: &Tile,
@@ -261,7 +262,7 @@ fn stage_queries<F: Float, N: Size>(
 /// The accumulator registers of a 64×64 product as the manual-MMA family's eight 16×8 tiles
 /// (the same registers, renamed), written into `tiles[at..at + 8]`.
 #[cube]
-fn tiles_assign(
+pub(crate) fn tiles_assign(
     tiles: &mut Sequence<Array<Vector<f32, P2>>>,
     #[comptime] at: usize,
     x: Vector<f32, Acc>,
@@ -281,7 +282,10 @@ fn tiles_assign(
 
 /// The inverse of [`tiles_assign`](fn@tiles_assign).
 #[cube]
-fn tiles_into(tiles: &Sequence<Array<Vector<f32, P2>>>, #[comptime] at: usize) -> Vector<f32, Acc> {
+pub(crate) fn tiles_into(
+    tiles: &Sequence<Array<Vector<f32, P2>>>,
+    #[comptime] at: usize,
+) -> Vector<f32, Acc> {
     let mut x = Vector::<f32, Acc>::new(0.0f32);
     #[unroll]
     for j in 0..8usize {
@@ -298,7 +302,7 @@ fn tiles_into(tiles: &Sequence<Array<Vector<f32, P2>>>, #[comptime] at: usize) -
 /// The register `A` operand of `P·V`: the probabilities of the chunk's four 16-key steps,
 /// rounded to `F`, two per `u32`.
 #[cube]
-fn p_fragments<F: Float>(s: &Sequence<Array<Vector<f32, P2>>>) -> Vector<u32, Frags> {
+pub(crate) fn p_fragments<F: Float>(s: &Sequence<Array<Vector<f32, P2>>>) -> Vector<u32, Frags> {
     let mut frags = Vector::<u32, Frags>::new(0u32);
     #[unroll]
     for kk in 0..4usize {

@@ -2,10 +2,13 @@
 //!
 //! Built bottom-up and checked on the device at each level: `wgmma` holds the products and
 //! the shared-memory descriptors, [`selftest`] proves them on one tile against the host, `ring`
-//! holds the producer warp's stages and barriers, and `forward` is the warp-specialised
-//! attention forward on them (head dim 64; the default where it applies, see
-//! `Sm80Tuning::wgmma_forward`; the backward stays on the manual-MMA kernels).
+//! holds the producer warp's stages and barriers, `forward` is the warp-specialised
+//! attention forward on them (head dims 64 and 128; the default where it applies, see
+//! `Sm80Tuning::wgmma_forward`), and `backward_dq` and `backward_dkdv` the backward's two
+//! kernels in the same shape (head dim 64, `Sm80Tuning::wgmma_backward`).
 
+pub(crate) mod backward_dkdv;
+pub(crate) mod backward_dq;
 pub(crate) mod forward;
 pub(crate) mod ring;
 pub(crate) mod wgmma;

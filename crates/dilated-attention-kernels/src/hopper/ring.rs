@@ -158,10 +158,9 @@ fn wait_on(
 
 /// Producer (one warp): copies the chunk of `CHUNK` gathered keys from `first` into stage `s`
 /// (keys at vector `2s · tv`, values one tile later, `tv = CHUNK · head_dim / 8` vectors a tile)
-/// and writes the chunk's key flags at `kvalid[s · CHUNK..]`. Lane `l` serves the chunk rows
-/// `l / 2 + 16j` (`j < 4`), the 16-byte half `l % 2` of each 32-byte sector; the value rows of
-/// keys that are not there are stored as zeros instead of copied, so a NaN beyond a window or
-/// under the padding mask never meets the tensor cores.
+/// and writes the chunk's key flags at `kvalid[s · CHUNK..]`. The key and value rows of keys
+/// that are not there are stored as zeros instead of copied, so a NaN beyond a window or under
+/// the padding mask never meets the tensor cores (`dQ += dS·K` would carry it past `dS = 0`).
 #[cube]
 #[allow(clippy::too_many_arguments, clippy::manual_is_multiple_of)] // CubeCL kernel code
 pub(crate) fn fill_stage<F: Float, N: Size>(
@@ -177,15 +176,8 @@ pub(crate) fn fill_stage<F: Float, N: Size>(
     #[comptime] head_dim: usize,
     #[comptime] masked: bool,
 ) {
-    let nv = N::value();
     let lane = UNIT_POS as usize % 32;
-    let tv = comptime!(CHUNK * head_dim / 8);
-    let at = s * comptime!(2 * tv);
-    let k_base = tile.batch * k.stride(0) + tile.kv_head * k.stride(1);
-    let v_base = tile.batch * v.stride(0) + tile.kv_head * v.stride(1);
     let mut present = Array::<u32>::new(4usize);
-    let mut ki = Array::<usize>::new(4usize);
-    let mut vi = Array::<usize>::new(4usize);
     #[unroll]
     for j in 0..4usize {
         let c = lane / 2 + j * 16;
@@ -194,27 +186,78 @@ pub(crate) fn fill_stage<F: Float, N: Size>(
         if lane % 2 == 0 {
             kvalid[s * CHUNK + c] = ok;
         }
-        let p = keys.row(tile, first + c);
-        ki[j] = (k_base + p * k.stride(2)) / nv + lane % 2;
-        vi[j] = (v_base + p * v.stride(2)) / nv + lane % 2;
+    }
+    let at = s * comptime!(2 * CHUNK * head_dim / 8);
+    copy_pair::<F, N>(
+        k,
+        v,
+        buf,
+        tile,
+        keys,
+        tile.kv_head,
+        first,
+        at,
+        &present,
+        head_dim,
+        true,
+    );
+}
+
+/// Producer (one warp): copies `CHUNK` gathered rows of `a` and `b` (head `head`) from `first`
+/// into the tiles at vectors `at` and `at + tv` (`tv = CHUNK · head_dim / 8`) by `cp.async`.
+/// Lane `l` serves the chunk rows `l / 2 + 16j` (`j < 4`), the 16-byte half `l % 2` of each
+/// 32-byte sector. With `zero_absent`, the rows whose `keep[j]` is 0 are stored as zeros in
+/// both tiles instead of copied (`keep` is not read without it).
+#[cube]
+#[allow(clippy::too_many_arguments, clippy::manual_is_multiple_of)] // CubeCL kernel code
+pub(crate) fn copy_pair<F: Float, N: Size>(
+    a: &Tensor<Vector<F, N>>,
+    b: &Tensor<Vector<F, N>>,
+    buf: &mut [Vector<F, N>],
+    tile: &Tile,
+    rows: &Rows,
+    head: usize,
+    first: usize,
+    at: usize,
+    keep: &Array<u32>,
+    #[comptime] head_dim: usize,
+    #[comptime] zero_absent: bool,
+) {
+    let nv = N::value();
+    let lane = UNIT_POS as usize % 32;
+    let tv = comptime!(CHUNK * head_dim / 8);
+    let a_base = tile.batch * a.stride(0) + head * a.stride(1);
+    let b_base = tile.batch * b.stride(0) + head * b.stride(1);
+    let mut ai = Array::<usize>::new(4usize);
+    let mut bi = Array::<usize>::new(4usize);
+    #[unroll]
+    for j in 0..4usize {
+        let p = rows.row(tile, first + lane / 2 + j * 16);
+        ai[j] = (a_base + p * a.stride(2)) / nv + lane % 2;
+        bi[j] = (b_base + p * b.stride(2)) / nv + lane % 2;
     }
     #[unroll]
     for i in 0..comptime!(head_dim / 4) {
         let j = comptime!(i % 4);
         let dv = comptime!(2 * (i / 4)) + lane % 2;
         let to = at + dv * CHUNK + lane / 2 + comptime!(16 * j);
-        let (kj, vj) = (
-            ki[j] + comptime!(2 * (i / 4)),
-            vi[j] + comptime!(2 * (i / 4)),
+        let (aj, bj) = (
+            ai[j] + comptime!(2 * (i / 4)),
+            bi[j] + comptime!(2 * (i / 4)),
         );
-        copy_async(k.slice(kj, kj + 1), &mut buf[to..to + 1], comptime!(8u32));
-        if present[j] != 0 {
+        let mut copy = true;
+        if comptime!(zero_absent) {
+            copy = keep[j] != 0;
+        }
+        if copy {
+            copy_async(a.slice(aj, aj + 1), &mut buf[to..to + 1], comptime!(8u32));
             copy_async(
-                v.slice(vj, vj + 1),
+                b.slice(bj, bj + 1),
                 &mut buf[to + tv..to + tv + 1],
                 comptime!(8u32),
             );
         } else {
+            buf[to] = Vector::new(F::new(0.0));
             buf[to + tv] = Vector::new(F::new(0.0));
         }
     }

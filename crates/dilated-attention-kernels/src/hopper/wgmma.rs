@@ -34,6 +34,9 @@ use cubecl::prelude::*;
 pub(crate) type Acc = Const<32>;
 /// `A` fragment registers per unit for up to four 16-wide k-steps (4 `u32` each).
 pub(crate) type Frags = Const<16>;
+/// Accumulator registers per unit of two 64×64 f32 tiles (a pair of products issued together:
+/// the first tile in elements `0..32`, the second in `32..64`).
+pub(crate) type Acc2 = Const<64>;
 
 /// Element offset of `(r, c)` in a `rows`-row tile in the no-swizzle canonical layout.
 #[cube]
@@ -253,6 +256,160 @@ pub(crate) fn mma_rs_add(
     );
     out
 }
+/// `(D₀, D₁) = (A₀·B₀, A₁·B₁)`, all four operands in shared memory (descriptors of the first
+/// k-step), issued together and waited for once: `D₀` in elements `0..32`, `D₁` in `32..64`.
+#[cube]
+pub(crate) fn mma_ss_pair(
+    da0: u64,
+    db0: u64,
+    da1: u64,
+    db1: u64,
+    #[comptime] product: Product,
+) -> Vector<f32, Acc2> {
+    let text = comptime!(pair_ptx(product, Operand::Shared));
+    let out: Vector<f32, Acc2>;
+    gpu_asm!(
+        "{text}",
+        "// {d} {a0} {b0} {a1} {b1}",
+        d = out(_) out,
+        a0 = in(_) da0,
+        b0 = in(_) db0,
+        a1 = in(_) da1,
+        b1 = in(_) db1,
+    );
+    out
+}
+/// `(D₀, D₁) = (C₀ + A₀·B₀, C₁ + A₁·B₁)`, `A₀`, `A₁` from registers (four `u32` per k-step),
+/// `B₀`, `B₁` in shared memory, issued together and waited for once: `D₀` in elements `0..32`,
+/// `D₁` in `32..64`.
+#[cube]
+pub(crate) fn mma_rs_add_pair(
+    c0: Vector<f32, Acc>,
+    a0: Vector<u32, Frags>,
+    db0: u64,
+    c1: Vector<f32, Acc>,
+    a1: Vector<u32, Frags>,
+    db1: u64,
+    #[comptime] product: Product,
+) -> Vector<f32, Acc2> {
+    let text = comptime!(pair_ptx(product, Operand::Registers));
+    let out: Vector<f32, Acc2>;
+    gpu_asm!(
+        "{text}",
+        "// {d} {c0_0} {c0_1} {c0_2} {c0_3} {c0_4} {c0_5} {c0_6} {c0_7} {c0_8} {c0_9} {c0_10} {c0_11} {c0_12} {c0_13} {c0_14} {c0_15} {c0_16} {c0_17} {c0_18} {c0_19} {c0_20} {c0_21} {c0_22} {c0_23} {c0_24} {c0_25} {c0_26} {c0_27} {c0_28} {c0_29} {c0_30} {c0_31} {c1_0} {c1_1} {c1_2} {c1_3} {c1_4} {c1_5} {c1_6} {c1_7} {c1_8} {c1_9} {c1_10} {c1_11} {c1_12} {c1_13} {c1_14} {c1_15} {c1_16} {c1_17} {c1_18} {c1_19} {c1_20} {c1_21} {c1_22} {c1_23} {c1_24} {c1_25} {c1_26} {c1_27} {c1_28} {c1_29} {c1_30} {c1_31} {f0_0} {f0_1} {f0_2} {f0_3} {f0_4} {f0_5} {f0_6} {f0_7} {f0_8} {f0_9} {f0_10} {f0_11} {f0_12} {f0_13} {f0_14} {f0_15} {f1_0} {f1_1} {f1_2} {f1_3} {f1_4} {f1_5} {f1_6} {f1_7} {f1_8} {f1_9} {f1_10} {f1_11} {f1_12} {f1_13} {f1_14} {f1_15} {b0} {b1}",
+        d = out(_) out,
+        c0_0 = in(_) c0.extract(0usize),
+        c0_1 = in(_) c0.extract(1usize),
+        c0_2 = in(_) c0.extract(2usize),
+        c0_3 = in(_) c0.extract(3usize),
+        c0_4 = in(_) c0.extract(4usize),
+        c0_5 = in(_) c0.extract(5usize),
+        c0_6 = in(_) c0.extract(6usize),
+        c0_7 = in(_) c0.extract(7usize),
+        c0_8 = in(_) c0.extract(8usize),
+        c0_9 = in(_) c0.extract(9usize),
+        c0_10 = in(_) c0.extract(10usize),
+        c0_11 = in(_) c0.extract(11usize),
+        c0_12 = in(_) c0.extract(12usize),
+        c0_13 = in(_) c0.extract(13usize),
+        c0_14 = in(_) c0.extract(14usize),
+        c0_15 = in(_) c0.extract(15usize),
+        c0_16 = in(_) c0.extract(16usize),
+        c0_17 = in(_) c0.extract(17usize),
+        c0_18 = in(_) c0.extract(18usize),
+        c0_19 = in(_) c0.extract(19usize),
+        c0_20 = in(_) c0.extract(20usize),
+        c0_21 = in(_) c0.extract(21usize),
+        c0_22 = in(_) c0.extract(22usize),
+        c0_23 = in(_) c0.extract(23usize),
+        c0_24 = in(_) c0.extract(24usize),
+        c0_25 = in(_) c0.extract(25usize),
+        c0_26 = in(_) c0.extract(26usize),
+        c0_27 = in(_) c0.extract(27usize),
+        c0_28 = in(_) c0.extract(28usize),
+        c0_29 = in(_) c0.extract(29usize),
+        c0_30 = in(_) c0.extract(30usize),
+        c0_31 = in(_) c0.extract(31usize),
+        c1_0 = in(_) c1.extract(0usize),
+        c1_1 = in(_) c1.extract(1usize),
+        c1_2 = in(_) c1.extract(2usize),
+        c1_3 = in(_) c1.extract(3usize),
+        c1_4 = in(_) c1.extract(4usize),
+        c1_5 = in(_) c1.extract(5usize),
+        c1_6 = in(_) c1.extract(6usize),
+        c1_7 = in(_) c1.extract(7usize),
+        c1_8 = in(_) c1.extract(8usize),
+        c1_9 = in(_) c1.extract(9usize),
+        c1_10 = in(_) c1.extract(10usize),
+        c1_11 = in(_) c1.extract(11usize),
+        c1_12 = in(_) c1.extract(12usize),
+        c1_13 = in(_) c1.extract(13usize),
+        c1_14 = in(_) c1.extract(14usize),
+        c1_15 = in(_) c1.extract(15usize),
+        c1_16 = in(_) c1.extract(16usize),
+        c1_17 = in(_) c1.extract(17usize),
+        c1_18 = in(_) c1.extract(18usize),
+        c1_19 = in(_) c1.extract(19usize),
+        c1_20 = in(_) c1.extract(20usize),
+        c1_21 = in(_) c1.extract(21usize),
+        c1_22 = in(_) c1.extract(22usize),
+        c1_23 = in(_) c1.extract(23usize),
+        c1_24 = in(_) c1.extract(24usize),
+        c1_25 = in(_) c1.extract(25usize),
+        c1_26 = in(_) c1.extract(26usize),
+        c1_27 = in(_) c1.extract(27usize),
+        c1_28 = in(_) c1.extract(28usize),
+        c1_29 = in(_) c1.extract(29usize),
+        c1_30 = in(_) c1.extract(30usize),
+        c1_31 = in(_) c1.extract(31usize),
+        f0_0 = in(_) a0.extract(0usize),
+        f0_1 = in(_) a0.extract(1usize),
+        f0_2 = in(_) a0.extract(2usize),
+        f0_3 = in(_) a0.extract(3usize),
+        f0_4 = in(_) a0.extract(4usize),
+        f0_5 = in(_) a0.extract(5usize),
+        f0_6 = in(_) a0.extract(6usize),
+        f0_7 = in(_) a0.extract(7usize),
+        f0_8 = in(_) a0.extract(8usize),
+        f0_9 = in(_) a0.extract(9usize),
+        f0_10 = in(_) a0.extract(10usize),
+        f0_11 = in(_) a0.extract(11usize),
+        f0_12 = in(_) a0.extract(12usize),
+        f0_13 = in(_) a0.extract(13usize),
+        f0_14 = in(_) a0.extract(14usize),
+        f0_15 = in(_) a0.extract(15usize),
+        f1_0 = in(_) a1.extract(0usize),
+        f1_1 = in(_) a1.extract(1usize),
+        f1_2 = in(_) a1.extract(2usize),
+        f1_3 = in(_) a1.extract(3usize),
+        f1_4 = in(_) a1.extract(4usize),
+        f1_5 = in(_) a1.extract(5usize),
+        f1_6 = in(_) a1.extract(6usize),
+        f1_7 = in(_) a1.extract(7usize),
+        f1_8 = in(_) a1.extract(8usize),
+        f1_9 = in(_) a1.extract(9usize),
+        f1_10 = in(_) a1.extract(10usize),
+        f1_11 = in(_) a1.extract(11usize),
+        f1_12 = in(_) a1.extract(12usize),
+        f1_13 = in(_) a1.extract(13usize),
+        f1_14 = in(_) a1.extract(14usize),
+        f1_15 = in(_) a1.extract(15usize),
+        b0 = in(_) db0,
+        b1 = in(_) db1,
+    );
+    out
+}
+/// Tile `k` (0 or 1) of a pair's results.
+#[cube]
+pub(crate) fn half_of(x: Vector<f32, Acc2>, #[comptime] k: usize) -> Vector<f32, Acc> {
+    let mut h = Vector::<f32, Acc>::new(0.0f32);
+    #[unroll]
+    for i in 0..32usize {
+        h.insert(i, x.extract(comptime!(32 * k + i)));
+    }
+    h
+}
+
 /// Where the `A` operand of a product lives.
 #[derive(Clone, Copy)]
 enum Operand {
@@ -260,49 +417,108 @@ enum Operand {
     Registers,
 }
 
+/// Where one product of a call finds its operands and puts its result, as PTX register numbers
+/// (`%n`) and CubeCL operand indices (`$n`, the descriptors).
+#[derive(Clone, Copy)]
+struct Slot {
+    /// First of the 32 result registers.
+    out: usize,
+    /// First of the 32 accumulator input registers, when adding.
+    acc: Option<usize>,
+    /// The `A` descriptor's operand index, or the first of its 16 fragment registers.
+    a: (Operand, usize),
+    /// The `B` descriptor's operand index.
+    b: usize,
+}
+
 /// The PTX of one call. Operands are numbered as CubeCL lowers them: the result first (PTX
 /// registers `%0..%32`), then the inputs in order (the 32 accumulator inputs when adding, the 16
 /// fragment registers of a register `A`, the descriptors); `first` is the operand index of the
 /// `A` descriptor, or the one before the `B` descriptor for a register `A`.
 fn product_ptx(p: Product, a: Operand, accumulate: bool, first: usize) -> String {
-    let ty = if p.bf16 { "bf16" } else { "f16" };
     let acc_regs = 32;
+    let a_reg = acc_regs + if accumulate { acc_regs } else { 0 };
+    let slot = Slot {
+        out: 0,
+        acc: accumulate.then_some(acc_regs),
+        a: match a {
+            Operand::Shared => (a, first),
+            Operand::Registers => (a, a_reg),
+        },
+        b: first + 1,
+    };
+    products_ptx(p, &[slot])
+}
+
+/// The PTX of a pair of products issued together (one fence, one commit, one wait), results in
+/// `%0..%32` and `%32..%64`. Shared `A`: operands `$1..$5` are `A₀, B₀, A₁, B₁`. Register `A`
+/// (always adding): the 64 accumulator inputs (`%64..%128`), the 32 fragment registers
+/// (`%128..%160`), then `B₀ = $97`, `B₁ = $98`.
+fn pair_ptx(p: Product, a: Operand) -> String {
+    let slots = match a {
+        Operand::Shared => [0, 1].map(|k| Slot {
+            out: 32 * k,
+            acc: None,
+            a: (a, 1 + 2 * k),
+            b: 2 + 2 * k,
+        }),
+        Operand::Registers => [0, 1].map(|k| Slot {
+            out: 32 * k,
+            acc: Some(64 + 32 * k),
+            a: (a, 128 + 16 * k),
+            b: 97 + k,
+        }),
+    };
+    products_ptx(p, &slots)
+}
+
+fn products_ptx(p: Product, slots: &[Slot]) -> String {
+    let ty = if p.bf16 { "bf16" } else { "f16" };
     let mut s =
         String::from("{\n.reg .pred p;\n.reg .b64 da, db;\n.reg .b32 one;\nmov.b32 one, 1;\n");
-    // The accumulator input lives in registers %32..%64; the product writes %0..%32.
-    if accumulate {
-        for i in 0..acc_regs {
-            s += &format!("mov.b32 %{i}, %{};\n", acc_regs + i);
+    for slot in slots {
+        if let Some(acc) = slot.acc {
+            for i in 0..32 {
+                s += &format!("mov.b32 %{}, %{};\n", slot.out + i, acc + i);
+            }
         }
     }
     s += "wgmma.fence.sync.aligned;\n";
-    // PTX register index of the first `A` fragment register (register operand only).
-    let a_reg = acc_regs + if accumulate { acc_regs } else { 0 };
-    let (a_op, b_op) = (format!("${first}"), format!("${}", first + 1));
-    for step in 0..p.steps {
-        // `p` (scale-d) false overwrites the accumulator: the first step without an input.
-        let overwrite = u32::from(!accumulate && step == 0);
-        s += &format!("setp.ne.b32 p, one, {overwrite};\n");
-        let a_arg = match a {
-            Operand::Shared => {
-                s += &format!("add.s64 da, {a_op}, {};\n", (step * p.a_step) >> 4);
-                "da".to_string()
-            }
-            Operand::Registers => {
-                let r = a_reg + 4 * step as usize;
-                format!("{{%{}, %{}, %{}, %{}}}", r, r + 1, r + 2, r + 3)
-            }
+    for slot in slots {
+        let d = (slot.out..slot.out + 32)
+            .map(|r| format!("%{r}"))
+            .collect::<Vec<_>>();
+        let d = if slots.len() == 1 {
+            // A lone product names its result as the whole vector operand.
+            "$0".to_string()
+        } else {
+            format!("{{{}}}", d.join(", "))
         };
-        s += &format!("add.s64 db, {b_op}, {};\n", (step * p.b_step) >> 4);
-        let tb = u32::from(p.b_transposed);
-        s += &match a {
-            Operand::Shared => format!(
-                "wgmma.mma_async.sync.aligned.m64n64k16.f32.{ty}.{ty} $0, {a_arg}, db, p, 1, 1, 0, {tb};\n"
-            ),
-            Operand::Registers => format!(
-                "wgmma.mma_async.sync.aligned.m64n64k16.f32.{ty}.{ty} $0, {a_arg}, db, p, 1, 1, {tb};\n"
-            ),
-        };
+        for step in 0..p.steps {
+            // `p` (scale-d) false overwrites the accumulator: the first step without an input.
+            let overwrite = u32::from(slot.acc.is_none() && step == 0);
+            s += &format!("setp.ne.b32 p, one, {overwrite};\n");
+            let a_arg = match slot.a {
+                (Operand::Shared, op) => {
+                    s += &format!("add.s64 da, ${op}, {};\n", (step * p.a_step) >> 4);
+                    "da".to_string()
+                }
+                (Operand::Registers, first) => {
+                    let r = first + 4 * step as usize;
+                    format!("{{%{}, %{}, %{}, %{}}}", r, r + 1, r + 2, r + 3)
+                }
+            };
+            s += &format!("add.s64 db, ${}, {};\n", slot.b, (step * p.b_step) >> 4);
+            let tb = u32::from(p.b_transposed);
+            s += &match slot.a.0 {
+                Operand::Shared => format!(
+                    "wgmma.mma_async.sync.aligned.m64n64k16.f32.{ty}.{ty} {d}, {a_arg}, db, p, 1, 1, 0, {tb};\n"
+                ),
+                Operand::Registers => format!(
+                    "wgmma.mma_async.sync.aligned.m64n64k16.f32.{ty}.{ty} {d}, {a_arg}, db, p, 1, 1, {tb};\n"
+                ),
+            };
+        }
     }
     s += "wgmma.commit_group.sync.aligned;\nwgmma.wait_group.sync.aligned 0;\n}";
     s
@@ -333,5 +549,31 @@ mod tests {
             "the first step overwrites"
         );
         assert!(z.contains("add.s64 da, $1, 384;"), "{z}");
+    }
+
+    #[test]
+    fn paired_products_write_their_own_halves_and_wait_once() {
+        let p = Product {
+            bf16: true,
+            steps: 4,
+            a_step: 0,
+            b_step: 256,
+            b_transposed: true,
+        };
+        let t = pair_ptx(p, Operand::Registers);
+        assert_eq!(t.matches("wgmma.mma_async").count(), 8);
+        assert_eq!(t.matches("wait_group").count(), 1);
+        assert_eq!(t.matches("wgmma.fence").count(), 1);
+        // The second accumulator comes in after the first, and lands in the second half.
+        assert!(t.contains("mov.b32 %32, %96;"), "{t}");
+        assert!(t.contains("mov.b32 %63, %127;"), "{t}");
+        // The last step of the second product: fragments 144.., its B descriptor $98.
+        assert!(t.contains("{%156, %157, %158, %159}"), "{t}");
+        assert!(t.contains("add.s64 db, $98, 48;"), "{t}");
+        assert!(t.contains("{%32, %33,"), "{t}");
+        let z = pair_ptx(p, Operand::Shared);
+        assert!(z.contains("add.s64 da, $3, 0;"), "{z}");
+        assert!(z.contains("add.s64 db, $4, 48;"), "{z}");
+        assert_eq!(z.matches("setp.ne.b32 p, one, 1;").count(), 2);
     }
 }

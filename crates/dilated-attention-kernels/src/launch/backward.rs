@@ -7,6 +7,8 @@ use crate::KernelError;
 use crate::args::{AttnDtype, ClassArgs, TensorRef};
 use crate::cmma::backward_dkdv::backward_dkdv_tc;
 use crate::cmma::backward_dq::backward_dq_tc;
+use crate::hopper::backward_dkdv::{self as wgmma_dkdv, backward_dkdv_wgmma};
+use crate::hopper::backward_dq::backward_dq_wgmma;
 use crate::portable::backward::{backward_dkdv, backward_dq};
 use crate::sm80::backward_dkdv::{ROWS, backward_dkdv_mma, dkdv_shared_bytes};
 use crate::sm80::backward_dq::backward_dq_mma;
@@ -141,6 +143,14 @@ pub fn backward_class(
             (shape, shape)
         }
     };
+    // The Hopper kernels: cubes of two warpgroups' rows and the producer warp.
+    let wgmma = plan.wgmma_backward();
+    let ((dq_x, dq_threads), (kv_x, kv_threads)) = if wgmma {
+        let x = rows.rows() * (config.block / wgmma_dkdv::ROWS);
+        ((x, wgmma_dkdv::THREADS), (x, wgmma_dkdv::THREADS))
+    } else {
+        ((dq_x, dq_threads), (kv_x, kv_threads))
+    };
     let (dq_count, kv_count) = (
         grid(client, dq_x, rows, s.batch)?,
         grid(client, kv_x, rows, s.batch)?,
@@ -174,7 +184,7 @@ pub fn backward_class(
             // segment and shared-memory indices are bounded by comptime sizes; the fused dQ
             // adds only to rows of real tokens of the contiguous f32 `dq`.
             unsafe {
-                if !fuse {
+                if !fuse && !wgmma {
                     $dq::launch_unchecked::<$($t),+>(
                         client,
                         dq_count.clone(),
@@ -188,9 +198,10 @@ pub fn backward_class(
                         $($dq_extra,)*
                     );
                 }
+                if !wgmma {
                 $dkdv::launch_unchecked::<$($t),+>(
                     client,
-                    kv_count,
+                    kv_count.clone(),
                     kv_dim,
                     $($vec,)?
                     operands(t.q, t.k, t.v, t.mask, cols, &config),
@@ -202,6 +213,7 @@ pub fn backward_class(
                     $($extra,)*
                     $($kv_extra,)*
                 )
+                }
             }
         };
     }
@@ -237,6 +249,51 @@ pub fn backward_class(
         }
         (AttnDtype::BF16, Strategy::Portable, _) => {
             launch!(backward_dq, backward_dkdv, [bf16]; [unroll, windowed]; []; []; [])
+        }
+    }
+    if wgmma {
+        macro_rules! hopper {
+            ($f:ty, $g:ty, $bf16:expr) => {
+                // SAFETY: as for the launches above (the same checks cover this kernel's
+                // tensors); `Plan::wgmma_backward` holds only for unwindowed f16/bf16 plans of
+                // head dim 64 and blocks of 128 or 256 on sm_90+.
+                unsafe {
+                    backward_dq_wgmma::launch_unchecked::<$f, $g>(
+                        client,
+                        dq_count,
+                        dq_dim,
+                        width,
+                        operands(t.q, t.k, t.v, t.mask, rows, &config),
+                        grad_operands(t.dout, t.lse, t.delta),
+                        t.dq.arg(),
+                        pass(&config, t.mask),
+                        store,
+                        $bf16,
+                    );
+                    backward_dkdv_wgmma::launch_unchecked::<$f, $g>(
+                        client,
+                        kv_count,
+                        kv_dim,
+                        width,
+                        operands(t.q, t.k, t.v, t.mask, cols, &config),
+                        grad_operands(t.dout, t.lse, t.delta),
+                        t.dk.arg(),
+                        t.dv.arg(),
+                        pass(&config, t.mask),
+                        store,
+                        $bf16,
+                    )
+                }
+            };
+        }
+        match (config.dtype, store) {
+            (AttnDtype::F16, false) => hopper!(f16, f32, false),
+            (AttnDtype::F16, true) => hopper!(f16, f16, false),
+            (AttnDtype::BF16, false) => hopper!(bf16, f32, true),
+            (AttnDtype::BF16, true) => hopper!(bf16, bf16, true),
+            (AttnDtype::F32, _) => {
+                return Err(KernelError::unsupported("dtype", "wgmma takes f16 or bf16"));
+            }
         }
     }
     Ok(())

@@ -442,19 +442,42 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
         stage = 1 - stage;
     }
 
+    write_key_grads::<F, G, N>(
+        &dk_acc, &dv_acc, dk, dv, io, &tile, &keys, krow0, pass, overwrite,
+    );
+}
+
+/// Writes (or adds, without `overwrite`) the `dK` (times `scale`) and `dV` rows of a plane's
+/// 16 keys from `krow0` from its accumulator tiles (`head_dim / 8` of them; lane `4g + t` holds
+/// keys `g`, `g + 8`, columns `8j + 2t ..`). A padded key gets no gradient (its sums are not
+/// masked); with `overwrite` its zeros are written too, so that every real token's row is.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_key_grads<F: Float, G: Float, N: Size>(
+    dk_acc: &Sequence<Array<Vector<f32, P2>>>,
+    dv_acc: &Sequence<Array<Vector<f32, P2>>>,
+    dk: &mut Tensor<G>,
+    dv: &mut Tensor<G>,
+    io: &Operands<Vector<F, N>>,
+    tile: &crate::addressing::Tile,
+    keys: &Rows,
+    krow0: usize,
+    #[comptime] pass: Pass,
+    #[comptime] overwrite: bool,
+) {
+    let lane = UNIT_POS as usize % 32;
+    let (g, t) = (lane / 4, lane % 4);
     let (k_step, v_step) = (dk.stride(3), dv.stride(3));
     #[unroll]
     for h in 0..2usize {
         let key = krow0 + g + 8 * h;
-        // A padded key gets no gradient (its sums above are not masked); with `overwrite` its
-        // zeros are written too, so that every real token's row is.
-        let present = key_present(&io.mask, &tile, key, pass.masked) != 0;
+        let present = key_present(&io.mask, tile, key, pass.masked) != 0;
         let mut write = present;
         if comptime!(overwrite) {
             write = keys.holds(key);
         }
         if write {
-            let pk = keys.row(&tile, key);
+            let pk = keys.row(tile, key);
             let k_at = tile.batch * dk.stride(0) + tile.head * dk.stride(1) + pk * dk.stride(2);
             let v_at = tile.batch * dv.stride(0) + tile.head * dv.stride(1) + pk * dv.stride(2);
             let keep = select(present, 1.0f32, 0.0f32);
@@ -506,7 +529,7 @@ fn store_ds_t<F: Float, N: Size>(
 /// query is past the segment or sees no key (so that its `p` is 0).
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn query_stats(
+pub(crate) fn query_stats(
     lse: &Tensor<f32>,
     delta: &Tensor<f32>,
     tile: &crate::addressing::Tile,

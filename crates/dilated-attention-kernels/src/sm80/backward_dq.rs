@@ -322,6 +322,38 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
         stage = 1 - stage;
     }
 
+    write_query_grads::<G>(
+        &acc,
+        dq,
+        &tile,
+        &queries,
+        prow0,
+        io.scale,
+        tiles,
+        pass.head_dim,
+        overwrite,
+    );
+}
+
+/// Writes (or adds, without `overwrite`) `scale · dQ` for a plane's `16 · tiles` query rows
+/// from `prow0` from its accumulator tiles (`head_dim / 8` per 16-row tile; lane `4g + t` holds
+/// rows `g`, `g + 8` of each, columns `8j + 2t ..`); rows past the segment are not written.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_query_grads<G: Float>(
+    acc: &Sequence<Array<Vector<f32, P2>>>,
+    dq: &mut Tensor<G>,
+    tile: &crate::addressing::Tile,
+    queries: &Rows,
+    prow0: usize,
+    scale: f32,
+    #[comptime] tiles: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] overwrite: bool,
+) {
+    let lane = UNIT_POS as usize % 32;
+    let (g, t) = (lane / 4, lane % 4);
+    let dtiles = comptime!(head_dim / 8);
     let step = dq.stride(3);
     #[unroll]
     for i in 0..tiles {
@@ -329,15 +361,15 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
         for h in 0..2usize {
             let row = prow0 + i * 16 + g + 8 * h;
             if queries.holds(row) {
-                let pq = queries.row(&tile, row);
+                let pq = queries.row(tile, row);
                 let base = tile.batch * dq.stride(0) + tile.head * dq.stride(1) + pq * dq.stride(2);
                 #[unroll]
                 for dt in 0..dtiles {
                     let x = acc.index(comptime!(i * dtiles + dt))[h];
                     let d = dt * 8 + 2 * t;
                     let (y0, y1) = (
-                        G::cast_from(x.extract(0usize) * io.scale),
-                        G::cast_from(x.extract(1usize) * io.scale),
+                        G::cast_from(x.extract(0usize) * scale),
+                        G::cast_from(x.extract(1usize) * scale),
                     );
                     if comptime!(overwrite) {
                         dq[base + d * step] = y0;

@@ -1,0 +1,246 @@
+//! `dQ` of the backward on Hopper's warpgroup MMA (`wgmma.mma_async`, sm_90a), head dim 64,
+//! warp-specialised like `super::forward`, whose cube, ring and walk it shares.
+//!
+//! Same math, shapes, grid and accumulation contract as `crate::sm80::backward_dq` (its module
+//! docs hold them): a cube owns `ROWS = 128` gathered query rows (two consumer warpgroups of
+//! 64), the producer warp fills the ring with chunks of `CHUNK = 64` gathered keys and values
+//! (`super::ring::fill_stage`: the rows of keys that are not there land as zeros), and for each
+//! chunk a warpgroup forms
+//! - `S[64, 64] = Q·Kᵀ` and `dP[64, 64] = dO·Vᵀ` (`wgmma`, shared × shared, K-major, issued
+//!   together),
+//! - `dS = P ∘ (dP − Δ)` with `P = 2^{log2(e)·scale·S − L}` over the pairs the forward saw
+//!   (`L` base 2, `+inf` for a row that sees no key, so its `P` is 0),
+//! - `dQ[64, d] += dS·K` (`dS` from registers, `K` the MN-major operand, `trans-b`),
+//!
+//! then `dQ · scale` is added to (or stored into) `dq`. The cube's `Q` and `dO` rows are
+//! staged once into K-major tiles by the consumers.
+//!
+//! Shapes: `q, dout: [batch, heads, n, 64]`, `k, v: [batch, kv_heads, n, 64]` read as 8-wide
+//! vectors, `lse, delta: [batch, heads, n]` f32, `dq: [batch, heads, n, 64]` (an f32
+//! accumulator, or the inputs' dtype when stored). Shared memory: 97 KB a cube.
+
+use cubecl::prelude::*;
+
+use super::forward::{ROWS, p_fragments, stage_queries, tiles_assign, tiles_into};
+use super::ring::{CONSUMERS, Ring, STAGES, fill_stage};
+use super::wgmma::{Product, descriptor, half_of, mma_rs_add, mma_ss_pair, shared_address};
+use crate::addressing::{Rows, locate};
+use crate::args::{GradOperands, Operands, Pass};
+use crate::sm80::backward_dq::write_query_grads;
+use crate::sm80::forward::LOG2E;
+use crate::sm80::mma::{CHUNK, Walk, exp2_approx, zero_tiles};
+
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+#[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
+pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
+    io: &Operands<Vector<F, N>>,
+    grad: &GradOperands<Vector<F, N>>,
+    dq: &mut Tensor<G>,
+    #[comptime] pass: Pass,
+    #[comptime] overwrite: bool,
+    #[comptime] bf16: bool,
+) {
+    let subtiles = comptime!(pass.block / ROWS);
+    let d = comptime!(pass.head_dim);
+    let tile = locate(
+        &io.params,
+        CUBE_POS_X as usize / subtiles,
+        pass.block,
+        false,
+    );
+    let q0 = tile.qb * pass.block + (CUBE_POS_X as usize % subtiles) * ROWS;
+    let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
+    if tile.qb >= tile.seg_blocks || q0 >= queries.hi || q0 + ROWS <= queries.lo {
+        terminate!();
+    }
+    let unit = UNIT_POS as usize;
+    let plane = unit / 32;
+    let group = unit / 128;
+
+    // Stage s holds keys at vector 2s·tv and values at (2s + 1)·tv; the Q and dO tiles (ROWS
+    // rows each) come last.
+    let tv = comptime!(CHUNK * d / 8);
+    let q_at = comptime!(2 * STAGES * tv);
+    let g_at = comptime!(2 * STAGES * tv + ROWS * d / 8);
+    let buf_len = comptime!(2 * STAGES * tv + 2 * ROWS * d / 8);
+    let mut buf = Shared::<[Vector<F, N>]>::new_aligned_slice(buf_len, 128usize);
+    let mut kvalid = Shared::<[u32]>::new_slice(comptime!(STAGES * CHUNK));
+    let ring = Ring::new();
+    if unit < CONSUMERS {
+        stage_queries::<F, N>(&io.q, &mut buf[0..buf_len], &tile, &queries, q0, q_at, d);
+        stage_queries::<F, N>(
+            &grad.dout,
+            &mut buf[0..buf_len],
+            &tile,
+            &queries,
+            q0,
+            g_at,
+            d,
+        );
+    }
+    // The barriers are armed and the Q and dO tiles are in place for every unit.
+    sync_cube();
+
+    let mut walk = Walk::new(
+        &io.blocks,
+        &io.runs,
+        tile.csr_base + tile.qb,
+        keys.first_block(pass.block),
+        keys.end_block(pass.block),
+        false,
+    );
+    let mut i = 0usize;
+    if unit >= CONSUMERS {
+        while walk.live() {
+            ring.acquire(i);
+            fill_stage::<F, N>(
+                &io.k,
+                &io.v,
+                &io.mask,
+                &mut buf[0..buf_len],
+                &mut kvalid[0..comptime!(STAGES * CHUNK)],
+                &tile,
+                &keys,
+                walk.first(pass.block),
+                i % STAGES,
+                d,
+                pass.masked,
+            );
+            ring.publish(i);
+            walk.advance(&io.runs, pass.block, false);
+            i += 1;
+        }
+        terminate!();
+    }
+
+    let base = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
+    let tile_bytes = comptime!((tv * 16) as u32);
+    // K-major Q and dO tiles (A of S and dP), each warpgroup's rows 64 rows into a column;
+    // K-major key and value chunks (B of S and dP); MN-major keys (B of dQ).
+    let column = comptime!((ROWS * 16) as u32);
+    let wg = group as u32 * 1024u32;
+    let dqt = descriptor(base + comptime!((q_at * 16) as u32) + wg, column, 128u32);
+    let dgt = descriptor(base + comptime!((g_at * 16) as u32) + wg, column, 128u32);
+    let sp = comptime!(Product {
+        bf16,
+        steps: (d / 16) as u32,
+        a_step: 2 * (ROWS * 16) as u32,
+        b_step: 2048,
+        b_transposed: false,
+    });
+    let grad_product = comptime!(Product {
+        bf16,
+        steps: (CHUNK / 16) as u32,
+        a_step: 0,
+        b_step: 256,
+        b_transposed: true,
+    });
+
+    let mut acc = zero_tiles(comptime!(d / 8));
+    let sl2 = io.scale * LOG2E;
+    let prow0 = q0 + group * 64 + (plane % 4) * 16;
+    let (first_row, last_row) = (q0 + group * 64, q0 + group * 64 + 63);
+    let lane = unit % 32;
+    let (g, t) = (lane / 4, lane % 4);
+    // L (base 2; +inf for a row with no key or past the segment) and Δ of rows g and g + 8.
+    let l_base = tile.batch * grad.lse.stride(0) + tile.head * grad.lse.stride(1);
+    let d_base = tile.batch * grad.delta.stride(0) + tile.head * grad.delta.stride(1);
+    let mut lrow = Array::<f32>::new(2usize);
+    let mut drow = Array::<f32>::new(2usize);
+    #[unroll]
+    for h in 0..2usize {
+        let row = prow0 + g + 8 * h;
+        let pq = queries.row(&tile, row);
+        let l = grad.lse[l_base + pq * grad.lse.stride(2)];
+        lrow[h] = select(
+            queries.holds(row) && l != io.neg_inf,
+            l * LOG2E,
+            -io.neg_inf,
+        );
+        drow[h] = grad.delta[d_base + pq * grad.delta.stride(2)];
+    }
+    // A warpgroup whose rows all lie past the segment has nothing to add.
+    let idle = first_row >= queries.hi;
+
+    while walk.live() {
+        let k0 = walk.first(pass.block);
+        walk.advance(&io.runs, pass.block, false);
+        let stage = i % STAGES;
+        ring.take(i);
+        // The landed chunk (and, the first time, the Q and dO tiles) become visible to `wgmma`.
+        sync_async_proxy_shared();
+
+        // The warpgroup's rows all precede the chunk's keys: nothing to add (causal).
+        let skip = idle || (pass.causal && k0 > last_row);
+        if !skip {
+            let kv0 = stage * CHUNK;
+            let kbase = base + comptime!(2 * tile_bytes) * stage as u32;
+            let vbase = kbase + tile_bytes;
+            // S and dP, issued together.
+            let sdp = mma_ss_pair(
+                dqt,
+                descriptor(kbase, 1024u32, 128u32),
+                dgt,
+                descriptor(vbase, 1024u32, 128u32),
+                sp,
+            );
+            let mut s = zero_tiles(8usize);
+            tiles_assign(&mut s, 0usize, half_of(sdp, 0usize));
+            let mut dp = zero_tiles(8usize);
+            tiles_assign(&mut dp, 0usize, half_of(sdp, 1usize));
+
+            let mut need = k0 < keys.lo || k0 + CHUNK > keys.hi;
+            if comptime!(pass.masked) {
+                need = true;
+            }
+            if comptime!(pass.causal) {
+                need = need || k0 + CHUNK > prow0 + 1;
+            }
+            // dS = P ∘ (dP − Δ) in dP's place.
+            #[unroll]
+            for j in 0..8usize {
+                #[unroll]
+                for h in 0..2usize {
+                    let row = prow0 + g + 8 * h;
+                    let x = s.index(j)[h];
+                    let mut y = dp.index(j)[h];
+                    #[unroll]
+                    for c in 0..2usize {
+                        let key = j * 8 + 2 * t + c;
+                        let mut xs = x.extract(c) * sl2;
+                        if need {
+                            let mut ok = kvalid[kv0 + key] != 0;
+                            if comptime!(pass.causal) {
+                                ok = ok && k0 + key <= row;
+                            }
+                            xs = select(ok, xs, io.neg_inf);
+                        }
+                        let p = exp2_approx(xs - lrow[h]);
+                        y.insert(c, p * (y.extract(c) - drow[h]));
+                    }
+                    let dj = dp.index_mut(j);
+                    dj[h] = y;
+                }
+            }
+            // dQ += dS·K, one call per 64 columns of the head dim.
+            let df = p_fragments::<F>(&dp);
+            #[unroll]
+            for hh in 0..comptime!(d / 64) {
+                let b = descriptor(
+                    kbase + comptime!((hh * 8 * CHUNK * 16) as u32),
+                    128u32,
+                    1024u32,
+                );
+                let o = mma_rs_add(tiles_into(&acc, comptime!(8 * hh)), df, b, grad_product);
+                tiles_assign(&mut acc, comptime!(8 * hh), o);
+            }
+        }
+        // `wgmma` has finished reading the stage (each call waits for its products).
+        ring.release(i);
+        i += 1;
+    }
+    write_query_grads::<G>(
+        &acc, dq, &tile, &queries, prow0, io.scale, 1usize, d, overwrite,
+    );
+}
