@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use dilated_attention_examples::cli::DeviceArg;
+use dilated_attention_examples::cli::{DeviceArg, DtypeArg};
 use support::Probe;
 
 /// The body of a check.
@@ -85,6 +85,9 @@ struct Args {
     /// `scale` lengths in tokens (`4m,8m,16m`).
     #[arg(long, value_delimiter = ',', value_parser = dilated_attention_examples::cli::parse_size, default_value = "4m,8m,16m")]
     scale_lengths: Vec<usize>,
+    /// Only these element types, comma-separated (default: every one a check covers).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    dtypes: Option<Vec<DtypeArg>>,
     /// Seed of the CPU backend's random inputs.
     #[arg(long, default_value_t = 3)]
     seed: u64,
@@ -121,6 +124,9 @@ fn main() -> ExitCode {
         device,
         cpu,
         over: Vec::new(),
+        only: args
+            .dtypes
+            .map(|list| list.into_iter().map(DtypeArg::dtype).collect()),
     };
     let wants = |c: Check| {
         args.check.contains(&c)

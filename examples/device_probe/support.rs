@@ -13,6 +13,8 @@ pub struct Probe {
     pub cpu: Device,
     /// Lines over a bar, reported at the end (the probe goes on to the other checks).
     pub over: Vec<String>,
+    /// The element types the checks may use (`--dtypes`; `None`: all).
+    pub only: Option<Vec<DType>>,
 }
 
 impl Probe {
@@ -44,9 +46,13 @@ impl Probe {
         }
     }
 
-    /// The dtypes of `list` the kernels serve on the device.
+    /// The dtypes of `list` the kernels serve on the device (and `--dtypes` allows).
     pub fn dtypes(&self, list: &[DType]) -> Vec<DType> {
-        list.iter().copied().filter(|&d| self.has(d)).collect()
+        list.iter()
+            .copied()
+            .filter(|d| self.only.as_ref().is_none_or(|only| only.contains(d)))
+            .filter(|&d| self.has(d))
+            .collect()
     }
 
     /// Records a line over a bar.

@@ -115,7 +115,8 @@ pub fn delta(
         return Ok(());
     }
     // WGSL vectors stop at 4 lanes.
-    let width = if config.head_dim % 8 == 0 && out.rows_aligned(8) && dout.rows_aligned(8) {
+    let width = if config.head_dim.is_multiple_of(8) && out.rows_aligned(8) && dout.rows_aligned(8)
+    {
         8
     } else {
         1

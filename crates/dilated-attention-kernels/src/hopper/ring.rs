@@ -1,8 +1,10 @@
-//! The ring of shared key/value stages between the Hopper forward's producer warp and its two
-//! consumer warpgroups.
+//! The ring of shared stages between a Hopper kernel's producer warp and its two consumer
+//! warpgroups.
 //!
-//! `STAGES` stages of one `CHUNK`-key chunk each (keys then values, `CHUNK × d` f16/bf16 in
-//! `wgmma`'s no-swizzle canonical layout, `super::wgmma::core_offset`). Chunk `i` of a cube's
+//! `STAGES` stages of one `CHUNK`-row chunk each: keys then values for the forward and `dQ`
+//! ([`fill_stage`](fn@fill_stage)), queries then `dO` for `dK/dV` (on
+//! [`copy_pair`](fn@copy_pair)); `CHUNK × d` f16/bf16 each in `wgmma`'s no-swizzle canonical
+//! layout, `super::wgmma::core_offset`. Chunk `i` of a cube's
 //! walk goes to stage `i % STAGES` in round `i / STAGES`. Two mbarriers per stage:
 //! - `full[s]` (32 arrivals: the producer warp's units) completes a phase when every producer
 //!   unit has arrived *and* its `cp.async` copies into the stage have landed
@@ -33,7 +35,7 @@ pub(crate) const PRODUCERS: usize = 32;
 /// Consumer units: two warpgroups.
 pub(crate) const CONSUMERS: usize = 256;
 
-/// The ring's eight barriers, created uninitialised; [`Ring::init`] arms them.
+/// The ring's eight barriers, created uninitialised; [`Ring::new`] arms them.
 #[derive(CubeType)]
 pub(crate) struct Ring {
     full0: Shared<Barrier>,
