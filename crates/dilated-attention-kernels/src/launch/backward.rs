@@ -184,7 +184,7 @@ pub fn backward_class(
             // segment and shared-memory indices are bounded by comptime sizes; the fused dQ
             // adds only to rows of real tokens of the contiguous f32 `dq`.
             unsafe {
-                if !fuse && !wgmma {
+                if !fuse {
                     $dq::launch_unchecked::<$($t),+>(
                         client,
                         dq_count.clone(),
@@ -198,10 +198,9 @@ pub fn backward_class(
                         $($dq_extra,)*
                     );
                 }
-                if !wgmma {
                 $dkdv::launch_unchecked::<$($t),+>(
                     client,
-                    kv_count.clone(),
+                    kv_count,
                     kv_dim,
                     $($vec,)?
                     operands(t.q, t.k, t.v, t.mask, cols, &config),
@@ -213,44 +212,10 @@ pub fn backward_class(
                     $($extra,)*
                     $($kv_extra,)*
                 )
-                }
             }
         };
     }
     use half::{bf16, f16};
-    match (config.dtype, plan.strategy(), store) {
-        (AttnDtype::F32, _, _) => {
-            launch!(backward_dq, backward_dkdv, [f32]; [unroll, windowed]; []; []; [])
-        }
-        (AttnDtype::F16, Strategy::Sm80(_), false) => launch!(
-            backward_dq_mma, backward_dkdv_mma, [f16, f32], width;
-            [false]; [dq_tiles, windowed]; [t.dq.arg()]; [kv_rows, fuse, kv_blocks, windowed]
-        ),
-        (AttnDtype::F16, Strategy::Sm80(_), true) => launch!(
-            backward_dq_mma, backward_dkdv_mma, [f16, f16], width;
-            [true]; [dq_tiles, windowed]; [t.dq.arg()]; [kv_rows, fuse, kv_blocks, windowed]
-        ),
-        (AttnDtype::BF16, Strategy::Sm80(_), false) => launch!(
-            backward_dq_mma, backward_dkdv_mma, [bf16, f32], width;
-            [false]; [dq_tiles, windowed]; [t.dq.arg()]; [kv_rows, fuse, kv_blocks, windowed]
-        ),
-        (AttnDtype::BF16, Strategy::Sm80(_), true) => launch!(
-            backward_dq_mma, backward_dkdv_mma, [bf16, bf16], width;
-            [true]; [dq_tiles, windowed]; [t.dq.arg()]; [kv_rows, fuse, kv_blocks, windowed]
-        ),
-        (AttnDtype::F16, Strategy::Cmma, _) => {
-            launch!(backward_dq_tc, backward_dkdv_tc, [f16], width; []; []; []; [])
-        }
-        (AttnDtype::BF16, Strategy::Cmma, _) => {
-            launch!(backward_dq_tc, backward_dkdv_tc, [bf16], width; []; []; []; [])
-        }
-        (AttnDtype::F16, Strategy::Portable, _) => {
-            launch!(backward_dq, backward_dkdv, [f16]; [unroll, windowed]; []; []; [])
-        }
-        (AttnDtype::BF16, Strategy::Portable, _) => {
-            launch!(backward_dq, backward_dkdv, [bf16]; [unroll, windowed]; []; []; [])
-        }
-    }
     if wgmma {
         macro_rules! hopper {
             ($f:ty, $g:ty, $bf16:expr) => {
@@ -294,6 +259,40 @@ pub fn backward_class(
             (AttnDtype::F32, _) => {
                 return Err(KernelError::unsupported("dtype", "wgmma takes f16 or bf16"));
             }
+        }
+        return Ok(());
+    }
+    match (config.dtype, plan.strategy(), store) {
+        (AttnDtype::F32, _, _) => {
+            launch!(backward_dq, backward_dkdv, [f32]; [unroll, windowed]; []; []; [])
+        }
+        (AttnDtype::F16, Strategy::Sm80(_), false) => launch!(
+            backward_dq_mma, backward_dkdv_mma, [f16, f32], width;
+            [false]; [dq_tiles, windowed]; [t.dq.arg()]; [kv_rows, fuse, kv_blocks, windowed]
+        ),
+        (AttnDtype::F16, Strategy::Sm80(_), true) => launch!(
+            backward_dq_mma, backward_dkdv_mma, [f16, f16], width;
+            [true]; [dq_tiles, windowed]; [t.dq.arg()]; [kv_rows, fuse, kv_blocks, windowed]
+        ),
+        (AttnDtype::BF16, Strategy::Sm80(_), false) => launch!(
+            backward_dq_mma, backward_dkdv_mma, [bf16, f32], width;
+            [false]; [dq_tiles, windowed]; [t.dq.arg()]; [kv_rows, fuse, kv_blocks, windowed]
+        ),
+        (AttnDtype::BF16, Strategy::Sm80(_), true) => launch!(
+            backward_dq_mma, backward_dkdv_mma, [bf16, bf16], width;
+            [true]; [dq_tiles, windowed]; [t.dq.arg()]; [kv_rows, fuse, kv_blocks, windowed]
+        ),
+        (AttnDtype::F16, Strategy::Cmma, _) => {
+            launch!(backward_dq_tc, backward_dkdv_tc, [f16], width; []; []; []; [])
+        }
+        (AttnDtype::BF16, Strategy::Cmma, _) => {
+            launch!(backward_dq_tc, backward_dkdv_tc, [bf16], width; []; []; []; [])
+        }
+        (AttnDtype::F16, Strategy::Portable, _) => {
+            launch!(backward_dq, backward_dkdv, [f16]; [unroll, windowed]; []; []; [])
+        }
+        (AttnDtype::BF16, Strategy::Portable, _) => {
+            launch!(backward_dq, backward_dkdv, [bf16]; [unroll, windowed]; []; []; [])
         }
     }
     Ok(())
