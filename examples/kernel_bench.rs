@@ -56,7 +56,7 @@ enum Family {
 
 impl Family {
     fn strategy(self) -> Option<KernelStrategy> {
-        // The manual-MMA forward, whatever the default tuning picks on this device.
+        // The manual-MMA forward and backward, whatever the default tuning picks on this device.
         let sm80 = Sm80Tuning {
             wgmma_forward: false,
             wgmma_backward: false,

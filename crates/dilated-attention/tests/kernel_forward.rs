@@ -204,7 +204,7 @@ fn unsupported_head_dim_falls_back_to_the_reference_or_errors_under_require() {
     ));
 }
 
-/// Without warpgroup MMA (lavapipe) a plan never runs the Hopper forward or `dK/dV`, even under
+/// Without warpgroup MMA (lavapipe) a plan never runs the Hopper forward or backward, even under
 /// the sm80 tuning that prefers them; the path's label names the family that runs.
 #[test]
 fn plans_without_warpgroup_mma_name_their_family() {

@@ -26,6 +26,7 @@ use super::ring::{CONSUMERS, Ring, STAGES, fill_stage};
 use super::wgmma::{Product, descriptor, half_of, mma_rs_add, mma_ss_pair, shared_address};
 use crate::addressing::{Rows, locate};
 use crate::args::{GradOperands, Operands, Pass};
+use crate::sm80::backward_dkdv::query_stats;
 use crate::sm80::backward_dq::write_query_grads;
 use crate::sm80::forward::LOG2E;
 use crate::sm80::mma::{CHUNK, Walk, exp2_approx, zero_tiles};
@@ -150,15 +151,17 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
     let mut drow = Array::<f32>::new(2usize);
     #[unroll]
     for h in 0..2usize {
-        let row = prow0 + g + 8 * h;
-        let pq = queries.row(&tile, row);
-        let l = grad.lse[l_base + pq * grad.lse.stride(2)];
-        lrow[h] = select(
-            queries.holds(row) && l != io.neg_inf,
-            l * LOG2E,
-            -io.neg_inf,
+        let (l, dl) = query_stats(
+            &grad.lse,
+            &grad.delta,
+            &tile,
+            l_base,
+            d_base,
+            prow0 + g + 8 * h,
+            io.neg_inf,
         );
-        drow[h] = grad.delta[d_base + pq * grad.delta.stride(2)];
+        lrow[h] = l;
+        drow[h] = dl;
     }
     // A warpgroup whose rows all lie past the segment has nothing to add.
     let idle = first_row >= queries.hi;

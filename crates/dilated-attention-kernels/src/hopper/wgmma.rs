@@ -472,6 +472,8 @@ fn pair_ptx(p: Product, a: Operand) -> String {
     products_ptx(p, &slots)
 }
 
+/// The PTX of one call issuing the products of `slots` after one fence, then one commit and one
+/// wait; a lone product names its result as the whole vector operand (`$0`).
 fn products_ptx(p: Product, slots: &[Slot]) -> String {
     let ty = if p.bf16 { "bf16" } else { "f16" };
     let mut s =
