@@ -28,9 +28,12 @@
 
 use cubecl::prelude::*;
 
-use super::forward::{p_fragments, tiles_assign, tiles_into};
+use super::forward::{p_fragments, tile_vector, tiles_assign, tiles_into, wg_rows_bytes};
 use super::ring::{CONSUMERS, Ring, STAGES, copy_pair};
-use super::wgmma::{Product, descriptor, half_of, mma_rs_add_pair, mma_ss_pair, shared_address};
+use super::wgmma::{
+    PANEL_ROW, Product, half_of, k_major, mma_rs_add_pair, mma_ss_pair, mn_major, shared_address,
+    swizzled,
+};
 use crate::addressing::{Rows, Tile, locate};
 use crate::args::{GradOperands, Operands, Pass};
 use crate::sm80::backward_dkdv::{query_stats, write_key_grads};
@@ -84,7 +87,7 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
     let k_at = comptime!(2 * STAGES * tv);
     let v_at = comptime!(2 * STAGES * tv + ROWS * d / 8);
     let buf_len = comptime!(2 * STAGES * tv + 2 * ROWS * d / 8);
-    let mut buf = Shared::<[Vector<F, N>]>::new_aligned_slice(buf_len, 128usize);
+    let mut buf = Shared::<[Vector<F, N>]>::new_aligned_slice(buf_len, 1024usize);
     let mut lq = Shared::<[f32]>::new_slice(comptime!(STAGES * CHUNK));
     let mut dlt = Shared::<[f32]>::new_slice(comptime!(STAGES * CHUNK));
     let ring = Ring::new();
@@ -118,7 +121,6 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
         let l_base = tile.batch * grad.lse.stride(0) + tile.head * grad.lse.stride(1);
         let d_base = tile.batch * grad.delta.stride(0) + tile.head * grad.delta.stride(1);
         let lane = unit % 32;
-        let keep = Array::<u32>::new(4usize);
         while walk.live() {
             ring.acquire(i);
             let first = walk.first(pass.block);
@@ -141,14 +143,15 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
             copy_pair::<F, N>(
                 &io.q,
                 &grad.dout,
+                &io.mask,
                 &mut buf[0..buf_len],
                 &tile,
                 &queries,
                 tile.head,
                 first,
                 s * comptime!(2 * tv),
-                &keep,
                 d,
+                false,
                 false,
             );
             ring.publish(i);
@@ -160,33 +163,24 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
 
     let base = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
     let tile_bytes = comptime!((tv * 16) as u32);
-    // K-major K and V tiles (A of Sᵀ and dPᵀ): a vector column is ROWS rows of 16 bytes, each
-    // warpgroup's 64 keys start 64 rows into it. K-major query and dO chunks (B of Sᵀ and
-    // dPᵀ) as the forward's keys; MN-major ones (B of dV and dK) as its values.
-    let key_column = comptime!((ROWS * 16) as u32);
-    let wg = group as u32 * 1024u32;
-    let dkt = descriptor(
-        base + comptime!((k_at * 16) as u32) + wg,
-        key_column,
-        128u32,
-    );
-    let dvt = descriptor(
-        base + comptime!((v_at * 16) as u32) + wg,
-        key_column,
-        128u32,
-    );
+    // K-major K and V tiles (A of Sᵀ and dPᵀ), each warpgroup's 64 keys 64 rows into a panel;
+    // K-major query and dO chunks (B of Sᵀ and dPᵀ) as the forward's keys; MN-major ones (B of
+    // dV and dK) as its values.
+    let wg = group as u32 * wg_rows_bytes();
+    let dkt = k_major(base + comptime!((k_at * 16) as u32) + wg);
+    let dvt = k_major(base + comptime!((v_at * 16) as u32) + wg);
     let st = comptime!(Product {
         bf16,
         steps: (d / 16) as u32,
-        a_step: 2 * (ROWS * 16) as u32,
-        b_step: 2048,
+        a_panel: (ROWS * PANEL_ROW) as u32,
+        b_panel: (CHUNK * PANEL_ROW) as u32,
         b_transposed: false,
     });
     let grad_product = comptime!(Product {
         bf16,
         steps: (CHUNK / 16) as u32,
-        a_step: 0,
-        b_step: 256,
+        a_panel: 0,
+        b_panel: 0,
         b_transposed: true,
     });
 
@@ -216,13 +210,7 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
             let gbase = qbase + tile_bytes;
 
             // Sᵀ and dPᵀ, issued together.
-            let sdp = mma_ss_pair(
-                dkt,
-                descriptor(qbase, 1024u32, 128u32),
-                dvt,
-                descriptor(gbase, 1024u32, 128u32),
-                st,
-            );
+            let sdp = mma_ss_pair(dkt, k_major(qbase), dvt, k_major(gbase), st);
             let mut s = zero_tiles(8usize);
             tiles_assign(&mut s, 0usize, half_of(sdp, 0usize));
             let mut dp = zero_tiles(8usize);
@@ -259,14 +247,14 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
             let (pf, df) = (p_fragments::<F>(&s), p_fragments::<F>(&dp));
             #[unroll]
             for hh in 0..comptime!(d / 64) {
-                let half = comptime!((hh * 8 * CHUNK * 16) as u32);
+                let half = comptime!((hh * CHUNK * PANEL_ROW) as u32);
                 let o = mma_rs_add_pair(
                     tiles_into(&dv_acc, comptime!(8 * hh)),
                     pf,
-                    descriptor(gbase + half, 128u32, 1024u32),
+                    mn_major(gbase + half),
                     tiles_into(&dk_acc, comptime!(8 * hh)),
                     df,
-                    descriptor(qbase + half, 128u32, 1024u32),
+                    mn_major(qbase + half),
                     grad_product,
                 );
                 tiles_assign(&mut dv_acc, comptime!(8 * hh), half_of(o, 0usize));
@@ -305,14 +293,12 @@ fn stage_keys<F: Float, N: Size>(
     #[unroll]
     for i in 0..comptime!(ROWS * pass.head_dim / 8 / CONSUMERS) {
         let e = UNIT_POS as usize + i * CONSUMERS;
-        let pair = e / 2;
-        let r = pair % ROWS;
-        let dv = 2 * (pair / ROWS) + e % 2;
-        let to = dv * ROWS + r;
+        let (r, c) = tile_vector(e);
+        let to = swizzled(r, c, ROWS);
         if key_present(mask, tile, k0 + r, pass.masked) != 0 {
             let p = keys.row(tile, k0 + r);
-            buf[k_at + to] = k[(k_base + p * k.stride(2)) / nv + dv];
-            buf[v_at + to] = v[(v_base + p * v.stride(2)) / nv + dv];
+            buf[k_at + to] = k[(k_base + p * k.stride(2)) / nv + c];
+            buf[v_at + to] = v[(v_base + p * v.stride(2)) / nv + c];
         } else {
             buf[k_at + to] = Vector::new(F::new(0.0));
             buf[v_at + to] = Vector::new(F::new(0.0));

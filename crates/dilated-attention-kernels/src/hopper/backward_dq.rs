@@ -21,9 +21,11 @@
 
 use cubecl::prelude::*;
 
-use super::forward::{ROWS, p_fragments, stage_queries, tiles_assign, tiles_into};
+use super::forward::{ROWS, p_fragments, stage_queries, tiles_assign, tiles_into, wg_rows_bytes};
 use super::ring::{CONSUMERS, Ring, STAGES, fill_stage};
-use super::wgmma::{Product, descriptor, half_of, mma_rs_add, mma_ss_pair, shared_address};
+use super::wgmma::{
+    PANEL_ROW, Product, half_of, k_major, mma_rs_add, mma_ss_pair, mn_major, shared_address,
+};
 use crate::addressing::{Rows, locate};
 use crate::args::{GradOperands, Operands, Pass};
 use crate::sm80::backward_dkdv::query_stats;
@@ -65,7 +67,7 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
     let q_at = comptime!(2 * STAGES * tv);
     let g_at = comptime!(2 * STAGES * tv + ROWS * d / 8);
     let buf_len = comptime!(2 * STAGES * tv + 2 * ROWS * d / 8);
-    let mut buf = Shared::<[Vector<F, N>]>::new_aligned_slice(buf_len, 128usize);
+    let mut buf = Shared::<[Vector<F, N>]>::new_aligned_slice(buf_len, 1024usize);
     let mut kvalid = Shared::<[u32]>::new_slice(comptime!(STAGES * CHUNK));
     let ring = Ring::new();
     if unit < CONSUMERS {
@@ -117,24 +119,23 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
 
     let base = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
     let tile_bytes = comptime!((tv * 16) as u32);
-    // K-major Q and dO tiles (A of S and dP), each warpgroup's rows 64 rows into a column;
+    // K-major Q and dO tiles (A of S and dP), each warpgroup's rows 64 rows into a panel;
     // K-major key and value chunks (B of S and dP); MN-major keys (B of dQ).
-    let column = comptime!((ROWS * 16) as u32);
-    let wg = group as u32 * 1024u32;
-    let dqt = descriptor(base + comptime!((q_at * 16) as u32) + wg, column, 128u32);
-    let dgt = descriptor(base + comptime!((g_at * 16) as u32) + wg, column, 128u32);
+    let wg = group as u32 * wg_rows_bytes();
+    let dqt = k_major(base + comptime!((q_at * 16) as u32) + wg);
+    let dgt = k_major(base + comptime!((g_at * 16) as u32) + wg);
     let sp = comptime!(Product {
         bf16,
         steps: (d / 16) as u32,
-        a_step: 2 * (ROWS * 16) as u32,
-        b_step: 2048,
+        a_panel: (ROWS * PANEL_ROW) as u32,
+        b_panel: (CHUNK * PANEL_ROW) as u32,
         b_transposed: false,
     });
     let grad_product = comptime!(Product {
         bf16,
         steps: (CHUNK / 16) as u32,
-        a_step: 0,
-        b_step: 256,
+        a_panel: 0,
+        b_panel: 0,
         b_transposed: true,
     });
 
@@ -181,13 +182,7 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
             let kbase = base + comptime!(2 * tile_bytes) * stage as u32;
             let vbase = kbase + tile_bytes;
             // S and dP, issued together.
-            let sdp = mma_ss_pair(
-                dqt,
-                descriptor(kbase, 1024u32, 128u32),
-                dgt,
-                descriptor(vbase, 1024u32, 128u32),
-                sp,
-            );
+            let sdp = mma_ss_pair(dqt, k_major(kbase), dgt, k_major(vbase), sp);
             let mut s = zero_tiles(8usize);
             tiles_assign(&mut s, 0usize, half_of(sdp, 0usize));
             let mut dp = zero_tiles(8usize);
@@ -230,11 +225,7 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
             let df = p_fragments::<F>(&dp);
             #[unroll]
             for hh in 0..comptime!(d / 64) {
-                let b = descriptor(
-                    kbase + comptime!((hh * 8 * CHUNK * 16) as u32),
-                    128u32,
-                    1024u32,
-                );
+                let b = mn_major(kbase + comptime!((hh * CHUNK * PANEL_ROW) as u32));
                 let o = mma_rs_add(tiles_into(&acc, comptime!(8 * hh)), df, b, grad_product);
                 tiles_assign(&mut acc, comptime!(8 * hh), o);
             }

@@ -21,8 +21,8 @@
 //!   then release the stage. The warpgroups run independently: one's softmax overlaps the
 //!   other's products, and a warpgroup whose rows all precede a chunk (causal) skips it.
 //!
-//! Tiles are in `wgmma`'s no-swizzle canonical layout (`super::wgmma::core_offset`: a 16-byte
-//! row vector `dv` of row `r` at `dv · rows + r`). The `cp.async` landings and the query tile
+//! Tiles are in the 128-byte swizzled layout (`super::wgmma::swizzled`: 64-column panels of
+//! 128-byte rows, a row's 16-byte vectors permuted by the row). The `cp.async` landings and the query tile
 //! are generic-proxy writes; a consumer fences them to the async proxy (`fence.proxy.async`)
 //! after its barrier wait, before the products read them.
 //!
@@ -33,7 +33,9 @@
 use cubecl::prelude::*;
 
 use super::ring::{CONSUMERS, Ring, STAGES, fill_stage};
-use super::wgmma::{Acc, Frags, Product, descriptor, mma_rs_add, mma_ss, shared_address};
+use super::wgmma::{
+    Acc, Frags, PANEL_ROW, Product, k_major, mma_rs_add, mma_ss, mn_major, shared_address, swizzled,
+};
 use crate::addressing::{Rows, Tile, locate};
 use crate::args::{Operands, Pass};
 use crate::sm80::forward::LOG2E;
@@ -93,7 +95,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     let tv = comptime!(CHUNK * d / 8);
     let q_at = comptime!(2 * STAGES * tv);
     let buf_len = comptime!(2 * STAGES * tv + ROWS * d / 8);
-    let mut buf = Shared::<[Vector<F, N>]>::new_aligned_slice(buf_len, 128usize);
+    let mut buf = Shared::<[Vector<F, N>]>::new_aligned_slice(buf_len, 1024usize);
     let mut kvalid = Shared::<[u32]>::new_slice(comptime!(STAGES * CHUNK));
     let ring = Ring::new();
     if unit < CONSUMERS {
@@ -136,27 +138,21 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
 
     let base = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
     let tile_bytes = comptime!((tv * 16) as u32);
-    // K-major Q and K: K (head dim) steps by a vector column (ROWS or CHUNK rows of 16
-    // bytes), M/N by 8 rows (128 bytes); each warpgroup's 64 query rows start 64 rows into
-    // the column. MN-major V: K (keys, the rows) steps by 8 rows, N by a column.
-    let q_column = comptime!((ROWS * 16) as u32);
-    let dq = descriptor(
-        base + comptime!((q_at * 16) as u32) + group as u32 * 1024u32,
-        q_column,
-        128u32,
-    );
+    // K-major Q and K; each warpgroup's 64 query rows start 64 rows into a panel. MN-major V:
+    // its rows (keys) are the contraction.
+    let dq = k_major(base + comptime!((q_at * 16) as u32) + group as u32 * wg_rows_bytes());
     let qk = comptime!(Product {
         bf16,
         steps: (d / 16) as u32,
-        a_step: 2 * (ROWS * 16) as u32,
-        b_step: 2048,
+        a_panel: (ROWS * PANEL_ROW) as u32,
+        b_panel: (CHUNK * PANEL_ROW) as u32,
         b_transposed: false,
     });
     let pv = comptime!(Product {
         bf16,
         steps: (CHUNK / 16) as u32,
-        a_step: 0,
-        b_step: 256,
+        a_panel: 0,
+        b_panel: 0,
         b_transposed: true,
     });
 
@@ -184,9 +180,8 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
         if !skip {
             let kv0 = stage * CHUNK;
             let kbase = base + comptime!(2 * tile_bytes) * stage as u32;
-            let dk = descriptor(kbase, 1024u32, 128u32);
             let mut s = zero_tiles(8usize);
-            tiles_assign(&mut s, 0usize, mma_ss(dq, dk, qk));
+            tiles_assign(&mut s, 0usize, mma_ss(dq, k_major(kbase), qk));
 
             let mut need = k0 < keys.lo || k0 + CHUNK > keys.hi;
             if comptime!(pass.masked) {
@@ -210,16 +205,11 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
             softmax_step(
                 &mut s, &mut m, &mut l, &mut acc, sl2, io.neg_inf, 1usize, dtiles,
             );
-            // `O[:, 64h..64h + 64] += P·V[:, 64h..64h + 64]`: N halves of a 128 head dim
-            // start eight vector columns apart.
+            // `O[:, 64h..64h + 64] += P·V[:, 64h..64h + 64]`: panel `h` of the value tile.
             let p = p_fragments::<F>(&s);
             #[unroll]
             for h in 0..comptime!(d / 64) {
-                let dv = descriptor(
-                    kbase + tile_bytes + comptime!((h * 8 * CHUNK * 16) as u32),
-                    128u32,
-                    1024u32,
-                );
+                let dv = mn_major(kbase + tile_bytes + comptime!((h * CHUNK * PANEL_ROW) as u32));
                 let o = mma_rs_add(tiles_into(&acc, comptime!(8 * h)), p, dv, pv);
                 tiles_assign(&mut acc, comptime!(8 * h), o);
             }
@@ -233,9 +223,15 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     );
 }
 
+/// Bytes from a panel's first row to a warpgroup's first (64 rows on).
+#[cube]
+pub(crate) fn wg_rows_bytes() -> u32 {
+    comptime!((64 * PANEL_ROW) as u32)
+}
+
 /// Loads the cube's `ROWS` gathered query rows of `q` (or of `dO`, which has its shape) from
-/// `q0` into the tile at vector `at` (the consumer units, `CONSUMERS` of them, load; a plain
-/// load a vector).
+/// `q0` into the swizzled tile at vector `at` (the consumer units, `CONSUMERS` of them, load;
+/// eight adjacent units a row, a plain load a vector).
 #[cube]
 pub(crate) fn stage_queries<F: Float, N: Size>(
     q: &Tensor<Vector<F, N>>,
@@ -251,12 +247,18 @@ pub(crate) fn stage_queries<F: Float, N: Size>(
     #[unroll]
     for i in 0..comptime!(ROWS * head_dim / 8 / CONSUMERS) {
         let e = UNIT_POS as usize + i * CONSUMERS;
-        let pair = e / 2;
-        let r = pair % ROWS;
-        let dv = 2 * (pair / ROWS) + e % 2;
+        let (r, c) = tile_vector(e);
         let p = queries.row(tile, q0 + r);
-        buf[at + dv * ROWS + r] = q[(base + p * q.stride(2)) / nv + dv];
+        buf[at + swizzled(r, c, ROWS)] = q[(base + p * q.stride(2)) / nv + c];
     }
+}
+
+/// Row and vector column of the `e`-th vector of a `ROWS`-row tile when units take vectors in
+/// order: eight adjacent units share a row (one 128-byte panel row), panels one after another.
+#[cube]
+pub(crate) fn tile_vector(e: usize) -> (usize, usize) {
+    let panel = e / comptime!(8 * ROWS);
+    ((e / 8) % ROWS, panel * 8 + e % 8)
 }
 
 /// The accumulator registers of a 64×64 product as the manual-MMA family's eight 16×8 tiles

@@ -3,8 +3,8 @@
 //!
 //! `STAGES` stages of one `CHUNK`-row chunk each: keys then values for the forward and `dQ`
 //! ([`fill_stage`](fn@fill_stage)), queries then `dO` for `dK/dV` (on
-//! [`copy_pair`](fn@copy_pair)); `CHUNK × d` f16/bf16 each in `wgmma`'s no-swizzle canonical
-//! layout, `super::wgmma::core_offset`. Chunk `i` of a cube's
+//! [`copy_pair`](fn@copy_pair)); `CHUNK × d` f16/bf16 each in the 128-byte swizzled layout,
+//! `super::wgmma::swizzled`. Chunk `i` of a cube's
 //! walk goes to stage `i % STAGES` in round `i / STAGES`. Two mbarriers per stage:
 //! - `full[s]` (32 arrivals: the producer warp's units) completes a phase when every producer
 //!   unit has arrived *and* its `cp.async` copies into the stage have landed
@@ -26,6 +26,7 @@ use cubecl::prelude::*;
 
 use crate::addressing::{Rows, Tile};
 use crate::sm80::forward::key_present;
+use super::wgmma::swizzled;
 use crate::sm80::mma::CHUNK;
 
 /// Stages in the ring (four chunks of keys and values in flight: 64 KB).
@@ -164,7 +165,7 @@ fn wait_on(
 /// that are not there are stored as zeros instead of copied, so a NaN beyond a window or under
 /// the padding mask never meets the tensor cores (`dQ += dS·K` would carry it past `dS = 0`).
 #[cube]
-#[allow(clippy::too_many_arguments, clippy::manual_is_multiple_of)] // CubeCL kernel code
+#[allow(clippy::too_many_arguments)] // CubeCL kernel code
 pub(crate) fn fill_stage<F: Float, N: Size>(
     k: &Tensor<Vector<F, N>>,
     v: &Tensor<Vector<F, N>>,
@@ -179,88 +180,80 @@ pub(crate) fn fill_stage<F: Float, N: Size>(
     #[comptime] masked: bool,
 ) {
     let lane = UNIT_POS as usize % 32;
-    let mut present = Array::<u32>::new(4usize);
     #[unroll]
-    for j in 0..4usize {
-        let c = lane / 2 + j * 16;
-        let ok = key_present(mask, tile, first + c, masked);
-        present[j] = ok;
-        if lane % 2 == 0 {
-            kvalid[s * CHUNK + c] = ok;
-        }
+    for j in 0..comptime!(CHUNK / 32) {
+        let c = lane + 32 * j;
+        kvalid[s * CHUNK + c] = key_present(mask, tile, first + c, masked);
     }
     let at = s * comptime!(2 * CHUNK * head_dim / 8);
     copy_pair::<F, N>(
         k,
         v,
+        mask,
         buf,
         tile,
         keys,
         tile.kv_head,
         first,
         at,
-        &present,
         head_dim,
         true,
+        masked,
     );
 }
 
 /// Producer (one warp): copies `CHUNK` gathered rows of `a` and `b` (head `head`) from `first`
-/// into the tiles at vectors `at` and `at + tv` (`tv = CHUNK · head_dim / 8`) by `cp.async`.
-/// Lane `l` serves the chunk rows `l / 2 + 16j` (`j < 4`), the 16-byte half `l % 2` of each
-/// 32-byte sector. With `zero_absent`, the rows whose `keep[j]` is 0 are stored as zeros in
-/// both tiles instead of copied (`keep` is not read without it).
+/// into the swizzled tiles (`super::wgmma::swizzled`) at vectors `at` and `at + tv`
+/// (`tv = CHUNK · head_dim / 8`) by `cp.async`. Eight lanes copy a row, one 16-byte vector
+/// each, so a warp's copy reads four whole 128-byte rows and writes each into all eight bank
+/// groups; lane `l` serves rows `l / 8 + 4j`. With `keys_only`, the rows that are not keys
+/// (`key_present`) are stored as zeros in both tiles instead of copied.
 #[cube]
-#[allow(clippy::too_many_arguments, clippy::manual_is_multiple_of)] // CubeCL kernel code
+#[allow(clippy::too_many_arguments)] // CubeCL kernel code
 pub(crate) fn copy_pair<F: Float, N: Size>(
     a: &Tensor<Vector<F, N>>,
     b: &Tensor<Vector<F, N>>,
+    mask: &Tensor<u32>,
     buf: &mut [Vector<F, N>],
     tile: &Tile,
     rows: &Rows,
     head: usize,
     first: usize,
     at: usize,
-    keep: &Array<u32>,
     #[comptime] head_dim: usize,
-    #[comptime] zero_absent: bool,
+    #[comptime] keys_only: bool,
+    #[comptime] masked: bool,
 ) {
     let nv = N::value();
     let lane = UNIT_POS as usize % 32;
+    let c = lane % 8;
     let tv = comptime!(CHUNK * head_dim / 8);
     let a_base = tile.batch * a.stride(0) + head * a.stride(1);
     let b_base = tile.batch * b.stride(0) + head * b.stride(1);
-    let mut ai = Array::<usize>::new(4usize);
-    let mut bi = Array::<usize>::new(4usize);
     #[unroll]
-    for j in 0..4usize {
-        let p = rows.row(tile, first + lane / 2 + j * 16);
-        ai[j] = (a_base + p * a.stride(2)) / nv + lane % 2;
-        bi[j] = (b_base + p * b.stride(2)) / nv + lane % 2;
-    }
-    #[unroll]
-    for i in 0..comptime!(head_dim / 4) {
-        let j = comptime!(i % 4);
-        let dv = comptime!(2 * (i / 4)) + lane % 2;
-        let to = at + dv * CHUNK + lane / 2 + comptime!(16 * j);
-        let (aj, bj) = (
-            ai[j] + comptime!(2 * (i / 4)),
-            bi[j] + comptime!(2 * (i / 4)),
-        );
+    for j in 0..comptime!(CHUNK / 4) {
+        let r = lane / 8 + comptime!(4 * j);
+        let p = rows.row(tile, first + r);
         let mut copy = true;
-        if comptime!(zero_absent) {
-            copy = keep[j] != 0;
+        if comptime!(keys_only) {
+            copy = key_present(mask, tile, first + r, masked) != 0;
         }
-        if copy {
-            copy_async(a.slice(aj, aj + 1), &mut buf[to..to + 1], comptime!(8u32));
-            copy_async(
-                b.slice(bj, bj + 1),
-                &mut buf[to + tv..to + tv + 1],
-                comptime!(8u32),
-            );
-        } else {
-            buf[to] = Vector::new(F::new(0.0));
-            buf[to + tv] = Vector::new(F::new(0.0));
+        #[unroll]
+        for h in 0..comptime!(head_dim / 64) {
+            let to = at + swizzled(r, c + comptime!(8 * h), CHUNK);
+            let aj = (a_base + p * a.stride(2)) / nv + c + comptime!(8 * h);
+            let bj = (b_base + p * b.stride(2)) / nv + c + comptime!(8 * h);
+            if copy {
+                copy_async(a.slice(aj, aj + 1), &mut buf[to..to + 1], comptime!(8u32));
+                copy_async(
+                    b.slice(bj, bj + 1),
+                    &mut buf[to + tv..to + tv + 1],
+                    comptime!(8u32),
+                );
+            } else {
+                buf[to] = Vector::new(F::new(0.0));
+                buf[to + tv] = Vector::new(F::new(0.0));
+            }
         }
     }
 }

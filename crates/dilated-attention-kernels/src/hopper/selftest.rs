@@ -11,7 +11,7 @@ use cubecl::prelude::*;
 use half::{bf16, f16};
 
 use super::wgmma::{
-    Frags, Product, core_offset, descriptor, mma_rs, mma_rs_add, mma_ss, shared_address,
+    Frags, Product, k_major, mma_rs, mma_rs_add, mma_ss, mn_major, shared_address, swizzled,
 };
 use crate::args::{AttnDtype, TensorRef};
 use crate::{KernelError, read_f32};
@@ -40,10 +40,11 @@ fn wgmma_selftest_kernel<F: Float>(
     #[comptime] bf16: bool,
 ) {
     let unit = UNIT_POS as usize;
-    let mut tiles = Shared::<[F]>::new_aligned_slice(comptime!(3 * TILE), 128usize);
+    let mut tiles = Shared::<[F]>::new_aligned_slice(comptime!(3 * TILE), 1024usize);
     for i in 0..comptime!(TILE / 128) {
         let idx = unit + 128 * i;
-        let off = core_offset(idx / DIM, idx % DIM, DIM);
+        let (r, c) = (idx / DIM, idx % DIM);
+        let off = swizzled(r, c / 8, DIM) * 8 + c % 8;
         tiles[off] = a[idx];
         tiles[TILE + off] = b[idx];
         tiles[2 * TILE + off] = v[idx];
@@ -53,18 +54,15 @@ fn wgmma_selftest_kernel<F: Float>(
 
     let base = shared_address::<F>(&tiles[0..comptime!(3 * TILE)]);
     let tile_bytes = comptime!((TILE * 2) as u32);
-    // K-major `a`, `b`: K (the columns) steps by a column group of 64 rows (1024 bytes), M/N by
-    // a row group (128 bytes); a k-step of 16 columns is two column groups.
-    let da = descriptor(base, 1024u32, 128u32);
-    let db = descriptor(base + tile_bytes, 1024u32, 128u32);
+    // K-major `a`, `b` (swizzled, 64 columns: one panel).
     let qk = comptime!(Product {
         bf16,
         steps: 4,
-        a_step: 2048,
-        b_step: 2048,
+        a_panel: 0,
+        b_panel: 0,
         b_transposed: false,
     });
-    let scores = mma_ss(da, db, qk);
+    let scores = mma_ss(k_major(base), k_major(base + tile_bytes), qk);
 
     // `P` fragments of k-steps 0, 1 and 2, 3 (keys 0..32, 32..64).
     let mut lo = Vector::<u32, Frags>::new(0u32);
@@ -85,19 +83,17 @@ fn wgmma_selftest_kernel<F: Float>(
             }
         }
     }
-    // MN-major `v`: K (the rows, keys) steps by a row group (128 bytes), N by a column group
-    // (1024 bytes); a k-step of 16 keys is two row groups.
+    // MN-major `v`: its rows (keys) are the contraction; keys 32.. start 32 rows (4096 bytes)
+    // on.
     let pv = comptime!(Product {
         bf16,
         steps: 2,
-        a_step: 0,
-        b_step: 256,
+        a_panel: 0,
+        b_panel: 0,
         b_transposed: true,
     });
-    let dv0 = descriptor(base + 2 * tile_bytes, 128u32, 1024u32);
-    let dv2 = descriptor(base + 2 * tile_bytes + 512, 128u32, 1024u32);
-    let first = mma_rs(lo, dv0, pv);
-    let out = mma_rs_add(first, hi, dv2, pv);
+    let first = mma_rs(lo, mn_major(base + 2 * tile_bytes), pv);
+    let out = mma_rs_add(first, hi, mn_major(base + 2 * tile_bytes + 4096), pv);
 
     let plane = unit / 32;
     let lane = unit % 32;

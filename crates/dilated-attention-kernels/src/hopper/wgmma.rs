@@ -13,16 +13,19 @@
 //! `s` is four `u32` (two halves each): rows `g`, `g + 8` at columns `16s + 2t` and
 //! `16s + 8 + 2t` — the accumulators of column tiles `2s`, `2s + 1`, rounded.
 //!
-//! Shared tiles use the no-swizzle canonical layout ([`core_offset`](fn@core_offset)): 8×8 "core matrices" of
-//! 128 contiguous bytes, core `(r / 8, c / 8)` of a `rows × cols` tile at
-//! `((c / 8) · rows / 8 + r / 8) · 128` bytes. A descriptor names the start and two strides: for
-//! a K-major operand (the contraction runs along the tile's columns, as for `Q` and `K` in
-//! `Q·Kᵀ`) the leading byte offset steps along K (`rows · 16` bytes here) and the stride byte
-//! offset along M/N (128); for an MN-major operand (`V` in `P·V`: keys are K, the head dim is
-//! N, `trans-b = 1`) the leading offset steps along K — the tile's rows, 128 bytes — and the
-//! stride offset along N (`rows · 16`). Writes into these tiles go through the generic proxy,
-//! so a `fence.proxy.async` (`sync_async_proxy_shared`) and a cube barrier must come between
-//! the last write and the first product that reads them.
+//! Shared tiles use the 128-byte swizzled layout ([`swizzled`](fn@swizzled), the layout TMA
+//! writes with `SWIZZLE_128B`): a tile is cut into panels of 64 columns (128 bytes of f16/bf16);
+//! in a panel, row `r` is 128 contiguous bytes at `r · 128`, and its 16-byte vector `c` sits at
+//! position `c ^ (r % 8)`. Eight rows make a 1024-byte swizzle atom, so tiles and panels start
+//! 1024-aligned. A descriptor ([`k_major`](fn@k_major), [`mn_major`](fn@mn_major)) names the
+//! start, the swizzle mode and the stride between atoms (1024 bytes: the next eight rows): a
+//! K-major operand (the contraction runs along the rows, as for `Q` and `K` in `Q·Kᵀ`) steps
+//! 32 bytes within a row per 16-wide k-step and a panel per four; an MN-major one (`V` in
+//! `P·V`: keys are K and the tile's rows, the head dim is N, `trans-b = 1`) steps 16 rows. A
+//! warp copies a row as eight 16-byte vectors, which land in eight different bank groups.
+//! Writes into these tiles go through the generic proxy, so a `fence.proxy.async`
+//! (`sync_async_proxy_shared`) and a barrier must come between the last write and the first
+//! product that reads them.
 //!
 //! Each call issues its products, commits them and waits for them (`wgmma.wait_group 0`): the
 //! accumulators are ordinary registers again when it returns. Overlapping products with the
@@ -38,10 +41,16 @@ pub(crate) type Frags = Const<16>;
 /// the first tile in elements `0..32`, the second in `32..64`).
 pub(crate) type Acc2 = Const<64>;
 
-/// Element offset of `(r, c)` in a `rows`-row tile in the no-swizzle canonical layout.
+/// Bytes of one row of a panel: 64 f16/bf16 columns.
+pub(crate) const PANEL_ROW: usize = 128;
+/// Bytes of a swizzle atom: eight panel rows.
+pub(crate) const ATOM: u32 = 1024;
+
+/// Index, in 16-byte vectors, of row `r`'s vector column `c` (columns `8c..8c + 8`) in a
+/// `rows`-row tile in the 128-byte swizzled layout.
 #[cube]
-pub(crate) fn core_offset(r: usize, c: usize, #[comptime] rows: usize) -> usize {
-    ((c / 8) * comptime!(rows / 8) + r / 8) * 64 + (r % 8) * 8 + c % 8
+pub(crate) fn swizzled(r: usize, c: usize, #[comptime] rows: usize) -> usize {
+    (c / 8) * comptime!(rows * 8) + r * 8 + ((c % 8) ^ (r % 8))
 }
 
 /// Address of `tile[0]` in the shared window (what descriptors and `.shared` instructions take).
@@ -58,16 +67,34 @@ pub(crate) fn shared_address<E: CubePrimitive>(tile: &[E]) -> u32 {
     out
 }
 
-/// A no-swizzle shared-memory matrix descriptor: start `address` (bytes, 16-aligned), leading
-/// and stride byte offsets `lbo`, `sbo` (multiples of 16 below 2^18).
+/// The descriptor of a K-major operand whose first row starts at `address` (1024-aligned, or
+/// 32 bytes a k-step past it): 128-byte swizzle, eight-row atoms `ATOM` bytes apart (the
+/// leading offset is unused for K-major swizzled operands; 16 by convention).
 ///
 /// Computed in plain CubeCL, not PTX: the result of a `gpu_asm!` block is a late-initialised
 /// local, which CubeCL hands to a later block as a pointer to it — a 64-bit value that passes
 /// the `l` constraint of a descriptor and faults at run time.
 #[cube]
-pub(crate) fn descriptor(address: u32, #[comptime] lbo: u32, #[comptime] sbo: u32) -> u64 {
+pub(crate) fn k_major(address: u32) -> u64 {
+    descriptor(address, 16u32)
+}
+
+/// The descriptor of an MN-major operand (`trans-b`) whose first row starts at `address`
+/// (1024-aligned): 128-byte swizzle, eight-row atoms (along K) `ATOM` bytes apart. A product
+/// is 64 wide in N, one panel, so the leading offset (between panels along N) is never used;
+/// it is set to `ATOM` as well.
+#[cube]
+pub(crate) fn mn_major(address: u32) -> u64 {
+    descriptor(address, ATOM)
+}
+
+/// A 128-byte-swizzle descriptor: start `address`, leading byte offset `lbo`, stride byte offset
+/// `ATOM`, base offset 0, layout type 1 (bits 62–63).
+#[cube]
+fn descriptor(address: u32, #[comptime] lbo: u32) -> u64 {
     let lo = ((address & 0x3FFFFu32) >> 4u32) | comptime!((lbo >> 4) << 16);
-    u64::cast_from(lo) | (u64::cast_from(comptime!(sbo >> 4)) << 32u64)
+    let hi = comptime!((ATOM >> 4) | (1u32 << 30));
+    u64::cast_from(lo) | (u64::cast_from(hi) << 32u64)
 }
 
 /// What one warpgroup product does, fixed when the kernel is built.
@@ -75,12 +102,13 @@ pub(crate) fn descriptor(address: u32, #[comptime] lbo: u32, #[comptime] sbo: u3
 pub(crate) struct Product {
     /// `bf16` operands (else f16).
     pub bf16: bool,
-    /// 16-wide k-steps issued by the call (1–4).
+    /// 16-wide k-steps issued by the call (at most 8: two panels of a K-major operand).
     pub steps: u32,
-    /// Bytes the `A` descriptor advances per k-step (shared-memory `A` only).
-    pub a_step: u32,
-    /// Bytes the `B` descriptor advances per k-step.
-    pub b_step: u32,
+    /// Bytes between the 64-column panels of a K-major shared `A` (its rows · 128); 0 for a
+    /// register `A`.
+    pub a_panel: u32,
+    /// Bytes between the 64-column panels of a K-major `B`; unused when `B` is MN-major.
+    pub b_panel: u32,
     /// `B` is MN-major (`trans-b`): `V` in `P·V`.
     pub b_transposed: bool,
 }
@@ -410,6 +438,12 @@ pub(crate) fn half_of(x: Vector<f32, Acc2>, #[comptime] k: usize) -> Vector<f32,
     h
 }
 
+/// Bytes from a K-major operand's start to k-step `step`: 32 bytes (16 columns) a step within
+/// a panel row, then the next panel.
+fn k_step(step: u32, panel: u32) -> u32 {
+    (step / 4) * panel + (step % 4) * 32
+}
+
 /// Where the `A` operand of a product lives.
 #[derive(Clone, Copy)]
 enum Operand {
@@ -502,7 +536,7 @@ fn products_ptx(p: Product, slots: &[Slot]) -> String {
             s += &format!("setp.ne.b32 p, one, {overwrite};\n");
             let a_arg = match slot.a {
                 (Operand::Shared, op) => {
-                    s += &format!("add.s64 da, ${op}, {};\n", (step * p.a_step) >> 4);
+                    s += &format!("add.s64 da, ${op}, {};\n", k_step(step, p.a_panel) >> 4);
                     "da".to_string()
                 }
                 (Operand::Registers, first) => {
@@ -510,7 +544,12 @@ fn products_ptx(p: Product, slots: &[Slot]) -> String {
                     format!("{{%{}, %{}, %{}, %{}}}", r, r + 1, r + 2, r + 3)
                 }
             };
-            s += &format!("add.s64 db, ${}, {};\n", slot.b, (step * p.b_step) >> 4);
+            let b_offset = if p.b_transposed {
+                step * 16 * PANEL_ROW as u32
+            } else {
+                k_step(step, p.b_panel)
+            };
+            s += &format!("add.s64 db, ${}, {};\n", slot.b, b_offset >> 4);
             let tb = u32::from(p.b_transposed);
             s += &match slot.a.0 {
                 Operand::Shared => format!(
@@ -535,8 +574,8 @@ mod tests {
         let p = Product {
             bf16: false,
             steps: 4,
-            a_step: 2048,
-            b_step: 256,
+            a_panel: 8192,
+            b_panel: 0,
             b_transposed: true,
         };
         let t = product_ptx(p, Operand::Registers, true, 48);
@@ -544,13 +583,31 @@ mod tests {
         assert_eq!(t.matches("mov.b32 %").count(), 32);
         // The last step's fragment registers follow the 32 outputs and 32 inputs.
         assert!(t.contains("{%76, %77, %78, %79}"), "{t}");
-        assert!(t.contains("add.s64 db, $49, 48;"), "{t}");
+        // MN-major `B`: a k-step is 16 rows of 128 bytes.
+        assert!(t.contains("add.s64 db, $49, 384;"), "{t}");
         let z = product_ptx(p, Operand::Shared, false, 1);
         assert!(
             z.contains("setp.ne.b32 p, one, 1;"),
             "the first step overwrites"
         );
-        assert!(z.contains("add.s64 da, $1, 384;"), "{z}");
+        // K-major `A`: 32 bytes a k-step.
+        assert!(z.contains("add.s64 da, $1, 6;"), "{z}");
+    }
+
+    #[test]
+    fn k_major_steps_cross_into_the_next_panel() {
+        let p = Product {
+            bf16: false,
+            steps: 8,
+            a_panel: 16384,
+            b_panel: 8192,
+            b_transposed: false,
+        };
+        let z = product_ptx(p, Operand::Shared, false, 1);
+        assert_eq!(z.matches("wgmma.mma_async").count(), 8);
+        // Step 5: the second panel, one step (32 bytes) in.
+        assert!(z.contains("add.s64 da, $1, 1026;"), "{z}");
+        assert!(z.contains("add.s64 db, $2, 514;"), "{z}");
     }
 
     #[test]
@@ -558,8 +615,8 @@ mod tests {
         let p = Product {
             bf16: true,
             steps: 4,
-            a_step: 0,
-            b_step: 256,
+            a_panel: 0,
+            b_panel: 0,
             b_transposed: true,
         };
         let t = pair_ptx(p, Operand::Registers);
@@ -571,11 +628,11 @@ mod tests {
         assert!(t.contains("mov.b32 %63, %127;"), "{t}");
         // The last step of the second product: fragments 144.., its B descriptor $98.
         assert!(t.contains("{%156, %157, %158, %159}"), "{t}");
-        assert!(t.contains("add.s64 db, $98, 48;"), "{t}");
+        assert!(t.contains("add.s64 db, $98, 384;"), "{t}");
         assert!(t.contains("{%32, %33,"), "{t}");
         let z = pair_ptx(p, Operand::Shared);
         assert!(z.contains("add.s64 da, $3, 0;"), "{z}");
-        assert!(z.contains("add.s64 db, $4, 48;"), "{z}");
+        assert!(z.contains("add.s64 db, $4, 384;"), "{z}");
         assert_eq!(z.matches("setp.ne.b32 p, one, 1;").count(), 2);
     }
 }
