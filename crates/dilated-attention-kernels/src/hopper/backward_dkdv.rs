@@ -29,7 +29,7 @@
 use cubecl::prelude::*;
 
 use super::forward::{p_fragments, tile_vector, tiles_assign, tiles_into, wg_rows_bytes};
-use super::ring::{CONSUMERS, Ring, STAGES, copy_pair};
+use super::ring::{CONSUMERS, Ring, STAGES, copy_pair, sync_consumers};
 use super::wgmma::{
     PANEL_ROW, Product, half_of, k_major, mma_rs_add_pair, mma_ss_pair, mn_major, shared_address,
     swizzled,
@@ -91,21 +91,8 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
     let mut lq = Shared::<[f32]>::new_slice(comptime!(STAGES * CHUNK));
     let mut dlt = Shared::<[f32]>::new_slice(comptime!(STAGES * CHUNK));
     let ring = Ring::new();
-    if unit < CONSUMERS {
-        stage_keys::<F, N>(
-            &io.k,
-            &io.v,
-            &io.mask,
-            &mut buf[0..buf_len],
-            &tile,
-            &keys,
-            k0,
-            k_at,
-            v_at,
-            pass,
-        );
-    }
-    // The barriers are armed and the K and V tiles are in place for every unit.
+    // The barriers are armed for every unit; the producer starts on the ring while the
+    // consumers stage the K and V tiles.
     sync_cube();
 
     let mut walk = Walk::new(
@@ -161,6 +148,20 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
         terminate!();
     }
 
+    stage_keys::<F, N>(
+        &io.k,
+        &io.v,
+        &io.mask,
+        &mut buf[0..buf_len],
+        &tile,
+        &keys,
+        k0,
+        k_at,
+        v_at,
+        pass,
+    );
+    sync_consumers();
+
     let base = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
     let tile_bytes = comptime!((tv * 16) as u32);
     // K-major K and V tiles (A of Sᵀ and dPᵀ), each warpgroup's 64 keys 64 rows into a panel;
@@ -199,7 +200,7 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
         walk.advance(&io.runs, pass.block, false);
         let stage = i % STAGES;
         ring.take(i);
-        // The landed chunk (and, the first time, the K and V tiles) become visible to `wgmma`.
+        // The landed chunk becomes visible to `wgmma`.
         sync_async_proxy_shared();
 
         // The warpgroup's keys all follow the chunk's queries: nothing to add (causal).

@@ -22,7 +22,7 @@
 use cubecl::prelude::*;
 
 use super::forward::{ROWS, p_fragments, stage_queries, tiles_assign, tiles_into, wg_rows_bytes};
-use super::ring::{CONSUMERS, Ring, STAGES, fill_stage};
+use super::ring::{CONSUMERS, Ring, STAGES, fill_stage, sync_consumers};
 use super::wgmma::{
     PANEL_ROW, Product, half_of, k_major, mma_rs_add, mma_ss_pair, mn_major, shared_address,
 };
@@ -70,19 +70,8 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
     let mut buf = Shared::<[Vector<F, N>]>::new_aligned_slice(buf_len, 1024usize);
     let mut kvalid = Shared::<[u32]>::new_slice(comptime!(STAGES * CHUNK));
     let ring = Ring::new();
-    if unit < CONSUMERS {
-        stage_queries::<F, N>(&io.q, &mut buf[0..buf_len], &tile, &queries, q0, q_at, d);
-        stage_queries::<F, N>(
-            &grad.dout,
-            &mut buf[0..buf_len],
-            &tile,
-            &queries,
-            q0,
-            g_at,
-            d,
-        );
-    }
-    // The barriers are armed and the Q and dO tiles are in place for every unit.
+    // The barriers are armed for every unit; the producer starts on the ring while the
+    // consumers stage the Q and dO tiles.
     sync_cube();
 
     let mut walk = Walk::new(
@@ -116,6 +105,18 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
         }
         terminate!();
     }
+
+    stage_queries::<F, N>(&io.q, &mut buf[0..buf_len], &tile, &queries, q0, q_at, d);
+    stage_queries::<F, N>(
+        &grad.dout,
+        &mut buf[0..buf_len],
+        &tile,
+        &queries,
+        q0,
+        g_at,
+        d,
+    );
+    sync_consumers();
 
     let base = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
     let tile_bytes = comptime!((tv * 16) as u32);
@@ -172,7 +173,7 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
         walk.advance(&io.runs, pass.block, false);
         let stage = i % STAGES;
         ring.take(i);
-        // The landed chunk (and, the first time, the Q and dO tiles) become visible to `wgmma`.
+        // The landed chunk becomes visible to `wgmma`.
         sync_async_proxy_shared();
 
         // The warpgroup's rows all precede the chunk's keys: nothing to add (causal).

@@ -32,7 +32,7 @@
 
 use cubecl::prelude::*;
 
-use super::ring::{CONSUMERS, Ring, STAGES, fill_stage};
+use super::ring::{CONSUMERS, Ring, STAGES, fill_stage, sync_consumers};
 use super::wgmma::{
     Acc, Frags, PANEL_ROW, Product, k_major, mma_rs_add, mma_ss, mn_major, shared_address, swizzled,
 };
@@ -98,10 +98,8 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     let mut buf = Shared::<[Vector<F, N>]>::new_aligned_slice(buf_len, 1024usize);
     let mut kvalid = Shared::<[u32]>::new_slice(comptime!(STAGES * CHUNK));
     let ring = Ring::new();
-    if unit < CONSUMERS {
-        stage_queries::<F, N>(&io.q, &mut buf[0..buf_len], &tile, &queries, q0, q_at, d);
-    }
-    // The barriers are armed and the query tile is in place for every unit.
+    // The barriers are armed for every unit; the producer starts on the ring while the
+    // consumers stage the query tile.
     sync_cube();
 
     let mut walk = Walk::new(
@@ -135,6 +133,9 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
         }
         terminate!();
     }
+
+    stage_queries::<F, N>(&io.q, &mut buf[0..buf_len], &tile, &queries, q0, q_at, d);
+    sync_consumers();
 
     let base = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
     let tile_bytes = comptime!((tv * 16) as u32);
@@ -172,38 +173,31 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
         walk.advance(&io.runs, pass.block, windowed);
         let stage = i % STAGES;
         ring.take(i);
-        // The landed chunk (and, the first time, the query tile) become visible to `wgmma`.
+        // The landed chunk becomes visible to `wgmma`.
         sync_async_proxy_shared();
 
         // The warpgroup's rows all precede the chunk's keys: nothing to add (causal).
-        let skip = pass.causal && k0 > last_row;
-        if !skip {
-            let kv0 = stage * CHUNK;
+        if !(pass.causal && k0 > last_row) {
             let kbase = base + comptime!(2 * tile_bytes) * stage as u32;
             let mut s = zero_tiles(8usize);
             tiles_assign(&mut s, 0usize, mma_ss(dq, k_major(kbase), qk));
-
-            let mut need = k0 < keys.lo || k0 + CHUNK > keys.hi;
-            if comptime!(pass.masked) {
-                need = true;
-            }
-            if comptime!(pass.causal) {
-                need = need || k0 + CHUNK > prow0 + 1;
-            }
-            if need {
-                mask_scores(
-                    &mut s,
-                    &kvalid[0..comptime!(STAGES * CHUNK)],
-                    kv0,
-                    k0,
-                    prow0,
-                    io.neg_inf,
-                    1usize,
-                    pass.causal,
-                );
-            }
-            softmax_step(
-                &mut s, &mut m, &mut l, &mut acc, sl2, io.neg_inf, 1usize, dtiles,
+            let kv = &kvalid[0..comptime!(STAGES * CHUNK)];
+            let (lo, hi) = (keys.lo, keys.hi);
+            score_chunk(
+                &mut s,
+                &mut m,
+                &mut l,
+                &mut acc,
+                kv,
+                stage * CHUNK,
+                k0,
+                lo,
+                hi,
+                prow0,
+                sl2,
+                io.neg_inf,
+                pass,
+                dtiles,
             );
             // `O[:, 64h..64h + 64] += P·V[:, 64h..64h + 64]`: panel `h` of the value tile.
             let p = p_fragments::<F>(&s);
@@ -221,6 +215,40 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     write_rows::<F>(
         &acc, &m, &l, out, lse, &tile, &queries, prow0, io.neg_inf, 1usize, dtiles, merge,
     );
+}
+
+/// The masks (where the chunk needs them: keys `k0..k0 + CHUNK` against the key window
+/// `lo..hi`, the padding flags from `kvalid[kv0..]`, causal rows from `prow0`) and the online
+/// softmax step on a chunk's scores `s`, which become the probabilities; `acc` is rescaled.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn score_chunk(
+    s: &mut Sequence<Array<Vector<f32, P2>>>,
+    m: &mut Array<f32>,
+    l: &mut Array<f32>,
+    acc: &mut Sequence<Array<Vector<f32, P2>>>,
+    kvalid: &[u32],
+    kv0: usize,
+    k0: usize,
+    lo: usize,
+    hi: usize,
+    prow0: usize,
+    sl2: f32,
+    neg_inf: f32,
+    #[comptime] pass: Pass,
+    #[comptime] dtiles: usize,
+) {
+    let mut need = k0 < lo || k0 + CHUNK > hi;
+    if comptime!(pass.masked) {
+        need = true;
+    }
+    if comptime!(pass.causal) {
+        need = need || k0 + CHUNK > prow0 + 1;
+    }
+    if need {
+        mask_scores(s, kvalid, kv0, k0, prow0, neg_inf, 1usize, pass.causal);
+    }
+    softmax_step(s, m, l, acc, sl2, neg_inf, 1usize, dtiles);
 }
 
 /// Bytes from a panel's first row to a warpgroup's first (64 rows on).

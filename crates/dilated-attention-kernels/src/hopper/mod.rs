@@ -10,6 +10,7 @@
 pub(crate) mod backward_dkdv;
 pub(crate) mod backward_dq;
 pub(crate) mod forward;
+mod ptx;
 pub(crate) mod ring;
 pub(crate) mod wgmma;
 

@@ -24,9 +24,9 @@
 use cubecl::prelude::barrier::{Barrier, copy_async};
 use cubecl::prelude::*;
 
+use super::wgmma::swizzled;
 use crate::addressing::{Rows, Tile};
 use crate::sm80::forward::key_present;
-use super::wgmma::swizzled;
 use crate::sm80::mma::CHUNK;
 
 /// Stages in the ring (four chunks of keys and values in flight: 64 KB).
@@ -136,6 +136,16 @@ impl Ring {
             let _ = self.empty3.arrive();
         }
     }
+}
+
+/// Consumers only: waits until every consumer unit has arrived (named barrier 1, `CONSUMERS`
+/// units), after making this unit's generic-proxy writes to shared memory visible to `wgmma`.
+/// Lets the consumers stage their tiles while the producer warp, which never takes part, is
+/// already filling the ring.
+#[cube]
+pub(crate) fn sync_consumers() {
+    sync_async_proxy_shared();
+    gpu_asm!("bar.sync 1, 256;");
 }
 
 /// Waits on barrier `s` of the four until its phase of `parity` has completed.
