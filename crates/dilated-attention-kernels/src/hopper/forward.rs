@@ -22,9 +22,11 @@
 //!   other's products, and a warpgroup whose rows all precede a chunk (causal) skips it.
 //!
 //! Tiles are in the 128-byte swizzled layout (`super::wgmma::swizzled`: 64-column panels of
-//! 128-byte rows, a row's 16-byte vectors permuted by the row). The `cp.async` landings and the query tile
-//! are generic-proxy writes; a consumer fences them to the async proxy (`fence.proxy.async`)
-//! after its barrier wait, before the products read them.
+//! 128-byte rows, a row's 16-byte vectors permuted by the row). The `cp.async` landings and
+//! the query tile are generic-proxy writes; they are fenced to the async proxy
+//! (`fence.proxy.async`) before the products read them: the query tile by its writers before
+//! the consumers' named barrier (`super::ring::sync_consumers`), each chunk by its consumers
+//! after their wait on the stage.
 //!
 //! Needs f16/bf16, head dim `d` of 64 or 128, blocks of 128/256 and `q, k, v` read as 8-wide
 //! vectors. `out: [batch, heads, n, d]`, `lse: [batch, heads, n]`. Shared memory: 81 KB a
