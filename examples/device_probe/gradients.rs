@@ -8,7 +8,9 @@
 
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution};
-use dilated_attention::{BlockSparseRingDilatedAttention, DilatedPattern};
+use dilated_attention::{
+    BlockSparseRingDilatedAttention, DilatedPattern, KernelPolicy, KernelStrategy, Sm80Tuning,
+};
 
 use super::forward::{EDGE, edge_module};
 use super::support::{Path, Probe, grads, max_abs_diff, quantised, read};
@@ -51,12 +53,42 @@ pub fn presets(p: &mut Probe) {
                 line += &format!(" {g} {e:.2e} (same-dtype reference path {e_naive:.2e})");
                 ok &= e.is_finite() && (dtype == DType::F32 || e <= 2.0 * e_naive);
             }
+            // The manual-MMA backward on the same inputs, where the Hopper one serves the
+            // default: says whether an error belongs to the Hopper kernels or to the draw.
+            if dtype != DType::F32 && pattern.sparse.block_size == 128 {
+                line += &sm80_backward_line(&module, &p.device, dtype, inputs, &truth);
+            }
             println!("{line}");
             if !ok {
                 p.miss(line);
             }
         }
     }
+}
+
+/// The errors of the manual-MMA backward (forced, the Hopper forward kept) on `inputs`, or
+/// why it did not run.
+fn sm80_backward_line(
+    module: &BlockSparseRingDilatedAttention,
+    device: &Device,
+    dtype: DType,
+    inputs: [&Tensor<4>; 4],
+    truth: &[Vec<f32>; 3],
+) -> String {
+    let sm80 = module
+        .clone()
+        .with_kernel_policy(KernelPolicy::Require)
+        .with_kernel_strategy(Some(KernelStrategy::Sm80(Sm80Tuning {
+            wgmma_backward: false,
+            ..Sm80Tuning::default()
+        })));
+    let g = grads(&sm80, device, dtype, Path::Kernels, inputs, None);
+    let e: Vec<String> = ["dq", "dk", "dv"]
+        .iter()
+        .zip(g.iter().zip(truth))
+        .map(|(name, (a, b))| format!("{name} {:.2e}", max_abs_diff(a, b)))
+        .collect();
+    format!(" | manual-MMA backward: {}", e.join(" "))
 }
 
 pub fn edge(p: &mut Probe, lengths: Option<&[usize]>) {
