@@ -28,13 +28,17 @@
 //! the consumers' named barrier (`super::ring::sync_consumers`), each chunk by its consumers
 //! after their wait on the stage.
 //!
-//! Needs f16/bf16, head dim `d` of 64 or 128, blocks of 128/256 and `q, k, v` read as 8-wide
-//! vectors. `out: [batch, heads, n, d]`, `lse: [batch, heads, n]`. Shared memory: 81 KB a
+//! Each plane's 16 finished rows leave through its rows of the query tile as whole 16-byte
+//! vectors (`super::epilogue`).
+//!
+//! Needs f16/bf16, head dim `d` of 64 or 128, blocks of 128/256 and `q, k, v, out` read and
+//! written as 8-wide vectors. `out: [batch, heads, n, d]`, `lse: [batch, heads, n]`. Shared memory: 81 KB a
 //! cube at head dim 64 (two cubes an SM), 161 KB at 128 (one).
 
 use cubecl::prelude::*;
 
-use super::ring::{CONSUMERS, Ring, STAGES, fill_stage, sync_consumers};
+use super::epilogue::write_rows_wide;
+use super::ring::{CONSUMERS, Ring, STAGES, fill_stage, sync_consumers, sync_warpgroup};
 use super::wgmma::{
     Acc, Frags, PANEL_ROW, Product, k_major, mma_rs_add, mma_ss, mn_major, shared_address, swizzled,
 };
@@ -42,7 +46,7 @@ use crate::addressing::{Rows, Tile, locate};
 use crate::args::{Operands, Pass};
 use crate::sm80::forward::LOG2E;
 use crate::sm80::mma::{CHUNK, P2, Walk, occupancy_hint, tiles_as_a, zero_tiles};
-use crate::sm80::rows::{mask_scores, softmax_step, write_rows};
+use crate::sm80::rows::{mask_scores, softmax_step};
 
 /// Query rows per cube: two warpgroups of one `wgmma` M (64 rows) each, sharing every staged
 /// key chunk.
@@ -65,7 +69,7 @@ pub(crate) fn shared_bytes(head_dim: usize) -> usize {
 #[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
 pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     io: &Operands<Vector<F, N>>,
-    out: &mut Tensor<F>,
+    out: &mut Tensor<Vector<F, N>>,
     lse: &mut Tensor<f32>,
     #[comptime] pass: Pass,
     #[comptime] merge: bool,
@@ -214,8 +218,23 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
         ring.release(i);
         i += 1;
     }
-    write_rows::<F>(
-        &acc, &m, &l, out, lse, &tile, &queries, prow0, io.neg_inf, 1usize, dtiles, merge,
+    // The warpgroup's products are done with its query rows, where its planes stage `out`.
+    sync_warpgroup(group);
+    write_rows_wide::<F, N>(
+        &acc,
+        &m,
+        &l,
+        out,
+        lse,
+        &mut buf[0..buf_len],
+        &tile,
+        &queries,
+        q0,
+        prow0,
+        io.neg_inf,
+        q_at,
+        dtiles,
+        merge,
     );
 }
 

@@ -4,11 +4,13 @@
 //! the shared-memory descriptors, [`selftest`] proves them on one tile against the host, `ring`
 //! holds the producer warp's stages and barriers, `forward` is the warp-specialised
 //! attention forward on them (head dims 64 and 128; the default where it applies, see
-//! `Sm80Tuning::wgmma_forward`), and `backward_dq` and `backward_dkdv` the backward's two
-//! kernels in the same shape (head dim 64, `Sm80Tuning::wgmma_backward`).
+//! `Sm80Tuning::wgmma_forward`) with its wide-store `epilogue`, and `backward_dq` and
+//! `backward_dkdv` the backward's two kernels in the same shape (head dim 64,
+//! `Sm80Tuning::wgmma_backward`).
 
 pub(crate) mod backward_dkdv;
 pub(crate) mod backward_dq;
+mod epilogue;
 pub(crate) mod forward;
 mod ptx;
 pub(crate) mod ring;

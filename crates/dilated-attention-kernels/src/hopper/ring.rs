@@ -148,6 +148,17 @@ pub(crate) fn sync_consumers() {
     gpu_asm!("bar.sync 1, 256;");
 }
 
+/// Waits until the four planes of warpgroup `group` (0 or 1) have arrived (named barriers 2
+/// and 3, 128 units each).
+#[cube]
+pub(crate) fn sync_warpgroup(group: usize) {
+    if group == 0 {
+        gpu_asm!("bar.sync 2, 128;");
+    } else {
+        gpu_asm!("bar.sync 3, 128;");
+    }
+}
+
 /// Waits on barrier `s` of the four until its phase of `parity` has completed.
 #[cube]
 fn wait_on(

@@ -52,6 +52,16 @@ pub fn forward_class(
     let s = check_inputs(client, plan, class, t.q, t.k, t.v, t.mask)?;
     t.out.expect_shape("out", t.q.shape(), "the shape of q")?;
     t.out.expect_elem("out", config.dtype.size())?;
+    // The Hopper forward stores `out` as whole vectors of the rows.
+    if plan.wgmma_forward() && !t.out.rows_aligned(plan.strategy().row_width()) {
+        return Err(KernelError::shape(
+            "out",
+            format!(
+                "a contiguous head dim and rows aligned to {} elements for the Hopper forward",
+                plan.strategy().row_width()
+            ),
+        ));
+    }
     t.lse.expect_shape(
         "lse",
         &[s.batch, s.heads, s.q_rows],

@@ -156,30 +156,9 @@ pub(crate) fn write_rows<F: Float>(
             }
             // Uniform across the 4 lanes of a row (they skip or write together).
             if live {
-                let empty = sum == 0.0f32;
                 let o_base =
                     tile.batch * out.stride(0) + tile.head * out.stride(1) + pq * out.stride(2);
-                let own = select(
-                    empty,
-                    neg_inf,
-                    m[r] * LN2 + f32::ln(select(empty, 1.0f32, sum)),
-                );
-                // out = w_new · acc + w_old · out_prev, lse = log(e^prev + e^own).
-                let mut w_new = select(empty, 0.0f32, 1.0f32 / select(empty, 1.0f32, sum));
-                let mut w_old = 0.0f32;
-                let mut value = own;
-                if comptime!(merge) {
-                    let top = f32::max(prev, own);
-                    let shift = select(top == neg_inf, 0.0f32, top);
-                    let a = f32::exp(prev - shift);
-                    let b = f32::exp(own - shift);
-                    let total = a + b;
-                    let none = total == 0.0f32;
-                    let inv_total = select(none, 0.0f32, 1.0f32 / select(none, 1.0f32, total));
-                    w_old = a * inv_total;
-                    w_new *= b * inv_total;
-                    value = select(none, neg_inf, shift + f32::ln(select(none, 1.0f32, total)));
-                }
+                let (w_new, w_old, value) = row_weights(sum, m[r], prev, neg_inf, merge);
                 #[unroll]
                 for dt in 0..dtiles {
                     let x = acc.index(comptime!(i * dtiles + dt))[h];
@@ -200,4 +179,40 @@ pub(crate) fn write_rows<F: Float>(
             }
         }
     }
+}
+
+/// A row's weights and log-sum-exp from its sum of `2^{x - m}` over the 4 lanes (`sum`), its
+/// running maximum `m` (base 2) and, with `merge`, the lse `prev` already written for it:
+/// `(w_new, w_old, lse)` with `out = w_new · acc + w_old · out_prev`,
+/// `lse = log(e^prev + e^own)`; a row that saw no key (`sum = 0`) keeps what it had.
+#[cube]
+pub(crate) fn row_weights(
+    sum: f32,
+    m: f32,
+    prev: f32,
+    neg_inf: f32,
+    #[comptime] merge: bool,
+) -> (f32, f32, f32) {
+    let empty = sum == 0.0f32;
+    let own = select(
+        empty,
+        neg_inf,
+        m * LN2 + f32::ln(select(empty, 1.0f32, sum)),
+    );
+    let mut w_new = select(empty, 0.0f32, 1.0f32 / select(empty, 1.0f32, sum));
+    let mut w_old = 0.0f32;
+    let mut value = own;
+    if comptime!(merge) {
+        let top = f32::max(prev, own);
+        let shift = select(top == neg_inf, 0.0f32, top);
+        let a = f32::exp(prev - shift);
+        let b = f32::exp(own - shift);
+        let total = a + b;
+        let none = total == 0.0f32;
+        let inv_total = select(none, 0.0f32, 1.0f32 / select(none, 1.0f32, total));
+        w_old = a * inv_total;
+        w_new *= b * inv_total;
+        value = select(none, neg_inf, shift + f32::ln(select(none, 1.0f32, total)));
+    }
+    (w_new, w_old, value)
 }
