@@ -54,10 +54,11 @@ pub struct Sm80Tuning {
     /// elsewhere the manual-MMA forward serves. On by default (faster on the H200 from 16K up,
     /// `docs/benchmarks.md`).
     pub wgmma_forward: bool,
-    /// The backward (`dQ` and `dK/dV`) on Hopper's warpgroup MMA (`crate::hopper`) where it
-    /// applies: CUDA sm_90+, f16/bf16, head dim 64, blocks of 128 or 256, not a ring window,
-    /// `dQ` not fused; elsewhere the manual-MMA kernels serve. On by default (LongNet fwd+bwd
-    /// 12–14 % faster on the H100 from 16K to 128K, `docs/benchmarks.md`).
+    /// The backward on Hopper's warpgroup MMA (`crate::hopper`) where it applies: CUDA
+    /// sm_90+, f16/bf16, blocks of 128 or 256, not a ring window, `dQ` not fused; `dQ` at head
+    /// dims 64 and 128, `dK/dV` at 64 (at 128 its accumulators would not fit the registers);
+    /// elsewhere the manual-MMA kernels serve. On by default (LongNet fwd+bwd 12–14 % faster
+    /// on the H100 from 16K to 128K at head dim 64, `docs/benchmarks.md`).
     pub wgmma_backward: bool,
 }
 
@@ -136,7 +137,8 @@ pub struct Plan {
     windowed: bool,
     fused_dq: bool,
     wgmma_forward: bool,
-    wgmma_backward: bool,
+    wgmma_dq: bool,
+    wgmma_dkdv: bool,
     unroll: bool,
 }
 
@@ -181,16 +183,22 @@ impl Plan {
         self.wgmma_forward
     }
 
-    /// Whether the backward (`dQ` and `dK/dV`) runs on Hopper's warpgroup MMA
-    /// (`crate::hopper::backward_dq`, `crate::hopper::backward_dkdv`).
-    pub fn wgmma_backward(&self) -> bool {
-        self.wgmma_backward
+    /// Whether the backward's `dQ` runs on Hopper's warpgroup MMA
+    /// (`crate::hopper::backward_dq`).
+    pub fn wgmma_dq(&self) -> bool {
+        self.wgmma_dq
+    }
+
+    /// Whether the backward's `dK/dV` runs on Hopper's warpgroup MMA
+    /// (`crate::hopper::backward_dkdv`; only where `dQ` does too).
+    pub fn wgmma_dkdv(&self) -> bool {
+        self.wgmma_dkdv
     }
 
     /// The kernels that run, as benchmark rows and logs name them: the strategy's name, or
     /// `wgmma` where some of the sm80 family's kernels run on Hopper's warpgroup MMA.
     pub fn label(&self) -> &'static str {
-        if self.wgmma_forward || self.wgmma_backward {
+        if self.wgmma_forward || self.wgmma_dq {
             "wgmma"
         } else {
             self.strategy.name()
@@ -257,27 +265,27 @@ pub fn plan(
         }
         _ => false,
     };
-    let wgmma_backward = match strategy {
+    let wgmma_dq = match strategy {
         Strategy::Sm80(tuning) => {
             tuning.wgmma_backward
                 && !windowed
                 && !fused_dq
                 && config.dtype != AttnDtype::F32
                 && crate::hopper::available(client)
-                && crate::hopper::backward_dkdv::serves_head_dim(config.head_dim)
-                && config
-                    .block
-                    .is_multiple_of(crate::hopper::backward_dkdv::ROWS)
+                && crate::hopper::backward_dq::serves_head_dim(config.head_dim)
+                && config.block.is_multiple_of(crate::hopper::forward::ROWS)
         }
         _ => false,
     };
+    let wgmma_dkdv = wgmma_dq && crate::hopper::backward_dkdv::serves_head_dim(config.head_dim);
     Ok(Plan {
         strategy,
         config: *config,
         windowed,
         fused_dq,
         wgmma_forward,
-        wgmma_backward,
+        wgmma_dq,
+        wgmma_dkdv,
         unroll: unroll_inner_loops(client),
     })
 }

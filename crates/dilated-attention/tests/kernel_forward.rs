@@ -225,7 +225,7 @@ fn plans_without_warpgroup_mma_name_their_family() {
         panic!("the portable kernels serve f32 on wgpu: {path:?}")
     };
     assert_eq!(plan.strategy(), KernelStrategy::Portable);
-    assert!(!plan.wgmma_forward() && !plan.wgmma_backward());
+    assert!(!plan.wgmma_forward() && !plan.wgmma_dq() && !plan.wgmma_dkdv());
     assert_eq!(path.label(), "portable");
     let tuning = Sm80Tuning::default();
     assert!(

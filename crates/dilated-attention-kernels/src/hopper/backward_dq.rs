@@ -1,5 +1,5 @@
-//! `dQ` of the backward on Hopper's warpgroup MMA (`wgmma.mma_async`, sm_90a), head dim 64,
-//! warp-specialised like `super::forward`, whose cube, ring and walk it shares.
+//! `dQ` of the backward on Hopper's warpgroup MMA (`wgmma.mma_async`, sm_90a), head dim 64 or
+//! 128, warp-specialised like `super::forward`, whose cube, ring and walk it shares.
 //!
 //! Same math, shapes, grid and accumulation contract as `crate::sm80::backward_dq` (its module
 //! docs hold them): a cube owns `ROWS = 128` gathered query rows (two consumer warpgroups of
@@ -15,9 +15,10 @@
 //! then `dQ · scale` is added to (or stored into) `dq`. The cube's `Q` and `dO` rows are
 //! staged once into K-major tiles by the consumers.
 //!
-//! Shapes: `q, dout: [batch, heads, n, 64]`, `k, v: [batch, kv_heads, n, 64]` read as 8-wide
-//! vectors, `lse, delta: [batch, heads, n]` f32, `dq: [batch, heads, n, 64]` (an f32
-//! accumulator, or the inputs' dtype when stored). Shared memory: 97 KB a cube.
+//! Shapes: `q, dout: [batch, heads, n, d]`, `k, v: [batch, kv_heads, n, d]` read as 8-wide
+//! vectors, `lse, delta: [batch, heads, n]` f32, `dq: [batch, heads, n, d]` (an f32
+//! accumulator, or the inputs' dtype when stored). Shared memory: 97 KB a cube at head dim 64,
+//! 193 KB at 128 (one cube an SM; `dK/dV` then runs on the manual-MMA kernel).
 
 use cubecl::prelude::*;
 
@@ -32,6 +33,11 @@ use crate::sm80::backward_dkdv::query_stats;
 use crate::sm80::backward_dq::write_query_grads;
 use crate::sm80::forward::LOG2E;
 use crate::sm80::mma::{CHUNK, Walk, exp2_approx, zero_tiles};
+
+/// Whether the kernel serves head dim `d` (64 or 128).
+pub(crate) fn serves_head_dim(d: usize) -> bool {
+    matches!(d, 64 | 128)
+}
 
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]

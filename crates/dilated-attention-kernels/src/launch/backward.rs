@@ -144,12 +144,17 @@ pub fn backward_class(
         }
     };
     // The Hopper kernels: cubes of two warpgroups' rows and the producer warp.
-    let wgmma = plan.wgmma_backward();
-    let ((dq_x, dq_threads), (kv_x, kv_threads)) = if wgmma {
-        let x = rows.rows() * (config.block / wgmma_dkdv::ROWS);
-        ((x, wgmma_dkdv::THREADS), (x, wgmma_dkdv::THREADS))
+    let (hopper_dq, hopper_dkdv) = (plan.wgmma_dq(), plan.wgmma_dkdv());
+    let hopper_cubes = rows.rows() * (config.block / wgmma_dkdv::ROWS);
+    let (dq_x, dq_threads) = if hopper_dq {
+        (hopper_cubes, wgmma_dkdv::THREADS)
     } else {
-        ((dq_x, dq_threads), (kv_x, kv_threads))
+        (dq_x, dq_threads)
+    };
+    let (kv_x, kv_threads) = if hopper_dkdv {
+        (hopper_cubes, wgmma_dkdv::THREADS)
+    } else {
+        (kv_x, kv_threads)
     };
     let (dq_count, kv_count) = (
         grid(client, dq_x, rows, s.batch)?,
@@ -184,7 +189,7 @@ pub fn backward_class(
             // segment and shared-memory indices are bounded by comptime sizes; the fused dQ
             // adds only to rows of real tokens of the contiguous f32 `dq`.
             unsafe {
-                if !fuse {
+                if !fuse && !hopper_dq {
                     $dq::launch_unchecked::<$($t),+>(
                         client,
                         dq_count.clone(),
@@ -216,16 +221,18 @@ pub fn backward_class(
         };
     }
     use half::{bf16, f16};
-    if wgmma {
+    if hopper_dq {
+        // The Hopper `dQ`, then its `dK/dV` (head dim 64) or, below, the manual-MMA one.
         macro_rules! hopper {
             ($f:ty, $g:ty, $bf16:expr) => {
-                // SAFETY: as for the launches above (the same checks cover this kernel's
-                // tensors); `Plan::wgmma_backward` holds only for unwindowed f16/bf16 plans of
-                // head dim 64 and blocks of 128 or 256 on sm_90+.
+                // SAFETY: as for the launches above (the same checks cover these kernels'
+                // tensors); `Plan::wgmma_dq` holds only for unwindowed, unfused f16/bf16 plans
+                // of head dim 64 or 128 and blocks of 128 or 256 on sm_90+, `Plan::wgmma_dkdv`
+                // for those of head dim 64.
                 unsafe {
                     backward_dq_wgmma::launch_unchecked::<$f, $g>(
                         client,
-                        dq_count,
+                        dq_count.clone(),
                         dq_dim,
                         width,
                         operands(t.q, t.k, t.v, t.mask, rows, &config),
@@ -235,19 +242,21 @@ pub fn backward_class(
                         store,
                         $bf16,
                     );
-                    backward_dkdv_wgmma::launch_unchecked::<$f, $g>(
-                        client,
-                        kv_count,
-                        kv_dim,
-                        width,
-                        operands(t.q, t.k, t.v, t.mask, cols, &config),
-                        grad_operands(t.dout, t.lse, t.delta),
-                        t.dk.arg(),
-                        t.dv.arg(),
-                        pass(&config, t.mask),
-                        store,
-                        $bf16,
-                    )
+                    if hopper_dkdv {
+                        backward_dkdv_wgmma::launch_unchecked::<$f, $g>(
+                            client,
+                            kv_count.clone(),
+                            kv_dim,
+                            width,
+                            operands(t.q, t.k, t.v, t.mask, cols, &config),
+                            grad_operands(t.dout, t.lse, t.delta),
+                            t.dk.arg(),
+                            t.dv.arg(),
+                            pass(&config, t.mask),
+                            store,
+                            $bf16,
+                        );
+                    }
                 }
             };
         }
@@ -260,7 +269,9 @@ pub fn backward_class(
                 return Err(KernelError::unsupported("dtype", "wgmma takes f16 or bf16"));
             }
         }
-        return Ok(());
+        if hopper_dkdv {
+            return Ok(());
+        }
     }
     match (config.dtype, plan.strategy(), store) {
         (AttnDtype::F32, _, _) => {
