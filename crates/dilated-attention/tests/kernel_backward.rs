@@ -84,19 +84,17 @@ fn backward_equals_reference_for_every_pattern(
 /// on lavapipe; causal and not are both crossed with every pattern above). Causal cases also
 /// seed the gradient of the log-sum-exp.
 #[rstest]
-#[case::longnet_gqa_causal(&[32, 64, 128], &[1, 2, 4], 16, true, 150, 8, 2, 64)]
-#[case::mqa_tail_block_causal(&[100], &[1], 32, true, 100, 3, 1, 32)]
-#[case::tiny_blocks(&[16, 48], &[1, 3], 4, false, 61, 5, 5, 32)]
-#[case::head_dim_128(&[128], &[2], 64, false, 130, 2, 2, 128)]
-#[allow(clippy::too_many_arguments)]
+#[case::longnet_gqa_causal(&[32, 64, 128], &[1, 2, 4], 16, true, 150, (8, 2), 64)]
+#[case::mqa_tail_block_causal(&[100], &[1], 32, true, 100, (3, 1), 32)]
+#[case::tiny_blocks(&[16, 48], &[1, 3], 4, false, 61, (5, 5), 32)]
+#[case::head_dim_128(&[128], &[2], 64, false, 130, (2, 2), 128)]
 fn backward_equals_reference_on_shapes(
     #[case] w: &[usize],
     #[case] r: &[usize],
     #[case] block: usize,
     #[case] causal: bool,
     #[case] n: usize,
-    #[case] heads: usize,
-    #[case] kv_heads: usize,
+    #[case] (heads, kv_heads): (usize, usize),
     #[case] head_dim: usize,
 ) {
     let case = Case::dilated(w, r, block, causal, n, heads, kv_heads, head_dim);
