@@ -32,8 +32,8 @@
 //! vectors (`super::epilogue`).
 //!
 //! Needs f16/bf16, head dim `d` of 64 or 128, blocks of 128/256 and `q, k, v, out` read and
-//! written as 8-wide vectors. `out: [batch, heads, n, d]`, `lse: [batch, heads, n]`. Shared memory: 81 KB a
-//! cube at head dim 64 (two cubes an SM), 161 KB at 128 (one).
+//! written as 8-wide vectors. `out: [batch, heads, n, d]`, `lse: [batch, heads, n]`. Shared
+//! memory: 81 KB a cube at head dim 64 (two cubes an SM), 161 KB at 128 (one).
 
 use cubecl::prelude::*;
 

@@ -2,7 +2,7 @@
 
 use cubecl::prelude::*;
 
-use super::{check_inputs, grad_operands, grid, operands, pass};
+use super::{check_inputs, expect_rows_aligned, grad_operands, grid, operands, pass};
 use crate::KernelError;
 use crate::args::{AttnDtype, ClassArgs, TensorRef};
 use crate::cmma::backward_dkdv::backward_dkdv_tc;
@@ -77,12 +77,7 @@ pub fn backward_class(
     let width = plan.strategy().row_width();
     t.dout.expect_shape("dout", t.q.shape(), "the shape of q")?;
     t.dout.expect_elem("dout", config.dtype.size())?;
-    if !t.dout.rows_aligned(width) {
-        return Err(KernelError::shape(
-            "dout",
-            format!("a contiguous head dim and rows aligned to {width} elements"),
-        ));
-    }
+    expect_rows_aligned("dout", t.dout, plan)?;
     let q_stats = [s.batch, s.heads, s.q_rows];
     for (name, x) in [("lse", t.lse), ("delta", t.delta)] {
         x.expect_shape(name, &q_stats, "[batch, heads, q_rows]")?;

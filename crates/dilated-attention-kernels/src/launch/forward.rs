@@ -2,7 +2,7 @@
 
 use cubecl::prelude::*;
 
-use super::{check_inputs, grid, operands, pass};
+use super::{check_inputs, expect_rows_aligned, grid, operands, pass};
 use crate::KernelError;
 use crate::args::{AttnDtype, ClassArgs, TensorRef};
 use crate::cmma::forward::block_sparse_forward_tc;
@@ -53,14 +53,8 @@ pub fn forward_class(
     t.out.expect_shape("out", t.q.shape(), "the shape of q")?;
     t.out.expect_elem("out", config.dtype.size())?;
     // The Hopper forward stores `out` as whole vectors of the rows.
-    if plan.wgmma_forward() && !t.out.rows_aligned(plan.strategy().row_width()) {
-        return Err(KernelError::shape(
-            "out",
-            format!(
-                "a contiguous head dim and rows aligned to {} elements for the Hopper forward",
-                plan.strategy().row_width()
-            ),
-        ));
+    if plan.wgmma_forward() {
+        expect_rows_aligned("out", t.out, plan)?;
     }
     t.lse.expect_shape(
         "lse",

@@ -62,16 +62,7 @@ pub(crate) fn check_inputs(
     let elem = config.dtype.size();
     for (name, t) in [("q", q), ("k", k), ("v", v)] {
         t.expect_elem(name, elem)?;
-        if !t.rows_aligned(plan.strategy().row_width()) {
-            return Err(KernelError::shape(
-                name,
-                format!(
-                    "a contiguous head dim and rows aligned to {} elements for the {} kernels",
-                    plan.strategy().row_width(),
-                    plan.strategy().name()
-                ),
-            ));
-        }
+        expect_rows_aligned(name, t, plan)?;
     }
     if let Some(mask) = mask {
         mask.expect_shape("mask", &[batch, k_rows], "[batch, keys]")?;
@@ -154,6 +145,26 @@ pub(crate) fn grid(
             ),
         ))
     }
+}
+
+/// `t` (argument `name`) has a contiguous head dim and rows that start on a multiple of the
+/// plan's row width, so that the kernels can read or write its rows as vectors of that width.
+pub(crate) fn expect_rows_aligned(
+    name: &'static str,
+    t: &TensorRef,
+    plan: &Plan,
+) -> Result<(), KernelError> {
+    if t.rows_aligned(plan.strategy().row_width()) {
+        return Ok(());
+    }
+    Err(KernelError::shape(
+        name,
+        format!(
+            "a contiguous head dim and rows aligned to {} elements for the {} kernels",
+            plan.strategy().row_width(),
+            plan.strategy().name()
+        ),
+    ))
 }
 
 /// The `Operands` of a launch: `q, k, v`, the padding mask (or a 1×1 stand-in over `q` that
