@@ -49,8 +49,8 @@ enum Family {
     /// sm80 with the forward on Hopper's warpgroup MMA (head dim 64 or 128, sm_90+), the
     /// backward on manual MMA.
     Sm80Wgmma,
-    /// sm80 with the forward and the backward on Hopper's warpgroup MMA (the backward at head
-    /// dim 64).
+    /// sm80 with the forward and the backward on Hopper's warpgroup MMA (head dim 64 or 128,
+    /// sm_90+).
     WgmmaBwd,
 }
 

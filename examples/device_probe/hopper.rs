@@ -14,10 +14,14 @@ pub fn run(p: &mut Probe, cube: &cubecl::Device) {
         match wgmma_selftest(&client, dtype) {
             Ok(check) => {
                 println!(
-                    "wgmma {dtype:?}: s = a·bᵀ (smem × smem) rel err {:.2e}; o = p·v (registers × smem, trans-b, accumulated) rel err {:.2e}",
-                    check.scores, check.output
+                    "wgmma {dtype:?}: s = a·bᵀ (smem × smem) rel err {:.2e}; o = p·v (registers × smem, trans-b, accumulated) rel err {:.2e}; s by two narrow (n32) products rel err {:.2e}",
+                    check.scores, check.output, check.narrow
                 );
-                for (what, err) in [("scores", check.scores), ("output", check.output)] {
+                for (what, err) in [
+                    ("scores", check.scores),
+                    ("output", check.output),
+                    ("narrow scores", check.narrow),
+                ] {
                     if err.is_nan() || err > 1e-2 {
                         p.over
                             .push(format!("wgmma {dtype:?} {what}: rel err {err:.2e} > 1e-2"));

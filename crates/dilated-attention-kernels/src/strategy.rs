@@ -55,10 +55,9 @@ pub struct Sm80Tuning {
     /// `docs/benchmarks.md`).
     pub wgmma_forward: bool,
     /// The backward on Hopper's warpgroup MMA (`crate::hopper`) where it applies: CUDA
-    /// sm_90+, f16/bf16, blocks of 128 or 256, not a ring window, `dQ` not fused; `dQ` at head
-    /// dims 64 and 128, `dK/dV` at 64 (at 128 its accumulators would not fit the registers);
-    /// elsewhere the manual-MMA kernels serve. On by default (LongNet fwd+bwd 12–14 % faster
-    /// on the H100 from 16K to 128K at head dim 64, `docs/benchmarks.md`).
+    /// sm_90+, f16/bf16, head dim 64 or 128, blocks of 128 or 256, not a ring window, `dQ` not
+    /// fused; elsewhere the manual-MMA kernels serve. On by default (LongNet fwd+bwd 12–14 %
+    /// faster on the H100 from 16K to 128K at head dim 64, `docs/benchmarks.md`).
     pub wgmma_backward: bool,
 }
 

@@ -1,5 +1,5 @@
-//! `dK/dV` of the backward on Hopper's warpgroup MMA (`wgmma.mma_async`, sm_90a), head dim 64,
-//! warp-specialised like `super::forward`.
+//! `dK/dV` of the backward on Hopper's warpgroup MMA (`wgmma.mma_async`, sm_90a), head dims 64
+//! and 128, warp-specialised like `super::forward`.
 //!
 //! Same math, shapes, grid and accumulation contract as `crate::sm80::backward_dkdv` (whose
 //! module docs and `crate::sm80::backward_dq`'s hold them): rows are keys, the walk goes over
@@ -12,43 +12,67 @@
 //!   the MN-major operands, `trans-b`; issued together),
 //!
 //! then `dK · scale` and `dV` are added to (or stored into) the gradient buffers. `dQ` is
-//! `super::backward_dq`'s job.
+//! `super::backward_dq`'s job. At head dim 128 the two accumulators take 128 registers a unit,
+//! so a chunk's queries go in two halves of `NARROW = 32`: `Sᵀ` and `dPᵀ` are `[64, 32]`
+//! (`m64n32k16`, 16 registers each) and the gradient products contract over 32 queries —
+//! the same sums, in the same order within a half.
 //!
-//! A cube is 288 units: a producer warp fills the ring (`super::ring`) with chunks of
+//! A cube is 288 units at head dim 64 and 384 at 128, where a producer warpgroup gives most of
+//! its registers to the consumers (`setmaxnreg`: 40 a unit for it, 232 for them; launched,
+//! each unit gets ptxas's 168). A producer warp fills the ring (`super::ring`) with chunks of
 //! `CHUNK = 64` gathered query and `dO` rows and their `L` (base 2, `+inf` for a query that
 //! sees no key or lies past the segment, so that its `p` is 0) and `Δ`; two consumer
 //! warpgroups own 64 keys each of the cube's `ROWS = 128`, whose `K` and `V` rows they stage
 //! once (zeros for keys that are not there, so `0 · NaN` cannot reach a gradient). A
-//! warpgroup whose keys all follow a chunk's queries (causal) or lie past the segment skips
-//! the chunk but still takes and releases its stage.
+//! warpgroup whose keys all follow a chunk's (or a half's) queries (causal) or lie past the
+//! segment skips them; it still takes and releases every stage.
 //!
-//! Shapes: `q, dout: [batch, heads, n, 64]`, `k, v: [batch, kv_heads, n, 64]` read as 8-wide
-//! vectors, `lse, delta: [batch, heads, n]` f32, `dk, dv: [batch, heads, n, 64]` (per query
-//! head; f32 accumulators, or the inputs' dtype when stored). Shared memory: 100 KB a cube.
+//! Shapes: `q, dout: [batch, heads, n, d]`, `k, v: [batch, kv_heads, n, d]` read as 8-wide
+//! vectors, `lse, delta: [batch, heads, n]` f32, `dk, dv: [batch, heads, n, d]` (per query
+//! head; f32 accumulators, or the inputs' dtype when stored). Shared memory a cube: four stages
+//! of `2 · CHUNK · d` and the `2 · ROWS · d` key and value rows, f16/bf16 — 96 KB at head dim
+//! 64, 192 KB at 128.
 
 use cubecl::prelude::*;
 
-use super::forward::{p_fragments, tile_vector, tiles_assign, tiles_into, wg_rows_bytes};
-use super::ring::{CONSUMERS, Ring, STAGES, copy_pair, sync_consumers};
+use super::forward::{
+    p_fragments, p_fragments_from, tile_vector, tiles_assign, tiles_into, wg_rows_bytes,
+};
+use super::ring::{
+    CONSUMERS, PRODUCERS, Ring, STAGES, consumer_registers, copy_pair, producer_registers,
+    sync_consumers,
+};
 use super::wgmma::{
-    PANEL_ROW, Product, half_of, k_major, mma_rs_add_pair, mma_ss_pair, mn_major, shared_address,
-    swizzled,
+    PANEL_ROW, Product, half_of, k_major, mma_rs_add_pair, mma_ss_pair, mma_ss_pair_narrow,
+    mn_major, shared_address, swizzled,
 };
 use crate::addressing::{Rows, Tile, locate};
 use crate::args::{GradOperands, Operands, Pass};
 use crate::sm80::backward_dkdv::{query_stats, write_key_grads};
 use crate::sm80::forward::{LOG2E, key_present};
-use crate::sm80::mma::{CHUNK, Walk, exp2_approx, zero_tiles};
+use crate::sm80::mma::{CHUNK, P2, Walk, exp2_approx, occupancy_hint, zero_tiles};
 
 /// Keys per cube: two warpgroups of one `wgmma` M (64 rows) each.
 pub(crate) const ROWS: usize = 128;
-/// Units per cube: two consumer warpgroups and the producer warp.
-pub(crate) const THREADS: usize = CONSUMERS + super::ring::PRODUCERS;
+/// Queries per narrow product at head dim 128: a chunk is two halves.
+const NARROW: usize = 32;
+/// Whether the kernel at head dim `d` moves registers from a producer warpgroup to the
+/// consumers (`setmaxnreg`): at 128, where the two accumulators alone take 128 registers a
+/// unit. At 64 the kernel needs no more than the 168 a unit it launches with, and measured
+/// slower with the move (`docs/benchmarks.md`, session 16).
+pub(crate) fn shares_registers(d: usize) -> bool {
+    d == 128
+}
 
-/// Whether the kernel serves head dim `d` (64: at 128 its four accumulators would not fit
-/// the registers).
+/// Units per cube at head dim `d`: two consumer warpgroups and the producer warp, or a whole
+/// producer warpgroup (whose first warp fills the ring) where the kernel shares registers.
+pub(crate) fn threads(d: usize) -> usize {
+    CONSUMERS + if shares_registers(d) { 128 } else { PRODUCERS }
+}
+
+/// Whether the kernel serves head dim `d` (64 or 128).
 pub(crate) fn serves_head_dim(d: usize) -> bool {
-    d == 64
+    d == 64 || d == 128
 }
 
 #[cube(launch_unchecked)]
@@ -63,6 +87,9 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
     #[comptime] overwrite: bool,
     #[comptime] bf16: bool,
 ) {
+    let share = comptime!(shares_registers(pass.head_dim));
+    // ptxas honours `setmaxnreg` only where it knows the registers at entry.
+    occupancy_hint(comptime!(u32::from(share)));
     // Rows are keys: `tile.qb` is the key block, the transposed layout lists its query blocks.
     let subtiles = comptime!(pass.block / ROWS);
     let d = comptime!(pass.head_dim);
@@ -105,6 +132,14 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
     );
     let mut i = 0usize;
     if unit >= CONSUMERS {
+        if comptime!(share) {
+            // Every plane of the producer warpgroup gives registers back; all but the first
+            // then leave.
+            producer_registers();
+            if unit >= comptime!(CONSUMERS + PRODUCERS) {
+                terminate!();
+            }
+        }
         let l_base = tile.batch * grad.lse.stride(0) + tile.head * grad.lse.stride(1);
         let d_base = tile.batch * grad.delta.stride(0) + tile.head * grad.delta.stride(1);
         let lane = unit % 32;
@@ -147,6 +182,9 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
         }
         terminate!();
     }
+    if comptime!(share) {
+        consumer_registers();
+    }
 
     stage_keys::<F, N>(
         &io.k,
@@ -184,6 +222,10 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
         b_panel: 0,
         b_transposed: true,
     });
+    let narrow_grad = comptime!(Product {
+        steps: (NARROW / 16) as u32,
+        ..grad_product
+    });
 
     let mut dk_acc = zero_tiles(comptime!(d / 8));
     let mut dv_acc = zero_tiles(comptime!(d / 8));
@@ -209,57 +251,115 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
             let cq0 = stage * CHUNK;
             let qbase = base + comptime!(2 * tile_bytes) * stage as u32;
             let gbase = qbase + tile_bytes;
-
-            // Sᵀ and dPᵀ, issued together.
-            let sdp = mma_ss_pair(dkt, k_major(qbase), dvt, k_major(gbase), st);
-            let mut s = zero_tiles(8usize);
-            tiles_assign(&mut s, 0usize, half_of(sdp, 0usize));
-            let mut dp = zero_tiles(8usize);
-            tiles_assign(&mut dp, 0usize, half_of(sdp, 1usize));
-            // Pᵀ = 2^{x − L} (queries along the columns), then dSᵀ = Pᵀ ∘ (dPᵀ − Δ) in dPᵀ's
-            // place.
-            let need = pass.causal && c0 < krow0 + 16;
-            #[unroll]
-            for j in 0..8usize {
+            if comptime!(d == 64) {
+                // Sᵀ and dPᵀ, issued together.
+                let sdp = mma_ss_pair(dkt, k_major(qbase), dvt, k_major(gbase), st);
+                let mut s = zero_tiles(8usize);
+                tiles_assign(&mut s, 0usize, half_of(sdp, 0usize));
+                let mut dp = zero_tiles(8usize);
+                tiles_assign(&mut dp, 0usize, half_of(sdp, 1usize));
+                let need = pass.causal && c0 < krow0 + 16;
                 #[unroll]
-                for h in 0..2usize {
-                    let key = krow0 + g + 8 * h;
-                    let mut x = s.index(j)[h];
-                    let mut y = dp.index(j)[h];
+                for j in 0..8usize {
                     #[unroll]
-                    for c in 0..2usize {
-                        let col = j * 8 + 2 * t + c;
-                        let mut xs = x.extract(c) * sl2;
-                        if need {
-                            xs = select(key <= c0 + col, xs, io.neg_inf);
-                        }
-                        let p = exp2_approx(xs - lq[cq0 + col]);
-                        x.insert(c, p);
-                        y.insert(c, p * (y.extract(c) - dlt[cq0 + col]));
+                    for h in 0..2usize {
+                        let key = krow0 + g + 8 * h;
+                        let (x, y) = grad_scores(
+                            s.index(j)[h],
+                            dp.index(j)[h],
+                            &lq[0..comptime!(STAGES * CHUNK)],
+                            &dlt[0..comptime!(STAGES * CHUNK)],
+                            cq0,
+                            c0,
+                            key,
+                            j * 8 + 2 * t,
+                            sl2,
+                            io.neg_inf,
+                            need,
+                        );
+                        let sj = s.index_mut(j);
+                        sj[h] = x;
+                        let dj = dp.index_mut(j);
+                        dj[h] = y;
                     }
-                    let sj = s.index_mut(j);
-                    sj[h] = x;
-                    let dj = dp.index_mut(j);
-                    dj[h] = y;
                 }
-            }
-            // dV += Pᵀ·dO and dK += dSᵀ·Q, issued together, one pair per 64 columns of the
-            // head dim.
-            let (pf, df) = (p_fragments::<F>(&s), p_fragments::<F>(&dp));
-            #[unroll]
-            for hh in 0..comptime!(d / 64) {
-                let half = comptime!((hh * CHUNK * PANEL_ROW) as u32);
+                // dV += Pᵀ·dO and dK += dSᵀ·Q, issued together.
                 let o = mma_rs_add_pair(
-                    tiles_into(&dv_acc, comptime!(8 * hh)),
-                    pf,
-                    mn_major(gbase + half),
-                    tiles_into(&dk_acc, comptime!(8 * hh)),
-                    df,
-                    mn_major(qbase + half),
+                    tiles_into(&dv_acc, 0usize),
+                    p_fragments::<F>(&s),
+                    mn_major(gbase),
+                    tiles_into(&dk_acc, 0usize),
+                    p_fragments::<F>(&dp),
+                    mn_major(qbase),
                     grad_product,
                 );
-                tiles_assign(&mut dv_acc, comptime!(8 * hh), half_of(o, 0usize));
-                tiles_assign(&mut dk_acc, comptime!(8 * hh), half_of(o, 1usize));
+                tiles_assign(&mut dv_acc, 0usize, half_of(o, 0usize));
+                tiles_assign(&mut dk_acc, 0usize, half_of(o, 1usize));
+            } else {
+                // Head dim 128: the chunk's queries in two halves of 32, so that `Sᵀ` and
+                // `dPᵀ` (16 registers each) fit beside the two 64-register accumulators.
+                #[unroll]
+                for half in 0..2usize {
+                    let at = comptime!((half * NARROW * PANEL_ROW) as u32);
+                    let h0 = c0 + half * NARROW;
+                    // Every query of the half precedes the warpgroup's keys (causal).
+                    if !(pass.causal && h0 + NARROW <= kw0) {
+                        let sdp = mma_ss_pair_narrow(
+                            dkt,
+                            k_major(qbase + at),
+                            dvt,
+                            k_major(gbase + at),
+                            st,
+                        );
+                        // Tiles 0–3 hold `Sᵀ`, tiles 4–7 `dPᵀ`.
+                        let mut sd = zero_tiles(8usize);
+                        tiles_assign(&mut sd, 0usize, sdp);
+                        let need = pass.causal && h0 < krow0 + 16;
+                        #[unroll]
+                        for j in 0..4usize {
+                            #[unroll]
+                            for h in 0..2usize {
+                                let key = krow0 + g + 8 * h;
+                                let (x, y) = grad_scores(
+                                    sd.index(j)[h],
+                                    sd.index(comptime!(j + 4))[h],
+                                    &lq[0..comptime!(STAGES * CHUNK)],
+                                    &dlt[0..comptime!(STAGES * CHUNK)],
+                                    cq0,
+                                    c0,
+                                    key,
+                                    half * NARROW + j * 8 + 2 * t,
+                                    sl2,
+                                    io.neg_inf,
+                                    need,
+                                );
+                                let sj = sd.index_mut(j);
+                                sj[h] = x;
+                                let dj = sd.index_mut(comptime!(j + 4));
+                                dj[h] = y;
+                            }
+                        }
+                        let pf = p_fragments_from::<F>(&sd, 0usize, 2usize);
+                        let df = p_fragments_from::<F>(&sd, 2usize, 2usize);
+                        // dV += Pᵀ·dO and dK += dSᵀ·Q over the half's 32 queries, a pair per
+                        // 64 columns of the head dim.
+                        #[unroll]
+                        for hh in 0..2usize {
+                            let panel = comptime!((hh * CHUNK * PANEL_ROW) as u32) + at;
+                            let o = mma_rs_add_pair(
+                                tiles_into(&dv_acc, comptime!(8 * hh)),
+                                pf,
+                                mn_major(gbase + panel),
+                                tiles_into(&dk_acc, comptime!(8 * hh)),
+                                df,
+                                mn_major(qbase + panel),
+                                narrow_grad,
+                            );
+                            tiles_assign(&mut dv_acc, comptime!(8 * hh), half_of(o, 0usize));
+                            tiles_assign(&mut dk_acc, comptime!(8 * hh), half_of(o, 1usize));
+                        }
+                    }
+                }
             }
         }
         // `wgmma` has finished reading the stage (each call waits for its products).
@@ -269,6 +369,40 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
     write_key_grads::<F, G, N>(
         &dk_acc, &dv_acc, dk, dv, io, &tile, &keys, krow0, pass, overwrite,
     );
+}
+
+/// `Pᵀ` and `dSᵀ` of one accumulator pair: `x` holds `Sᵀ` and `y` `dPᵀ` of `key` at chunk
+/// columns (queries) `col, col + 1`; returns `Pᵀ = 2^{log2(e)·scale·Sᵀ − L}` (0 for a
+/// causal-future query where `need`) and `dSᵀ = Pᵀ ∘ (dPᵀ − Δ)`, `L` and `Δ` read from the
+/// stage's `lq`, `dlt` at `cq0 + col`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn grad_scores(
+    x: Vector<f32, P2>,
+    y: Vector<f32, P2>,
+    lq: &[f32],
+    dlt: &[f32],
+    cq0: usize,
+    c0: usize,
+    key: usize,
+    col: usize,
+    sl2: f32,
+    neg_inf: f32,
+    need: bool,
+) -> (Vector<f32, P2>, Vector<f32, P2>) {
+    let mut p = x;
+    let mut ds = y;
+    #[unroll]
+    for c in 0..2usize {
+        let mut xs = x.extract(c) * sl2;
+        if need {
+            xs = select(key <= c0 + col + c, xs, neg_inf);
+        }
+        let pc = exp2_approx(xs - lq[cq0 + col + c]);
+        p.insert(c, pc);
+        ds.insert(c, pc * (y.extract(c) - dlt[cq0 + col + c]));
+    }
+    (p, ds)
 }
 
 /// Loads the cube's `ROWS` gathered key and value rows from `k0` into the K-major tiles at

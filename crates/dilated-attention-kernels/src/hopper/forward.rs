@@ -354,10 +354,22 @@ pub(crate) fn tiles_into(
 /// rounded to `F`, two per `u32`.
 #[cube]
 pub(crate) fn p_fragments<F: Float>(s: &Sequence<Array<Vector<f32, P2>>>) -> Vector<u32, Frags> {
+    p_fragments_from::<F>(s, 0usize, 4usize)
+}
+
+/// The register `A` operand of `steps` 16-wide k-steps whose columns start at tile `2 · kk0` of
+/// `s`, rounded to `F`, two per `u32`; the fragments of the steps past `steps` are zeros (a
+/// product of fewer steps never reads them).
+#[cube]
+pub(crate) fn p_fragments_from<F: Float>(
+    s: &Sequence<Array<Vector<f32, P2>>>,
+    #[comptime] kk0: usize,
+    #[comptime] steps: usize,
+) -> Vector<u32, Frags> {
     let mut frags = Vector::<u32, Frags>::new(0u32);
     #[unroll]
-    for kk in 0..4usize {
-        let a = tiles_as_a::<F>(s, kk);
+    for kk in 0..steps {
+        let a = tiles_as_a::<F>(s, comptime!(kk0 + kk));
         #[unroll]
         for r in 0..4usize {
             frags.insert(comptime!(4 * kk + r), u32::reinterpret(a[r]));

@@ -5,8 +5,8 @@
 //! holds the producer warp's stages and barriers, `forward` is the warp-specialised
 //! attention forward on them (head dims 64 and 128; the default where it applies, see
 //! `Sm80Tuning::wgmma_forward`) with its wide-store `epilogue`, and `backward_dq` and
-//! `backward_dkdv` the backward's two kernels in the same shape (`dQ` at head dims 64 and 128,
-//! `dK/dV` at 64; `Sm80Tuning::wgmma_backward`).
+//! `backward_dkdv` the backward's two kernels in the same shape (head dims 64 and 128;
+//! `Sm80Tuning::wgmma_backward`).
 
 pub(crate) mod backward_dkdv;
 pub(crate) mod backward_dq;

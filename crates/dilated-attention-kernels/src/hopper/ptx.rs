@@ -30,6 +30,8 @@ struct Slot {
     a: (Operand, usize),
     /// The `B` descriptor's operand index.
     b: usize,
+    /// The product's N: 64, or 32 for a narrow one (`n / 2` result registers).
+    n: usize,
 }
 
 /// The PTX of one call. Operands are numbered as CubeCL lowers them: the result first (PTX
@@ -48,6 +50,7 @@ pub(super) fn product_ptx(p: Product, a: Operand, accumulate: bool, first: usize
             Operand::Registers => (a, a_reg),
         },
         b: first + 1,
+        n: 64,
     };
     products_ptx(&[slot])
 }
@@ -64,6 +67,7 @@ pub(super) fn pair_ptx(p: Product, a: Operand) -> String {
             acc: None,
             a: (a, 1 + 2 * k),
             b: 2 + 2 * k,
+            n: 64,
         }),
         Operand::Registers => [0, 1].map(|k| Slot {
             product: p,
@@ -71,8 +75,24 @@ pub(super) fn pair_ptx(p: Product, a: Operand) -> String {
             acc: Some(64 + 32 * k),
             a: (a, 128 + 16 * k),
             b: 97 + k,
+            n: 64,
         }),
     };
+    products_ptx(&slots)
+}
+
+/// The PTX of a pair of narrow products (`N = 32`), all four operands in shared memory, issued
+/// together: results in `%0..%16` and `%16..%32`, operands `$1..$5` as for [`pair_ptx`]'s shared
+/// `A`.
+pub(super) fn narrow_pair_ptx(p: Product) -> String {
+    let slots = [0, 1].map(|k| Slot {
+        product: p,
+        out: 16 * k,
+        acc: None,
+        a: (Operand::Shared, 1 + 2 * k),
+        b: 2 + 2 * k,
+        n: 32,
+    });
     products_ptx(&slots)
 }
 
@@ -84,15 +104,15 @@ fn products_ptx(slots: &[Slot]) -> String {
         String::from("{\n.reg .pred p;\n.reg .b64 da, db;\n.reg .b32 one;\nmov.b32 one, 1;\n");
     for slot in slots {
         if let Some(acc) = slot.acc {
-            for i in 0..32 {
+            for i in 0..slot.n / 2 {
                 s += &format!("mov.b32 %{}, %{};\n", slot.out + i, acc + i);
             }
         }
     }
     s += "wgmma.fence.sync.aligned;\n";
     for slot in slots {
-        let p = slot.product;
-        let d = (slot.out..slot.out + 32)
+        let (p, n) = (slot.product, slot.n);
+        let d = (slot.out..slot.out + n / 2)
             .map(|r| format!("%{r}"))
             .collect::<Vec<_>>();
         let d = if slots.len() == 1 {
@@ -124,10 +144,10 @@ fn products_ptx(slots: &[Slot]) -> String {
             let tb = u32::from(p.b_transposed);
             s += &match slot.a.0 {
                 Operand::Shared => format!(
-                    "wgmma.mma_async.sync.aligned.m64n64k16.f32.{ty}.{ty} {d}, {a_arg}, db, p, 1, 1, 0, {tb};\n"
+                    "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}.{ty} {d}, {a_arg}, db, p, 1, 1, 0, {tb};\n"
                 ),
                 Operand::Registers => format!(
-                    "wgmma.mma_async.sync.aligned.m64n64k16.f32.{ty}.{ty} {d}, {a_arg}, db, p, 1, 1, {tb};\n"
+                    "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}.{ty} {d}, {a_arg}, db, p, 1, 1, {tb};\n"
                 ),
             };
         }
@@ -205,5 +225,30 @@ mod tests {
         assert!(z.contains("add.s64 da, $3, 0;"), "{z}");
         assert!(z.contains("add.s64 db, $4, 384;"), "{z}");
         assert_eq!(z.matches("setp.ne.b32 p, one, 1;").count(), 2);
+    }
+
+    #[test]
+    fn narrow_pairs_write_sixteen_registers_each() {
+        let p = Product {
+            bf16: false,
+            steps: 8,
+            a_panel: 16384,
+            b_panel: 8192,
+            b_transposed: false,
+        };
+        let t = narrow_pair_ptx(p);
+        assert_eq!(
+            t.matches("wgmma.mma_async.sync.aligned.m64n32k16").count(),
+            16
+        );
+        assert_eq!(t.matches("wait_group").count(), 1);
+        assert!(t.contains("{%0, %1,"), "{t}");
+        assert!(t.contains("%14, %15}"), "{t}");
+        assert!(t.contains("{%16, %17,"), "{t}");
+        assert!(t.contains("%30, %31}"), "{t}");
+        assert!(!t.contains("%32"), "{t}");
+        // The second product's descriptors, last step: the second panels, three steps in.
+        assert!(t.contains("add.s64 da, $3, 1030;"), "{t}");
+        assert!(t.contains("add.s64 db, $4, 518;"), "{t}");
     }
 }

@@ -138,6 +138,35 @@ impl Ring {
     }
 }
 
+/// Registers a unit of a producer warpgroup keeps after [`producer_registers`].
+pub(crate) const PRODUCER_REGISTERS: u32 = 40;
+/// Registers a consumer unit may use after [`consumer_registers`]: with 384 units launched at
+/// 168 registers each (ptxas's share of the 64K), a whole producer warpgroup giving back down to
+/// [`PRODUCER_REGISTERS`] pays for it (`128 · 40 + 256 · 232 = 64 512`).
+pub(crate) const CONSUMER_REGISTERS: u32 = 232;
+
+/// A kernel of 384 units (two consumer warpgroups and a producer warpgroup): the producer
+/// warpgroup's four planes, all of them, give registers back to the SM's pool
+/// (`setmaxnreg.dec`, to [`PRODUCER_REGISTERS`]).
+#[cube]
+pub(crate) fn producer_registers() {
+    let text = comptime!(format!(
+        "setmaxnreg.dec.sync.aligned.u32 {PRODUCER_REGISTERS};"
+    ));
+    gpu_asm!("{text}");
+}
+
+/// A kernel of 384 units: each consumer warpgroup takes registers from the pool
+/// (`setmaxnreg.inc`, to [`CONSUMER_REGISTERS`]; it waits until the producers have given theirs
+/// back).
+#[cube]
+pub(crate) fn consumer_registers() {
+    let text = comptime!(format!(
+        "setmaxnreg.inc.sync.aligned.u32 {CONSUMER_REGISTERS};"
+    ));
+    gpu_asm!("{text}");
+}
+
 /// Consumers only: waits until every consumer unit has arrived (named barrier 1, `CONSUMERS`
 /// units), after making this unit's generic-proxy writes to shared memory visible to `wgmma`.
 /// Lets the consumers stage their tiles while the producer warp, which never takes part, is
@@ -276,5 +305,21 @@ pub(crate) fn copy_pair<F: Float, N: Size>(
                 buf[to + tv] = Vector::new(F::new(0.0));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_shares_fit_the_register_file() {
+        // `setmaxnreg` takes multiples of 8 in 24..=256; the shares of the three warpgroups
+        // must fit the SM's 64K registers, the budget the launch gave them (168 each).
+        for r in [PRODUCER_REGISTERS, CONSUMER_REGISTERS] {
+            assert!(r % 8 == 0 && (24..=256).contains(&r), "{r}");
+        }
+        let shares = 128 * PRODUCER_REGISTERS + CONSUMERS as u32 * CONSUMER_REGISTERS;
+        assert!(shares <= 384 * 168, "{shares}");
     }
 }

@@ -4,6 +4,8 @@
 //! - `s = a · bᵀ` — both operands K-major in shared memory, four k-steps in one call;
 //! - `o = f16(s) · v` — `P` from the accumulator registers as the `A` fragments, `v` MN-major
 //!   (`trans-b`), in two calls of two k-steps, the second accumulating onto the first;
+//! - `s` again as a pair of narrow products (`m64n32k16`, `b`'s rows 32–63 first, then 0–31),
+//!   issued together;
 //!
 //! and the host compares both against f64 products of the same rounded inputs.
 
@@ -11,7 +13,8 @@ use cubecl::prelude::*;
 use half::{bf16, f16};
 
 use super::wgmma::{
-    Frags, Product, k_major, mma_rs, mma_rs_add, mma_ss, mn_major, shared_address, swizzled,
+    Frags, Product, k_major, mma_rs, mma_rs_add, mma_ss, mma_ss_pair_narrow, mn_major,
+    shared_address, swizzled,
 };
 use crate::args::{AttnDtype, TensorRef};
 use crate::{KernelError, read_f32};
@@ -28,6 +31,8 @@ pub struct WgmmaCheck {
     pub scores: f64,
     /// `o = f16(s) · v` (registers × shared, transposed `B`, accumulated over two calls).
     pub output: f64,
+    /// `s` from two narrow products (`N = 32`) issued together.
+    pub narrow: f64,
 }
 
 #[cube(launch_unchecked)]
@@ -37,6 +42,7 @@ fn wgmma_selftest_kernel<F: Float>(
     v: &Tensor<F>,
     s: &mut Tensor<f32>,
     o: &mut Tensor<f32>,
+    n: &mut Tensor<f32>,
     #[comptime] bf16: bool,
 ) {
     let unit = UNIT_POS as usize;
@@ -94,6 +100,14 @@ fn wgmma_selftest_kernel<F: Float>(
     });
     let first = mma_rs(lo, mn_major(base + 2 * tile_bytes), pv);
     let out = mma_rs_add(first, hi, mn_major(base + 2 * tile_bytes + 4096), pv);
+    // Columns 32..64 of `s` (`b`'s rows 32.., 4096 bytes on), then 0..32.
+    let narrow = mma_ss_pair_narrow(
+        k_major(base),
+        k_major(base + tile_bytes + 4096),
+        k_major(base),
+        k_major(base + tile_bytes),
+        qk,
+    );
 
     let plane = unit / 32;
     let lane = unit % 32;
@@ -107,6 +121,9 @@ fn wgmma_selftest_kernel<F: Float>(
             let c = comptime!(8 * j) + 2 * t + comptime!(e % 2);
             s[r * DIM + c] = scores.extract(comptime!(4 * j + e));
             o[r * DIM + c] = out.extract(comptime!(4 * j + e));
+            // Narrow tile `j` is column tile `j + 4` of `s` for `j < 4`, `j − 4` after.
+            let nc = (c + 32) % DIM;
+            n[r * DIM + nc] = narrow.extract(comptime!(4 * j + e));
         }
     }
 }
@@ -163,7 +180,7 @@ pub fn wgmma_selftest(client: &Client, dtype: AttnDtype) -> Result<WgmmaCheck, K
         )
     };
     let (ta, tb, tv) = (upload(&a)?, upload(&b)?, upload(&v)?);
-    let (ts, to) = (poisoned()?, poisoned()?);
+    let (ts, to, tn) = (poisoned()?, poisoned()?, poisoned()?);
     macro_rules! launch {
         ($t:ty) => {
             // SAFETY: every tensor holds `DIM · DIM` elements, the kernel's whole range.
@@ -177,6 +194,7 @@ pub fn wgmma_selftest(client: &Client, dtype: AttnDtype) -> Result<WgmmaCheck, K
                     tv.arg(),
                     ts.arg(),
                     to.arg(),
+                    tn.arg(),
                     dtype == AttnDtype::BF16,
                 )
             }
@@ -188,6 +206,7 @@ pub fn wgmma_selftest(client: &Client, dtype: AttnDtype) -> Result<WgmmaCheck, K
     }
     let s = read_f32(client, ts.handle())?;
     let o = read_f32(client, to.handle())?;
+    let narrow = read_f32(client, tn.handle())?;
     let product = |x: &[f32], y: &[f32], transposed: bool| -> Vec<f64> {
         let mut z = vec![0f64; TILE];
         for i in 0..DIM {
@@ -228,5 +247,6 @@ pub fn wgmma_selftest(client: &Client, dtype: AttnDtype) -> Result<WgmmaCheck, K
     Ok(WgmmaCheck {
         scores: error(&s, &s_ref),
         output: error(&o, &o_ref),
+        narrow: error(&narrow, &s_ref),
     })
 }

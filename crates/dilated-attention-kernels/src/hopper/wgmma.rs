@@ -33,7 +33,7 @@
 
 use cubecl::prelude::*;
 
-use super::ptx::{Operand, pair_ptx, product_ptx};
+use super::ptx::{Operand, narrow_pair_ptx, pair_ptx, product_ptx};
 
 /// Accumulator registers per unit of a 64×64 f32 tile.
 pub(crate) type Acc = Const<32>;
@@ -298,6 +298,31 @@ pub(crate) fn mma_ss_pair(
 ) -> Vector<f32, Acc2> {
     let text = comptime!(pair_ptx(product, Operand::Shared));
     let out: Vector<f32, Acc2>;
+    gpu_asm!(
+        "{text}",
+        "// {d} {a0} {b0} {a1} {b1}",
+        d = out(_) out,
+        a0 = in(_) da0,
+        b0 = in(_) db0,
+        a1 = in(_) da1,
+        b1 = in(_) db1,
+    );
+    out
+}
+/// `(D₀, D₁) = (A₀·B₀, A₁·B₁)` for narrow products (`D[64, 32]`, `B` 32 wide in N), all four
+/// operands in shared memory, issued together and waited for once: `D₀` in elements `0..16`
+/// (column tiles 0–3 in [`super::forward::tiles_assign`]'s renaming), `D₁` in `16..32` (tiles
+/// 4–7).
+#[cube]
+pub(crate) fn mma_ss_pair_narrow(
+    da0: u64,
+    db0: u64,
+    da1: u64,
+    db1: u64,
+    #[comptime] product: Product,
+) -> Vector<f32, Acc> {
+    let text = comptime!(narrow_pair_ptx(product));
+    let out: Vector<f32, Acc>;
     gpu_asm!(
         "{text}",
         "// {d} {a0} {b0} {a1} {b1}",

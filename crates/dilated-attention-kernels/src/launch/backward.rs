@@ -142,12 +142,12 @@ pub fn backward_class(
     let (hopper_dq, hopper_dkdv) = (plan.wgmma_dq(), plan.wgmma_dkdv());
     let hopper_cubes = rows.rows() * (config.block / wgmma_dkdv::ROWS);
     let (dq_x, dq_threads) = if hopper_dq {
-        (hopper_cubes, wgmma_dkdv::THREADS)
+        (hopper_cubes, crate::hopper::forward::THREADS)
     } else {
         (dq_x, dq_threads)
     };
     let (kv_x, kv_threads) = if hopper_dkdv {
-        (hopper_cubes, wgmma_dkdv::THREADS)
+        (hopper_cubes, wgmma_dkdv::threads(config.head_dim))
     } else {
         (kv_x, kv_threads)
     };
@@ -217,13 +217,14 @@ pub fn backward_class(
     }
     use half::{bf16, f16};
     if hopper_dq {
-        // The Hopper `dQ`, then its `dK/dV` (head dim 64) or, below, the manual-MMA one.
+        // The Hopper `dQ`, then its `dK/dV` (where `Plan::wgmma_dkdv`) or, below, the
+        // manual-MMA one.
         macro_rules! hopper {
             ($f:ty, $g:ty, $bf16:expr) => {
                 // SAFETY: as for the launches above (the same checks cover these kernels'
                 // tensors); `Plan::wgmma_dq` holds only for unwindowed, unfused f16/bf16 plans
-                // of head dim 64 or 128 and blocks of 128 or 256 on sm_90+, `Plan::wgmma_dkdv`
-                // for those of head dim 64.
+                // of head dim 64 or 128 and blocks of 128 or 256 on sm_90+, and so does
+                // `Plan::wgmma_dkdv`.
                 unsafe {
                     backward_dq_wgmma::launch_unchecked::<$f, $g>(
                         client,

@@ -431,9 +431,14 @@ impl Walk {
 ///
 /// CubeCL emits `__launch_bounds__(threads)` alone, so ptxas sizes registers for one cube; a
 /// marker comment in the source tells the workspace's patched `cubecl-cuda`
-/// (`patches/README.md`) to add the minimum. Elsewhere the comment changes nothing.
+/// (`patches/README.md`) to add the minimum. Elsewhere the comment changes nothing. A kernel
+/// that moves registers between warpgroups (`setmaxnreg`) asks for 1: without a minimum ptxas
+/// does not know the count at entry and ignores `setmaxnreg` (its warning C7508).
 #[cube]
 pub(crate) fn occupancy_hint(#[comptime] min_blocks: u32) {
+    if comptime!(min_blocks == 1) {
+        comment!("cubecl-min-blocks-per-sm=1");
+    }
     if comptime!(min_blocks == 2) {
         comment!("cubecl-min-blocks-per-sm=2");
     }
