@@ -35,12 +35,12 @@
 
 use cubecl::prelude::*;
 
-use super::forward::{
-    p_fragments, p_fragments_from, tile_vector, tiles_assign, tiles_into, wg_rows_bytes,
-};
 use super::ring::{
     CONSUMERS, PRODUCERS, Ring, STAGES, consumer_registers, copy_pair, producer_registers,
     sync_consumers,
+};
+use super::tiles::{
+    p_fragments, p_fragments_from, tile_vector, tiles_assign, tiles_into, wg_rows_bytes,
 };
 use super::wgmma::{
     PANEL_ROW, Product, half_of, k_major, mma_rs_add_pair, mma_ss_pair, mma_ss_pair_narrow,

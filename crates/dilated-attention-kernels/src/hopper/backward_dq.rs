@@ -22,8 +22,9 @@
 
 use cubecl::prelude::*;
 
-use super::forward::{ROWS, p_fragments, stage_queries, tiles_assign, tiles_into, wg_rows_bytes};
+use super::forward::{ROWS, stage_queries};
 use super::ring::{CONSUMERS, Ring, STAGES, fill_stage, sync_consumers};
+use super::tiles::{p_fragments, tiles_assign, tiles_into, wg_rows_bytes};
 use super::wgmma::{
     PANEL_ROW, Product, half_of, k_major, mma_rs_add, mma_ss_pair, mn_major, shared_address,
 };

@@ -39,13 +39,14 @@ use cubecl::prelude::*;
 
 use super::epilogue::write_rows_wide;
 use super::ring::{CONSUMERS, Ring, STAGES, fill_stage, sync_consumers, sync_warpgroup};
+use super::tiles::{p_fragments, tile_vector, tiles_assign, tiles_into, wg_rows_bytes};
 use super::wgmma::{
-    Acc, Frags, PANEL_ROW, Product, k_major, mma_rs_add, mma_ss, mn_major, shared_address, swizzled,
+    PANEL_ROW, Product, k_major, mma_rs_add, mma_ss, mn_major, shared_address, swizzled,
 };
 use crate::addressing::{Rows, Tile, locate};
 use crate::args::{Operands, Pass};
 use crate::sm80::forward::LOG2E;
-use crate::sm80::mma::{CHUNK, P2, Walk, occupancy_hint, tiles_as_a, zero_tiles};
+use crate::sm80::mma::{CHUNK, P2, Walk, occupancy_hint, zero_tiles};
 use crate::sm80::rows::{mask_scores, softmax_step};
 
 /// Query rows per cube: two warpgroups of one `wgmma` M (64 rows) each, sharing every staged
@@ -272,12 +273,6 @@ fn score_chunk(
     softmax_step(s, m, l, acc, sl2, neg_inf, 1usize, dtiles);
 }
 
-/// Bytes from a panel's first row to a warpgroup's first (64 rows on).
-#[cube]
-pub(crate) fn wg_rows_bytes() -> u32 {
-    comptime!((64 * PANEL_ROW) as u32)
-}
-
 /// Loads the cube's `ROWS` gathered query rows of `q` (or of `dO`, which has its shape) from
 /// `q0` into the swizzled tile at vector `at` (the consumer units, `CONSUMERS` of them, load;
 /// eight adjacent units a row, a plain load a vector).
@@ -300,80 +295,4 @@ pub(crate) fn stage_queries<F: Float, N: Size>(
         let p = queries.row(tile, q0 + r);
         buf[at + swizzled(r, c, ROWS)] = q[(base + p * q.stride(2)) / nv + c];
     }
-}
-
-/// Row and vector column of the `e`-th vector of a `ROWS`-row tile when units take vectors in
-/// order: eight adjacent units share a row (one 128-byte panel row), panels one after another.
-#[cube]
-pub(crate) fn tile_vector(e: usize) -> (usize, usize) {
-    let panel = e / comptime!(8 * ROWS);
-    ((e / 8) % ROWS, panel * 8 + e % 8)
-}
-
-/// The accumulator registers of a 64×64 product as the manual-MMA family's eight 16×8 tiles
-/// (the same registers, renamed), written into `tiles[at..at + 8]`.
-#[cube]
-pub(crate) fn tiles_assign(
-    tiles: &mut Sequence<Array<Vector<f32, P2>>>,
-    #[comptime] at: usize,
-    x: Vector<f32, Acc>,
-) {
-    #[unroll]
-    for j in 0..8usize {
-        let a = tiles.index_mut(comptime!(at + j));
-        #[unroll]
-        for h in 0..2usize {
-            let mut pair = Vector::<f32, P2>::new(0.0f32);
-            pair.insert(0usize, x.extract(comptime!(4 * j + 2 * h)));
-            pair.insert(1usize, x.extract(comptime!(4 * j + 2 * h + 1)));
-            a[h] = pair;
-        }
-    }
-}
-
-/// The inverse of [`tiles_assign`](fn@tiles_assign).
-#[cube]
-pub(crate) fn tiles_into(
-    tiles: &Sequence<Array<Vector<f32, P2>>>,
-    #[comptime] at: usize,
-) -> Vector<f32, Acc> {
-    let mut x = Vector::<f32, Acc>::new(0.0f32);
-    #[unroll]
-    for j in 0..8usize {
-        #[unroll]
-        for h in 0..2usize {
-            let pair = tiles.index(comptime!(at + j))[h];
-            x.insert(comptime!(4 * j + 2 * h), pair.extract(0usize));
-            x.insert(comptime!(4 * j + 2 * h + 1), pair.extract(1usize));
-        }
-    }
-    x
-}
-
-/// The register `A` operand of `P·V`: the probabilities of the chunk's four 16-key steps,
-/// rounded to `F`, two per `u32`.
-#[cube]
-pub(crate) fn p_fragments<F: Float>(s: &Sequence<Array<Vector<f32, P2>>>) -> Vector<u32, Frags> {
-    p_fragments_from::<F>(s, 0usize, 4usize)
-}
-
-/// The register `A` operand of `steps` 16-wide k-steps whose columns start at tile `2 · kk0` of
-/// `s`, rounded to `F`, two per `u32`; the fragments of the steps past `steps` are zeros (a
-/// product of fewer steps never reads them).
-#[cube]
-pub(crate) fn p_fragments_from<F: Float>(
-    s: &Sequence<Array<Vector<f32, P2>>>,
-    #[comptime] kk0: usize,
-    #[comptime] steps: usize,
-) -> Vector<u32, Frags> {
-    let mut frags = Vector::<u32, Frags>::new(0u32);
-    #[unroll]
-    for kk in 0..steps {
-        let a = tiles_as_a::<F>(s, comptime!(kk0 + kk));
-        #[unroll]
-        for r in 0..4usize {
-            frags.insert(comptime!(4 * kk + r), u32::reinterpret(a[r]));
-        }
-    }
-    frags
 }

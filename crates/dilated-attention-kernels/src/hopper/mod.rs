@@ -2,7 +2,8 @@
 //!
 //! Built bottom-up and checked on the device at each level: `wgmma` holds the products and
 //! the shared-memory descriptors, [`selftest`] proves them on one tile against the host, `ring`
-//! holds the producer warp's stages and barriers, `forward` is the warp-specialised
+//! holds the producer warp's stages and barriers, `tiles` the tile addressing and register
+//! renamings the kernels share, `forward` is the warp-specialised
 //! attention forward on them (head dims 64 and 128; the default where it applies, see
 //! `Sm80Tuning::wgmma_forward`) with its wide-store `epilogue`, and `backward_dq` and
 //! `backward_dkdv` the backward's two kernels in the same shape (head dims 64 and 128;
@@ -14,6 +15,7 @@ mod epilogue;
 pub(crate) mod forward;
 mod ptx;
 pub(crate) mod ring;
+mod tiles;
 pub(crate) mod wgmma;
 
 pub mod selftest;

@@ -311,7 +311,7 @@ pub(crate) fn mma_ss_pair(
 }
 /// `(D₀, D₁) = (A₀·B₀, A₁·B₁)` for narrow products (`D[64, 32]`, `B` 32 wide in N), all four
 /// operands in shared memory, issued together and waited for once: `D₀` in elements `0..16`
-/// (column tiles 0–3 in [`super::forward::tiles_assign`]'s renaming), `D₁` in `16..32` (tiles
+/// (column tiles 0–3 in [`super::tiles::tiles_assign`]'s renaming), `D₁` in `16..32` (tiles
 /// 4–7).
 #[cube]
 pub(crate) fn mma_ss_pair_narrow(

@@ -138,16 +138,22 @@ pub fn backward_class(
             (shape, shape)
         }
     };
-    // The Hopper kernels: cubes of two warpgroups' rows and the producer warp.
+    // The Hopper kernels: cubes of two warpgroups' rows (queries for `dQ`, which has the
+    // forward's cube, keys for `dK/dV`) and the producer warp or warpgroup.
     let (hopper_dq, hopper_dkdv) = (plan.wgmma_dq(), plan.wgmma_dkdv());
-    let hopper_cubes = rows.rows() * (config.block / wgmma_dkdv::ROWS);
     let (dq_x, dq_threads) = if hopper_dq {
-        (hopper_cubes, crate::hopper::forward::THREADS)
+        (
+            rows.rows() * (config.block / crate::hopper::forward::ROWS),
+            crate::hopper::forward::THREADS,
+        )
     } else {
         (dq_x, dq_threads)
     };
     let (kv_x, kv_threads) = if hopper_dkdv {
-        (hopper_cubes, wgmma_dkdv::threads(config.head_dim))
+        (
+            rows.rows() * (config.block / wgmma_dkdv::ROWS),
+            wgmma_dkdv::threads(config.head_dim),
+        )
     } else {
         (kv_x, kv_threads)
     };
