@@ -2,8 +2,8 @@
 # The H200 session script (see docs/benchmarks.md): runs on the device machine from the
 # repository root, with the stripped, xz-compressed binaries in .dev/ and the Vulkan loader
 # packages in .gl/ (both carried). Sections: `startup`, `downstream`, `probe`,
-# `probe-vulkan`, `sweep` (sizes from $SWEEP_SIZES), `sweep-fusion-off`, `sweep-d128`,
-# `kernel-bench`, `scale`.
+# `probe-vulkan`, `bench-vulkan`, `sweep` (sizes from $SWEEP_SIZES), `sweep-fusion-off`,
+# `sweep-d128`, `kernel-bench`, `scale`.
 # Everything a section prints also goes to $OUT/<section>.txt.
 #
 #   bash benches/device_run.sh downstream probe sweep
@@ -54,7 +54,14 @@ for section in "$@"; do
       run probe timeout "${PROBE_TIMEOUT:-540}" /tmp/bin/device_probe --device cuda --check "${PROBE_CHECKS:-all}"
       ;;
     probe-vulkan)
-      run probe-vulkan /tmp/bin/device_probe --device wgpu --check basics,strategies,forward,gradients
+      # A probe built with `--features vulkan` (SPIR-V; carried as .dev/device_probe_vulkan.xz):
+      # the `cmma` kernels on the driver's cooperative matrices, against the same references.
+      run probe-vulkan /tmp/bin/device_probe_vulkan --device vulkan --check basics,strategies,forward,gradients
+      ;;
+    bench-vulkan)
+      # Ours on Vulkan (SPIR-V) and on CUDA, same card, same call (issue 20's ratio).
+      run bench-vulkan /tmp/bin/kernel_bench_vulkan --device vulkan --sizes "${VULKAN_SIZES:-16k,128k}" --mode both --iters 5
+      run bench-cuda /tmp/bin/kernel_bench --device cuda --sizes "${VULKAN_SIZES:-16k,128k}" --mode both --iters 5
       ;;
     sweep)
       run sweep /tmp/bin/xtask bench --backend cuda --sizes "${SWEEP_SIZES:-4k,16k,64k,128k}" --pattern seed,longnet \

@@ -104,7 +104,7 @@ fn main() -> ExitCode {
         }
     };
     let Ok(Some(cube)) = args.device.cube() else {
-        eprintln!("the probe checks a CubeCL device: --device wgpu or cuda");
+        eprintln!("the probe checks a CubeCL device: --device wgpu, vulkan or cuda");
         return ExitCode::from(2);
     };
     let client = cube.client();

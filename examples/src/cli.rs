@@ -11,6 +11,9 @@ pub enum DeviceArg {
     Wgpu,
     /// CUDA device 0 (needs a build with `--features cuda` and the NVIDIA driver).
     Cuda,
+    /// The default adapter pinned to Vulkan, kernels compiled to SPIR-V (needs a build with
+    /// `--features vulkan`): the `cmma` kernels where the driver has cooperative matrices.
+    Vulkan,
 }
 
 impl DeviceArg {
@@ -23,6 +26,10 @@ impl DeviceArg {
             Self::Cuda => Ok(Device::cuda(0usize)),
             #[cfg(not(feature = "cuda"))]
             Self::Cuda => Err("this build has no CUDA: rebuild with `--features cuda`".into()),
+            #[cfg(feature = "vulkan")]
+            Self::Vulkan => Ok(Device::vulkan(DeviceKind::DefaultDevice)),
+            #[cfg(not(feature = "vulkan"))]
+            Self::Vulkan => Err(NO_VULKAN.into()),
         }
     }
 
@@ -39,9 +46,19 @@ impl DeviceArg {
                 .map_err(|e| format!("CUDA device 0: {e:?}")),
             #[cfg(not(feature = "cuda"))]
             Self::Cuda => Err("this build has no CUDA: rebuild with `--features cuda`".into()),
+            #[cfg(feature = "vulkan")]
+            Self::Vulkan => Ok(Some(cubecl::Device::Wgpu(
+                cubecl::wgpu::WgpuDevice::default().on(cubecl::wgpu::WgpuBackend::Vulkan),
+            ))),
+            #[cfg(not(feature = "vulkan"))]
+            Self::Vulkan => Err(NO_VULKAN.into()),
         }
     }
 }
+
+/// Why `--device vulkan` does not run in this build.
+#[cfg(not(feature = "vulkan"))]
+const NO_VULKAN: &str = "this build has no SPIR-V: rebuild with `--features vulkan`";
 
 /// Parses a size like `4096`, `4k` or `1m`.
 pub fn parse_size(s: &str) -> Result<usize, String> {
