@@ -434,7 +434,22 @@ fn class_attention(
             let alpha = (m_old - shift.clone()).exp();
             let p = (scores - shift).exp();
             let l_new = l.clone().slice_dim(2, 0..rj) * alpha.clone() + p.clone().sum_dim(4);
-            let acc_new = acc.clone().slice_dim(2, 0..rj) * alpha + products.matmul(p, vj);
+            let pv = if upper.is_some() && diagonal.contains(&true) {
+                // A causal diagonal block holds keys some of its queries may not see, and
+                // `0 · NaN` would carry a non-finite value of such a key's row to them: the
+                // product takes the finite values only, and a query that does see a
+                // non-finite value (`p > 0` on it) gets NaN in that column.
+                let bad = vj.clone().is_finite().bool_not();
+                let seen = products
+                    .matmul(p.clone(), bad.clone().float().cast(DType::F32))
+                    .greater_elem(0.0);
+                products
+                    .matmul(p, vj.mask_fill(bad, 0.0))
+                    .mask_fill(seen, f32::NAN)
+            } else {
+                products.matmul(p, vj)
+            };
+            let acc_new = acc.clone().slice_dim(2, 0..rj) * alpha + pv;
             let keep_tail = |new: Tensor<5>, old: Tensor<5>| {
                 if rj == rows {
                     new
