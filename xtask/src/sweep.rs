@@ -24,6 +24,9 @@ pub enum Backend {
     Cuda,
     /// wgpu (Vulkan, Metal, DX12, lavapipe).
     Wgpu,
+    /// wgpu pinned to Vulkan with SPIR-V (binary built with `--features vulkan`): the `cmma`
+    /// kernels on cooperative matrices where the driver has them.
+    Vulkan,
     /// Burn's CPU backend (flex).
     Cpu,
 }
@@ -33,6 +36,7 @@ impl Backend {
         match self {
             Self::Cuda => "cuda",
             Self::Wgpu => "wgpu",
+            Self::Vulkan => "vulkan",
             Self::Cpu => "cpu",
         }
     }
@@ -44,6 +48,10 @@ impl Backend {
             #[cfg(not(feature = "cuda"))]
             Self::Cuda => Err("--backend cuda: rebuild with `--features cuda`".into()),
             Self::Wgpu => Ok(Device::wgpu(DeviceKind::DefaultDevice)),
+            #[cfg(feature = "vulkan")]
+            Self::Vulkan => Ok(Device::vulkan(DeviceKind::DefaultDevice)),
+            #[cfg(not(feature = "vulkan"))]
+            Self::Vulkan => Err("--backend vulkan: rebuild with `--features vulkan`".into()),
             Self::Cpu => Ok(Device::flex()),
         }
     }
@@ -337,11 +345,11 @@ pub fn run(opts: Options) -> Result<(Vec<Row>, PathBuf), String> {
                 * (n as f64)
                 * (n as f64)
                 * if mode == "fwd" { 1.0 } else { 3.5 };
-            // wgpu: beyond 4K the n²·heads scores pass the adapter's largest storage binding
-            // and the dispatch is dropped without an error (H100 Vulkan: 0.3 ms "timings" at
-            // 16K), so those rows are not measured.
+            // wgpu (WGSL or SPIR-V): beyond 4K the n²·heads scores pass the adapter's largest
+            // storage binding and the dispatch is dropped without an error (H100 Vulkan: 0.3 ms
+            // "timings" at 16K), so those rows are not measured.
             let dense_limit = match backend {
-                Backend::Cpu | Backend::Wgpu => 4096,
+                Backend::Cpu | Backend::Wgpu | Backend::Vulkan => 4096,
                 Backend::Cuda => 32768,
             };
             let dense = Row {
