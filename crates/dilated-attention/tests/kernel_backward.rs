@@ -384,3 +384,53 @@ fn tracked_queries_with_plain_keys_and_mask_run_the_kernels() {
     };
     assert_close(&grad(&gpu, true), &grad(&cpu, false), 1e-4, "dq");
 }
+
+/// NaN in the value row and `+inf` in the key row of the last key, which under causal masking
+/// only the last query may see, changes the query gradient of no other query (the kernels'
+/// portable backward and the reference path's autodiff). The keys' gradients are not compared:
+/// the last query's output is NaN, and through it every key it sees gets NaN gradients, as
+/// IEEE arithmetic has it.
+#[rstest]
+fn nan_in_a_causal_future_key_reaches_no_query_gradient_before_it(
+    #[values(PatternType::Dense, PatternType::DilatedSparse)] kind: PatternType,
+) {
+    let Some(gpu) = gpu() else { return };
+    let (b, h, n, d) = (1, 2, 90, 32);
+    let module = two_branches(n, kind, true);
+    let cpu = cpu(23);
+    let [q, k, v, r] = [0; 4].map(|_| randn([b, h, n, d], &cpu));
+    let run = |module: &BlockSparseRingDilatedAttention, device: &Device, poison: bool| {
+        let ad = device.clone().autodiff();
+        let on = |t: &Tensor<4>| Tensor::<4>::from_data(t.to_data(), &ad);
+        let (k, v) = (on(&k), on(&v));
+        let (k, v) = if poison {
+            let last = Tensor::<1, Int>::arange(0..n as i64, &ad)
+                .equal_elem(n as i64 - 1)
+                .reshape([1, 1, n, 1])
+                .expand([b, h, n, d]);
+            (
+                k.mask_fill(last.clone(), f32::INFINITY),
+                v.mask_fill(last, f32::NAN),
+            )
+        } else {
+            (k, v)
+        };
+        let q = on(&q).require_grad();
+        let out = module
+            .forward_masked(q.clone(), k.require_grad(), v.require_grad(), None)
+            .unwrap();
+        let grads = (out * on(&r)).sum().backward();
+        let dq = values(q.grad(&grads).unwrap());
+        dq.chunks(n * d)
+            .flat_map(|head| head[..(n - 1) * d].to_vec())
+            .collect::<Vec<f32>>()
+    };
+    for (device, module, what) in [
+        (&gpu, module.clone(), "kernels"),
+        (&cpu, module.clone().without_kernels(), "reference"),
+    ] {
+        let clean = run(&module, device, false);
+        let dirty = run(&module, device, true);
+        assert_close(&dirty, &clean, 0.0, &format!("{what} dq {kind:?}"));
+    }
+}

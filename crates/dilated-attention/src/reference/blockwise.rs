@@ -38,6 +38,9 @@ struct ClassPlan {
     active: usize,
     /// `[active × block]`: row of `q` for each gathered query slot (0 for padding slots).
     q_gather: Vec<i64>,
+    /// `[active × block]`: the padding slots among them (past the segment, or not a query of
+    /// the plan): they see no key, so they neither carry a value nor give row 0 a gradient.
+    q_filler: Vec<bool>,
     /// Referenced key blocks.
     key_blocks: usize,
     /// `[key_blocks × block]`: row of `k`/`v` for each gathered key slot (0 for padding).
@@ -105,11 +108,14 @@ impl ClassPlan {
                 }
             }
         }
-        let q_gather = order
+        let q_slot = |(b, c)| token(b, c).map_or(-1, |p| q_index[p]);
+        let q_rows: Vec<i64> = order
             .iter()
             .flat_map(|&b| (0..bs).map(move |c| (b, c)))
-            .map(|(b, c)| token(b, c).map_or(0, |p| q_index[p].max(0)))
+            .map(q_slot)
             .collect();
+        let q_filler = q_rows.iter().map(|&r| r < 0).collect();
+        let q_gather = q_rows.iter().map(|&r| r.max(0)).collect();
         let depth = order.first().map_or(0, |&b| degree(b));
         let slots = (0..depth)
             .map(|j| {
@@ -136,6 +142,7 @@ impl ClassPlan {
             heads: class.heads.iter().map(|&h| h as i64).collect(),
             active: order.len(),
             q_gather,
+            q_filler,
             key_blocks,
             k_gather,
             k_valid,
@@ -201,6 +208,7 @@ impl crate::cache::CacheSize for ReferencePlan {
             .map(|c| {
                 8 * (c.heads.len() + c.q_gather.len() + c.k_gather.len() + c.scatter.len())
                     + 4 * c.k_valid.len()
+                    + c.q_filler.len()
                     + c.slots
                         .iter()
                         .map(|(k, d)| 8 * k.len() + d.len())
@@ -342,6 +350,10 @@ fn class_attention(
         .select(1, ints(&cp.heads, &device))
         .select(2, ints(&cp.q_gather, &device))
         .reshape([batch, hc, rows, bs, d]);
+    // Padding slots take no key (`hidden` below) and pass no gradient to the row they were
+    // gathered from.
+    let q_filler = bools(&cp.q_filler, [1, 1, rows, bs, 1], &device);
+    let q_rows = q_rows.mask_fill(q_filler.clone().expand([batch, hc, rows, bs, d]), 0.0);
 
     // Every float tensor in f32, whatever the device's default float type.
     let f32_on = (&device, DType::F32);
@@ -418,15 +430,34 @@ fn class_attention(
                 .lower_elem(0.5)
                 .reshape([batch, 1, rj, 1, width * bs])
                 .expand(full);
+            hidden = hidden.bool_or(q_filler.clone().slice_dim(2, 0..rj).expand(full));
             if let Some(upper) = &upper {
                 let six = [batch, hc, rj, bs, width, bs];
                 let diag = bools(&diagonal, [1, 1, rj, 1, width, 1], &device).expand(six);
                 let within = diag.bool_and(upper.clone().expand(six)).reshape(full);
                 hidden = hidden.bool_or(within);
             }
-            let scores = products
-                .matmul(qj, kj.swap_dims(3, 4))
-                .mask_fill(hidden, f32::NEG_INFINITY);
+            // A causal diagonal block holds keys some of its queries may not see, and `0 · NaN`
+            // or `0 · ∞` would carry a non-finite value of such a key's row to them (through
+            // `P·V` forward, through `dS·K` backward): the products take the finite values
+            // only, and a query that does see a non-finite value gets NaN — in its scores for
+            // a key with a non-finite `k`, in the columns of `P·V` for a non-finite `v`.
+            let guard = upper.is_some() && diagonal.contains(&true);
+            let (kj, k_bad) = if guard {
+                let bad = kj.clone().is_finite().bool_not();
+                let key_bad = bad
+                    .clone()
+                    .any_dim(4)
+                    .reshape([batch, hc, rj, 1, width * bs]);
+                (kj.mask_fill(bad, 0.0), Some(key_bad.expand(full)))
+            } else {
+                (kj, None)
+            };
+            let mut scores = products.matmul(qj, kj.swap_dims(3, 4));
+            if let Some(k_bad) = k_bad {
+                scores = scores.mask_fill(k_bad, f32::NAN);
+            }
+            let scores = scores.mask_fill(hidden, f32::NEG_INFINITY);
 
             let m_old = m.clone().slice_dim(2, 0..rj);
             let m_new = m_old.clone().max_pair(scores.clone().max_dim(4)).detach();
@@ -434,11 +465,7 @@ fn class_attention(
             let alpha = (m_old - shift.clone()).exp();
             let p = (scores - shift).exp();
             let l_new = l.clone().slice_dim(2, 0..rj) * alpha.clone() + p.clone().sum_dim(4);
-            let pv = if upper.is_some() && diagonal.contains(&true) {
-                // A causal diagonal block holds keys some of its queries may not see, and
-                // `0 · NaN` would carry a non-finite value of such a key's row to them: the
-                // product takes the finite values only, and a query that does see a
-                // non-finite value (`p > 0` on it) gets NaN in that column.
+            let pv = if guard {
                 let bad = vj.clone().is_finite().bool_not();
                 let seen = products
                     .matmul(p.clone(), bad.clone().float().cast(DType::F32))
