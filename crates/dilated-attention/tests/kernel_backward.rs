@@ -404,13 +404,9 @@ fn nan_in_a_causal_future_key_reaches_no_query_gradient_before_it(
         let on = |t: &Tensor<4>| Tensor::<4>::from_data(t.to_data(), &ad);
         let (k, v) = (on(&k), on(&v));
         let (k, v) = if poison {
-            let last = Tensor::<1, Int>::arange(0..n as i64, &ad)
-                .equal_elem(n as i64 - 1)
-                .reshape([1, 1, n, 1])
-                .expand([b, h, n, d]);
             (
-                k.mask_fill(last.clone(), f32::INFINITY),
-                v.mask_fill(last, f32::NAN),
+                common::poison_key(k, n - 1, f32::INFINITY),
+                common::poison_key(v, n - 1, f32::NAN),
             )
         } else {
             (k, v)

@@ -272,39 +272,40 @@ fn strided_inputs_equal_contiguous_ones() {
     assert_close(&values(l), &values(l2), 1e-6, "strided lse");
 }
 
-/// `t` (`k` or `v`) with row `key` of every kv head set to `value`.
-fn poison_key(t: Tensor<4>, key: usize, value: f32) -> Tensor<4> {
-    let [b, kv, n, d] = t.dims();
-    let device = t.device();
-    let row = Tensor::<1, Int>::arange(0..n as i64, &device)
-        .equal_elem(key as i64)
-        .reshape([1, 1, n, 1])
-        .expand([b, kv, n, d]);
-    t.mask_fill(row, value)
-}
-
-/// The last query's output rows (every head), through the kernels or the reference path.
-fn run_last(
+/// `(out, lse)` of `module` through the kernels or the reference path, each split per head
+/// into the rows before the last query and the last query's row.
+#[allow(clippy::type_complexity)]
+fn split_last(
     module: &BlockSparseRingDilatedAttention,
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
     kernels: bool,
-) -> Vec<f32> {
-    let n = q.dims()[2];
-    let (o, _) = if kernels {
+) -> ((Vec<f32>, Vec<f32>), (Vec<f32>, Vec<f32>)) {
+    let [_, _, n, d] = q.dims();
+    let (o, l) = if kernels {
         module.forward_kernels(q, k, v, None)
     } else {
         module.forward_with_lse(q, k, v, None)
     }
     .unwrap();
-    values(o.slice_dim(2, n - 1..n))
+    let split = |t: Vec<f32>, per_row: usize| {
+        let (mut before, mut last) = (Vec::new(), Vec::new());
+        for head in t.chunks(n * per_row) {
+            before.extend_from_slice(&head[..(n - 1) * per_row]);
+            last.extend_from_slice(&head[(n - 1) * per_row..]);
+        }
+        (before, last)
+    };
+    (split(values(o), d), split(values(l), 1))
 }
 
 /// A NaN in the value row (and `+inf` in the key row) of the last key, which under causal
 /// masking only the last query may see, changes no other query's `out` or `lse` by a bit: on
 /// the kernels (the portable family on lavapipe) and on the reference path. Every pattern
-/// type; `n` not a multiple of the block, so the key also sits in a partial block.
+/// type; `n` not a multiple of the block, so the key also sits in a partial block. Where the
+/// last query sees the key (dense blocks), a NaN in its value row reaches it: no silent finite
+/// output.
 #[rstest]
 fn nan_in_a_causal_future_key_reaches_no_query_before_it(#[values(false, true)] kernels: bool) {
     let cpu = cpu(11);
@@ -321,48 +322,18 @@ fn nan_in_a_causal_future_key_reaches_no_query_before_it(#[values(false, true)] 
             module.without_kernels()
         };
         let [q, k, v] = common::qkv([1, h, kv, n, d], &cpu).map(|t| t.to_device(&device));
-        let run = |k: Tensor<4>, v: Tensor<4>| {
-            let (o, l) = if kernels {
-                module.forward_kernels(q.clone(), k, v, None)
-            } else {
-                module.forward_with_lse(q.clone(), k, v, None)
-            }
-            .unwrap();
-            let before = |t: Vec<f32>, per_row: usize| {
-                t.chunks(n * per_row)
-                    .flat_map(|head| head[..(n - 1) * per_row].to_vec())
-                    .collect::<Vec<f32>>()
-            };
-            (before(values(o), d), before(values(l), 1))
-        };
-        let (o, l) = run(k.clone(), v.clone());
-        let (o2, l2) = run(
-            poison_key(k.clone(), n - 1, f32::INFINITY),
-            poison_key(v.clone(), n - 1, f32::NAN),
+        let run = |k, v| split_last(&module, q.clone(), k, v, kernels);
+        let ((o, _), (l, _)) = run(k.clone(), v.clone());
+        let ((o2, _), (l2, _)) = run(
+            common::poison_key(k.clone(), n - 1, f32::INFINITY),
+            common::poison_key(v.clone(), n - 1, f32::NAN),
         );
         let what = format!("{kind:?}, kernels {kernels}");
-        assert_close(
-            &o2,
-            &o,
-            0.0,
-            &format!("out of the queries before the key, {what}"),
-        );
-        assert_close(
-            &l2,
-            &l,
-            0.0,
-            &format!("lse of the queries before the key, {what}"),
-        );
-        // Where the last query sees the key (dense blocks), a NaN in its value row is not
-        // hidden from it: no silent finite output.
+        let before = "of the queries before the key";
+        assert_close(&o2, &o, 0.0, &format!("out {before}, {what}"));
+        assert_close(&l2, &l, 0.0, &format!("lse {before}, {what}"));
         if kind == PatternType::Dense {
-            let last = run_last(
-                &module,
-                q.clone(),
-                k,
-                poison_key(v, n - 1, f32::NAN),
-                kernels,
-            );
+            let ((_, last), _) = run(k, common::poison_key(v, n - 1, f32::NAN));
             assert!(
                 last.iter().all(|x| x.is_nan()),
                 "the last query's output is not NaN, {what}"

@@ -212,3 +212,14 @@ pub fn ring_preset(
         }
     }
 }
+
+/// `t` (`k` or `v`) with row `key` of every kv head set to `value`.
+pub fn poison_key(t: Tensor<4>, key: usize, value: f32) -> Tensor<4> {
+    let [b, kv, n, d] = t.dims();
+    let device = t.device();
+    let row = Tensor::<1, Int>::arange(0..n as i64, &device)
+        .equal_elem(key as i64)
+        .reshape([1, 1, n, 1])
+        .expand([b, kv, n, d]);
+    t.mask_fill(row, value)
+}
