@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The H200 session script (see docs/benchmarks.md): runs on the device machine from the
-# repository root, with the stripped, xz-compressed binaries in .dev/ and the Vulkan loader
-# packages in .gl/ (both carried). Sections: `startup`, `downstream`, `probe`,
+# repository root, with the stripped, xz-compressed binaries in .dev/ (the SPIR-V builds in
+# .dev-vulkan/: the two folders together pass a call's 64 MiB) and the Vulkan loader packages
+# in .gl/ (carried). Sections: `startup`, `downstream`, `probe`,
 # `probe-vulkan`, `bench-vulkan`, `sweep` (sizes from $SWEEP_SIZES), `sweep-fusion-off`,
 # `sweep-d128`, `kernel-bench`, `scale`.
 # Everything a section prints also goes to $OUT/<section>.txt.
@@ -10,7 +11,8 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT" /tmp/bin
-for f in .dev/*.xz; do
+for f in .dev/*.xz .dev-vulkan/*.xz; do
+  [ -e "$f" ] || continue
   b=/tmp/bin/$(basename "$f" .xz)
   [ -x "$b" ] || { xz -dc "$f" > "$b" && chmod +x "$b"; }
 done
@@ -54,7 +56,7 @@ for section in "$@"; do
       run probe timeout "${PROBE_TIMEOUT:-540}" /tmp/bin/device_probe --device cuda --check "${PROBE_CHECKS:-all}"
       ;;
     probe-vulkan)
-      # A probe built with `--features vulkan` (SPIR-V; carried as .dev/device_probe_vulkan.xz):
+      # A probe built with `--features vulkan` (SPIR-V; carried as .dev-vulkan/device_probe_vulkan.xz):
       # the `cmma` kernels on the driver's cooperative matrices, against the same references.
       run probe-vulkan /tmp/bin/device_probe_vulkan --device vulkan --check basics,strategies,forward,gradients
       ;;
