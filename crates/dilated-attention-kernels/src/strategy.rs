@@ -115,6 +115,51 @@ impl Strategy {
                     ))
                 }
             }
+        }?;
+        let (need, limit) = (self.shared_bytes(config), shared_limit(client));
+        if need > limit {
+            return refuse(format!(
+                "{} needs {need} B of shared memory a cube at head dim {}, blocks of {}; this \
+                 device gives a cube {limit} B",
+                self.name(),
+                config.head_dim,
+                config.block
+            ));
+        }
+        Ok(())
+    }
+
+    /// The most shared memory one cube of the family's kernels takes for `config`, in bytes
+    /// (the `dK/dV` kernel of [`Strategy::Sm80`] without the fused `dQ`, which the plan only
+    /// turns on where it fits too).
+    pub fn shared_bytes(&self, config: &KernelConfig) -> usize {
+        let (d, block, nv) = (config.head_dim, config.block, self.row_width());
+        match self {
+            Self::Portable => crate::portable::shared_bytes(d),
+            Self::Cmma => {
+                crate::cmma::forward::shared_bytes(d).max(crate::cmma::backward::shared_bytes(d))
+            }
+            Self::Sm80(tuning) => {
+                let forward = crate::sm80::forward::shared_bytes(
+                    d,
+                    block,
+                    usize::from(tuning.forward_tiles),
+                    nv,
+                );
+                let dq = crate::sm80::backward_dq::dq_shared_bytes(
+                    d,
+                    block,
+                    usize::from(tuning.dq_tiles),
+                    nv,
+                );
+                let dkdv = crate::sm80::backward_dkdv::dkdv_shared_bytes(
+                    d,
+                    crate::sm80::backward_dkdv::ROWS,
+                    nv,
+                    false,
+                );
+                forward.max(dq).max(dkdv)
+            }
         }
     }
 
@@ -242,14 +287,30 @@ pub fn plan(
         }
         None => {
             config.check_on(client)?;
-            [Strategy::Sm80(Sm80Tuning::default()), Strategy::Cmma]
+            let fastest = [Strategy::Sm80(Sm80Tuning::default()), Strategy::Cmma]
                 .into_iter()
-                .find(|s| s.serves(client, config, windowed).is_ok())
-                .unwrap_or(Strategy::Portable)
+                .find(|s| s.serves(client, config, windowed).is_ok());
+            match fastest {
+                Some(s) => s,
+                None => {
+                    Strategy::Portable.serves(client, config, windowed)?;
+                    Strategy::Portable
+                }
+            }
         }
     };
     let fused_dq = match strategy {
-        Strategy::Sm80(tuning) => tuning.fused_dq && !windowed && fused_dq_applies(client, config),
+        Strategy::Sm80(tuning) => {
+            tuning.fused_dq
+                && !windowed
+                && fused_dq_applies(client, config)
+                && crate::sm80::backward_dkdv::dkdv_shared_bytes(
+                    config.head_dim,
+                    config.block,
+                    strategy.row_width(),
+                    true,
+                ) <= shared_limit(client)
+        }
         _ => false,
     };
     let wgmma_forward = match strategy {
@@ -261,6 +322,7 @@ pub fn plan(
                 && crate::hopper::available(client)
                 && crate::hopper::forward::serves_head_dim(config.head_dim)
                 && config.block.is_multiple_of(crate::hopper::forward::ROWS)
+                && crate::hopper::forward::shared_bytes(config.head_dim) <= shared_limit(client)
         }
         _ => false,
     };
@@ -287,6 +349,13 @@ pub fn plan(
         wgmma_dkdv,
         unroll: unroll_inner_loops(client),
     })
+}
+
+/// The most shared memory a cube may take on `client`, in bytes (CUDA: the opt-in limit,
+/// 227 KiB on Hopper, 99 KiB on consumer Ampere and Ada; Vulkan drivers often 48 KiB; WebGPU's
+/// default 16 KiB).
+fn shared_limit(client: &Client) -> usize {
+    client.properties().hardware.max_shared_memory_size
 }
 
 /// Whether an f32 matrix product on `client` may round its operands to TF32: CubeCL's
@@ -363,4 +432,56 @@ fn fused_dq_applies(client: &Client, config: &KernelConfig) -> bool {
 /// exact only while `n · head_dim` per row stays well under that (the CI sizes do).
 fn unroll_inner_loops(client: &Client) -> bool {
     client.properties().hardware.plane_size_max > 8
+}
+
+#[cfg(test)]
+mod tests {
+    use rstest::rstest;
+
+    use super::*;
+
+    fn config(head_dim: usize, block: usize) -> KernelConfig {
+        KernelConfig {
+            dtype: AttnDtype::F16,
+            head_dim,
+            block,
+            causal: true,
+            scale: 0.125,
+        }
+    }
+
+    /// Every shape the `cmma` kernels serve fits the 48 KiB a cube that Vulkan drivers give
+    /// (NVIDIA's on the H100 among them; the forward's output tile took it to 49.1 KiB).
+    #[rstest]
+    fn cmma_fits_48_kib(#[values(32, 64)] head_dim: usize, #[values(64, 128)] block: usize) {
+        let need = Strategy::Cmma.shared_bytes(&config(head_dim, block));
+        assert!(need <= 48 * 1024, "{need}");
+    }
+
+    /// The sm80 kernels at their defaults fit an A100's 163 KiB at every shape they serve.
+    #[rstest]
+    fn sm80_fits_an_a100(
+        #[values(32, 64, 128)] head_dim: usize,
+        #[values(64, 128, 256)] block: usize,
+    ) {
+        let need = Strategy::Sm80(Sm80Tuning::default()).shared_bytes(&config(head_dim, block));
+        assert!(need <= 163 * 1024, "{need}");
+    }
+
+    /// At head dim 128 the sm80 `dQ` cube (128 query rows, two stages of 64 keys and values)
+    /// passes the 99 KiB of consumer Ampere and Ada GPUs, where the plan refuses the family;
+    /// head dim 64 fits there.
+    #[test]
+    fn sm80_at_head_dim_128_passes_99_kib() {
+        let sm80 = Strategy::Sm80(Sm80Tuning::default());
+        assert_eq!(sm80.shared_bytes(&config(128, 128)), 139_792);
+        assert!(sm80.shared_bytes(&config(64, 256)) <= 99 * 1024);
+    }
+
+    /// The portable kernels fit lavapipe's 32 KiB at every head dim.
+    #[rstest]
+    fn portable_fits_32_kib(#[values(32, 64, 96, 128)] head_dim: usize) {
+        let need = Strategy::Portable.shared_bytes(&config(head_dim, 64));
+        assert!(need <= 32 * 1024, "{need}");
+    }
 }

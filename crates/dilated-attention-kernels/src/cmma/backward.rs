@@ -25,6 +25,16 @@ pub(crate) const COLS: usize = 32;
 /// Planes per cube.
 pub(crate) const PLANES: usize = 2;
 
+/// Shared memory of a `dQ` or `dK/dV` cube in bytes (16-bit inputs): the cube's two row tiles
+/// and a chunk's two (rows of `head_dim + 8`), the f32 score and `dP` tiles, the 16-bit
+/// probability tile, and four per-row vectors of 4 bytes.
+pub(crate) fn shared_bytes(head_dim: usize) -> usize {
+    2 * (ROWS + COLS) * (head_dim + 8) * 2
+        + 2 * ROWS * (COLS + 4) * 4
+        + ROWS * (COLS + 8) * 2
+        + (ROWS + 3 * COLS).max(COLS + 3 * ROWS) * 4
+}
+
 /// Adds `factor ·` a plane's accumulators (`head_dim / 16` tiles of its 16 rows) to `grad`,
 /// row `base` (the lane pair's row), staging each tile in the plane's rows of `stage`.
 #[cube]

@@ -8,8 +8,10 @@
 //! 2. two lanes per row apply the masks and the online softmax in f32 (row max and sum by a
 //!    lane-pair shuffle) and write `P` in the input dtype; the shift moves lazily (only when a
 //!    row max passes it by more than `e^8`), so the output is rarely rescaled;
-//! 3. `O += P·V` with `cmma` into f32 accumulators that stay in registers (they visit shared
-//!    memory only to be rescaled, and at the end).
+//! 3. `O += P·V` with `cmma` into f32 accumulators that stay in registers. They visit shared
+//!    memory only to be rescaled and at the end, `TK` columns at a time through the plane's
+//!    own rows of the score tile (free once `P` is written), so the cube needs no output tile:
+//!    32.1 KiB of shared memory at head dim 64, under the 48 KiB a Vulkan driver may give.
 //!
 //! Used on runtimes whose `cmma` supports the input dtype at 16×16×16 with an f32 accumulator
 //! and whose planes are 32 wide; head dims 32 and 64, blocks 64 and 128. `q, k, v` are read in
@@ -29,6 +31,13 @@ const TK: usize = 32;
 const PLANES: usize = 4;
 /// How far (natural log) a row max may pass the softmax shift before the output is rescaled.
 const LAZY: f32 = 8.0;
+
+/// Shared memory of a forward cube in bytes (16-bit inputs): the query tile and a chunk's key
+/// and value rows (rows of `head_dim + 8`), the chunk's f32 scores and 16-bit probabilities,
+/// and its key flags.
+pub(crate) fn shared_bytes(head_dim: usize) -> usize {
+    (TQ + 2 * TK) * (head_dim + 8) * 2 + TQ * (TK + 4) * 4 + TQ * (TK + 8) * 2 + TK * 4
+}
 
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
@@ -64,16 +73,14 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
     let qstr = comptime!(pass.head_dim + 8);
     let sstr = comptime!(TK + 4);
     let pstr = comptime!(TK + 8);
-    let ostr = comptime!(pass.head_dim + 4);
     let mut qs = Shared::<[F]>::new_slice(comptime!(TQ * (pass.head_dim + 8)));
     let mut ks = Shared::<[F]>::new_slice(comptime!(TK * (pass.head_dim + 8)));
     let mut vs = Shared::<[F]>::new_slice(comptime!(TK * (pass.head_dim + 8)));
     let mut ss = Shared::<[f32]>::new_slice(comptime!(TQ * (TK + 4)));
     let mut ps = Shared::<[F]>::new_slice(comptime!(TQ * (TK + 8)));
-    let mut os = Shared::<[f32]>::new_slice(comptime!(TQ * (pass.head_dim + 4)));
     let mut kvalid = Shared::<[u32]>::new_slice(TK);
 
-    // Stage the gathered query rows (N-wide loads) and clear the output tile.
+    // Stage the gathered query rows (N-wide loads).
     let nv = N::value();
     let hv = comptime!(pass.head_dim / nv);
     let q_base = batch * io.q.stride(0) + head * io.q.stride(1);
@@ -93,7 +100,7 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
     }
     sync_cube();
     // The plane's query fragments and output accumulators live in registers for the whole
-    // cube; the output only visits shared memory when its rows must be rescaled.
+    // cube.
     let mut qf = Sequence::<cmma::Matrix<F>>::new();
     let mut accs = Sequence::<cmma::Matrix<f32>>::new();
     #[unroll]
@@ -218,28 +225,35 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
                 l = l * alpha + local_sum + plane_shuffle_xor(local_sum, 1);
                 m = m_new;
                 if plane_any(need) {
-                    store_output(
-                        &accs,
-                        &mut os[plane * 16 * ostr..TQ * ostr],
-                        ostr,
-                        pass.head_dim,
-                    );
-                    sync_plane();
-                    let dh = comptime!(pass.head_dim / 2);
+                    // The plane's score rows are free now: the accumulators go through them
+                    // `TK` columns at a time, scaled by their row's `alpha`.
                     #[unroll]
-                    for j in 0..dh {
-                        let idx = prow * ostr + half * dh + (j + lane) % dh;
-                        os[idx] *= alpha;
-                    }
-                    sync_plane();
-                    #[unroll]
-                    for dt in 0..comptime!(pass.head_dim / 16) {
-                        cmma::load_with_layout(
-                            &mut accs[dt],
-                            &os[plane * 16 * ostr + dt * 16..TQ * ostr],
-                            ostr as u32,
-                            cmma::MatrixLayout::RowMajor,
-                        );
+                    for c in 0..comptime!(pass.head_dim / TK) {
+                        #[unroll]
+                        for t in 0..comptime!(TK / 16) {
+                            cmma::store(
+                                &mut ss[plane * 16 * sstr + t * 16..TQ * sstr],
+                                &accs[c * (TK / 16) + t],
+                                sstr as u32,
+                                cmma::MatrixLayout::RowMajor,
+                            );
+                        }
+                        sync_plane();
+                        #[unroll]
+                        for j in 0..cols {
+                            ss[prow * sstr + half * cols + (j + rot) % cols] *= alpha;
+                        }
+                        sync_plane();
+                        #[unroll]
+                        for t in 0..comptime!(TK / 16) {
+                            cmma::load_with_layout(
+                                &mut accs[c * (TK / 16) + t],
+                                &ss[plane * 16 * sstr + t * 16..TQ * sstr],
+                                sstr as u32,
+                                cmma::MatrixLayout::RowMajor,
+                            );
+                        }
+                        sync_plane();
                     }
                 }
                 sync_plane();
@@ -270,30 +284,39 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
         }
     }
 
-    // Normalise and write the rows this cube owns.
-    store_output(
-        &accs,
-        &mut os[plane * 16 * ostr..TQ * ostr],
-        ostr,
-        pass.head_dim,
-    );
-    sync_cube();
-    if tq_row < tokens {
-        let empty = l == 0.0f32;
-        let inv = select(empty, 0.0f32, 1.0f32 / select(empty, 1.0f32, l));
-        let pq = seg_start + tq_row * dilation;
-        let o_base = batch * out.stride(0) + head * out.stride(1) + pq * out.stride(2);
-        let o_step = out.stride(3);
-        let dh = comptime!(pass.head_dim / 2);
+    // Normalise and write the rows this cube owns, `TK` columns at a time through the plane's
+    // score rows (two lanes a row, half of the columns each).
+    let empty = l == 0.0f32;
+    let inv = select(empty, 0.0f32, 1.0f32 / select(empty, 1.0f32, l));
+    let live = tq_row < tokens;
+    let pq = seg_start + select(live, tq_row, 0usize) * dilation;
+    let o_base = batch * out.stride(0) + head * out.stride(1) + pq * out.stride(2);
+    let o_step = out.stride(3);
+    let cols = comptime!(TK / 2);
+    #[unroll]
+    for c in 0..comptime!(pass.head_dim / TK) {
         #[unroll]
-        for j in 0..dh {
-            let d = half * dh + j;
-            out[o_base + d * o_step] = F::cast_from(os[prow * ostr + d] * inv);
+        for t in 0..comptime!(TK / 16) {
+            cmma::store(
+                &mut ss[plane * 16 * sstr + t * 16..TQ * sstr],
+                &accs[c * (TK / 16) + t],
+                sstr as u32,
+                cmma::MatrixLayout::RowMajor,
+            );
         }
-        if half == 0 {
-            let l_index = batch * lse.stride(0) + head * lse.stride(1) + pq * lse.stride(2);
-            lse[l_index] = select(empty, io.neg_inf, m + f32::ln(select(empty, 1.0f32, l)));
+        sync_plane();
+        if live {
+            #[unroll]
+            for j in 0..cols {
+                let col = half * cols + j;
+                out[o_base + (c * TK + col) * o_step] = F::cast_from(ss[prow * sstr + col] * inv);
+            }
         }
+        sync_plane();
+    }
+    if live && half == 0 {
+        let l_index = batch * lse.stride(0) + head * lse.stride(1) + pq * lse.stride(2);
+        lse[l_index] = select(empty, io.neg_inf, m + f32::ln(select(empty, 1.0f32, l)));
     }
 }
 
@@ -327,25 +350,4 @@ pub(crate) fn zero_accumulator() -> cmma::Matrix<f32> {
         cmma::MatrixLayout::Undefined,
         0.0,
     )
-}
-
-/// Stores a plane's output accumulators (`head_dim / 16` tiles side by side) into `rows`, the
-/// plane's 16 rows of shared memory, `stride` elements apart.
-#[cube]
-fn store_output(
-    accs: &Sequence<cmma::Matrix<f32>>,
-    rows: &mut [f32],
-    #[comptime] stride: usize,
-    #[comptime] head_dim: usize,
-) {
-    #[unroll]
-    for dt in 0..comptime!(head_dim / 16) {
-        let end = rows.len();
-        cmma::store(
-            &mut rows[dt * 16..end],
-            &accs[dt],
-            stride as u32,
-            cmma::MatrixLayout::RowMajor,
-        );
-    }
 }

@@ -175,7 +175,7 @@ pub fn backward_class(
         min_blocks(
             client,
             tuning.dkdv_min_blocks,
-            dkdv_shared_bytes(config.head_dim, kv_rows, width),
+            dkdv_shared_bytes(config.head_dim, kv_rows, width, false),
         )
     };
     // `[extra]` goes to both kernels, `[dq_extra]` to dQ, `[kv_dq]` (the fused dQ's buffer)

@@ -7,3 +7,9 @@ mod stage;
 
 /// Keys (or queries) staged per shared-memory step.
 pub(crate) const CHUNK: usize = 16;
+
+/// The most shared memory a portable cube takes in bytes (the `dK/dV` kernel's): a chunk's
+/// f32 query and `dO` rows, its `L`, `dS` row and liveness flags.
+pub(crate) fn shared_bytes(head_dim: usize) -> usize {
+    2 * CHUNK * head_dim * 4 + 3 * CHUNK * 4
+}

@@ -22,12 +22,13 @@ use crate::args::{GradOperands, Operands, Pass};
 /// Keys per `dK/dV` cube (16 per plane) without a fused `dQ`.
 pub(crate) const ROWS: usize = 64;
 
-/// Shared memory of an unfused `dK/dV` cube of `rows` keys in bytes (`nv`: the vector width of
-/// the row loads): two stages of `CHUNK` query and `dO` rows, the cube's K and V rows (rows of
-/// `head_dim + nv` halves), the one-vector stand-in for the fused `dQ`'s `dS` tile, the chunks'
-/// `L` and `Δ`.
-pub(crate) fn dkdv_shared_bytes(head_dim: usize, rows: usize, nv: usize) -> usize {
-    ((4 * CHUNK + 2 * rows) * (head_dim + nv) + nv) * 2 + 4 * CHUNK * 4 + 16
+/// Shared memory of a `dK/dV` cube of `rows` keys in bytes (`nv`: the vector width of the row
+/// loads): two stages of `CHUNK` query and `dO` rows, the cube's K and V rows (rows of
+/// `head_dim + nv` halves), the fused `dQ`'s `dS` tile (`CHUNK` rows of `rows + nv` halves; one
+/// vector without it), the chunks' `L` and `Δ`, two barriers.
+pub(crate) fn dkdv_shared_bytes(head_dim: usize, rows: usize, nv: usize, fuse_dq: bool) -> usize {
+    let ds = if fuse_dq { CHUNK * (rows + nv) } else { nv };
+    ((4 * CHUNK + 2 * rows) * (head_dim + nv) + ds) * 2 + 4 * CHUNK * 4 + 16
 }
 
 #[cube(launch_unchecked)]

@@ -48,6 +48,14 @@ use super::mma::{
 use crate::addressing::{Rows, locate};
 use crate::args::{GradOperands, Operands, Pass};
 
+/// Shared memory of a `dQ` cube with `tiles` MMA tiles per plane in bytes (`nv`: the vector
+/// width of the row loads): two stages of `CHUNK` key and value rows and the tile's `Q` and
+/// `dO` rows (rows of `head_dim + nv` halves), the key flags and two barriers.
+pub(crate) fn dq_shared_bytes(head_dim: usize, block: usize, tiles: usize, nv: usize) -> usize {
+    let tq = cube_shape(block, tiles).0;
+    (4 * CHUNK + 2 * tq) * (head_dim + nv) * 2 + 2 * CHUNK * 4 + 16
+}
+
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
