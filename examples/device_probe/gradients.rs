@@ -13,7 +13,7 @@ use dilated_attention::{
 };
 
 use super::forward::{EDGE, edge_module};
-use super::support::{Path, Probe, grads, max_abs_diff, quantised, read};
+use super::support::{Path, Probe, grads, max_abs_diff, quantised, read, timed};
 
 pub fn presets(p: &mut Probe) {
     let n = 1024;
@@ -105,18 +105,20 @@ pub fn edge(p: &mut Probe, lengths: Option<&[usize]>) {
             let quant = |t: &Tensor<4>| quantised(t, dtype);
             let (qq, kq, vq, rq) = (quant(&q), quant(&k), quant(&v), quant(&r));
             let inputs = [&qq, &kq, &vq, &rq];
-            let truth = grads(&module, &p.cpu, DType::F32, Path::Reference, inputs, keep);
-            let ours = grads(&module, &p.device, dtype, Path::Kernels, inputs, keep);
-            let naive = grads(&module, &p.device, dtype, Path::Reference, inputs, keep);
+            let truth = timed("f32 truth on the CPU", || {
+                grads(&module, &p.cpu, DType::F32, Path::Reference, inputs, keep)
+            });
+            let ours = timed("ours", || {
+                grads(&module, &p.device, dtype, Path::Kernels, inputs, keep)
+            });
+            let naive = timed("reference path", || {
+                grads(&module, &p.device, dtype, Path::Reference, inputs, keep)
+            });
             let layout = module.layout(n, 8).expect("valid layout");
-            let dense = grads(
-                &module,
-                &p.device,
-                dtype,
-                Path::DenseSameDtype(&layout),
-                inputs,
-                keep,
-            );
+            let dense = timed("dense in the dtype", || {
+                let path = Path::DenseSameDtype(&layout);
+                grads(&module, &p.device, dtype, path, inputs, keep)
+            });
             let mut line = format!(
                 "{dtype:?} edge gradients n={n} d={hd} block={block} causal={causal} mask={masked}:"
             );

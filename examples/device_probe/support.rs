@@ -86,6 +86,14 @@ pub fn read<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.cast(DType::F32).try_to_vec_as::<f32>().expect("readable")
 }
 
+/// `f()`, its wall time printed after `label` (a slow step of a check shows where it is).
+pub fn timed<T>(label: &str, f: impl FnOnce() -> T) -> T {
+    let start = std::time::Instant::now();
+    let value = f();
+    println!("  [{label}: {:.1} s]", start.elapsed().as_secs_f64());
+    value
+}
+
 /// `t` rounded to `dtype` and back to f32: the inputs every precision sees.
 pub fn quantised(t: &Tensor<4>, dtype: DType) -> Tensor<4> {
     t.clone().cast(dtype).cast(DType::F32)
