@@ -181,6 +181,17 @@ fn main() -> Result<(), String> {
                         drop(o.backward());
                     }
                 };
+                // One run read back first: a launch the device refused (a buffer over its
+                // binding limit, a driver error) surfaces here, not as a fast, empty time.
+                if let Err(e) = read_back(&module, [&q, &k, &v], grad) {
+                    println!(
+                        "{{\"impl\":\"ours\",\"backend\":\"{:?}\",\"dtype\":\"{dtype:?}\",\"n\":{n},\
+                         \"head_dim\":{d},\"pattern\":\"{name}\",\"mode\":\"{mode}\",\"status\":{:?}}}",
+                        args.device,
+                        format!("error: {e}"),
+                    );
+                    continue;
+                }
                 let (median, p10, p90) = median_p10_p90(times(&device, 3, args.iters, run)?);
                 // The second ruler: runs queued back to back, a sync every `QUEUE` (what
                 // `triton.testing.do_bench`, the peers' timer, sees: no host gap per run).
@@ -201,6 +212,34 @@ fn main() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Runs the module once on `[q, k, v]` (and its backward with `grad`) and reads a sum of the
+/// result back: `out`'s, or `dq`'s with `grad`. Errors where the device failed a launch or the
+/// sum is not finite (the inputs are standard normal).
+fn read_back(
+    module: &BlockSparseRingDilatedAttention,
+    [q, k, v]: [&Tensor<4>; 3],
+    grad: bool,
+) -> Result<(), String> {
+    let (o, _) = module
+        .forward_with_lse(q.clone(), k.clone(), v.clone(), None)
+        .map_err(|e| e.to_string())?;
+    let sum = if grad {
+        let grads = o.backward();
+        q.grad(&grads).ok_or("no gradient for q")?.sum()
+    } else {
+        o.sum()
+    };
+    let value = sum
+        .cast(DType::F32)
+        .try_to_vec_as::<f32>()
+        .map_err(|e| format!("{e:?}"))?[0];
+    if value.is_finite() {
+        Ok(())
+    } else {
+        Err(format!("the read-back sum is {value}"))
+    }
 }
 
 /// The parts of one training step, each followed by a device sync, as medians over `iters`:
