@@ -24,6 +24,7 @@ pub fn fill(
     value: f32,
 ) -> Result<(), KernelError> {
     out.expect_elem("out", dtype.size())?;
+    out.expect_bindable("out", client)?;
     if !out.is_contiguous() {
         return Err(KernelError::shape("out", "a contiguous buffer"));
     }

@@ -75,6 +75,14 @@ pub fn lse_merge(
             ));
         }
     };
+    for (name, x) in [
+        ("parts", parts),
+        ("lse", lse),
+        ("out", out),
+        ("lse_out", lse_out),
+    ] {
+        x.expect_bindable(name, client)?;
+    }
     lse.expect_shape("lse", &[num_parts, rows], "[parts, rows]")?;
     out.expect_shape("out", &[rows, head_dim], "[rows, head_dim]")?;
     lse_out.expect_shape("lse_out", &[rows], "[rows]")?;

@@ -92,6 +92,31 @@ impl TensorRef {
         &self.handle
     }
 
+    /// Checks that the runtime of `client` can bind this tensor's buffer to a kernel (`name`:
+    /// the argument an error names). wgpu binds a storage buffer of at most
+    /// `max_storage_buffer_binding_size` bytes (CubeCL's `max_page_size` there: 128 MiB on
+    /// lavapipe and WebGPU's default) and drops a dispatch that binds more without an error,
+    /// which would leave the outputs unwritten; CUDA takes pointers and has no such limit.
+    pub fn expect_bindable(&self, name: &'static str, client: &Client) -> Result<(), KernelError> {
+        if !client.name().starts_with("wgpu") {
+            return Ok(());
+        }
+        let (bytes, limit) = (
+            self.handle.size_in_used(),
+            client.properties().memory.max_page_size,
+        );
+        if bytes > limit {
+            return Err(KernelError::unsupported(
+                "n",
+                format!(
+                    "{name}: a buffer of {bytes} B passes the largest storage buffer this \
+                     device binds ({limit} B); split the batch or the heads"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The shape.
     pub fn shape(&self) -> &[usize] {
         &self.shape
@@ -179,4 +204,35 @@ pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
         strides[d] = strides[d + 1] * shape[d + 1];
     }
     strides
+}
+
+#[cfg(all(test, feature = "wgpu"))]
+mod tests {
+    use super::*;
+
+    /// On wgpu a tensor one page past the largest storage binding (128 MiB on lavapipe) is
+    /// refused by name — a dispatch that bound it would be dropped without an error — and one
+    /// at the limit passes. Skipped without an adapter or where the limit passes 1 GiB (too
+    /// much to allocate in a unit test).
+    #[test]
+    fn a_buffer_past_the_largest_binding_is_refused() {
+        let Ok(client) = std::panic::catch_unwind(|| {
+            cubecl::Device::Wgpu(cubecl::wgpu::WgpuDevice::default()).client()
+        }) else {
+            return;
+        };
+        let limit = client.properties().memory.max_page_size as usize;
+        if limit > 1 << 30 {
+            return;
+        }
+        let at = TensorRef::contiguous("q", client.empty(limit), vec![limit / 4], 4).unwrap();
+        assert_eq!(at.expect_bindable("q", &client), Ok(()));
+        let past = limit / 4 + 1024;
+        let over = TensorRef::contiguous("q", client.empty(past * 4), vec![past], 4).unwrap();
+        let err = over.expect_bindable("q", &client).unwrap_err();
+        assert!(
+            matches!(&err, KernelError::Unsupported { field: "n", rule } if rule.contains("q:")),
+            "{err}"
+        );
+    }
 }
