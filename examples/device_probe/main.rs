@@ -110,13 +110,16 @@ fn main() -> ExitCode {
     let client = cube.client();
     let props = client.properties();
     println!(
-        "runtime {:?}: plane size {}..{}, shared memory {} B, {} cmma configs, {} mma configs",
+        "runtime {:?}: plane size {}..{}, shared memory {} B, {} cmma configs, {} mma configs, \
+         largest page {} B (wgpu: the largest storage binding), cubes per dimension {:?}",
         args.device,
         props.hardware.plane_size_min,
         props.hardware.plane_size_max,
         props.hardware.max_shared_memory_size,
         client.features().matmul.cmma.len(),
         client.features().matmul.mma.len(),
+        props.memory.max_page_size,
+        props.hardware.max_cube_count,
     );
     let cpu = burn::prelude::Device::flex();
     cpu.seed(args.seed);
