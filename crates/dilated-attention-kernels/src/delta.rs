@@ -110,16 +110,15 @@ pub fn delta(
     if let Some(dlse) = dlse {
         dlse.expect_shape("dlse", &[b, h, n], "[batch, heads, n] of out")?;
     }
-    for (name, x) in [
-        ("out", Some(out)),
-        ("dout", Some(dout)),
-        ("dlse", dlse),
-        ("delta", Some(delta)),
-    ] {
-        if let Some(x) = x {
-            x.expect_bindable(name, client)?;
-        }
-    }
+    TensorRef::expect_all_bindable(
+        client,
+        &[
+            ("out", Some(out)),
+            ("dout", Some(dout)),
+            ("dlse", dlse),
+            ("delta", Some(delta)),
+        ],
+    )?;
     let rows = b * h * n;
     if rows == 0 {
         return Ok(());

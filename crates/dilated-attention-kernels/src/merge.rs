@@ -75,14 +75,15 @@ pub fn lse_merge(
             ));
         }
     };
-    for (name, x) in [
-        ("parts", parts),
-        ("lse", lse),
-        ("out", out),
-        ("lse_out", lse_out),
-    ] {
-        x.expect_bindable(name, client)?;
-    }
+    TensorRef::expect_all_bindable(
+        client,
+        &[
+            ("parts", Some(parts)),
+            ("lse", Some(lse)),
+            ("out", Some(out)),
+            ("lse_out", Some(lse_out)),
+        ],
+    )?;
     lse.expect_shape("lse", &[num_parts, rows], "[parts, rows]")?;
     out.expect_shape("out", &[rows, head_dim], "[rows, head_dim]")?;
     lse_out.expect_shape("lse_out", &[rows], "[rows]")?;

@@ -117,6 +117,17 @@ impl TensorRef {
         Ok(())
     }
 
+    /// [`expect_bindable`](Self::expect_bindable) for each named tensor that is present.
+    pub(crate) fn expect_all_bindable(
+        client: &Client,
+        tensors: &[(&'static str, Option<&TensorRef>)],
+    ) -> Result<(), KernelError> {
+        tensors
+            .iter()
+            .filter_map(|&(name, t)| t.map(|t| (name, t)))
+            .try_for_each(|(name, t)| t.expect_bindable(name, client))
+    }
+
     /// The shape.
     pub fn shape(&self) -> &[usize] {
         &self.shape

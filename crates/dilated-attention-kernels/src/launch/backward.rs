@@ -75,16 +75,17 @@ pub fn backward_class(
         ));
     }
     let width = plan.strategy().row_width();
-    for (name, x) in [
-        ("dout", t.dout),
-        ("lse", t.lse),
-        ("delta", t.delta),
-        ("dq", t.dq),
-        ("dk", t.dk),
-        ("dv", t.dv),
-    ] {
-        x.expect_bindable(name, client)?;
-    }
+    TensorRef::expect_all_bindable(
+        client,
+        &[
+            ("dout", Some(t.dout)),
+            ("lse", Some(t.lse)),
+            ("delta", Some(t.delta)),
+            ("dq", Some(t.dq)),
+            ("dk", Some(t.dk)),
+            ("dv", Some(t.dv)),
+        ],
+    )?;
     t.dout.expect_shape("dout", t.q.shape(), "the shape of q")?;
     t.dout.expect_elem("dout", config.dtype.size())?;
     expect_rows_aligned("dout", t.dout, plan)?;

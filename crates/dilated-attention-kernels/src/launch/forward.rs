@@ -52,8 +52,7 @@ pub fn forward_class(
     let s = check_inputs(client, plan, class, t.q, t.k, t.v, t.mask)?;
     t.out.expect_shape("out", t.q.shape(), "the shape of q")?;
     t.out.expect_elem("out", config.dtype.size())?;
-    t.out.expect_bindable("out", client)?;
-    t.lse.expect_bindable("lse", client)?;
+    TensorRef::expect_all_bindable(client, &[("out", Some(t.out)), ("lse", Some(t.lse))])?;
     // The Hopper forward stores `out` as whole vectors of the rows.
     if plan.wgmma_forward() {
         expect_rows_aligned("out", t.out, plan)?;

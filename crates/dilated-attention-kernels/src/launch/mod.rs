@@ -39,16 +39,15 @@ pub(crate) fn check_inputs(
 ) -> Result<Sizes, KernelError> {
     let config = plan.config();
     plan.check(client, config)?;
-    for (name, t) in [
-        ("q", Some(q)),
-        ("k", Some(k)),
-        ("v", Some(v)),
-        ("mask", mask),
-    ] {
-        if let Some(t) = t {
-            t.expect_bindable(name, client)?;
-        }
-    }
+    TensorRef::expect_all_bindable(
+        client,
+        &[
+            ("q", Some(q)),
+            ("k", Some(k)),
+            ("v", Some(v)),
+            ("mask", mask),
+        ],
+    )?;
     let d = config.head_dim;
     let [batch, heads, q_rows] = match q.shape() {
         &[b, h, n, qd] if qd == d => [b, h, n],
