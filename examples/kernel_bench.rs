@@ -52,6 +52,8 @@ enum Family {
     /// sm80 with the forward and the backward on Hopper's warpgroup MMA (head dim 64 or 128,
     /// sm_90+).
     WgmmaBwd,
+    /// The default tuning with the forward's lazy rescaling (`Sm80Tuning::lazy_rescale`).
+    Lazy,
 }
 
 impl Family {
@@ -84,6 +86,10 @@ impl Family {
                 wgmma_forward: true,
                 wgmma_backward: true,
                 ..sm80
+            })),
+            Self::Lazy => Some(KernelStrategy::Sm80(Sm80Tuning {
+                lazy_rescale: true,
+                ..Sm80Tuning::default()
             })),
         }
     }

@@ -77,6 +77,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     #[comptime] min_blocks: u32,
     #[comptime] windowed: bool,
     #[comptime] bf16: bool,
+    #[comptime] lazy: bool,
 ) {
     occupancy_hint(min_blocks);
     let subtiles = comptime!(pass.block / ROWS);
@@ -205,6 +206,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                 io.neg_inf,
                 pass,
                 dtiles,
+                lazy,
             );
             // `O[:, 64h..64h + 64] += P·V[:, 64h..64h + 64]`: panel `h` of the value tile.
             let p = p_fragments::<F>(&s);
@@ -259,6 +261,7 @@ fn score_chunk(
     neg_inf: f32,
     #[comptime] pass: Pass,
     #[comptime] dtiles: usize,
+    #[comptime] lazy: bool,
 ) {
     let mut need = k0 < lo || k0 + CHUNK > hi;
     if comptime!(pass.masked) {
@@ -270,7 +273,7 @@ fn score_chunk(
     if need {
         mask_scores(s, kvalid, kv0, k0, prow0, neg_inf, 1usize, pass.causal);
     }
-    softmax_step(s, m, l, acc, sl2, neg_inf, 1usize, dtiles);
+    softmax_step(s, m, l, acc, sl2, neg_inf, 1usize, dtiles, lazy);
 }
 
 /// Loads the cube's `ROWS` gathered query rows of `q` (or of `dO`, which has its shape) from

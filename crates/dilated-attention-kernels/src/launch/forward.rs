@@ -79,6 +79,7 @@ pub fn forward_class(
     let width = plan.strategy().row_width();
     let tuning = plan.sm80().unwrap_or_default();
     let tiles = usize::from(tuning.forward_tiles);
+    let lazy = tuning.lazy_rescale;
     // Query rows per cube: the sm80 tile, the cmma kernel's 64, or a whole block (one unit per
     // row); cubes have two units per row on the cmma tensor cores.
     let (rows_per_cube, threads) = match plan.strategy() {
@@ -133,10 +134,10 @@ pub fn forward_class(
         );
         match config.dtype {
             AttnDtype::F16 => {
-                launch!(block_sparse_forward_wgmma, f16, width; merge, blocks, windowed, false)
+                launch!(block_sparse_forward_wgmma, f16, width; merge, blocks, windowed, false, lazy)
             }
             AttnDtype::BF16 => {
-                launch!(block_sparse_forward_wgmma, bf16, width; merge, blocks, windowed, true)
+                launch!(block_sparse_forward_wgmma, bf16, width; merge, blocks, windowed, true, lazy)
             }
             AttnDtype::F32 => {
                 return Err(KernelError::unsupported("dtype", "wgmma takes f16 or bf16"));
@@ -147,10 +148,10 @@ pub fn forward_class(
     match (config.dtype, plan.strategy()) {
         (AttnDtype::F32, _) => launch!(block_sparse_forward, f32; unroll, windowed),
         (AttnDtype::F16, Strategy::Sm80(_)) => {
-            launch!(block_sparse_forward_mma, f16, width; tiles, merge, blocks, windowed)
+            launch!(block_sparse_forward_mma, f16, width; tiles, merge, blocks, windowed, lazy)
         }
         (AttnDtype::BF16, Strategy::Sm80(_)) => {
-            launch!(block_sparse_forward_mma, bf16, width; tiles, merge, blocks, windowed)
+            launch!(block_sparse_forward_mma, bf16, width; tiles, merge, blocks, windowed, lazy)
         }
         (AttnDtype::F16, Strategy::Cmma) => launch!(block_sparse_forward_tc, f16, width;),
         (AttnDtype::BF16, Strategy::Cmma) => launch!(block_sparse_forward_tc, bf16, width;),
