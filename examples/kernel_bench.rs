@@ -54,6 +54,9 @@ enum Family {
     WgmmaBwd,
     /// The default tuning with the forward's lazy rescaling (`Sm80Tuning::lazy_rescale`).
     Lazy,
+    /// The default tuning with the Hopper forward on a persistent grid
+    /// (`Sm80Tuning::persistent_forward`, as many cubes as the SMs hold).
+    Persistent,
 }
 
 impl Family {
@@ -89,6 +92,10 @@ impl Family {
             })),
             Self::Lazy => Some(KernelStrategy::Sm80(Sm80Tuning {
                 lazy_rescale: true,
+                ..Sm80Tuning::default()
+            })),
+            Self::Persistent => Some(KernelStrategy::Sm80(Sm80Tuning {
+                persistent_forward: u32::MAX,
                 ..Sm80Tuning::default()
             })),
         }

@@ -48,6 +48,12 @@ pub fn run(p: &mut Probe) {
             lazy_rescale: true,
             ..Sm80Tuning::default()
         }),
+        // The Hopper forward on a persistent grid of three cubes: every cube serves many tiles
+        // (the ring's rounds run on across them), the last cube fewer than the others.
+        KernelStrategy::Sm80(Sm80Tuning {
+            persistent_forward: 3,
+            ..Sm80Tuning::default()
+        }),
     ];
     let longnet = |block| DilatedPattern::longnet(1024, block, true).expect("valid preset");
     // Blocks of 128, the Hopper forward's shape (it needs two warpgroups' rows per block),
@@ -57,7 +63,13 @@ pub fn run(p: &mut Probe) {
         case(
             p,
             longnet(128),
-            &[families[2], families[5], families[6], families[7]],
+            &[
+                families[2],
+                families[5],
+                families[6],
+                families[7],
+                families[8],
+            ],
             d,
         );
     }
