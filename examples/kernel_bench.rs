@@ -238,14 +238,17 @@ fn read_back(
     let (o, _) = module
         .forward_with_lse(q.clone(), k.clone(), v.clone(), None)
         .map_err(|e| e.to_string())?;
+    // Summed in f32: a sum in f16 of a 128K-token gradient passes 65 504 and reads as inf.
     let sum = if grad {
         let grads = o.backward();
-        q.grad(&grads).ok_or("no gradient for q")?.sum()
+        q.grad(&grads)
+            .ok_or("no gradient for q")?
+            .cast(DType::F32)
+            .sum()
     } else {
-        o.sum()
+        o.cast(DType::F32).sum()
     };
     let value = sum
-        .cast(DType::F32)
         .try_to_vec_as::<f32>()
         .map_err(|e| format!("{e:?}"))?[0];
     if value.is_finite() {
