@@ -248,9 +248,7 @@ fn read_back(
     } else {
         o.cast(DType::F32).sum()
     };
-    let value = sum
-        .try_to_vec_as::<f32>()
-        .map_err(|e| format!("{e:?}"))?[0];
+    let value = sum.try_to_vec_as::<f32>().map_err(|e| format!("{e:?}"))?[0];
     if value.is_finite() {
         Ok(())
     } else {

@@ -36,7 +36,7 @@ fn backward_delta<F: Float, N: Size>(
     let per_cube = THREADS / lanes;
     let unit = UNIT_POS as usize;
     let lane = unit % lanes;
-    let row = CUBE_POS as usize * per_cube + unit / lanes;
+    let row = CUBE_POS * per_cube + unit / lanes;
     let mut partial = Shared::<[f32]>::new_slice(THREADS);
     let mut sum = 0.0f32;
     if unit < per_cube * lanes && row < rows {
@@ -61,7 +61,7 @@ fn backward_delta<F: Float, N: Size>(
     partial[unit] = sum;
     sync_cube();
     if unit < per_cube {
-        let row = CUBE_POS as usize * per_cube + unit;
+        let row = CUBE_POS * per_cube + unit;
         if row < rows {
             let mut total = 0.0f32;
             for l in 0..lanes {
