@@ -42,13 +42,36 @@ pub fn run(p: &mut Probe) {
             wgmma_backward: true,
             ..sm80
         }),
+        // The forward's lazy rescaling, on the Hopper forward where it serves (blocks of 128)
+        // and on the manual-MMA one (blocks of 64).
+        KernelStrategy::Sm80(Sm80Tuning {
+            lazy_rescale: true,
+            ..Sm80Tuning::default()
+        }),
+        // The Hopper forward on a persistent grid of three cubes: every cube serves many tiles
+        // (the ring's rounds run on across them), the last cube fewer than the others.
+        KernelStrategy::Sm80(Sm80Tuning {
+            persistent_forward: 3,
+            ..Sm80Tuning::default()
+        }),
     ];
     let longnet = |block| DilatedPattern::longnet(1024, block, true).expect("valid preset");
     // Blocks of 128, the Hopper forward's shape (it needs two warpgroups' rows per block),
     // first: the sm80 family with and without it, at both of its head dims.
     for d in [64, 128] {
         println!("blocks of 128, head dim {d}:");
-        case(p, longnet(128), &[families[2], families[5], families[6]], d);
+        case(
+            p,
+            longnet(128),
+            &[
+                families[2],
+                families[5],
+                families[6],
+                families[7],
+                families[8],
+            ],
+            d,
+        );
     }
     println!("blocks of 64:");
     case(p, longnet(64), &families, 64);

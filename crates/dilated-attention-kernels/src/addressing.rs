@@ -88,13 +88,35 @@ pub(crate) fn tokens_before(at: usize, start: usize, dilation: usize, tokens: us
     select(before < tokens, before, tokens)
 }
 
-/// Decodes the class parameters (positions in [`param`]) for query-block row `row`; the window
-/// words are read only by `windowed` kernels (see [`Tile`]).
+/// Decodes the class parameters (positions in [`param`]) for query-block row `row` of the
+/// cube's class head (`CUBE_POS_Y`) and batch (`CUBE_POS_Z`); the window words are read only by
+/// `windowed` kernels (see [`Tile`]).
 #[cube]
-#[allow(clippy::manual_div_ceil)] // CubeCL kernel code
 pub(crate) fn locate(
     params: &Tensor<u32>,
     row: usize,
+    #[comptime] block: usize,
+    #[comptime] windowed: bool,
+) -> Tile {
+    locate_at(
+        params,
+        row,
+        CUBE_POS_Y as usize,
+        CUBE_POS_Z as usize,
+        block,
+        windowed,
+    )
+}
+
+/// [`locate`](fn@locate) for the class's `class_head`-th head and batch `batch`, where a cube
+/// serves more than one (a persistent grid).
+#[cube]
+#[allow(clippy::manual_div_ceil)] // CubeCL kernel code
+pub(crate) fn locate_at(
+    params: &Tensor<u32>,
+    row: usize,
+    class_head: usize,
+    batch: usize,
     #[comptime] block: usize,
     #[comptime] windowed: bool,
 ) -> Tile {
@@ -107,7 +129,7 @@ pub(crate) fn locate(
     let tokens_tail = params[param::TOKENS_TAIL] as usize;
     let group = params[param::GROUP] as usize;
     let segment = row / blocks_full;
-    let head = offset + dilation * CUBE_POS_Y as usize;
+    let head = offset + dilation * class_head;
     let is_tail = segment + 1 == num_segments && tokens_tail > 0;
     let tokens = select(is_tail, tokens_tail, tokens_full);
     let seg_start = segment * seg_len + offset;
@@ -130,7 +152,7 @@ pub(crate) fn locate(
         qb: row % blocks_full,
         head,
         kv_head: head / group,
-        batch: CUBE_POS_Z as usize,
+        batch,
         tokens,
         seg_blocks: (tokens + block - 1) / block,
         dilation,

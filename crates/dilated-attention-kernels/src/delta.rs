@@ -11,6 +11,7 @@ use cubecl::prelude::*;
 
 use crate::KernelError;
 use crate::args::TensorRef;
+use crate::launch::spread;
 use crate::strategy::Plan;
 
 /// Units per cube of the prepass.
@@ -35,7 +36,7 @@ fn backward_delta<F: Float, N: Size>(
     let per_cube = THREADS / lanes;
     let unit = UNIT_POS as usize;
     let lane = unit % lanes;
-    let row = CUBE_POS_X as usize * per_cube + unit / lanes;
+    let row = CUBE_POS * per_cube + unit / lanes;
     let mut partial = Shared::<[f32]>::new_slice(THREADS);
     let mut sum = 0.0f32;
     if unit < per_cube * lanes && row < rows {
@@ -60,7 +61,7 @@ fn backward_delta<F: Float, N: Size>(
     partial[unit] = sum;
     sync_cube();
     if unit < per_cube {
-        let row = CUBE_POS_X as usize * per_cube + unit;
+        let row = CUBE_POS * per_cube + unit;
         if row < rows {
             let mut total = 0.0f32;
             for l in 0..lanes {
@@ -133,10 +134,7 @@ pub fn delta(
     .min(client.properties().hardware.max_vector_size);
     // Rows per cube, as the kernel splits them.
     let per_cube = THREADS / (config.head_dim / width).clamp(1, THREADS);
-    let cubes = u32::try_from(rows.div_ceil(per_cube))
-        .ok()
-        .filter(|&c| c <= client.properties().hardware.max_cube_count.0)
-        .ok_or_else(|| KernelError::unsupported("n", "more rows than one launch's cubes hold"))?;
+    let count = spread(client, rows.div_ceil(per_cube))?;
     let dlse_ref = dlse.unwrap_or(delta);
     macro_rules! launch {
         ($t:ty) => {
@@ -146,7 +144,7 @@ pub fn delta(
             unsafe {
                 backward_delta::launch_unchecked::<$t>(
                     client,
-                    CubeCount::new_1d(cubes),
+                    count.clone(),
                     CubeDim::new_1d(THREADS as u32),
                     width,
                     out.arg(),

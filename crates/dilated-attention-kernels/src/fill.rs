@@ -8,6 +8,7 @@ use cubecl::prelude::*;
 
 use crate::KernelError;
 use crate::args::{AttnDtype, TensorRef};
+use crate::launch::spread;
 
 #[cube(launch_unchecked)]
 fn fill_kernel<F: Float, N: Size>(out: &mut Tensor<Vector<F, N>>, vectors: usize, value: f32) {
@@ -43,18 +44,8 @@ pub fn fill(
     };
     let vectors = total / width;
     let threads = 256u32;
-    let (max_x, max_y, _) = client.properties().hardware.max_cube_count;
-    let cubes = vectors.div_ceil(threads as usize);
     // Two grid dimensions, so that buffers past `max_x` cubes are covered.
-    let x = cubes.min(max_x as usize);
-    let y = cubes.div_ceil(x);
-    if y > max_y as usize {
-        return Err(KernelError::unsupported(
-            "n",
-            "a buffer larger than one launch's cubes cover",
-        ));
-    }
-    let count = CubeCount::Static(x as u32, y as u32, 1);
+    let count = spread(client, vectors.div_ceil(threads as usize))?;
     let dim = CubeDim::new_1d(threads);
     macro_rules! launch {
         ($t:ty) => {

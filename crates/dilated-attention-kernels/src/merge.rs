@@ -17,6 +17,7 @@ use cubecl::prelude::*;
 
 use crate::KernelError;
 use crate::args::{AttnDtype, TensorRef};
+use crate::launch::spread;
 
 #[cube(launch)]
 #[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
@@ -115,15 +116,12 @@ pub fn lse_merge(
     if total == 0 {
         return Ok(());
     }
-    let cubes = u32::try_from(total.div_ceil(256))
-        .ok()
-        .filter(|&c| c <= client.properties().hardware.max_cube_count.0)
-        .ok_or_else(|| KernelError::unsupported("n", "more rows than one launch's cubes hold"))?;
+    let count = spread(client, total.div_ceil(256))?;
     macro_rules! launch {
         ($t:ty) => {
             lse_merge_kernel::launch::<$t>(
                 client,
-                CubeCount::Static(cubes, 1, 1),
+                count.clone(),
                 CubeDim::new_1d(256),
                 parts.arg(),
                 lse.arg(),

@@ -59,6 +59,16 @@ pub struct Sm80Tuning {
     /// fused; elsewhere the manual-MMA kernels serve. On by default (LongNet fwd+bwd 12–14 %
     /// faster on the H100 from 16K to 128K at head dim 64, `docs/benchmarks.md`).
     pub wgmma_backward: bool,
+    /// The forward's online softmax moves a row's shift only when the row max passes it by
+    /// more than 2^8 (`P ≤ 256` then, exact in f16/bf16), and a plane rescales its output
+    /// tiles only when one of its rows moved — instead of every chunk. Off by default until
+    /// measured (an experiment for head dim 128, where a rescale is 64 multiplies a unit).
+    pub lazy_rescale: bool,
+    /// The Hopper forward on a persistent grid of at most this many cubes (0, the default until
+    /// measured: one cube a query tile; `u32::MAX`: as many as the SMs hold at once). A cube
+    /// serves every `G`-th tile of the launch, and its producer warp fetches the next tile's
+    /// keys while the consumers write the last tile's rows (`crate::hopper::schedule`).
+    pub persistent_forward: u32,
 }
 
 impl Default for Sm80Tuning {
@@ -71,6 +81,8 @@ impl Default for Sm80Tuning {
             dkdv_min_blocks: 3,
             wgmma_forward: true,
             wgmma_backward: true,
+            lazy_rescale: false,
+            persistent_forward: 0,
         }
     }
 }

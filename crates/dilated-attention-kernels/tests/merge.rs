@@ -106,3 +106,46 @@ fn merge_rejects_mismatched_shapes_and_short_buffers() {
         Err(KernelError::Shape { arg: "short", .. })
     ));
 }
+
+/// More output elements than 65 535 cubes of 256 units hold (lavapipe's and WebGPU's limit per
+/// grid dimension): the launch spreads its cubes over two dimensions and writes every element.
+/// One part, so that each buffer stays under lavapipe's 128 MiB binding; with one finite part
+/// the merge is a copy.
+#[test]
+fn merge_past_one_grid_dimension_writes_every_element() {
+    let client = client();
+    let max_x = client.properties().hardware.max_cube_count.0 as usize;
+    let d = 64usize;
+    let rows = (max_x * 256).div_ceil(d) + 3;
+    let mut seed = 11u64;
+    let parts: Vec<f32> = (0..rows * d).map(|_| lcg(&mut seed)).collect();
+    let lse: Vec<f32> = (0..rows).map(|_| lcg(&mut seed)).collect();
+    let tensor = |values: &[f32], shape: Vec<usize>| {
+        TensorRef::contiguous("t", upload_f32(&client, values), shape, 4).unwrap()
+    };
+    let (out, lse_out) = (
+        tensor(&vec![f32::NAN; rows * d], vec![rows, d]),
+        tensor(&vec![f32::NAN; rows], vec![rows]),
+    );
+    lse_merge(
+        &client,
+        AttnDtype::F32,
+        &tensor(&parts, vec![1, rows, d]),
+        &tensor(&lse, vec![1, rows]),
+        &out,
+        &lse_out,
+    )
+    .unwrap();
+    let out = read_f32(&client, out.handle()).unwrap();
+    let lse_out = read_f32(&client, lse_out.handle()).unwrap();
+    let bad = out
+        .iter()
+        .zip(&parts)
+        .position(|(o, p)| o.is_nan() || (o - p).abs() > 1e-6);
+    assert_eq!(bad, None, "first element not copied (of {})", rows * d);
+    let bad = lse_out
+        .iter()
+        .zip(&lse)
+        .position(|(o, l)| o.is_nan() || (o - l).abs() > 1e-6);
+    assert_eq!(bad, None, "first lse not copied (of {rows})");
+}

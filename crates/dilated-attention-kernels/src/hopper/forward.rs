@@ -38,12 +38,13 @@
 use cubecl::prelude::*;
 
 use super::epilogue::write_rows_wide;
-use super::ring::{CONSUMERS, Ring, STAGES, fill_stage, sync_consumers, sync_warpgroup};
+use super::ring::{CONSUMERS, Ring, STAGES, fill_stage, sync_warpgroup};
+use super::schedule::{Schedule, span, tile_at};
 use super::tiles::{p_fragments, tile_vector, tiles_assign, tiles_into, wg_rows_bytes};
 use super::wgmma::{
     PANEL_ROW, Product, k_major, mma_rs_add, mma_ss, mn_major, shared_address, swizzled,
 };
-use crate::addressing::{Rows, Tile, locate};
+use crate::addressing::{Rows, Tile};
 use crate::args::{Operands, Pass};
 use crate::sm80::forward::LOG2E;
 use crate::sm80::mma::{CHUNK, P2, Walk, occupancy_hint, zero_tiles};
@@ -77,22 +78,14 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     #[comptime] min_blocks: u32,
     #[comptime] windowed: bool,
     #[comptime] bf16: bool,
+    #[comptime] lazy: bool,
+    #[comptime] persistent: bool,
+    schedule: &Schedule,
 ) {
     occupancy_hint(min_blocks);
     let subtiles = comptime!(pass.block / ROWS);
     let d = comptime!(pass.head_dim);
     let dtiles = comptime!(d / 8);
-    let tile = locate(
-        &io.params,
-        CUBE_POS_X as usize / subtiles,
-        pass.block,
-        windowed,
-    );
-    let q0 = tile.qb * pass.block + (CUBE_POS_X as usize % subtiles) * ROWS;
-    let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
-    if tile.qb >= tile.seg_blocks || q0 >= queries.hi || q0 + ROWS <= queries.lo {
-        terminate!();
-    }
     let unit = UNIT_POS as usize;
     let plane = unit / 32;
     let group = unit / 128;
@@ -109,40 +102,50 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     // consumers stage the query tile.
     sync_cube();
 
-    let mut walk = Walk::new(
-        &io.blocks,
-        &io.runs,
-        tile.csr_base + tile.qb,
-        keys.first_block(pass.block),
-        keys.end_block(pass.block),
-        windowed,
-    );
+    // Chunk `i` of the cube's walk, counted across its tiles: the ring's stage and round.
     let mut i = 0usize;
+    let (first, step, end) = span(schedule, persistent);
     if unit >= CONSUMERS {
-        while walk.live() {
-            ring.acquire(i);
-            fill_stage::<F, N>(
-                &io.k,
-                &io.v,
-                &io.mask,
-                &mut buf[0..buf_len],
-                &mut kvalid[0..comptime!(STAGES * CHUNK)],
-                &tile,
-                &keys,
-                walk.first(pass.block),
-                i % STAGES,
-                d,
-                pass.masked,
+        let mut t = first;
+        while t < end {
+            let (tile, sub) = tile_at(
+                &io.params, schedule, t, subtiles, pass.block, windowed, persistent,
             );
-            ring.publish(i);
-            walk.advance(&io.runs, pass.block, windowed);
-            i += 1;
+            let q0 = tile.qb * pass.block + sub * ROWS;
+            let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
+            if serves(&tile, &queries, q0) {
+                let mut walk = Walk::new(
+                    &io.blocks,
+                    &io.runs,
+                    tile.csr_base + tile.qb,
+                    keys.first_block(pass.block),
+                    keys.end_block(pass.block),
+                    windowed,
+                );
+                while walk.live() {
+                    ring.acquire(i);
+                    fill_stage::<F, N>(
+                        &io.k,
+                        &io.v,
+                        &io.mask,
+                        &mut buf[0..buf_len],
+                        &mut kvalid[0..comptime!(STAGES * CHUNK)],
+                        &tile,
+                        &keys,
+                        walk.first(pass.block),
+                        i % STAGES,
+                        d,
+                        pass.masked,
+                    );
+                    ring.publish(i);
+                    walk.advance(&io.runs, pass.block, windowed);
+                    i += 1;
+                }
+            }
+            t += step;
         }
         terminate!();
     }
-
-    stage_queries::<F, N>(&io.q, &mut buf[0..buf_len], &tile, &queries, q0, q_at, d);
-    sync_consumers();
 
     let base = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
     let tile_bytes = comptime!((tv * 16) as u32);
@@ -163,80 +166,117 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
         b_panel: 0,
         b_transposed: true,
     });
-
-    let mut acc = zero_tiles(dtiles);
-    let mut m = Array::<f32>::new(2usize);
-    let mut l = Array::<f32>::new(2usize);
-    m[0] = io.neg_inf;
-    m[1] = io.neg_inf;
-    l[0] = 0.0f32;
-    l[1] = 0.0f32;
     let sl2 = io.scale * LOG2E;
-    let prow0 = q0 + group * 64 + (plane % 4) * 16;
-    let last_row = q0 + group * 64 + 63;
 
-    while walk.live() {
-        let k0 = walk.first(pass.block);
-        walk.advance(&io.runs, pass.block, windowed);
-        let stage = i % STAGES;
-        ring.take(i);
-        // The landed chunk becomes visible to `wgmma`.
-        sync_async_proxy_shared();
+    let mut t = first;
+    while t < end {
+        let (tile, sub) = tile_at(
+            &io.params, schedule, t, subtiles, pass.block, windowed, persistent,
+        );
+        let q0 = tile.qb * pass.block + sub * ROWS;
+        let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
+        if serves(&tile, &queries, q0) {
+            // Each plane stages its own 16 rows (no other plane reads them before the barrier:
+            // the last tile's epilogue wrote through each plane's own rows too).
+            stage_plane_queries::<F, N>(&io.q, &mut buf[0..buf_len], &tile, &queries, q0, q_at, d);
+            sync_async_proxy_shared();
+            sync_warpgroup(group);
 
-        // The warpgroup's rows all precede the chunk's keys: nothing to add (causal).
-        if !(pass.causal && k0 > last_row) {
-            let kbase = base + comptime!(2 * tile_bytes) * stage as u32;
-            let mut s = zero_tiles(8usize);
-            tiles_assign(&mut s, 0usize, mma_ss(dq, k_major(kbase), qk));
-            let kv = &kvalid[0..comptime!(STAGES * CHUNK)];
-            let (lo, hi) = (keys.lo, keys.hi);
-            score_chunk(
-                &mut s,
-                &mut m,
-                &mut l,
-                &mut acc,
-                kv,
-                stage * CHUNK,
-                k0,
-                lo,
-                hi,
-                prow0,
-                sl2,
-                io.neg_inf,
-                pass,
-                dtiles,
+            let mut acc = zero_tiles(dtiles);
+            let mut m = Array::<f32>::new(2usize);
+            let mut l = Array::<f32>::new(2usize);
+            m[0] = io.neg_inf;
+            m[1] = io.neg_inf;
+            l[0] = 0.0f32;
+            l[1] = 0.0f32;
+            let prow0 = q0 + group * 64 + (plane % 4) * 16;
+            let last_row = q0 + group * 64 + 63;
+            let mut walk = Walk::new(
+                &io.blocks,
+                &io.runs,
+                tile.csr_base + tile.qb,
+                keys.first_block(pass.block),
+                keys.end_block(pass.block),
+                windowed,
             );
-            // `O[:, 64h..64h + 64] += P·V[:, 64h..64h + 64]`: panel `h` of the value tile.
-            let p = p_fragments::<F>(&s);
-            #[unroll]
-            for h in 0..comptime!(d / 64) {
-                let dv = mn_major(kbase + tile_bytes + comptime!((h * CHUNK * PANEL_ROW) as u32));
-                let o = mma_rs_add(tiles_into(&acc, comptime!(8 * h)), p, dv, pv);
-                tiles_assign(&mut acc, comptime!(8 * h), o);
+
+            while walk.live() {
+                let k0 = walk.first(pass.block);
+                walk.advance(&io.runs, pass.block, windowed);
+                let stage = i % STAGES;
+                ring.take(i);
+                // The landed chunk becomes visible to `wgmma`.
+                sync_async_proxy_shared();
+
+                // The warpgroup's rows all precede the chunk's keys: nothing to add (causal).
+                if !(pass.causal && k0 > last_row) {
+                    let kbase = base + comptime!(2 * tile_bytes) * stage as u32;
+                    let mut s = zero_tiles(8usize);
+                    tiles_assign(&mut s, 0usize, mma_ss(dq, k_major(kbase), qk));
+                    let kv = &kvalid[0..comptime!(STAGES * CHUNK)];
+                    let (lo, hi) = (keys.lo, keys.hi);
+                    score_chunk(
+                        &mut s,
+                        &mut m,
+                        &mut l,
+                        &mut acc,
+                        kv,
+                        stage * CHUNK,
+                        k0,
+                        lo,
+                        hi,
+                        prow0,
+                        sl2,
+                        io.neg_inf,
+                        pass,
+                        dtiles,
+                        lazy,
+                    );
+                    // `O[:, 64h..64h + 64] += P·V[:, 64h..64h + 64]`: panel `h` of the value
+                    // tile.
+                    let p = p_fragments::<F>(&s);
+                    #[unroll]
+                    for h in 0..comptime!(d / 64) {
+                        let dv = mn_major(
+                            kbase + tile_bytes + comptime!((h * CHUNK * PANEL_ROW) as u32),
+                        );
+                        let o = mma_rs_add(tiles_into(&acc, comptime!(8 * h)), p, dv, pv);
+                        tiles_assign(&mut acc, comptime!(8 * h), o);
+                    }
+                }
+                // `wgmma` has finished reading the stage (each call waits for its products).
+                ring.release(i);
+                i += 1;
             }
+            // The warpgroup's products are done with its query rows, where its planes stage
+            // `out`.
+            sync_warpgroup(group);
+            write_rows_wide::<F, N>(
+                &acc,
+                &m,
+                &l,
+                out,
+                lse,
+                &mut buf[0..buf_len],
+                &tile,
+                &queries,
+                q0,
+                prow0,
+                io.neg_inf,
+                q_at,
+                dtiles,
+                merge,
+            );
         }
-        // `wgmma` has finished reading the stage (each call waits for its products).
-        ring.release(i);
-        i += 1;
+        t += step;
     }
-    // The warpgroup's products are done with its query rows, where its planes stage `out`.
-    sync_warpgroup(group);
-    write_rows_wide::<F, N>(
-        &acc,
-        &m,
-        &l,
-        out,
-        lse,
-        &mut buf[0..buf_len],
-        &tile,
-        &queries,
-        q0,
-        prow0,
-        io.neg_inf,
-        q_at,
-        dtiles,
-        merge,
-    );
+}
+
+/// Whether a tile has query rows to serve: its block lies in its segment and its 128 rows meet
+/// the query window.
+#[cube]
+fn serves(tile: &Tile, queries: &Rows, q0: usize) -> bool {
+    tile.qb < tile.seg_blocks && q0 < queries.hi && q0 + ROWS > queries.lo
 }
 
 /// The masks (where the chunk needs them: keys `k0..k0 + CHUNK` against the key window
@@ -259,6 +299,7 @@ fn score_chunk(
     neg_inf: f32,
     #[comptime] pass: Pass,
     #[comptime] dtiles: usize,
+    #[comptime] lazy: bool,
 ) {
     let mut need = k0 < lo || k0 + CHUNK > hi;
     if comptime!(pass.masked) {
@@ -270,7 +311,7 @@ fn score_chunk(
     if need {
         mask_scores(s, kvalid, kv0, k0, prow0, neg_inf, 1usize, pass.causal);
     }
-    softmax_step(s, m, l, acc, sl2, neg_inf, 1usize, dtiles);
+    softmax_step(s, m, l, acc, sl2, neg_inf, 1usize, dtiles, lazy);
 }
 
 /// Loads the cube's `ROWS` gathered query rows of `q` (or of `dO`, which has its shape) from
@@ -292,6 +333,32 @@ pub(crate) fn stage_queries<F: Float, N: Size>(
     for i in 0..comptime!(ROWS * head_dim / 8 / CONSUMERS) {
         let e = UNIT_POS as usize + i * CONSUMERS;
         let (r, c) = tile_vector(e);
+        let p = queries.row(tile, q0 + r);
+        buf[at + swizzled(r, c, ROWS)] = q[(base + p * q.stride(2)) / nv + c];
+    }
+}
+
+/// Loads the calling plane's 16 rows (rows `16 · plane..` of the cube's `ROWS`) of the gathered
+/// query tile from `q0` into the swizzled tile at vector `at`: 32 lanes, eight a row.
+#[cube]
+pub(crate) fn stage_plane_queries<F: Float, N: Size>(
+    q: &Tensor<Vector<F, N>>,
+    buf: &mut [Vector<F, N>],
+    tile: &Tile,
+    queries: &Rows,
+    q0: usize,
+    #[comptime] at: usize,
+    #[comptime] head_dim: usize,
+) {
+    let nv = N::value();
+    let (plane, lane) = (UNIT_POS as usize / 32, UNIT_POS as usize % 32);
+    let base = tile.batch * q.stride(0) + tile.head * q.stride(1);
+    #[unroll]
+    for j in 0..comptime!(head_dim / 16) {
+        // Four rows a step, then the next 64-column panel.
+        let (step, panel) = comptime!((j % 4, j / 4));
+        let r = plane * 16 + lane / 8 + 4 * step;
+        let c = lane % 8 + 8 * panel;
         let p = queries.row(tile, q0 + r);
         buf[at + swizzled(r, c, ROWS)] = q[(base + p * q.stride(2)) / nv + c];
     }

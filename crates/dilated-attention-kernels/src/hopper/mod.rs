@@ -5,7 +5,8 @@
 //! holds the producer warp's stages and barriers, `tiles` the tile addressing and register
 //! renamings the kernels share, `forward` is the warp-specialised
 //! attention forward on them (head dims 64 and 128; the default where it applies, see
-//! `Sm80Tuning::wgmma_forward`) with its wide-store `epilogue`, and `backward_dq` and
+//! `Sm80Tuning::wgmma_forward`) with its wide-store `epilogue` and its tile `schedule` (one cube
+//! a tile, or a persistent grid), and `backward_dq` and
 //! `backward_dkdv` the backward's two kernels in the same shape (head dims 64 and 128;
 //! `Sm80Tuning::wgmma_backward`).
 
@@ -15,6 +16,7 @@ mod epilogue;
 pub(crate) mod forward;
 mod ptx;
 pub(crate) mod ring;
+pub(crate) mod schedule;
 mod tiles;
 pub(crate) mod wgmma;
 

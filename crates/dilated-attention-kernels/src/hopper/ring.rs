@@ -18,13 +18,18 @@
 //! `empty[s]`. Every consumer waits for every chunk, including those it skips (a causal chunk
 //! past its rows): an arrival before the fill would count towards the wrong phase.
 //!
-//! CubeCL has barriers but no arrays of them, so the four of each kind are passed as
-//! [`Ring`] fields and picked by a uniform branch on the stage.
+//! The barriers are plain `mbarrier`s in one shared array, driven by inline PTX rather than
+//! CubeCL's `Barrier`: its `wait_parity` is libcu++'s wait, which after 16 polls reads the global
+//! timer and backs off with `nanosleep` — a producer that waits most of a chunk for a free stage
+//! wakes late, and the consumers then wait for the copy. [`Ring`] waits with a bare
+//! `mbarrier.try_wait.parity` loop (the hardware suspends the thread inside `try_wait` for a
+//! bounded time, so the loop does not hammer the barrier), and picks a stage's barrier by its
+//! address instead of a branch.
 
-use cubecl::prelude::barrier::{Barrier, copy_async};
+use cubecl::prelude::barrier::copy_async;
 use cubecl::prelude::*;
 
-use super::wgmma::swizzled;
+use super::wgmma::{shared_address, swizzled};
 use crate::addressing::{Rows, Tile};
 use crate::sm80::forward::key_present;
 use crate::sm80::mma::CHUNK;
@@ -36,17 +41,11 @@ pub(crate) const PRODUCERS: usize = 32;
 /// Consumer units: two warpgroups.
 pub(crate) const CONSUMERS: usize = 256;
 
-/// The ring's eight barriers, created uninitialised; [`Ring::new`] arms them.
+/// The ring's `2 · STAGES` mbarriers: `full[s]` at shared address `base + 8s`, `empty[s]` at
+/// `base + 8 (STAGES + s)`.
 #[derive(CubeType)]
 pub(crate) struct Ring {
-    full0: Shared<Barrier>,
-    full1: Shared<Barrier>,
-    full2: Shared<Barrier>,
-    full3: Shared<Barrier>,
-    empty0: Shared<Barrier>,
-    empty1: Shared<Barrier>,
-    empty2: Shared<Barrier>,
-    empty3: Shared<Barrier>,
+    base: u32,
 }
 
 #[cube]
@@ -54,88 +53,83 @@ impl Ring {
     /// Declares the barriers and has unit 0 initialise them; the caller syncs the cube before
     /// any unit uses them.
     pub(crate) fn new() -> Ring {
+        let bars = Shared::<[u64]>::new_aligned_slice(comptime!(2 * STAGES), 8usize);
         let ring = Ring {
-            full0: Barrier::shared_uninit(),
-            full1: Barrier::shared_uninit(),
-            full2: Barrier::shared_uninit(),
-            full3: Barrier::shared_uninit(),
-            empty0: Barrier::shared_uninit(),
-            empty1: Barrier::shared_uninit(),
-            empty2: Barrier::shared_uninit(),
-            empty3: Barrier::shared_uninit(),
+            base: shared_address::<u64>(&bars[0..comptime!(2 * STAGES)]),
         };
         if UNIT_POS == 0 {
-            let (p, c) = (comptime!(PRODUCERS as u32), comptime!(CONSUMERS as u32));
-            ring.full0.init_manual(p);
-            ring.full1.init_manual(p);
-            ring.full2.init_manual(p);
-            ring.full3.init_manual(p);
-            ring.empty0.init_manual(c);
-            ring.empty1.init_manual(c);
-            ring.empty2.init_manual(c);
-            ring.empty3.init_manual(c);
+            #[unroll]
+            for s in 0..STAGES {
+                init(ring.full(s), comptime!(PRODUCERS as u32));
+                init(ring.empty(s), comptime!(CONSUMERS as u32));
+            }
+            // The initialised barriers become visible to the other units (and to the async
+            // proxy that completes `cp.async` arrivals) at the caller's cube barrier.
+            gpu_asm!("fence.mbarrier_init.release.cluster;");
         }
         ring
+    }
+
+    /// Shared address of `full[s]`.
+    fn full(&self, s: usize) -> u32 {
+        self.base + s as u32 * 8u32
+    }
+
+    /// Shared address of `empty[s]`.
+    fn empty(&self, s: usize) -> u32 {
+        self.base + (s + STAGES) as u32 * 8u32
     }
 
     /// Producer: waits until stage `i % STAGES` is free for chunk `i`.
     pub(crate) fn acquire(&self, i: usize) {
         let parity = ((i / STAGES) as u32 & 1u32) ^ 1u32;
-        wait_on(
-            &self.empty0,
-            &self.empty1,
-            &self.empty2,
-            &self.empty3,
-            i % STAGES,
-            parity,
-        );
+        wait(self.empty(i % STAGES), parity);
     }
 
     /// Producer: this unit's copies and stores into stage `i % STAGES` are issued; the stage
     /// is full once they land and every producer unit has arrived.
     pub(crate) fn publish(&self, i: usize) {
-        let s = i % STAGES;
-        if s == 0 {
-            self.full0.commit_copy_async();
-            let _ = self.full0.arrive();
-        } else if s == 1 {
-            self.full1.commit_copy_async();
-            let _ = self.full1.arrive();
-        } else if s == 2 {
-            self.full2.commit_copy_async();
-            let _ = self.full2.arrive();
-        } else {
-            self.full3.commit_copy_async();
-            let _ = self.full3.arrive();
-        }
+        let bar = self.full(i % STAGES);
+        // One more pending arrival, made when this unit's `cp.async` copies land...
+        gpu_asm!("cp.async.mbarrier.arrive.shared::cta.b64 [{b}];", b = in(_) bar);
+        // ...and this unit's own.
+        arrive(bar);
     }
 
     /// Consumer: waits until chunk `i` is in its stage.
     pub(crate) fn take(&self, i: usize) {
         let parity = (i / STAGES) as u32 & 1u32;
-        wait_on(
-            &self.full0,
-            &self.full1,
-            &self.full2,
-            &self.full3,
-            i % STAGES,
-            parity,
-        );
+        wait(self.full(i % STAGES), parity);
     }
 
     /// Consumer: this unit is done reading chunk `i`'s stage.
     pub(crate) fn release(&self, i: usize) {
-        let s = i % STAGES;
-        if s == 0 {
-            let _ = self.empty0.arrive();
-        } else if s == 1 {
-            let _ = self.empty1.arrive();
-        } else if s == 2 {
-            let _ = self.empty2.arrive();
-        } else {
-            let _ = self.empty3.arrive();
-        }
+        arrive(self.empty(i % STAGES));
     }
+}
+
+/// Initialises the mbarrier at shared address `bar` to expect `count` arrivals a phase.
+#[cube]
+fn init(bar: u32, #[comptime] count: u32) {
+    gpu_asm!("mbarrier.init.shared::cta.b64 [{b}], {c};", b = in(_) bar, c = const count);
+}
+
+/// Arrives on the mbarrier at shared address `bar` (release semantics, CTA scope).
+#[cube]
+fn arrive(bar: u32) {
+    gpu_asm!("mbarrier.arrive.shared::cta.b64 _, [{b}];", b = in(_) bar);
+}
+
+/// Waits until the phase of `parity` of the mbarrier at shared address `bar` has completed
+/// (acquire semantics, CTA scope). The labels are local to the braces, so the block can be
+/// inlined any number of times.
+#[cube]
+fn wait(bar: u32, parity: u32) {
+    gpu_asm!(
+        "{{ .reg .pred done; WAIT: mbarrier.try_wait.parity.shared::cta.b64 done, [{b}], {p}; @!done bra WAIT; }}",
+        b = in(_) bar,
+        p = in(_) parity,
+    );
 }
 
 /// Registers a unit of a producer warpgroup keeps after [`producer_registers`].
@@ -185,27 +179,6 @@ pub(crate) fn sync_warpgroup(group: usize) {
         gpu_asm!("bar.sync 2, 128;");
     } else {
         gpu_asm!("bar.sync 3, 128;");
-    }
-}
-
-/// Waits on barrier `s` of the four until its phase of `parity` has completed.
-#[cube]
-fn wait_on(
-    b0: &Shared<Barrier>,
-    b1: &Shared<Barrier>,
-    b2: &Shared<Barrier>,
-    b3: &Shared<Barrier>,
-    s: usize,
-    parity: u32,
-) {
-    if s == 0 {
-        b0.wait_parity(parity);
-    } else if s == 1 {
-        b1.wait_parity(parity);
-    } else if s == 2 {
-        b2.wait_parity(parity);
-    } else {
-        b3.wait_parity(parity);
     }
 }
 

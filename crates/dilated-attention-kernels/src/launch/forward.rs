@@ -7,6 +7,7 @@ use crate::KernelError;
 use crate::args::{AttnDtype, ClassArgs, TensorRef};
 use crate::cmma::forward::block_sparse_forward_tc;
 use crate::hopper::forward::{self as wgmma_fwd, block_sparse_forward_wgmma};
+use crate::hopper::schedule::{ScheduleLaunch, persistent_schedule};
 use crate::portable::forward::block_sparse_forward;
 use crate::sm80::forward::{block_sparse_forward_mma, cube_shape, shared_bytes};
 use crate::sm80::mma::min_blocks;
@@ -79,6 +80,7 @@ pub fn forward_class(
     let width = plan.strategy().row_width();
     let tuning = plan.sm80().unwrap_or_default();
     let tiles = usize::from(tuning.forward_tiles);
+    let lazy = tuning.lazy_rescale;
     // Query rows per cube: the sm80 tile, the cmma kernel's 64, or a whole block (one unit per
     // row); cubes have two units per row on the cmma tensor cores.
     let (rows_per_cube, threads) = match plan.strategy() {
@@ -87,12 +89,8 @@ pub fn forward_class(
         Strategy::Cmma => (64, 128),
         Strategy::Portable => (config.block, config.block),
     };
-    let count = grid(
-        client,
-        class.rows() * (config.block / rows_per_cube),
-        class,
-        s.batch,
-    )?;
+    let cubes_per_head = class.rows() * (config.block / rows_per_cube);
+    let mut count = grid(client, cubes_per_head, class, s.batch)?;
     let dim = CubeDim::new_1d(threads as u32);
     macro_rules! launch {
         ($kernel:ident, $t:ty $(, $vec:expr)? ; $($extra:expr),*) => {
@@ -126,17 +124,27 @@ pub fn forward_class(
     );
     use half::{bf16, f16};
     if plan.wgmma_forward() {
-        let blocks = min_blocks(
+        let shared = wgmma_fwd::shared_bytes(config.head_dim);
+        let mut blocks = min_blocks(client, tuning.forward_min_blocks, shared);
+        let schedule = persistent_schedule(
             client,
-            tuning.forward_min_blocks,
-            wgmma_fwd::shared_bytes(config.head_dim),
+            tuning.persistent_forward,
+            shared,
+            [cubes_per_head, class.heads(), s.batch],
         );
+        let persistent = schedule.is_some();
+        let [tiles, per_head, heads] = schedule.map_or([0; 3], |p| {
+            count = CubeCount::Static(p.cubes, 1, 1);
+            blocks = p.per_sm;
+            [p.tiles, cubes_per_head as u32, class.heads() as u32]
+        });
+        let schedule = || ScheduleLaunch::new(tiles, per_head, heads);
         match config.dtype {
             AttnDtype::F16 => {
-                launch!(block_sparse_forward_wgmma, f16, width; merge, blocks, windowed, false)
+                launch!(block_sparse_forward_wgmma, f16, width; merge, blocks, windowed, false, lazy, persistent, schedule())
             }
             AttnDtype::BF16 => {
-                launch!(block_sparse_forward_wgmma, bf16, width; merge, blocks, windowed, true)
+                launch!(block_sparse_forward_wgmma, bf16, width; merge, blocks, windowed, true, lazy, persistent, schedule())
             }
             AttnDtype::F32 => {
                 return Err(KernelError::unsupported("dtype", "wgmma takes f16 or bf16"));
@@ -147,10 +155,10 @@ pub fn forward_class(
     match (config.dtype, plan.strategy()) {
         (AttnDtype::F32, _) => launch!(block_sparse_forward, f32; unroll, windowed),
         (AttnDtype::F16, Strategy::Sm80(_)) => {
-            launch!(block_sparse_forward_mma, f16, width; tiles, merge, blocks, windowed)
+            launch!(block_sparse_forward_mma, f16, width; tiles, merge, blocks, windowed, lazy)
         }
         (AttnDtype::BF16, Strategy::Sm80(_)) => {
-            launch!(block_sparse_forward_mma, bf16, width; tiles, merge, blocks, windowed)
+            launch!(block_sparse_forward_mma, bf16, width; tiles, merge, blocks, windowed, lazy)
         }
         (AttnDtype::F16, Strategy::Cmma) => launch!(block_sparse_forward_tc, f16, width;),
         (AttnDtype::BF16, Strategy::Cmma) => launch!(block_sparse_forward_tc, bf16, width;),

@@ -156,6 +156,23 @@ pub(crate) fn grid(
     }
 }
 
+/// `cubes` cubes of a one-dimensional launch spread over the grid's first two dimensions (`x`
+/// up to the device's limit, then rows of them in `y`), or an error where even that does not
+/// hold them. Kernels launched on it number their cubes `CUBE_POS` (units `ABSOLUTE_POS`) and
+/// leave the last row's surplus cubes idle.
+pub(crate) fn spread(client: &Client, cubes: usize) -> Result<CubeCount, KernelError> {
+    let (max_x, max_y, _) = client.properties().hardware.max_cube_count;
+    let x = cubes.clamp(1, max_x as usize);
+    let y = cubes.div_ceil(x).max(1);
+    if y > max_y as usize {
+        return Err(KernelError::unsupported(
+            "n",
+            format!("{cubes} cubes pass this device's {max_x} x {max_y} grid"),
+        ));
+    }
+    Ok(CubeCount::Static(x as u32, y as u32, 1))
+}
+
 /// `t` (argument `name`) has a contiguous head dim and rows that start on a multiple of the
 /// plan's row width, so that the kernels can read or write its rows as vectors of that width.
 pub(crate) fn expect_rows_aligned(

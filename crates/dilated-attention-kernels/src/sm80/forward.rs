@@ -77,6 +77,7 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
     #[comptime] merge: bool,
     #[comptime] min_blocks: u32,
     #[comptime] windowed: bool,
+    #[comptime] lazy: bool,
 ) {
     occupancy_hint(min_blocks);
     let tq = comptime!(cube_shape(pass.block, tiles).0);
@@ -280,7 +281,7 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
 
             // Online softmax in base 2: row max over the 4 lanes of a row, sums kept per lane.
             softmax_step(
-                &mut s, &mut m, &mut l, &mut acc, sl2, io.neg_inf, tiles, dtiles,
+                &mut s, &mut m, &mut l, &mut acc, sl2, io.neg_inf, tiles, dtiles, lazy,
             );
 
             // 3. O += P·V: the S tiles of keys 16·kk .. are the A fragment of P; each V

@@ -56,9 +56,14 @@ pub(crate) fn mask_scores(
     }
 }
 
+/// How far (log2) a row max may pass the shift before a lazy softmax step moves it.
+const LAZY: f32 = 8.0;
+
 /// One chunk of the online softmax in base 2: row max over the 4 lanes of a row, `s` becomes
 /// `P = 2^(x · sl2 - m)`, the partial sums `l` and the output tiles `acc` are rescaled to the
-/// new max.
+/// new max. With `lazy` a row's shift `m` only moves when the max passes it by more than
+/// `LAZY` (or the row had no key before), and `acc` is only rescaled when a row of the plane
+/// moved; the result does not depend on the shift.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn softmax_step(
@@ -70,10 +75,12 @@ pub(crate) fn softmax_step(
     neg_inf: f32,
     #[comptime] tiles: usize,
     #[comptime] dtiles: usize,
+    #[comptime] lazy: bool,
 ) {
     let ctiles = comptime!(CHUNK / 8);
     // Online softmax in base 2: row max over the 4 lanes of a row, sums kept per lane.
     let mut alpha = Array::<f32>::new(comptime!(2 * tiles));
+    let mut moved = false;
     #[unroll]
     for i in 0..tiles {
         #[unroll]
@@ -88,7 +95,12 @@ pub(crate) fn softmax_step(
             mx *= sl2;
             mx = f32::max(mx, plane_shuffle_xor(mx, 1));
             mx = f32::max(mx, plane_shuffle_xor(mx, 2));
-            let m_new = f32::max(m[r], mx);
+            let mut moves = true;
+            if lazy {
+                moves = m[r] == neg_inf || mx > m[r] + LAZY;
+            }
+            moved = moved || moves;
+            let m_new = select(moves, f32::max(m[r], mx), m[r]);
             let shift = select(m_new == neg_inf, 0.0f32, m_new);
             alpha[r] = exp2_approx(m[r] - shift);
             m[r] = m_new;
@@ -108,7 +120,13 @@ pub(crate) fn softmax_step(
             l[r] = l[r] * alpha[r] + sum;
         }
     }
-    scale_rows(acc, &alpha, dtiles);
+    if lazy {
+        if plane_any(moved) {
+            scale_rows(acc, &alpha, dtiles);
+        }
+    } else {
+        scale_rows(acc, &alpha, dtiles);
+    }
 }
 
 /// The epilogue: row sums across the 4 lanes of each row, then the normalised rows and their
