@@ -620,8 +620,15 @@ fn dump_ptx(kernel_id: &KernelId, ptx: &[c_char]) {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    // ...and is long enough to blow past NAME_MAX on its own.
-    let name = &name[name.len().saturating_sub(180)..];
+    // ...and is long enough to blow past NAME_MAX on its own. Variants of one kernel differ
+    // anywhere in the id (comptime arguments), so a hash of the whole id keeps them apart.
+    let hash = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        h.finish()
+    };
+    let name = format!("{}_{hash:016x}", &name[name.len().saturating_sub(160)..]);
 
     // SAFETY: the PTX handed to the driver is a null-terminated C string.
     let text = unsafe { CStr::from_ptr(ptx.as_ptr()) };
