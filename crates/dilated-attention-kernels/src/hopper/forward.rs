@@ -24,12 +24,13 @@
 //! Tiles are in the 128-byte swizzled layout (`super::wgmma::swizzled`: 64-column panels of
 //! 128-byte rows, a row's 16-byte vectors permuted by the row). The `cp.async` landings and
 //! the query tile are generic-proxy writes; they are fenced to the async proxy
-//! (`fence.proxy.async`) before the products read them: the query tile by its writers before
-//! the consumers' named barrier (`super::ring::sync_consumers`), each chunk by its consumers
-//! after their wait on the stage.
+//! (`fence.proxy.async`) before the products read them: the query tile by its writers (each
+//! plane stages its own 16 rows) before their warpgroup's named barrier
+//! (`super::ring::sync_warpgroup`), each chunk by its consumers after their wait on the stage.
 //!
 //! Each plane's 16 finished rows leave through its rows of the query tile as whole 16-byte
-//! vectors (`super::epilogue`).
+//! vectors (`super::epilogue`). A cube serves one tile, or on a persistent grid every
+//! `G`-th tile of the launch (`super::schedule`), the ring's chunk count running on across them.
 //!
 //! Needs f16/bf16, head dim `d` of 64 or 128, blocks of 128/256 and `q, k, v, out` read and
 //! written as 8-wide vectors. `out: [batch, heads, n, d]`, `lse: [batch, heads, n]`. Shared
