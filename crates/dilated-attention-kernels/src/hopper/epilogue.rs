@@ -19,6 +19,7 @@ use cubecl::cmma::MatrixIdent;
 use cubecl::prelude::*;
 
 use super::forward::ROWS;
+use super::tiles::plane_vector;
 use super::wgmma::swizzled;
 use crate::addressing::{Rows, Tile};
 use crate::sm80::mma::{P2, mma_def};
@@ -126,12 +127,4 @@ pub(crate) fn write_rows_wide<F: Float, N: Size>(
             out[(o_base + pq * o_row) / nv + c] = buf[at + swizzled(row0 + r, c, ROWS)];
         }
     }
-}
-
-/// Row (of the plane's 16) and vector column of a lane's `j`-th wide access: eight lanes a
-/// row (one 128-byte panel row), four rows a step, then the next 64-column panel.
-#[cube]
-fn plane_vector(lane: usize, #[comptime] j: usize) -> (usize, usize) {
-    let (step, panel) = comptime!((j % 4, j / 4));
-    (lane / 8 + 4 * step, lane % 8 + 8 * panel)
 }

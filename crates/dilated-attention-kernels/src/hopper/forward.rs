@@ -41,7 +41,9 @@ use cubecl::prelude::*;
 use super::epilogue::write_rows_wide;
 use super::ring::{CONSUMERS, Ring, STAGES, fill_stage, sync_warpgroup};
 use super::schedule::{Schedule, span, tile_at};
-use super::tiles::{p_fragments, tile_vector, tiles_assign, tiles_into, wg_rows_bytes};
+use super::tiles::{
+    p_fragments, plane_vector, tile_vector, tiles_assign, tiles_into, wg_rows_bytes,
+};
 use super::wgmma::{
     PANEL_ROW, Product, k_major, mma_rs_add, mma_ss, mn_major, shared_address, swizzled,
 };
@@ -356,10 +358,8 @@ pub(crate) fn stage_plane_queries<F: Float, N: Size>(
     let base = tile.batch * q.stride(0) + tile.head * q.stride(1);
     #[unroll]
     for j in 0..comptime!(head_dim / 16) {
-        // Four rows a step, then the next 64-column panel.
-        let (step, panel) = comptime!((j % 4, j / 4));
-        let r = plane * 16 + lane / 8 + 4 * step;
-        let c = lane % 8 + 8 * panel;
+        let (pr, c) = plane_vector(lane, j);
+        let r = plane * 16 + pr;
         let p = queries.row(tile, q0 + r);
         buf[at + swizzled(r, c, ROWS)] = q[(base + p * q.stride(2)) / nv + c];
     }

@@ -90,3 +90,13 @@ pub(crate) fn p_fragments_from<F: Float>(
     }
     frags
 }
+
+/// Row (of the plane's 16) and vector column of a lane's `j`-th wide access: eight lanes a
+/// row (one 128-byte panel row), four rows a step, then the next 64-column panel. The
+/// epilogue and the forward's query staging both walk a plane's rows this way, so a lane
+/// writes only the vectors it read itself.
+#[cube]
+pub(crate) fn plane_vector(lane: usize, #[comptime] j: usize) -> (usize, usize) {
+    let (step, panel) = comptime!((j % 4, j / 4));
+    (lane / 8 + 4 * step, lane % 8 + 8 * panel)
+}
