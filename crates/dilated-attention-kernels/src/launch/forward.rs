@@ -133,11 +133,14 @@ pub fn forward_class(
             [cubes_per_head, class.heads(), s.batch],
         );
         let persistent = schedule.is_some();
-        let [tiles, per_head, heads] = schedule.map_or([0; 3], |p| {
+        // The kernel reads the schedule's words only on a persistent grid.
+        let mut words = [0; 3];
+        if let Some(p) = schedule {
             count = CubeCount::Static(p.cubes, 1, 1);
             blocks = p.per_sm;
-            [p.tiles, cubes_per_head as u32, class.heads() as u32]
-        });
+            words = [p.tiles, cubes_per_head as u32, class.heads() as u32];
+        }
+        let [tiles, per_head, heads] = words;
         let schedule = || ScheduleLaunch::new(tiles, per_head, heads);
         match config.dtype {
             AttnDtype::F16 => {
