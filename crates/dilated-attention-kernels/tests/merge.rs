@@ -16,6 +16,23 @@ fn lcg(seed: &mut u64) -> f32 {
     ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
 }
 
+/// An f32 tensor of `shape` holding `values`.
+fn f32_tensor(client: &cubecl::prelude::Client, values: &[f32], shape: Vec<usize>) -> TensorRef {
+    TensorRef::contiguous("t", upload_f32(client, values), shape, 4).unwrap()
+}
+
+/// `out: [rows, d]` and `lse_out: [rows]`, NaN-poisoned so that unwritten elements show.
+fn poisoned_outputs(
+    client: &cubecl::prelude::Client,
+    rows: usize,
+    d: usize,
+) -> (TensorRef, TensorRef) {
+    (
+        f32_tensor(client, &vec![f32::NAN; rows * d], vec![rows, d]),
+        f32_tensor(client, &vec![f32::NAN; rows], vec![rows]),
+    )
+}
+
 #[test]
 fn merge_matches_host() {
     let client = client();
@@ -30,13 +47,8 @@ fn merge_matches_host() {
             lse[q * rows + 1] = f32::NEG_INFINITY;
         }
     }
-    let tensor = |values: &[f32], shape: Vec<usize>| {
-        TensorRef::contiguous("t", upload_f32(&client, values), shape, 4).unwrap()
-    };
-    let (out, lse_out) = (
-        tensor(&vec![f32::NAN; rows * d], vec![rows, d]),
-        tensor(&vec![f32::NAN; rows], vec![rows]),
-    );
+    let tensor = |values: &[f32], shape: Vec<usize>| f32_tensor(&client, values, shape);
+    let (out, lse_out) = poisoned_outputs(&client, rows, d);
     lse_merge(
         &client,
         AttnDtype::F32,
@@ -120,13 +132,8 @@ fn merge_past_one_grid_dimension_writes_every_element() {
     let mut seed = 11u64;
     let parts: Vec<f32> = (0..rows * d).map(|_| lcg(&mut seed)).collect();
     let lse: Vec<f32> = (0..rows).map(|_| lcg(&mut seed)).collect();
-    let tensor = |values: &[f32], shape: Vec<usize>| {
-        TensorRef::contiguous("t", upload_f32(&client, values), shape, 4).unwrap()
-    };
-    let (out, lse_out) = (
-        tensor(&vec![f32::NAN; rows * d], vec![rows, d]),
-        tensor(&vec![f32::NAN; rows], vec![rows]),
-    );
+    let tensor = |values: &[f32], shape: Vec<usize>| f32_tensor(&client, values, shape);
+    let (out, lse_out) = poisoned_outputs(&client, rows, d);
     lse_merge(
         &client,
         AttnDtype::F32,
