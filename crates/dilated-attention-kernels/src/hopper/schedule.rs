@@ -109,13 +109,21 @@ fn plan_persistent(
         return None;
     }
     let tiles = u32::try_from(tiles).ok()?;
-    let per_sm = ((max_shared + 1024) / (shared_bytes + 1024)).clamp(1, 2) as u32;
+    let per_sm = resident_cubes(max_shared, shared_bytes);
     let cubes = sms.saturating_mul(per_sm).min(cap).min(tiles);
     (cubes > 0).then_some(Persistent {
         cubes,
         per_sm,
         tiles,
     })
+}
+
+/// Cubes of `shared_bytes` one SM holds at once (1 or 2), where each may take `max_shared`
+/// bytes and CUDA reserves 1 KB a cube: two at head dim 64, one at 128. Either grid asks
+/// registers for this many: without the ask ptxas may spend enough registers on the head-dim-64
+/// forward that an SM holds only one cube.
+pub(crate) fn resident_cubes(max_shared: usize, shared_bytes: usize) -> u32 {
+    ((max_shared + 1024) / (shared_bytes + 1024)).clamp(1, 2) as u32
 }
 
 #[cfg(test)]
@@ -125,6 +133,14 @@ mod tests {
 
     const H100_SMS: u32 = 132;
     const HOPPER_SHARED: usize = 227 * 1024;
+
+    #[test]
+    fn either_grid_asks_registers_for_two_cubes_at_head_dim_64_and_one_at_128() {
+        assert_eq!(resident_cubes(HOPPER_SHARED, shared_bytes(64)), 2);
+        assert_eq!(resident_cubes(HOPPER_SHARED, shared_bytes(128)), 1);
+        // A device whose shared memory holds less than one cube still gets an ask of one.
+        assert_eq!(resident_cubes(48 * 1024, shared_bytes(64)), 1);
+    }
 
     #[test]
     fn head_dim_64_holds_two_cubes_an_sm_and_128_one() {

@@ -7,7 +7,7 @@ use crate::KernelError;
 use crate::args::{AttnDtype, ClassArgs, TensorRef};
 use crate::cmma::forward::block_sparse_forward_tc;
 use crate::hopper::forward::{self as wgmma_fwd, block_sparse_forward_wgmma};
-use crate::hopper::schedule::{ScheduleLaunch, persistent_schedule};
+use crate::hopper::schedule::{ScheduleLaunch, persistent_schedule, resident_cubes};
 use crate::portable::forward::block_sparse_forward;
 use crate::sm80::forward::{block_sparse_forward_mma, cube_shape, shared_bytes};
 use crate::sm80::mma::min_blocks;
@@ -125,7 +125,11 @@ pub fn forward_class(
     use half::{bf16, f16};
     if plan.wgmma_forward() {
         let shared = wgmma_fwd::shared_bytes(config.head_dim);
-        let mut blocks = min_blocks(client, tuning.forward_min_blocks, shared);
+        // The tuning's ask, else the cubes the shared memory lets an SM hold.
+        let mut blocks = match tuning.forward_min_blocks {
+            0 => resident_cubes(client.properties().hardware.max_shared_memory_size, shared),
+            _ => min_blocks(client, tuning.forward_min_blocks, shared),
+        };
         let schedule = persistent_schedule(
             client,
             tuning.persistent_forward,
