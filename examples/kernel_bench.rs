@@ -55,8 +55,11 @@ enum Family {
     /// The default tuning with the forward's lazy rescaling (`Sm80Tuning::lazy_rescale`).
     Lazy,
     /// The default tuning with the Hopper forward on a persistent grid
-    /// (`Sm80Tuning::persistent_forward`, as many cubes as the SMs hold).
+    /// (`Sm80Tuning::persistent_forward`, as many cubes as the SMs hold; the default).
     Persistent,
+    /// The default tuning with the Hopper forward on a grid of one cube a query tile
+    /// (`Sm80Tuning::persistent_forward` 0).
+    TilePerCube,
 }
 
 impl Family {
@@ -96,6 +99,10 @@ impl Family {
             })),
             Self::Persistent => Some(KernelStrategy::Sm80(Sm80Tuning {
                 persistent_forward: u32::MAX,
+                ..Sm80Tuning::default()
+            })),
+            Self::TilePerCube => Some(KernelStrategy::Sm80(Sm80Tuning {
+                persistent_forward: 0,
                 ..Sm80Tuning::default()
             })),
         }

@@ -54,6 +54,11 @@ pub fn run(p: &mut Probe) {
             persistent_forward: 3,
             ..Sm80Tuning::default()
         }),
+        // The Hopper forward on a grid of one cube a tile (the default grid is persistent).
+        KernelStrategy::Sm80(Sm80Tuning {
+            persistent_forward: 0,
+            ..Sm80Tuning::default()
+        }),
     ];
     let longnet = |block| DilatedPattern::longnet(1024, block, true).expect("valid preset");
     // Blocks of 128, the Hopper forward's shape (it needs two warpgroups' rows per block),
@@ -69,6 +74,7 @@ pub fn run(p: &mut Probe) {
                 families[6],
                 families[7],
                 families[8],
+                families[9],
             ],
             d,
         );

@@ -64,10 +64,12 @@ pub struct Sm80Tuning {
     /// tiles only when one of its rows moved — instead of every chunk. Off by default until
     /// measured (an experiment for head dim 128, where a rescale is 64 multiplies a unit).
     pub lazy_rescale: bool,
-    /// The Hopper forward on a persistent grid of at most this many cubes (0, the default until
-    /// measured: one cube a query tile; `u32::MAX`: as many as the SMs hold at once). A cube
-    /// serves every `G`-th tile of the launch, and its producer warp fetches the next tile's
-    /// keys while the consumers write the last tile's rows (`crate::hopper::schedule`).
+    /// The Hopper forward on a persistent grid of at most this many cubes (`u32::MAX`, the
+    /// default: as many as the SMs hold at once; 0: one cube a query tile). A cube serves every
+    /// `G`-th tile of the launch, and its producer warp fetches the next tile's keys while the
+    /// consumers write the last tile's rows (`crate::hopper::schedule`). On the H100 the
+    /// persistent forward was as fast as or faster than one cube a tile at head dims 64 and 128,
+    /// 64K and 128K tokens (`docs/benchmarks.md`, session 19).
     pub persistent_forward: u32,
 }
 
@@ -82,7 +84,7 @@ impl Default for Sm80Tuning {
             wgmma_forward: true,
             wgmma_backward: true,
             lazy_rescale: false,
-            persistent_forward: 0,
+            persistent_forward: u32::MAX,
         }
     }
 }
