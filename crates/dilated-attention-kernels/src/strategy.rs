@@ -61,8 +61,9 @@ pub struct Sm80Tuning {
     pub wgmma_backward: bool,
     /// The forward's online softmax moves a row's shift only when the row max passes it by
     /// more than 2^8 (`P ≤ 256` then, exact in f16/bf16), and a plane rescales its output
-    /// tiles only when one of its rows moved — instead of every chunk. Off by default until
-    /// measured (an experiment for head dim 128, where a rescale is 64 multiplies a unit).
+    /// tiles only when one of its rows moved — instead of every chunk. Off by default: on the
+    /// H100 it made head-dim-128 LongNet 2–3 % faster and changed nothing else measurably
+    /// (`docs/benchmarks.md`, session 19).
     pub lazy_rescale: bool,
     /// The Hopper forward on a persistent grid of at most this many cubes (`u32::MAX`, the
     /// default: as many as the SMs hold at once; 0: one cube a query tile). A cube serves every
