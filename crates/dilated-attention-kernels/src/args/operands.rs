@@ -15,8 +15,9 @@ use cubecl::prelude::*;
 ///   blocks (forward, `dQ`) or its column pointer over key blocks (`dK/dV`)
 /// - `runs: [2 · runs]` u32: half-open ranges of blocks, indexed by `blocks`
 /// - `params`: the class's parameter words (`addressing::locate` reads them)
-/// - `scale`: the softmax scale; `neg_inf`: −∞, passed at run time so that no kernel has to
-///   spell an infinite literal
+/// - `scale`: the softmax scale; `neg_inf`: −∞ and `nan`: a quiet NaN, passed at run time so
+///   that no kernel spells a non-finite literal and no compiler that assumes finite floats
+///   (WGSL allows it) folds them
 #[derive(CubeLaunch, CubeType)]
 pub(crate) struct Operands<T: CubePrimitive> {
     pub q: OwnedTensor<T>,
@@ -28,6 +29,7 @@ pub(crate) struct Operands<T: CubePrimitive> {
     pub params: OwnedTensor<u32>,
     pub scale: f32,
     pub neg_inf: f32,
+    pub nan: f32,
 }
 
 /// What the backward passes read besides [`Operands`].

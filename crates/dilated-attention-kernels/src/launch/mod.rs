@@ -215,6 +215,7 @@ pub(crate) fn operands<T: CubePrimitive>(
         class.params.arg(),
         config.scale,
         f32::NEG_INFINITY,
+        f32::NAN,
     )
 }
 
