@@ -48,8 +48,8 @@ use super::wgmma::{
 };
 use crate::addressing::{Rows, Tile, locate};
 use crate::args::{GradOperands, Operands, Pass};
-use crate::sm80::backward_dkdv::{query_stats, write_key_grads};
 use crate::sm80::forward::{LOG2E, key_present};
+use crate::sm80::grads::{query_stats, write_key_grads};
 use crate::sm80::mma::{CHUNK, P2, Walk, exp2_approx, occupancy_hint, zero_tiles};
 
 /// Keys per cube: two warpgroups of one `wgmma` M (64 rows) each.

@@ -30,9 +30,9 @@ use super::wgmma::{
 };
 use crate::addressing::{Rows, locate};
 use crate::args::{GradOperands, Operands, Pass};
-use crate::sm80::backward_dkdv::query_stats;
 use crate::sm80::backward_dq::write_query_grads;
 use crate::sm80::forward::LOG2E;
+use crate::sm80::grads::query_stats;
 use crate::sm80::mma::{CHUNK, Walk, exp2_approx, zero_tiles};
 
 /// Whether the kernel serves head dim `d` (64 or 128).

@@ -4,5 +4,6 @@
 pub(crate) mod backward_dkdv;
 pub(crate) mod backward_dq;
 pub(crate) mod forward;
+pub(crate) mod grads;
 pub(crate) mod mma;
 pub(crate) mod rows;
