@@ -387,7 +387,8 @@ fn tracked_queries_with_plain_keys_and_mask_run_the_kernels() {
 
 /// NaN in the value row and `+inf` in the key row of the last key, which under causal masking
 /// only the last query may see, changes the query gradient of no other query (the kernels'
-/// portable backward and the reference path's autodiff). The keys' gradients are not compared:
+/// portable backward and the reference path's autodiff), and leaves the last query's own
+/// gradient NaN, as its output is. The keys' gradients are not compared:
 /// the last query's output is NaN, and through it every key it sees gets NaN gradients, as
 /// IEEE arithmetic has it.
 #[rstest]
@@ -417,16 +418,26 @@ fn nan_in_a_causal_future_key_reaches_no_query_gradient_before_it(
             .unwrap();
         let grads = (out * on(&r)).sum().backward();
         let dq = values(q.grad(&grads).unwrap());
-        dq.chunks(n * d)
-            .flat_map(|head| head[..(n - 1) * d].to_vec())
-            .collect::<Vec<f32>>()
+        let rows = |range: std::ops::Range<usize>| {
+            dq.chunks(n * d)
+                .flat_map(|head| head[range.start * d..range.end * d].to_vec())
+                .collect::<Vec<f32>>()
+        };
+        (rows(0..n - 1), rows(n - 1..n))
     };
     for (device, module, what) in [
         (&gpu, module.clone(), "kernels"),
         (&cpu, module.clone().without_kernels(), "reference"),
     ] {
-        let clean = run(&module, device, false);
-        let dirty = run(&module, device, true);
+        let (clean, _) = run(&module, device, false);
+        let (dirty, last) = run(&module, device, true);
         assert_close(&dirty, &clean, 0.0, &format!("{what} dq {kind:?}"));
+        // The last query sees the key in both patterns (its own block): its output is NaN,
+        // and so is its gradient — no silent finite value.
+        assert!(
+            last.iter().all(|x| x.is_nan()),
+            "{what}: the last query's dq is not NaN, {kind:?}: {:?}",
+            &last[..8]
+        );
     }
 }

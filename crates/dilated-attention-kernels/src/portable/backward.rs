@@ -21,7 +21,11 @@
 //! - `dQ`: the forward's grid (a cube per query block, a unit per query row), walking the
 //!   query block's key blocks; keys and values staged in shared memory.
 //! - `dK/dV`: a cube per key block, a unit per key row, walking the **transposed** layout (the
-//!   query blocks that see the key block); queries, `dO`, `L` and `Δ` staged in shared memory.//! `Δ` comes from the shared prepass (`crate::delta`).
+//!   query blocks that see the key block); queries, `dO`, `L` and `Δ` staged in shared memory.
+//!
+//! `Δ` comes from the shared prepass (`crate::delta`). A query row whose forward saw a NaN or
+//! an infinity (`L` NaN or `+inf`, or `Δ` not finite) gets a NaN gradient, and so does every
+//! key it sees; the arithmetic runs on finite stand-ins (`poisoned_row`).
 
 use cubecl::prelude::*;
 
@@ -71,8 +75,10 @@ pub(crate) fn backward_dq<F: Float>(
         grad.lse[batch * grad.lse.stride(0) + head * grad.lse.stride(1) + pq * grad.lse.stride(2)];
     let delta_row = grad.delta
         [batch * grad.delta.stride(0) + head * grad.delta.stride(1) + pq * grad.delta.stride(2)];
-    // A row with no key in any branch has `L = -inf` and no gradient.
-    let live = q_valid && l_row != io.neg_inf;
+    // A row with no key in any branch has `L = -inf` and no gradient; a row whose forward saw a
+    // non-finite value gets NaN.
+    let poisoned = q_valid && poisoned_row(l_row, delta_row);
+    let live = q_valid && !poisoned && l_row != io.neg_inf;
     let l_safe = select(live, l_row, 0.0f32);
 
     let mut ks = Shared::<[f32]>::new_slice(CHUNK * pass.head_dim);
@@ -135,7 +141,7 @@ pub(crate) fn backward_dq<F: Float>(
         #[unroll]
         for d in 0..pass.head_dim {
             let at = base + d * dq.stride(3);
-            dq[at] += acc[d] * io.scale;
+            dq[at] = select(poisoned, io.nan, dq[at] + acc[d] * io.scale);
         }
     }
 }
@@ -191,7 +197,10 @@ pub(crate) fn backward_dkdv<F: Float>(
     let mut gs = Shared::<[f32]>::new_slice(CHUNK * pass.head_dim);
     let mut ls = Shared::<[f32]>::new_slice(CHUNK);
     let mut ds_row = Shared::<[f32]>::new_slice(CHUNK);
+    // 1: a live query, 0: none (padding, no key), `POISONED`: its forward saw a non-finite value.
     let mut qlive = Shared::<[u32]>::new_slice(CHUNK);
+    // Whether a poisoned query sees this key: its gradients are then NaN.
+    let mut key_poisoned = false;
 
     let q_base = batch * io.q.stride(0) + head * io.q.stride(1);
     let g_base = batch * grad.dout.stride(0) + head * grad.dout.stride(1);
@@ -219,10 +228,12 @@ pub(crate) fn backward_dkdv<F: Float>(
                     );
                     if d == 0 {
                         let l = grad.lse[l_base + pq * grad.lse.stride(2)];
-                        let ok = present && l != io.neg_inf;
-                        qlive[c] = select(ok, 1u32, 0u32);
+                        let delta = grad.delta[d_base + pq * grad.delta.stride(2)];
+                        let bad = present && poisoned_row(l, delta);
+                        let ok = present && !bad && l != io.neg_inf;
+                        qlive[c] = select(bad, POISONED, select(ok, 1u32, 0u32));
                         ls[c] = select(ok, l, 0.0f32);
-                        ds_row[c] = grad.delta[d_base + pq * grad.delta.stride(2)];
+                        ds_row[c] = select(ok, delta, 0.0f32);
                     }
                     e += pass.block;
                 }
@@ -230,10 +241,13 @@ pub(crate) fn backward_dkdv<F: Float>(
 
                 for c in 0..CHUNK {
                     let tq = qb * pass.block + c0 + c;
-                    let mut ok = key_live && qlive[c] != 0;
+                    let mut seen = key_live && qlive[c] != 0;
                     if comptime!(pass.causal) {
-                        ok = ok && tk <= tq;
+                        seen = seen && tk <= tq;
                     }
+                    let bad = seen && qlive[c] == POISONED;
+                    key_poisoned = key_poisoned || bad;
+                    let ok = seen && !bad;
                     let mut dot = 0.0f32;
                     let mut dp = 0.0f32;
                     #[unroll(unroll)]
@@ -263,8 +277,24 @@ pub(crate) fn backward_dkdv<F: Float>(
         for d in 0..pass.head_dim {
             let dk_at = k_at + d * dk.stride(3);
             let dv_at = v_at + d * dv.stride(3);
-            dk[dk_at] += dk_acc[d];
-            dv[dv_at] += dv_acc[d];
+            dk[dk_at] = select(key_poisoned, io.nan, dk[dk_at] + dk_acc[d]);
+            dv[dv_at] = select(key_poisoned, io.nan, dv[dv_at] + dv_acc[d]);
         }
     }
+}
+
+/// `qlive`'s mark of a query whose forward saw a non-finite value.
+const POISONED: u32 = 2;
+
+/// Whether a query row's forward saw a non-finite value: its `L` is NaN or `+inf`, or, for a
+/// row with keys (`L ≠ −inf`; a row without keys has no gradient whatever its `dL`), its `Δ` is
+/// not finite (a NaN output or upstream gradient). Tested on the bits, as the forward's
+/// scores are (`super::forward::non_finite_score`): WGSL lets a compiler assume finite floats,
+/// and on lavapipe the NaN arithmetic of such a row came out as a zero gradient. The row's
+/// gradient is then written as `Operands::nan`, and so are those of the keys it sees.
+#[cube]
+fn poisoned_row(l: f32, delta: f32) -> bool {
+    let (lb, db) = (u32::reinterpret(l), u32::reinterpret(delta));
+    let exp = 0x7f80_0000u32;
+    lb != 0xff80_0000u32 && ((lb & exp) == exp || (db & exp) == exp)
 }
