@@ -69,6 +69,8 @@ pub fn scale(p: &mut Probe, lengths: &[usize]) {
     let module = module();
     for &n in lengths {
         device.memory_cleanup();
+        forward_only(&device, &module, h, n, d);
+        device.memory_cleanup();
         let base = in_use(&device);
         let ad = device.clone().autodiff();
         let rand = || {
@@ -97,6 +99,11 @@ pub fn scale(p: &mut Probe, lengths: &[usize]) {
             let used_backward = in_use(&device).saturating_sub(base);
             let total_ms = t.elapsed().as_secs_f64() * 1e3;
             drop((dq, grads, lse));
+            println!(
+                "scale n={n} autodiff run {i}: in use after forward {used} B, after backward \
+                 {used_backward} B, after the drops {} B",
+                in_use(&device).saturating_sub(base)
+            );
             if i > 0 {
                 fwd.push(forward_ms);
                 fwdbwd.push(total_ms);
@@ -126,5 +133,42 @@ pub fn scale(p: &mut Probe, lengths: &[usize]) {
             gib(inputs),
         );
         println!("{line}");
+    }
+}
+
+/// The forward alone, without autodiff, at `n` tokens: the device's bytes in use after the
+/// inputs, after the forward (q, k, v, out and lse should be all that is alive) and after `out`
+/// and `lse` are dropped — to tell the kernels' own allocations from autodiff's saved state.
+fn forward_only(
+    device: &Device,
+    module: &BlockSparseRingDilatedAttention,
+    h: usize,
+    n: usize,
+    d: usize,
+) {
+    let base = in_use(device);
+    let rand = || {
+        Tensor::<4>::random(
+            [1, h, n, d],
+            Distribution::Normal(0.0, 1.0),
+            (device, DType::F16),
+        )
+    };
+    let (q, k, v) = (rand(), rand(), rand());
+    let inputs = in_use(device).saturating_sub(base);
+    let tensor = (h * n * d * 2) as u64;
+    for i in 0..2 {
+        let (out, lse) = module
+            .forward_with_lse(q.clone(), k.clone(), v.clone(), None)
+            .expect("the kernels serve the call");
+        let after = in_use(device).saturating_sub(base);
+        drop((out, lse));
+        let dropped = in_use(device).saturating_sub(base);
+        println!(
+            "scale n={n} forward only, run {i}: inputs {inputs} B (3 tensors of {tensor} B), in use \
+             after the forward {after} B (needed {} B, +{:.1}%), after dropping out and lse {dropped} B",
+            4 * tensor + (h * n * 4) as u64,
+            100.0 * (after as f64 / (4 * tensor + (h * n * 4) as u64) as f64 - 1.0),
+        );
     }
 }
