@@ -60,6 +60,14 @@ enum Family {
     /// The default tuning with the Hopper forward on a grid of one cube a query tile
     /// (`Sm80Tuning::persistent_forward` 0).
     TilePerCube,
+    /// The default tuning with the Hopper forward's warpgroups taking turns at the tensor cores
+    /// (`Sm80Tuning::pingpong_forward`).
+    Pingpong,
+    /// The default tuning with the Hopper forward's two `P·V` panels issued together at head
+    /// dim 128 (`Sm80Tuning::paired_pv`).
+    PairedPv,
+    /// Both of the above.
+    PingpongPairedPv,
 }
 
 impl Family {
@@ -103,6 +111,19 @@ impl Family {
             })),
             Self::TilePerCube => Some(KernelStrategy::Sm80(Sm80Tuning {
                 persistent_forward: 0,
+                ..Sm80Tuning::default()
+            })),
+            Self::Pingpong => Some(KernelStrategy::Sm80(Sm80Tuning {
+                pingpong_forward: true,
+                ..Sm80Tuning::default()
+            })),
+            Self::PairedPv => Some(KernelStrategy::Sm80(Sm80Tuning {
+                paired_pv: true,
+                ..Sm80Tuning::default()
+            })),
+            Self::PingpongPairedPv => Some(KernelStrategy::Sm80(Sm80Tuning {
+                pingpong_forward: true,
+                paired_pv: true,
                 ..Sm80Tuning::default()
             })),
         }

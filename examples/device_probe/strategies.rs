@@ -59,6 +59,20 @@ pub fn run(p: &mut Probe) {
             persistent_forward: 0,
             ..Sm80Tuning::default()
         }),
+        // The Hopper forward's experiments: warpgroups taking turns at the tensor cores, and
+        // both `P·V` panels at once at head dim 128; on a persistent grid of three cubes, so
+        // that the turns run on across tiles.
+        KernelStrategy::Sm80(Sm80Tuning {
+            pingpong_forward: true,
+            paired_pv: true,
+            persistent_forward: 3,
+            ..Sm80Tuning::default()
+        }),
+        KernelStrategy::Sm80(Sm80Tuning {
+            pingpong_forward: true,
+            persistent_forward: 0,
+            ..Sm80Tuning::default()
+        }),
     ];
     let longnet = |block| DilatedPattern::longnet(1024, block, true).expect("valid preset");
     // Blocks of 128, the Hopper forward's shape (it needs two warpgroups' rows per block),
@@ -75,6 +89,8 @@ pub fn run(p: &mut Probe) {
                 families[7],
                 families[8],
                 families[9],
+                families[10],
+                families[11],
             ],
             d,
         );

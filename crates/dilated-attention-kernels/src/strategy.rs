@@ -72,6 +72,14 @@ pub struct Sm80Tuning {
     /// persistent forward was as fast as or faster than one cube a tile at head dims 64 and 128,
     /// 64K and 128K tokens (`docs/benchmarks.md`, session 19).
     pub persistent_forward: u32,
+    /// The Hopper forward's two consumer warpgroups take strict turns at the tensor cores
+    /// (FlashAttention-3's ping-pong: one's softmax while the other's products run) instead of
+    /// running free. Experimental, off by default: not timed yet.
+    pub pingpong_forward: bool,
+    /// The Hopper forward at head dim 128 issues both 64-column panels of `P·V` together and
+    /// waits once, instead of one product and one wait each. Experimental, off by default: not
+    /// timed yet.
+    pub paired_pv: bool,
 }
 
 impl Default for Sm80Tuning {
@@ -86,6 +94,8 @@ impl Default for Sm80Tuning {
             wgmma_backward: true,
             lazy_rescale: false,
             persistent_forward: u32::MAX,
+            pingpong_forward: false,
+            paired_pv: false,
         }
     }
 }

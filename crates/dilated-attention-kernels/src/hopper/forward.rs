@@ -21,6 +21,10 @@
 //!   then release the stage. The warpgroups run independently: one's softmax overlaps the
 //!   other's products, and a warpgroup whose rows all precede a chunk (causal) skips it.
 //!
+//! Two experimental [`Variant`]s (off by default, untimed): `pingpong`, where the warpgroups
+//! take strict turns at the tensor cores for each product (FlashAttention-3's scheduling, named
+//! barriers 4 and 5), and `pv_pair`, where head dim 128 issues both `P·V` panels at once.
+//!
 //! Tiles are in the 128-byte swizzled layout (`super::wgmma::swizzled`: 64-column panels of
 //! 128-byte rows, a row's 16-byte vectors permuted by the row). The `cp.async` landings and
 //! the query tile are generic-proxy writes; they are fenced to the async proxy
@@ -39,13 +43,14 @@
 use cubecl::prelude::*;
 
 use super::epilogue::write_rows_wide;
-use super::ring::{CONSUMERS, Ring, STAGES, fill_stage, sync_warpgroup};
+use super::ring::{CONSUMERS, Ring, STAGES, fill_stage, sync_warpgroup, turn_pass, turn_wait};
 use super::schedule::{Schedule, span, tile_at};
 use super::tiles::{
     p_fragments, plane_vector, tile_vector, tiles_assign, tiles_into, wg_rows_bytes,
 };
 use super::wgmma::{
-    PANEL_ROW, Product, k_major, mma_rs_add, mma_ss, mn_major, shared_address, swizzled,
+    Frags, PANEL_ROW, Product, half_of, k_major, mma_rs_add, mma_rs_add_pair, mma_ss, mn_major,
+    shared_address, swizzled,
 };
 use crate::addressing::{Rows, Tile};
 use crate::args::{Operands, Pass};
@@ -83,6 +88,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     #[comptime] bf16: bool,
     #[comptime] lazy: bool,
     #[comptime] persistent: bool,
+    #[comptime] variant: Variant,
     schedule: &Schedule,
 ) {
     occupancy_hint(min_blocks);
@@ -170,6 +176,12 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
         b_transposed: true,
     });
     let sl2 = io.scale * LOG2E;
+    if comptime!(variant.pingpong) {
+        // Warpgroup 0 takes the first turn.
+        if group == 1 {
+            turn_pass(group);
+        }
+    }
 
     let mut t = first;
     while t < end {
@@ -212,12 +224,47 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                 sync_async_proxy_shared();
 
                 // The warpgroup's rows all precede the chunk's keys: nothing to add (causal).
-                if !(pass.causal && k0 > last_row) {
-                    let kbase = base + comptime!(2 * tile_bytes) * stage as u32;
+                let skip = pass.causal && k0 > last_row;
+                let kbase = base + comptime!(2 * tile_bytes) * stage as u32;
+                let kv = &kvalid[0..comptime!(STAGES * CHUNK)];
+                let (lo, hi) = (keys.lo, keys.hi);
+                if comptime!(variant.pingpong) {
+                    // Turns at the tensor cores: one for `Q·Kᵀ`, one for `P·V`; the softmax
+                    // runs between them while the other warpgroup has the tensor cores.
+                    let mut s = zero_tiles(8usize);
+                    turn_wait(group);
+                    if !skip {
+                        tiles_assign(&mut s, 0usize, mma_ss(dq, k_major(kbase), qk));
+                    }
+                    turn_pass(group);
+                    if !skip {
+                        score_chunk(
+                            &mut s,
+                            &mut m,
+                            &mut l,
+                            &mut acc,
+                            kv,
+                            stage * CHUNK,
+                            k0,
+                            lo,
+                            hi,
+                            prow0,
+                            sl2,
+                            io.neg_inf,
+                            pass,
+                            dtiles,
+                            lazy,
+                        );
+                    }
+                    turn_wait(group);
+                    if !skip {
+                        let p = p_fragments::<F>(&s);
+                        add_pv(&mut acc, p, kbase + tile_bytes, pv, d, variant.pv_pair);
+                    }
+                    turn_pass(group);
+                } else if !skip {
                     let mut s = zero_tiles(8usize);
                     tiles_assign(&mut s, 0usize, mma_ss(dq, k_major(kbase), qk));
-                    let kv = &kvalid[0..comptime!(STAGES * CHUNK)];
-                    let (lo, hi) = (keys.lo, keys.hi);
                     score_chunk(
                         &mut s,
                         &mut m,
@@ -235,17 +282,8 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                         dtiles,
                         lazy,
                     );
-                    // `O[:, 64h..64h + 64] += P·V[:, 64h..64h + 64]`: panel `h` of the value
-                    // tile.
                     let p = p_fragments::<F>(&s);
-                    #[unroll]
-                    for h in 0..comptime!(d / 64) {
-                        let dv = mn_major(
-                            kbase + tile_bytes + comptime!((h * CHUNK * PANEL_ROW) as u32),
-                        );
-                        let o = mma_rs_add(tiles_into(&acc, comptime!(8 * h)), p, dv, pv);
-                        tiles_assign(&mut acc, comptime!(8 * h), o);
-                    }
+                    add_pv(&mut acc, p, kbase + tile_bytes, pv, d, variant.pv_pair);
                 }
                 // `wgmma` has finished reading the stage (each call waits for its products).
                 ring.release(i);
@@ -272,6 +310,53 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
             );
         }
         t += step;
+    }
+}
+
+/// Comptime variants of the forward's consumer loop (`crate::Sm80Tuning`'s experimental
+/// switches; both off by default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct Variant {
+    /// The two consumer warpgroups take strict turns at the tensor cores (`turn_wait` /
+    /// `turn_pass`): one's softmax runs while the other's products do.
+    pub pingpong: bool,
+    /// At head dim 128, both 64-column panels of `P·V` are issued together and waited for
+    /// once (`mma_rs_add_pair`), instead of one product and one wait each.
+    pub pv_pair: bool,
+}
+
+/// `O[:, 64h..64h + 64] += P·V[:, 64h..64h + 64]` for each 64-column panel `h` of the value
+/// tile at shared address `vbase`; with `pair` (head dim 128) both panels' products are issued
+/// together and waited for once.
+#[cube]
+fn add_pv(
+    acc: &mut Sequence<Array<Vector<f32, P2>>>,
+    p: Vector<u32, Frags>,
+    vbase: u32,
+    #[comptime] pv: Product,
+    #[comptime] d: usize,
+    #[comptime] pair: bool,
+) {
+    if comptime!(pair && d == 128) {
+        let panel = comptime!((CHUNK * PANEL_ROW) as u32);
+        let o = mma_rs_add_pair(
+            tiles_into(&*acc, 0usize),
+            p,
+            mn_major(vbase),
+            tiles_into(&*acc, 8usize),
+            p,
+            mn_major(vbase + panel),
+            pv,
+        );
+        tiles_assign(acc, 0usize, half_of(o, 0usize));
+        tiles_assign(acc, 8usize, half_of(o, 1usize));
+    } else {
+        #[unroll]
+        for h in 0..comptime!(d / 64) {
+            let dv = mn_major(vbase + comptime!((h * CHUNK * PANEL_ROW) as u32));
+            let o = mma_rs_add(tiles_into(&*acc, comptime!(8 * h)), p, dv, pv);
+            tiles_assign(acc, comptime!(8 * h), o);
+        }
     }
 }
 

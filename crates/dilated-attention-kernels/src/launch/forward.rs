@@ -146,12 +146,16 @@ pub fn forward_class(
         }
         let [tiles, per_head, heads] = words;
         let schedule = || ScheduleLaunch::new(tiles, per_head, heads);
+        let variant = wgmma_fwd::Variant {
+            pingpong: tuning.pingpong_forward,
+            pv_pair: tuning.paired_pv,
+        };
         match config.dtype {
             AttnDtype::F16 => {
-                launch!(block_sparse_forward_wgmma, f16, width; merge, blocks, windowed, false, lazy, persistent, schedule())
+                launch!(block_sparse_forward_wgmma, f16, width; merge, blocks, windowed, false, lazy, persistent, variant, schedule())
             }
             AttnDtype::BF16 => {
-                launch!(block_sparse_forward_wgmma, bf16, width; merge, blocks, windowed, true, lazy, persistent, schedule())
+                launch!(block_sparse_forward_wgmma, bf16, width; merge, blocks, windowed, true, lazy, persistent, variant, schedule())
             }
             AttnDtype::F32 => {
                 return Err(KernelError::unsupported("dtype", "wgmma takes f16 or bf16"));
