@@ -68,6 +68,11 @@ enum Family {
     PairedPv,
     /// Both of the above.
     PingpongPairedPv,
+    /// The default tuning with the Hopper forward taking 128 keys a step
+    /// (`Sm80Tuning::wide_chunks`).
+    WideChunks,
+    /// Wide chunks with the paired `P·V` panels.
+    WideChunksPairedPv,
 }
 
 impl Family {
@@ -123,6 +128,15 @@ impl Family {
             })),
             Self::PingpongPairedPv => Some(KernelStrategy::Sm80(Sm80Tuning {
                 pingpong_forward: true,
+                paired_pv: true,
+                ..Sm80Tuning::default()
+            })),
+            Self::WideChunks => Some(KernelStrategy::Sm80(Sm80Tuning {
+                wide_chunks: true,
+                ..Sm80Tuning::default()
+            })),
+            Self::WideChunksPairedPv => Some(KernelStrategy::Sm80(Sm80Tuning {
+                wide_chunks: true,
                 paired_pv: true,
                 ..Sm80Tuning::default()
             })),

@@ -91,6 +91,10 @@ struct Args {
     /// Seed of the CPU backend's random inputs.
     #[arg(long, default_value_t = 3)]
     seed: u64,
+    /// `strategies`: only the first this many families of each case (the experimental ones
+    /// come first at blocks of 128), for a short device call.
+    #[arg(long)]
+    families: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -130,6 +134,7 @@ fn main() -> ExitCode {
         only: args
             .dtypes
             .map(|list| list.into_iter().map(DtypeArg::dtype).collect()),
+        families: args.families,
     };
     let wants = |c: Check| {
         args.check.contains(&c)

@@ -15,6 +15,8 @@ pub struct Probe {
     pub over: Vec<String>,
     /// The element types the checks may use (`--dtypes`; `None`: all).
     pub only: Option<Vec<DType>>,
+    /// `strategies`: the families checked per case (`--families`; `None`: all).
+    pub families: Option<usize>,
 }
 
 impl Probe {

@@ -80,6 +80,10 @@ pub struct Sm80Tuning {
     /// waits once, instead of one product and one wait each. Experimental, off by default: not
     /// timed yet.
     pub paired_pv: bool,
+    /// The Hopper forward takes two chunks (128 keys) a step: one softmax over both, half the
+    /// waits, fences and row reductions per key (FlashAttention-3's 128-key tile). Experimental,
+    /// off by default: not timed yet.
+    pub wide_chunks: bool,
 }
 
 impl Default for Sm80Tuning {
@@ -96,6 +100,7 @@ impl Default for Sm80Tuning {
             persistent_forward: u32::MAX,
             pingpong_forward: false,
             paired_pv: false,
+            wide_chunks: false,
         }
     }
 }

@@ -46,11 +46,12 @@ use super::epilogue::write_rows_wide;
 use super::ring::{CONSUMERS, Ring, STAGES, fill_stage, sync_warpgroup, turn_pass, turn_wait};
 use super::schedule::{Schedule, span, tile_at};
 use super::tiles::{
-    p_fragments, plane_vector, tile_vector, tiles_assign, tiles_into, wg_rows_bytes,
+    p_fragments, p_fragments_from, plane_vector, tile_vector, tiles_assign, tiles_into,
+    wg_rows_bytes,
 };
 use super::wgmma::{
-    Frags, PANEL_ROW, Product, half_of, k_major, mma_rs_add, mma_rs_add_pair, mma_ss, mn_major,
-    shared_address, swizzled,
+    Frags, PANEL_ROW, Product, half_of, k_major, mma_rs_add, mma_rs_add_pair, mma_ss, mma_ss_pair,
+    mn_major, shared_address, swizzled,
 };
 use crate::addressing::{Rows, Tile};
 use crate::args::{Operands, Pass};
@@ -220,6 +221,12 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                 walk.advance(&io.runs, pass.block, windowed);
                 let stage = i % STAGES;
                 ring.take(i);
+                if comptime!(variant.wide) {
+                    // The block's next chunk, in the next stage: a block holds an even number
+                    // of chunks, so every walk pairs up and a pair starts on an even stage.
+                    walk.advance(&io.runs, pass.block, windowed);
+                    ring.take(i + 1);
+                }
                 // The landed chunk becomes visible to `wgmma`.
                 sync_async_proxy_shared();
 
@@ -228,7 +235,31 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                 let kbase = base + comptime!(2 * tile_bytes) * stage as u32;
                 let kv = &kvalid[0..comptime!(STAGES * CHUNK)];
                 let (lo, hi) = (keys.lo, keys.hi);
-                if comptime!(variant.pingpong) {
+                if comptime!(variant.wide) {
+                    if !skip {
+                        wide_step::<F>(
+                            &mut acc,
+                            &mut m,
+                            &mut l,
+                            dq,
+                            kbase,
+                            kv,
+                            stage * CHUNK,
+                            k0,
+                            lo,
+                            hi,
+                            prow0,
+                            sl2,
+                            io.neg_inf,
+                            pass,
+                            dtiles,
+                            lazy,
+                            qk,
+                            pv,
+                            variant.pv_pair,
+                        );
+                    }
+                } else if comptime!(variant.pingpong) {
                     // Turns at the tensor cores: one for `Q·Kᵀ`, one for `P·V`; the softmax
                     // runs between them while the other warpgroup has the tensor cores.
                     let mut s = zero_tiles(8usize);
@@ -254,6 +285,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                             pass,
                             dtiles,
                             lazy,
+                            CHUNK,
                         );
                     }
                     turn_wait(group);
@@ -281,6 +313,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                         pass,
                         dtiles,
                         lazy,
+                        CHUNK,
                     );
                     let p = p_fragments::<F>(&s);
                     add_pv(&mut acc, p, kbase + tile_bytes, pv, d, variant.pv_pair);
@@ -288,6 +321,10 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                 // `wgmma` has finished reading the stage (each call waits for its products).
                 ring.release(i);
                 i += 1;
+                if comptime!(variant.wide) {
+                    ring.release(i);
+                    i += 1;
+                }
             }
             // The warpgroup's products are done with its query rows, where its planes stage
             // `out`.
@@ -323,6 +360,67 @@ pub(crate) struct Variant {
     /// At head dim 128, both 64-column panels of `P·V` are issued together and waited for
     /// once (`mma_rs_add_pair`), instead of one product and one wait each.
     pub pv_pair: bool,
+    /// A step takes two chunks (128 keys, two ring stages): both `Q·Kᵀ` products issued
+    /// together, one softmax over 128 columns, then the two `P·V` halves — half the waits,
+    /// fences, row reductions and rescales per key (FlashAttention-3's 128-key tile).
+    pub wide: bool,
+}
+
+/// One wide step (`Variant::wide`): chunks in stages `kv0 / CHUNK` and the next, whose keys
+/// and values start at shared address `kbase` and two tiles on: `S[64, 128] = Q·Kᵀ` as two
+/// products issued together, the masks and the online softmax over its 128 columns, then
+/// `O += P·V` one chunk at a time.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn wide_step<F: Float>(
+    acc: &mut Sequence<Array<Vector<f32, P2>>>,
+    m: &mut Array<f32>,
+    l: &mut Array<f32>,
+    dq: u64,
+    kbase: u32,
+    kvalid: &[u32],
+    kv0: usize,
+    k0: usize,
+    lo: usize,
+    hi: usize,
+    prow0: usize,
+    sl2: f32,
+    neg_inf: f32,
+    #[comptime] pass: Pass,
+    #[comptime] dtiles: usize,
+    #[comptime] lazy: bool,
+    #[comptime] qk: Product,
+    #[comptime] pv: Product,
+    #[comptime] pv_pair: bool,
+) {
+    let tile_bytes = comptime!((CHUNK * pass.head_dim * 2) as u32);
+    let next = kbase + comptime!(2 * tile_bytes);
+    let sk = mma_ss_pair(dq, k_major(kbase), dq, k_major(next), qk);
+    let mut s = zero_tiles(16usize);
+    tiles_assign(&mut s, 0usize, half_of(sk, 0usize));
+    tiles_assign(&mut s, 8usize, half_of(sk, 1usize));
+    score_chunk(
+        &mut s,
+        m,
+        l,
+        acc,
+        kvalid,
+        kv0,
+        k0,
+        lo,
+        hi,
+        prow0,
+        sl2,
+        neg_inf,
+        pass,
+        dtiles,
+        lazy,
+        comptime!(2 * CHUNK),
+    );
+    let p0 = p_fragments_from::<F>(&s, 0usize, 4usize);
+    add_pv(acc, p0, kbase + tile_bytes, pv, pass.head_dim, pv_pair);
+    let p1 = p_fragments_from::<F>(&s, 4usize, 4usize);
+    add_pv(acc, p1, next + tile_bytes, pv, pass.head_dim, pv_pair);
 }
 
 /// `O[:, 64h..64h + 64] += P·V[:, 64h..64h + 64]` for each 64-column panel `h` of the value
@@ -367,7 +465,7 @@ fn serves(tile: &Tile, queries: &Rows, q0: usize) -> bool {
     tile.qb < tile.seg_blocks && q0 < queries.hi && q0 + ROWS > queries.lo
 }
 
-/// The masks (where the chunk needs them: keys `k0..k0 + CHUNK` against the key window
+/// The masks (where the chunk needs them: keys `k0..k0 + keys` against the key window
 /// `lo..hi`, the padding flags from `kvalid[kv0..]`, causal rows from `prow0`) and the online
 /// softmax step on a chunk's scores `s`, which become the probabilities; `acc` is rescaled.
 #[cube]
@@ -388,18 +486,29 @@ fn score_chunk(
     #[comptime] pass: Pass,
     #[comptime] dtiles: usize,
     #[comptime] lazy: bool,
+    #[comptime] keys: usize,
 ) {
-    let mut need = k0 < lo || k0 + CHUNK > hi;
+    let mut need = k0 < lo || k0 + keys > hi;
     if comptime!(pass.masked) {
         need = true;
     }
     if comptime!(pass.causal) {
-        need = need || k0 + CHUNK > prow0 + 1;
+        need = need || k0 + keys > prow0 + 1;
     }
     if need {
-        mask_scores(s, kvalid, kv0, k0, prow0, neg_inf, 1usize, pass.causal);
+        mask_scores(
+            s,
+            kvalid,
+            kv0,
+            k0,
+            prow0,
+            neg_inf,
+            1usize,
+            pass.causal,
+            keys,
+        );
     }
-    softmax_step(s, m, l, acc, sl2, neg_inf, 1usize, dtiles, lazy);
+    softmax_step(s, m, l, acc, sl2, neg_inf, 1usize, dtiles, lazy, keys);
 }
 
 /// Loads the cube's `ROWS` gathered query rows of `q` (or of `dO`, which has its shape) from

@@ -276,12 +276,13 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
                     io.neg_inf,
                     tiles,
                     pass.causal,
+                    CHUNK,
                 );
             }
 
             // Online softmax in base 2: row max over the 4 lanes of a row, sums kept per lane.
             softmax_step(
-                &mut s, &mut m, &mut l, &mut acc, sl2, io.neg_inf, tiles, dtiles, lazy,
+                &mut s, &mut m, &mut l, &mut acc, sl2, io.neg_inf, tiles, dtiles, lazy, CHUNK,
             );
 
             // 3. O += P·V: the S tiles of keys 16·kk .. are the A fragment of P; each V

@@ -3,20 +3,21 @@
 //! plane shares, so both families run the same masking, online softmax and epilogue.
 //!
 //! A plane holds `tiles` 16-row query tiles; lane `4g + t` owns rows `g`, `g + 8` of each.
-//! `s` holds `tiles · CHUNK / 8` score tiles, `acc` `tiles · head_dim / 8` output tiles; `m`,
+//! `s` holds `tiles · keys / 8` score tiles (`keys`: `CHUNK`, or twice it), `acc` `tiles · head_dim / 8` output tiles; `m`,
 //! `l` the running max (base 2, scaled) and per-lane partial sums, entry `2i + h` for row
 //! `16i + g + 8h`.
 
 use cubecl::prelude::*;
 
-use super::mma::{CHUNK, P2, exp2_approx, scale_rows};
+use super::mma::{P2, exp2_approx, scale_rows};
 use crate::addressing::{Rows, Tile};
 
 /// `ln(2)`: back from base-2 to natural log-sum-exp.
 const LN2: f32 = std::f32::consts::LN_2;
 
 /// Sets to `-inf` the scores of keys that are not there (`kvalid[kv0 + key] == 0`) and, with
-/// `causal`, of keys after the row (gathered key `k0 + key` past row `prow0 + …`).
+/// `causal`, of keys after the row (gathered key `k0 + key` past row `prow0 + …`); `s` holds
+/// `keys` columns (`CHUNK`, or two chunks' worth in the Hopper forward's wide variant).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn mask_scores(
@@ -28,8 +29,9 @@ pub(crate) fn mask_scores(
     neg_inf: f32,
     #[comptime] tiles: usize,
     #[comptime] causal: bool,
+    #[comptime] keys: usize,
 ) {
-    let ctiles = comptime!(CHUNK / 8);
+    let ctiles = comptime!(keys / 8);
     let lane = UNIT_POS as usize % 32;
     let (g, t) = (lane / 4, lane % 4);
     #[unroll]
@@ -63,7 +65,7 @@ const LAZY: f32 = 8.0;
 /// `P = 2^(x · sl2 - m)`, the partial sums `l` and the output tiles `acc` are rescaled to the
 /// new max. With `lazy` a row's shift `m` only moves when the max passes it by more than
 /// `LAZY` (or the row had no key before), and `acc` is only rescaled when a row of the plane
-/// moved; the result does not depend on the shift.
+/// moved; the result does not depend on the shift. `s` holds `keys` columns.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn softmax_step(
@@ -76,8 +78,9 @@ pub(crate) fn softmax_step(
     #[comptime] tiles: usize,
     #[comptime] dtiles: usize,
     #[comptime] lazy: bool,
+    #[comptime] keys: usize,
 ) {
-    let ctiles = comptime!(CHUNK / 8);
+    let ctiles = comptime!(keys / 8);
     // Online softmax in base 2: row max over the 4 lanes of a row, sums kept per lane.
     let mut alpha = Array::<f32>::new(comptime!(2 * tiles));
     let mut moved = false;
