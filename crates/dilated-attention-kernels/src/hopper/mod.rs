@@ -17,6 +17,7 @@ pub(crate) mod forward;
 mod ptx;
 pub(crate) mod ring;
 pub(crate) mod schedule;
+mod steps;
 mod tiles;
 pub(crate) mod wgmma;
 
