@@ -30,6 +30,7 @@ pub mod merge;
 mod portable;
 mod sm80;
 pub mod strategy;
+mod tuning;
 
 pub use args::{AttnDtype, ClassArgs, ClassCsr, ClassParams, KernelConfig, TensorRef, Window};
 pub use cubecl::prelude::Client;

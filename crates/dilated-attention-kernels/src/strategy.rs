@@ -16,6 +16,7 @@ use cubecl::tf32;
 
 use crate::KernelError;
 use crate::args::{AttnDtype, KernelConfig};
+pub use crate::tuning::Sm80Tuning;
 
 /// A kernel family (serde: `"portable"`, `"cmma"`, `{"sm80": {...}}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -30,79 +31,6 @@ pub enum Strategy {
     /// Ampere-style tensor-core kernels: `mma.sync.m16n8k16`, `ldmatrix`, `cp.async` (CUDA
     /// sm_80 and later): f16/bf16, head dim 32, 64 or 128, blocks of 64, 128 or 256.
     Sm80(Sm80Tuning),
-}
-
-/// Tuning of the [`Strategy::Sm80`] kernels. The defaults are what measured fastest on the
-/// H200 (`docs/benchmarks.md`); in JSON every field is optional.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Sm80Tuning {
-    /// 16-row MMA tiles per plane of the forward (1 or 2).
-    pub forward_tiles: u8,
-    /// 16-row MMA tiles per plane of the `dQ` kernel (1 or 2).
-    pub dq_tiles: u8,
-    /// `dQ` inside the `dK/dV` kernel by f32 atomics (FlashAttention-2's backward); served for
-    /// head dims 64/128 and blocks 64/128 where the device has `stmatrix` and paired f32
-    /// atomic adds, otherwise `dQ` keeps its own kernel.
-    pub fused_dq: bool,
-    /// Resident cubes per SM the forward asks registers for (0: no ask).
-    pub forward_min_blocks: u8,
-    /// Resident cubes per SM the `dK/dV` kernel asks registers for (0: no ask).
-    pub dkdv_min_blocks: u8,
-    /// The forward on Hopper's warpgroup MMA (`wgmma`, `crate::hopper`) where it applies:
-    /// CUDA sm_90+, f16/bf16, head dim 64 or 128, blocks of 128 or 256, not a ring window;
-    /// elsewhere the manual-MMA forward serves. On by default (faster on the H200 from 16K up,
-    /// `docs/benchmarks.md`).
-    pub wgmma_forward: bool,
-    /// The backward on Hopper's warpgroup MMA (`crate::hopper`) where it applies: CUDA
-    /// sm_90+, f16/bf16, head dim 64 or 128, blocks of 128 or 256, not a ring window, `dQ` not
-    /// fused; elsewhere the manual-MMA kernels serve. On by default (LongNet fwd+bwd 12–14 %
-    /// faster on the H100 from 16K to 128K at head dim 64, `docs/benchmarks.md`).
-    pub wgmma_backward: bool,
-    /// The forward's online softmax moves a row's shift only when the row max passes it by
-    /// more than 2^8 (`P ≤ 256` then, exact in f16/bf16), and a plane rescales its output
-    /// tiles only when one of its rows moved — instead of every chunk. Off by default: on the
-    /// H100 it made head-dim-128 LongNet 2–3 % faster and changed nothing else measurably
-    /// (`docs/benchmarks.md`, session 19).
-    pub lazy_rescale: bool,
-    /// The Hopper forward on a persistent grid of at most this many cubes (`u32::MAX`, the
-    /// default: as many as the SMs hold at once; 0: one cube a query tile). A cube serves every
-    /// `G`-th tile of the launch, and its producer warp fetches the next tile's keys while the
-    /// consumers write the last tile's rows (`crate::hopper::schedule`). On the H100 the
-    /// persistent forward was as fast as or faster than one cube a tile at head dims 64 and 128,
-    /// 64K and 128K tokens (`docs/benchmarks.md`, session 19).
-    pub persistent_forward: u32,
-    /// The Hopper forward's two consumer warpgroups take strict turns at the tensor cores
-    /// (FlashAttention-3's ping-pong: one's softmax while the other's products run) instead of
-    /// running free. Experimental, off by default: not timed yet.
-    pub pingpong_forward: bool,
-    /// The Hopper forward at head dim 128 issues both 64-column panels of `P·V` together and
-    /// waits once, instead of one product and one wait each. Experimental, off by default: not
-    /// timed yet.
-    pub paired_pv: bool,
-    /// The Hopper forward takes two chunks (128 keys) a step: one softmax over both, half the
-    /// waits, fences and row reductions per key (FlashAttention-3's 128-key tile). Experimental,
-    /// off by default: not timed yet.
-    pub wide_chunks: bool,
-}
-
-impl Default for Sm80Tuning {
-    fn default() -> Self {
-        Self {
-            forward_tiles: 2,
-            dq_tiles: 2,
-            fused_dq: false,
-            forward_min_blocks: 0,
-            dkdv_min_blocks: 3,
-            wgmma_forward: true,
-            wgmma_backward: true,
-            lazy_rescale: false,
-            persistent_forward: u32::MAX,
-            pingpong_forward: false,
-            paired_pv: false,
-            wide_chunks: false,
-        }
-    }
 }
 
 impl Strategy {
