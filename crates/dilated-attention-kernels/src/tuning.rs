@@ -74,3 +74,14 @@ impl Default for Sm80Tuning {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Sm80Tuning;
+
+    #[test]
+    fn the_experimental_switches_are_off_by_default() {
+        let t = Sm80Tuning::default();
+        assert!(!t.pingpong_forward && !t.paired_pv && !t.wide_chunks && !t.lazy_rescale);
+    }
+}

@@ -8,7 +8,7 @@ use common::{assert_close, cpu, qkv, randn, values};
 use dilated_attention::module::{attention_from_file, attention_from_json, create_attention};
 use dilated_attention::{
     AttentionError, AttentionKind, BlockSparseRingDilatedAttentionConfig, DilatedMhaInput,
-    MultiHeadDilatedAttentionConfig, PatternType, SparsePatternConfig,
+    KernelStrategy, MultiHeadDilatedAttentionConfig, PatternType, Sm80Tuning, SparsePatternConfig,
 };
 
 fn small_config() -> BlockSparseRingDilatedAttentionConfig {
@@ -341,4 +341,20 @@ fn errors_do_not_mutate_inputs() {
     let bad_k = randn([1, 3, 16, 8], &device);
     assert!(module.forward(q.clone(), bad_k.clone(), bad_k).is_err());
     assert_eq!(before, values(q));
+}
+
+/// A strategy in JSON names only the tuning fields it changes; a misspelt field is refused by
+/// name rather than ignored.
+#[test]
+fn kernel_strategy_json_fills_defaults_and_refuses_unknown_fields() {
+    let s: KernelStrategy = serde_json::from_str(r#"{"sm80": {"wide_chunks": true}}"#).unwrap();
+    let want = Sm80Tuning {
+        wide_chunks: true,
+        ..Sm80Tuning::default()
+    };
+    assert_eq!(s, KernelStrategy::Sm80(want));
+    let err = serde_json::from_str::<KernelStrategy>(r#"{"sm80": {"wide_chunk": true}}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("wide_chunk"), "{err}");
 }
