@@ -30,6 +30,7 @@
 use cubecl::prelude::*;
 
 use super::CHUNK;
+use super::finite::{is_neg_inf, not_finite};
 use super::stage::stage_keys;
 use crate::addressing::{Rows, clamp_down, clamp_up, locate};
 use crate::args::{GradOperands, Operands, Pass};
@@ -288,13 +289,10 @@ const POISONED: u32 = 2;
 
 /// Whether a query row's forward saw a non-finite value: its `L` is NaN or `+inf`, or, for a
 /// row with keys (`L ≠ −inf`; a row without keys has no gradient whatever its `dL`), its `Δ` is
-/// not finite (a NaN output or upstream gradient). Tested on the bits, as the forward's
-/// scores are (`super::forward::non_finite_score`): WGSL lets a compiler assume finite floats,
-/// and on lavapipe the NaN arithmetic of such a row came out as a zero gradient. The row's
-/// gradient is then written as `Operands::nan`, and so are those of the keys it sees.
+/// not finite (a NaN output or upstream gradient). Tested on the bits (`super::finite`): on
+/// lavapipe the NaN arithmetic of such a row came out as a zero gradient. The row's gradient
+/// is then written as `Operands::nan`, and so are those of the keys it sees.
 #[cube]
 fn poisoned_row(l: f32, delta: f32) -> bool {
-    let (lb, db) = (u32::reinterpret(l), u32::reinterpret(delta));
-    let exp = 0x7f80_0000u32;
-    lb != 0xff80_0000u32 && ((lb & exp) == exp || (db & exp) == exp)
+    !is_neg_inf(l) && (not_finite(l) || not_finite(delta))
 }

@@ -20,6 +20,7 @@
 use cubecl::prelude::*;
 
 use super::CHUNK;
+use super::finite::nan_or_pos_inf;
 use super::stage::stage_keys;
 use crate::addressing::{Rows, clamp_down, clamp_up, locate};
 use crate::args::{Operands, Pass};
@@ -62,7 +63,7 @@ pub(crate) fn block_sparse_forward<F: Float>(
     let mut m = io.neg_inf;
     let mut l = 0.0f32;
     // Whether the row saw a score of NaN or +inf (a non-finite key row), which makes its
-    // output NaN (see `non_finite_score`).
+    // output NaN (`super::finite`).
     let mut poisoned = false;
     let mut s = Array::<f32>::new(CHUNK);
 
@@ -106,7 +107,7 @@ pub(crate) fn block_sparse_forward<F: Float>(
                     for d in 0..pass.head_dim {
                         dot += qr[d] * ks[c * pass.head_dim + d];
                     }
-                    let bad = non_finite_score(dot);
+                    let bad = nan_or_pos_inf(dot);
                     poisoned = poisoned || (ok && bad);
                     s[c] = select(ok && !bad, dot, io.neg_inf);
                     chunk_max = f32::max(chunk_max, s[c]);
@@ -152,17 +153,4 @@ pub(crate) fn block_sparse_forward<F: Float>(
         let lse_row = select(empty, io.neg_inf, m + f32::ln(select(empty, 1.0f32, l)));
         lse[l_index] = select(poisoned, io.nan, lse_row);
     }
-}
-
-/// Whether a score is NaN or `+inf` (a key row holding an infinity or a NaN), tested on its
-/// bits. IEEE softmax gives a row that sees such a score NaN (`+inf − +inf`, or NaN
-/// throughout); WGSL lets an implementation assume that no float is NaN or infinite, and
-/// lavapipe's compiler drops a NaN score from the row's max and folds `−inf − −inf` to 0, so a
-/// float test or NaN arithmetic would let the row come out finite. The score is left out of
-/// the softmax and the row's outputs are written as `Operands::nan`, a run-time value no
-/// compiler can fold. A `−inf` score is a key the row gives no weight, as a masked one.
-#[cube]
-fn non_finite_score(score: f32) -> bool {
-    let bits = u32::reinterpret(score);
-    (bits & 0x7f80_0000u32) == 0x7f80_0000u32 && bits != 0xff80_0000u32
 }
