@@ -60,14 +60,9 @@ enum Family {
     /// The default tuning with the Hopper forward on a grid of one cube a query tile
     /// (`Sm80Tuning::persistent_forward` 0).
     TilePerCube,
-    /// The default tuning with the Hopper forward's warpgroups taking turns at the tensor cores
-    /// (`Sm80Tuning::pingpong_forward`).
-    Pingpong,
     /// The default tuning with the Hopper forward's two `P·V` panels issued together at head
     /// dim 128 (`Sm80Tuning::paired_pv`).
     PairedPv,
-    /// Both of the above.
-    PingpongPairedPv,
     /// The default tuning with the Hopper forward taking 128 keys a step
     /// (`Sm80Tuning::wide_chunks`).
     WideChunks,
@@ -118,16 +113,7 @@ impl Family {
                 persistent_forward: 0,
                 ..Sm80Tuning::default()
             })),
-            Self::Pingpong => Some(KernelStrategy::Sm80(Sm80Tuning {
-                pingpong_forward: true,
-                ..Sm80Tuning::default()
-            })),
             Self::PairedPv => Some(KernelStrategy::Sm80(Sm80Tuning {
-                paired_pv: true,
-                ..Sm80Tuning::default()
-            })),
-            Self::PingpongPairedPv => Some(KernelStrategy::Sm80(Sm80Tuning {
-                pingpong_forward: true,
                 paired_pv: true,
                 ..Sm80Tuning::default()
             })),

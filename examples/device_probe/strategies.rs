@@ -59,20 +59,6 @@ pub fn run(p: &mut Probe) {
             persistent_forward: 0,
             ..Sm80Tuning::default()
         }),
-        // The Hopper forward's experiments: warpgroups taking turns at the tensor cores, and
-        // both `P·V` panels at once at head dim 128; on a persistent grid of three cubes, so
-        // that the turns run on across tiles.
-        KernelStrategy::Sm80(Sm80Tuning {
-            pingpong_forward: true,
-            paired_pv: true,
-            persistent_forward: 3,
-            ..Sm80Tuning::default()
-        }),
-        KernelStrategy::Sm80(Sm80Tuning {
-            pingpong_forward: true,
-            persistent_forward: 0,
-            ..Sm80Tuning::default()
-        }),
         // 128 keys a step (with the paired `P·V` at head dim 128), persistent over three cubes.
         KernelStrategy::Sm80(Sm80Tuning {
             wide_chunks: true,
@@ -90,10 +76,8 @@ pub fn run(p: &mut Probe) {
             p,
             longnet(128),
             &[
-                // The experiments first: a probe that runs out of time has checked them.
-                families[12],
+                // The experiment first: a probe that runs out of time has checked it.
                 families[10],
-                families[11],
                 families[6],
                 families[2],
                 families[5],

@@ -42,10 +42,6 @@ pub struct Sm80Tuning {
     /// persistent forward was as fast as or faster than one cube a tile at head dims 64 and 128,
     /// 64K and 128K tokens (`docs/benchmarks.md`, session 19).
     pub persistent_forward: u32,
-    /// The Hopper forward's two consumer warpgroups take strict turns at the tensor cores
-    /// (FlashAttention-3's ping-pong: one's softmax while the other's products run) instead of
-    /// running free. Experimental, off by default: not timed yet.
-    pub pingpong_forward: bool,
     /// The Hopper forward at head dim 128 issues both 64-column panels of `P·V` together and
     /// waits once, instead of one product and one wait each. Experimental, off by default: not
     /// timed yet.
@@ -68,7 +64,6 @@ impl Default for Sm80Tuning {
             wgmma_backward: true,
             lazy_rescale: false,
             persistent_forward: u32::MAX,
-            pingpong_forward: false,
             paired_pv: false,
             wide_chunks: false,
         }
@@ -82,6 +77,6 @@ mod tests {
     #[test]
     fn the_experimental_switches_are_off_by_default() {
         let t = Sm80Tuning::default();
-        assert!(!t.pingpong_forward && !t.paired_pv && !t.wide_chunks && !t.lazy_rescale);
+        assert!(!t.paired_pv && !t.wide_chunks && !t.lazy_rescale);
     }
 }

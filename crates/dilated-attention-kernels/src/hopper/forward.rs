@@ -22,10 +22,10 @@
 //!   other's products, and a warpgroup whose rows all precede a chunk (causal) skips it.
 //!
 //! Experimental [`Variant`]s (off by default; the step itself is in `super::steps`):
-//! `pingpong`, where the warpgroups take strict turns at the tensor cores for each product
-//! (FlashAttention-3's scheduling, named barriers 4 and 5; slower on the H100 in session 20),
-//! `pv_pair`, where head dim 128 issues both `P·V` panels at once (no clear change), and
-//! `wide`, where a step takes two chunks, 128 keys (untimed).
+//! `pv_pair`, where head dim 128 issues both `P·V` panels at once (no clear change on the
+//! H100, session 20), and `wide`, where a step takes two chunks, 128 keys (untimed). Strict
+//! turns of the warpgroups at the tensor cores (FlashAttention-3's ping-pong) measured 5–9 %
+//! slower and were removed; the code is at `147bbff`.
 //!
 //! Tiles are in the 128-byte swizzled layout (`super::wgmma::swizzled`: 64-column panels of
 //! 128-byte rows, a row's 16-byte vectors permuted by the row). The `cp.async` landings and
@@ -45,7 +45,7 @@
 use cubecl::prelude::*;
 
 use super::epilogue::write_rows_wide;
-use super::ring::{CONSUMERS, Ring, STAGES, fill_stage, sync_warpgroup, turn_pass, turn_wait};
+use super::ring::{CONSUMERS, Ring, STAGES, fill_stage, sync_warpgroup};
 use super::schedule::{Schedule, span, tile_at};
 pub(crate) use super::steps::Variant;
 use super::steps::{add_pv, score_chunk, wide_step};
@@ -174,12 +174,6 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
         b_transposed: true,
     });
     let sl2 = io.scale * LOG2E;
-    if comptime!(variant.pingpong) {
-        // Warpgroup 0 takes the first turn.
-        if group == 1 {
-            turn_pass(group);
-        }
-    }
 
     let mut t = first;
     while t < end {
@@ -256,41 +250,6 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                             variant.pv_pair,
                         );
                     }
-                } else if comptime!(variant.pingpong) {
-                    // Turns at the tensor cores: one for `Q·Kᵀ`, one for `P·V`; the softmax
-                    // runs between them while the other warpgroup has the tensor cores.
-                    let mut s = zero_tiles(8usize);
-                    turn_wait(group);
-                    if !skip {
-                        tiles_assign(&mut s, 0usize, mma_ss(dq, k_major(kbase), qk));
-                    }
-                    turn_pass(group);
-                    if !skip {
-                        score_chunk(
-                            &mut s,
-                            &mut m,
-                            &mut l,
-                            &mut acc,
-                            kv,
-                            stage * CHUNK,
-                            k0,
-                            lo,
-                            hi,
-                            prow0,
-                            sl2,
-                            io.neg_inf,
-                            pass,
-                            dtiles,
-                            lazy,
-                            CHUNK,
-                        );
-                    }
-                    turn_wait(group);
-                    if !skip {
-                        let p = p_fragments::<F>(&s);
-                        add_pv(&mut acc, p, kbase + tile_bytes, pv, d, variant.pv_pair);
-                    }
-                    turn_pass(group);
                 } else if !skip {
                     let mut s = zero_tiles(8usize);
                     tiles_assign(&mut s, 0usize, mma_ss(dq, k_major(kbase), qk));

@@ -182,32 +182,6 @@ pub(crate) fn sync_warpgroup(group: usize) {
     }
 }
 
-/// Ping-pong between the two consumer warpgroups (FlashAttention-3's warp scheduling): waits
-/// for warpgroup `group`'s turn at the tensor cores (named barrier `4 + group`, 256 units: its
-/// own 128 waiting and the other warpgroup's 128 arriving by [`turn_pass`]).
-#[cube]
-pub(crate) fn turn_wait(group: usize) {
-    if group == 0 {
-        gpu_asm!("bar.sync 4, 256;");
-    } else {
-        gpu_asm!("bar.sync 5, 256;");
-    }
-}
-
-/// Hands the tensor cores from warpgroup `group` to the other one (arrives, without waiting, at
-/// the other's named barrier). Each warpgroup alternates [`turn_wait`] and `turn_pass`, and
-/// warpgroup 1 passes once before its first wait, so the two take strict turns; both walk the
-/// same chunks, so their turn counts stay equal (a warpgroup that skips a chunk still takes its
-/// turns). The last pass of a launch is left unanswered, which a barrier allows.
-#[cube]
-pub(crate) fn turn_pass(group: usize) {
-    if group == 0 {
-        gpu_asm!("bar.arrive 5, 256;");
-    } else {
-        gpu_asm!("bar.arrive 4, 256;");
-    }
-}
-
 /// Producer (one warp): copies the chunk of `CHUNK` gathered keys from `first` into stage `s`
 /// (keys at vector `2s · tv`, values one tile later, `tv = CHUNK · head_dim / 8` vectors a tile)
 /// and writes the chunk's key flags at `kvalid[s · CHUNK..]`. The key and value rows of keys

@@ -20,9 +20,6 @@ use crate::sm80::rows::{mask_scores, softmax_step};
 /// switches; both off by default).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub(crate) struct Variant {
-    /// The two consumer warpgroups take strict turns at the tensor cores (`turn_wait` /
-    /// `turn_pass`): one's softmax runs while the other's products do.
-    pub pingpong: bool,
     /// At head dim 128, both 64-column panels of `P·V` are issued together and waited for
     /// once (`mma_rs_add_pair`), instead of one product and one wait each.
     pub pv_pair: bool,

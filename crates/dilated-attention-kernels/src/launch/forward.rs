@@ -147,7 +147,6 @@ pub fn forward_class(
         let [tiles, per_head, heads] = words;
         let schedule = || ScheduleLaunch::new(tiles, per_head, heads);
         let variant = wgmma_fwd::Variant {
-            pingpong: tuning.pingpong_forward,
             pv_pair: tuning.paired_pv,
             wide: tuning.wide_chunks,
         };
