@@ -355,6 +355,7 @@ impl CudaContext {
         };
 
         logger.log_compilation(&jitc_kernel);
+        dump_source(&kernel_id, &jitc_kernel.source);
 
         let ptx = self.compile_to_ptx(&jitc_kernel.source)?;
 
@@ -599,6 +600,26 @@ fn with_min_blocks(source: &str) -> Option<String> {
     Some(patched)
 }
 
+/// The file name (without extension) of a dumped kernel: the tail of its id, path-safe, and a
+/// hash of the whole id.
+fn dump_name(kernel_id: &KernelId) -> String {
+    // The id is a type path plus its settings, so it carries every character a path cannot.
+    let name: String = kernel_id
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    // ...and is long enough to blow past NAME_MAX on its own. Variants of one kernel differ
+    // anywhere in the id (comptime arguments), so a hash of the whole id keeps them apart.
+    let hash = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        h.finish()
+    };
+    format!("{}_{hash:016x}", &name[name.len().saturating_sub(160)..])
+}
+
 /// Writes the PTX for `kernel_id` under the directory named by `CUBECL_CUDA_DUMP_PTX`, if that
 /// variable is set.
 ///
@@ -614,25 +635,26 @@ fn dump_ptx(kernel_id: &KernelId, ptx: &[c_char]) {
         return;
     }
 
-    // The id is a type path plus its settings, so it carries every character a path cannot.
-    let name: String = kernel_id
-        .to_string()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    // ...and is long enough to blow past NAME_MAX on its own. Variants of one kernel differ
-    // anywhere in the id (comptime arguments), so a hash of the whole id keeps them apart.
-    let hash = {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        name.hash(&mut h);
-        h.finish()
-    };
-    let name = format!("{}_{hash:016x}", &name[name.len().saturating_sub(160)..]);
+    let name = dump_name(kernel_id);
 
     // SAFETY: the PTX handed to the driver is a null-terminated C string.
     let text = unsafe { CStr::from_ptr(ptx.as_ptr()) };
     let _ = std::fs::write(dir.join(format!("{name}.ptx")), text.to_bytes());
+}
+
+/// Writes the CUDA C++ that NVRTC compiles for `kernel_id` under the directory named by
+/// `CUBECL_CUDA_DUMP_CPP`, if that variable is set, named as [`dump_ptx`] names the PTX: with the
+/// source, a machine without a GPU can recompile a kernel (NVRTC, then `ptxas -v`) and read
+/// its registers, spills and ptxas's warnings.
+fn dump_source(kernel_id: &KernelId, source: &str) {
+    let Some(dir) = std::env::var_os("CUBECL_CUDA_DUMP_CPP") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    let _ = std::fs::write(dir.join(format!("{}.cu", dump_name(kernel_id))), source);
 }
 
 /// A refused launch error : maps to a poisoned-device error if that call happened right after
