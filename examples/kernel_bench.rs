@@ -68,6 +68,11 @@ enum Family {
     WideChunks,
     /// Wide chunks with the paired `P·V` panels.
     WideChunksPairedPv,
+    /// The default tuning with the Hopper forward's softmax overlapping its own `P·V`
+    /// (`Sm80Tuning::overlap_softmax`).
+    Overlap,
+    /// Overlap with lazy rescaling.
+    OverlapLazy,
 }
 
 impl Family {
@@ -124,6 +129,15 @@ impl Family {
             Self::WideChunksPairedPv => Some(KernelStrategy::Sm80(Sm80Tuning {
                 wide_chunks: true,
                 paired_pv: true,
+                ..Sm80Tuning::default()
+            })),
+            Self::Overlap => Some(KernelStrategy::Sm80(Sm80Tuning {
+                overlap_softmax: true,
+                ..Sm80Tuning::default()
+            })),
+            Self::OverlapLazy => Some(KernelStrategy::Sm80(Sm80Tuning {
+                overlap_softmax: true,
+                lazy_rescale: true,
                 ..Sm80Tuning::default()
             })),
         }

@@ -66,6 +66,18 @@ pub fn run(p: &mut Probe) {
             persistent_forward: 3,
             ..Sm80Tuning::default()
         }),
+        // The softmax overlapping the warpgroup's own `P·V`, persistent over three cubes.
+        KernelStrategy::Sm80(Sm80Tuning {
+            overlap_softmax: true,
+            persistent_forward: 3,
+            ..Sm80Tuning::default()
+        }),
+        // The same with lazy rescaling (its rescale then depends on the plane's vote).
+        KernelStrategy::Sm80(Sm80Tuning {
+            overlap_softmax: true,
+            lazy_rescale: true,
+            ..Sm80Tuning::default()
+        }),
     ];
     let longnet = |block| DilatedPattern::longnet(1024, block, true).expect("valid preset");
     // Blocks of 128, the Hopper forward's shape (it needs two warpgroups' rows per block),
@@ -76,7 +88,9 @@ pub fn run(p: &mut Probe) {
             p,
             longnet(128),
             &[
-                // The experiment first: a probe that runs out of time has checked it.
+                // The experiments first: a probe that runs out of time has checked them.
+                families[11],
+                families[12],
                 families[10],
                 families[6],
                 families[2],

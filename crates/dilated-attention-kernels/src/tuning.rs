@@ -43,13 +43,18 @@ pub struct Sm80Tuning {
     /// 64K and 128K tokens (`docs/benchmarks.md`, session 19).
     pub persistent_forward: u32,
     /// The Hopper forward at head dim 128 issues both 64-column panels of `P·V` together and
-    /// waits once, instead of one product and one wait each. Experimental, off by default: not
-    /// timed yet.
+    /// waits once, instead of one product and one wait each. Experimental, off by default: no
+    /// change beyond the spread on the H100 (session 20).
     pub paired_pv: bool,
     /// The Hopper forward takes two chunks (128 keys) a step: one softmax over both, half the
     /// waits, fences and row reductions per key (FlashAttention-3's 128-key tile). Experimental,
     /// off by default: not timed yet.
     pub wide_chunks: bool,
+    /// The Hopper forward issues a chunk's `Q·Kᵀ` together with the last chunk's `P·V` and runs
+    /// the chunk's softmax while `P·V` is still in the tensor cores (FlashAttention-3's
+    /// intra-warpgroup overlap, `crate::hopper::pipelined`). Ignored with `wide_chunks`.
+    /// Experimental, off by default: not timed yet.
+    pub overlap_softmax: bool,
 }
 
 impl Default for Sm80Tuning {
@@ -66,6 +71,7 @@ impl Default for Sm80Tuning {
             persistent_forward: u32::MAX,
             paired_pv: false,
             wide_chunks: false,
+            overlap_softmax: false,
         }
     }
 }
@@ -77,6 +83,6 @@ mod tests {
     #[test]
     fn the_experimental_switches_are_off_by_default() {
         let t = Sm80Tuning::default();
-        assert!(!t.paired_pv && !t.wide_chunks && !t.lazy_rescale);
+        assert!(!t.paired_pv && !t.wide_chunks && !t.overlap_softmax && !t.lazy_rescale);
     }
 }

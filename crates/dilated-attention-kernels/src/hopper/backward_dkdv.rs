@@ -214,6 +214,7 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
         a_panel: (ROWS * PANEL_ROW) as u32,
         b_panel: (CHUNK * PANEL_ROW) as u32,
         b_transposed: false,
+        in_flight: false,
     });
     let grad_product = comptime!(Product {
         bf16,
@@ -221,6 +222,7 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
         a_panel: 0,
         b_panel: 0,
         b_transposed: true,
+        in_flight: false,
     });
     let narrow_grad = comptime!(Product {
         steps: (NARROW / 16) as u32,

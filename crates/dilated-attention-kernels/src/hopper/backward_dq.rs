@@ -138,6 +138,7 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
         a_panel: (ROWS * PANEL_ROW) as u32,
         b_panel: (CHUNK * PANEL_ROW) as u32,
         b_transposed: false,
+        in_flight: false,
     });
     let grad_product = comptime!(Product {
         bf16,
@@ -145,6 +146,7 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
         a_panel: 0,
         b_panel: 0,
         b_transposed: true,
+        in_flight: false,
     });
 
     let mut acc = zero_tiles(comptime!(d / 8));

@@ -23,7 +23,9 @@
 //!
 //! Experimental [`Variant`]s (off by default; the step itself is in `super::steps`):
 //! `pv_pair`, where head dim 128 issues both `P·V` panels at once (no clear change on the
-//! H100, session 20), and `wide`, where a step takes two chunks, 128 keys (untimed). Strict
+//! H100, session 20), `wide`, where a step takes two chunks, 128 keys (untimed), and
+//! `overlap`, where a step issues its `Q·Kᵀ` with the last chunk's `P·V` and runs its softmax
+//! while that product is in the tensor cores (`super::pipelined`; untimed). Strict
 //! turns of the warpgroups at the tensor cores (FlashAttention-3's ping-pong) measured 5–9 %
 //! slower and were removed; the code is at `147bbff`.
 //!
@@ -45,12 +47,13 @@
 use cubecl::prelude::*;
 
 use super::epilogue::write_rows_wide;
+use super::pipelined::p_fragments_in_order;
 use super::ring::{CONSUMERS, Ring, STAGES, fill_stage, sync_warpgroup};
 use super::schedule::{Schedule, span, tile_at};
 pub(crate) use super::steps::Variant;
-use super::steps::{add_pv, score_chunk, wide_step};
+use super::steps::{add_pv, pipelined_step, score_chunk, wide_step};
 use super::tiles::{p_fragments, plane_vector, tile_vector, tiles_assign, wg_rows_bytes};
-use super::wgmma::{PANEL_ROW, Product, k_major, mma_ss, shared_address, swizzled};
+use super::wgmma::{Frags, PANEL_ROW, Product, k_major, mma_ss, shared_address, swizzled};
 use crate::addressing::{Rows, Tile};
 use crate::args::{Operands, Pass};
 use crate::sm80::forward::LOG2E;
@@ -165,6 +168,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
         a_panel: (ROWS * PANEL_ROW) as u32,
         b_panel: (CHUNK * PANEL_ROW) as u32,
         b_transposed: false,
+        in_flight: false,
     });
     let pv = comptime!(Product {
         bf16,
@@ -172,6 +176,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
         a_panel: 0,
         b_panel: 0,
         b_transposed: true,
+        in_flight: false,
     });
     let sl2 = io.scale * LOG2E;
 
@@ -207,6 +212,12 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                 windowed,
             );
 
+            // With `variant.overlap`: the probabilities of chunk `held_i` (values at shared
+            // address `held_v`), whose `P·V` goes with the next step.
+            let mut held = Vector::<u32, Frags>::new(0u32);
+            let mut pending = false;
+            let mut held_i = 0usize;
+            let mut held_v = 0u32;
             while walk.live() {
                 let k0 = walk.first(pass.block);
                 walk.advance(&io.runs, pass.block, windowed);
@@ -250,6 +261,69 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                             variant.pv_pair,
                         );
                     }
+                } else if comptime!(variant.overlap) {
+                    if skip {
+                        // Stages go back in order: the held chunk's product first.
+                        if pending {
+                            add_pv(&mut acc, held, held_v, pv, d, variant.pv_pair);
+                            ring.release(held_i);
+                            pending = false;
+                        }
+                        ring.release(i);
+                    } else {
+                        let mut s = zero_tiles(8usize);
+                        if pending {
+                            pipelined_step(
+                                &mut s,
+                                &mut m,
+                                &mut l,
+                                &mut acc,
+                                held,
+                                held_v,
+                                dq,
+                                kbase,
+                                kv,
+                                stage * CHUNK,
+                                k0,
+                                lo,
+                                hi,
+                                prow0,
+                                sl2,
+                                io.neg_inf,
+                                pass,
+                                dtiles,
+                                lazy,
+                                qk,
+                                pv,
+                            );
+                            ring.release(held_i);
+                        } else {
+                            tiles_assign(&mut s, 0usize, mma_ss(dq, k_major(kbase), qk));
+                            score_chunk(
+                                &mut s,
+                                &mut m,
+                                &mut l,
+                                &mut acc,
+                                kv,
+                                stage * CHUNK,
+                                k0,
+                                lo,
+                                hi,
+                                prow0,
+                                sl2,
+                                io.neg_inf,
+                                pass,
+                                dtiles,
+                                lazy,
+                                CHUNK,
+                            );
+                        }
+                        // Rounded only now, with no product in flight (`super::pipelined`).
+                        held = p_fragments_in_order(&s, bf16);
+                        held_v = kbase + tile_bytes;
+                        held_i = i;
+                        pending = true;
+                    }
                 } else if !skip {
                     let mut s = zero_tiles(8usize);
                     tiles_assign(&mut s, 0usize, mma_ss(dq, k_major(kbase), qk));
@@ -274,12 +348,21 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                     let p = p_fragments::<F>(&s);
                     add_pv(&mut acc, p, kbase + tile_bytes, pv, d, variant.pv_pair);
                 }
-                // `wgmma` has finished reading the stage (each call waits for its products).
-                ring.release(i);
+                // `wgmma` has finished reading the stage (each call waits for its products);
+                // a pipelined step released its held chunk's stage above.
+                if comptime!(!variant.overlap) {
+                    ring.release(i);
+                }
                 i += 1;
                 if comptime!(variant.wide) {
                     ring.release(i);
                     i += 1;
+                }
+            }
+            if comptime!(variant.overlap) {
+                if pending {
+                    add_pv(&mut acc, held, held_v, pv, d, variant.pv_pair);
+                    ring.release(held_i);
                 }
             }
             // The warpgroup's products are done with its query rows, where its planes stage

@@ -3,7 +3,8 @@
 //! Built bottom-up and checked on the device at each level: `wgmma` holds the products and
 //! the shared-memory descriptors, [`selftest`] proves them on one tile against the host, `ring`
 //! holds the producer warp's stages and barriers, `tiles` the tile addressing and register
-//! renamings the kernels share, `forward` is the warp-specialised
+//! renamings the kernels share, `pipelined` the settling of products left in flight,
+//! `forward` is the warp-specialised
 //! attention forward on them (head dims 64 and 128; the default where it applies, see
 //! `Sm80Tuning::wgmma_forward`) with its wide-store `epilogue` and its tile `schedule` (one cube
 //! a tile, or a persistent grid), and `backward_dq` and
@@ -14,6 +15,7 @@ pub(crate) mod backward_dkdv;
 pub(crate) mod backward_dq;
 mod epilogue;
 pub(crate) mod forward;
+mod pipelined;
 mod ptx;
 pub(crate) mod ring;
 pub(crate) mod schedule;

@@ -96,8 +96,9 @@ pub(super) fn narrow_pair_ptx(p: Product) -> String {
     products_ptx(&slots)
 }
 
-/// The PTX of one call issuing the products of `slots` after one fence, then one commit and one
-/// wait; a lone product names its result as the whole vector operand (`$0`).
+/// The PTX of one call issuing the products of `slots` after one fence, then one commit and,
+/// unless the products are `in_flight`, one wait; a lone product names its result as the whole
+/// vector operand (`$0`).
 fn products_ptx(slots: &[Slot]) -> String {
     let ty = if slots[0].product.bf16 { "bf16" } else { "f16" };
     let mut s =
@@ -152,7 +153,24 @@ fn products_ptx(slots: &[Slot]) -> String {
             };
         }
     }
-    s += "wgmma.commit_group.sync.aligned;\nwgmma.wait_group.sync.aligned 0;\n}";
+    s += "wgmma.commit_group.sync.aligned;\n";
+    if !slots[0].product.in_flight {
+        s += "wgmma.wait_group.sync.aligned 0;\n";
+    }
+    s += "}";
+    s
+}
+
+/// The PTX of a settle call: wait until at most `pending` committed groups are still in flight,
+/// then copy the `n` result registers of an in-flight call (inputs `%n..%2n`) into the call's
+/// result (`%0..%n`). The copies come after the wait, so no instruction touches the registers
+/// `wgmma` writes while it runs (ptxas would serialise every product of the kernel, its
+/// warning C7513, if one did).
+pub(super) fn settle_ptx(pending: u32, n: usize) -> String {
+    let mut s = format!("wgmma.wait_group.sync.aligned {pending};\n");
+    for i in 0..n {
+        s += &format!("mov.b32 %{i}, %{};\n", n + i);
+    }
     s
 }
 
@@ -168,6 +186,7 @@ mod tests {
             a_panel: 8192,
             b_panel: 0,
             b_transposed: true,
+            in_flight: false,
         };
         let t = product_ptx(p, Operand::Registers, true, 48);
         assert_eq!(t.matches("wgmma.mma_async").count(), 4);
@@ -193,6 +212,7 @@ mod tests {
             a_panel: 16384,
             b_panel: 8192,
             b_transposed: false,
+            in_flight: false,
         };
         let z = product_ptx(p, Operand::Shared, false, 1);
         assert_eq!(z.matches("wgmma.mma_async").count(), 8);
@@ -209,6 +229,7 @@ mod tests {
             a_panel: 0,
             b_panel: 0,
             b_transposed: true,
+            in_flight: false,
         };
         let t = pair_ptx(p, Operand::Registers);
         assert_eq!(t.matches("wgmma.mma_async").count(), 8);
@@ -235,6 +256,7 @@ mod tests {
             a_panel: 16384,
             b_panel: 8192,
             b_transposed: false,
+            in_flight: false,
         };
         let t = narrow_pair_ptx(p);
         assert_eq!(
@@ -250,5 +272,25 @@ mod tests {
         // The second product's descriptors, last step: the second panels, three steps in.
         assert!(t.contains("add.s64 da, $3, 1030;"), "{t}");
         assert!(t.contains("add.s64 db, $4, 518;"), "{t}");
+    }
+
+    #[test]
+    fn in_flight_products_commit_without_waiting_and_settle_waits_before_copying() {
+        let p = Product {
+            bf16: false,
+            steps: 4,
+            a_panel: 8192,
+            b_panel: 8192,
+            b_transposed: false,
+            in_flight: true,
+        };
+        let t = product_ptx(p, Operand::Shared, false, 1);
+        assert!(t.contains("wgmma.commit_group"), "{t}");
+        assert!(!t.contains("wait_group"), "{t}");
+        let s = settle_ptx(1, 32);
+        // The wait comes first: no copy may read a register the products still write.
+        assert!(s.starts_with("wgmma.wait_group.sync.aligned 1;"), "{s}");
+        assert_eq!(s.matches("mov.b32").count(), 32);
+        assert!(s.contains("mov.b32 %31, %63;"), "{s}");
     }
 }

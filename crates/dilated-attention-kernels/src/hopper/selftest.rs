@@ -67,6 +67,7 @@ fn wgmma_selftest_kernel<F: Float>(
         a_panel: 0,
         b_panel: 0,
         b_transposed: false,
+        in_flight: false,
     });
     let scores = mma_ss(k_major(base), k_major(base + tile_bytes), qk);
 
@@ -97,6 +98,7 @@ fn wgmma_selftest_kernel<F: Float>(
         a_panel: 0,
         b_panel: 0,
         b_transposed: true,
+        in_flight: false,
     });
     let first = mma_rs(lo, mn_major(base + 2 * tile_bytes), pv);
     let out = mma_rs_add(first, hi, mn_major(base + 2 * tile_bytes + 4096), pv);

@@ -8,13 +8,15 @@
 
 use cubecl::prelude::*;
 
+use super::pipelined::{settle, settle_pair};
 use super::tiles::{p_fragments_from, tiles_assign, tiles_into};
 use super::wgmma::{
-    Frags, PANEL_ROW, Product, half_of, k_major, mma_rs_add, mma_rs_add_pair, mma_ss_pair, mn_major,
+    Frags, PANEL_ROW, Product, half_of, k_major, mma_rs_add, mma_rs_add_pair, mma_ss, mma_ss_pair,
+    mn_major,
 };
 use crate::args::Pass;
 use crate::sm80::mma::{CHUNK, P2, zero_tiles};
-use crate::sm80::rows::{mask_scores, softmax_step};
+use crate::sm80::rows::{mask_scores, rescale, softmax_probs};
 
 /// Comptime variants of the forward's consumer loop (`crate::Sm80Tuning`'s experimental
 /// switches; both off by default).
@@ -27,6 +29,10 @@ pub(crate) struct Variant {
     /// together, one softmax over 128 columns, then the two `P·V` halves — half the waits,
     /// fences, row reductions and rescales per key (FlashAttention-3's 128-key tile).
     pub wide: bool,
+    /// A step issues its chunk's `Q·Kᵀ` and the last chunk's `P·V` together and runs the
+    /// softmax while `P·V` is in the tensor cores ([`pipelined_step`](fn@pipelined_step),
+    /// FlashAttention-3's intra-warpgroup overlap); each stage is released one step later.
+    pub overlap: bool,
 }
 
 /// One wide step (`Variant::wide`): chunks in stages `kv0 / CHUNK` and the next, whose keys
@@ -144,6 +150,34 @@ pub(super) fn score_chunk(
     #[comptime] lazy: bool,
     #[comptime] keys: usize,
 ) {
+    let mut alpha = Array::<f32>::new(2usize);
+    let moved = probs_chunk(
+        s, m, l, &mut alpha, kvalid, kv0, k0, lo, hi, prow0, sl2, neg_inf, pass, lazy, keys,
+    );
+    rescale(acc, &alpha, moved, dtiles, lazy);
+}
+
+/// [`score_chunk`](fn@score_chunk) without the rescale: the factors go to `alpha`, and the
+/// result says whether a row's shift moved (`crate::sm80::rows::softmax_probs`).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn probs_chunk(
+    s: &mut Sequence<Array<Vector<f32, P2>>>,
+    m: &mut Array<f32>,
+    l: &mut Array<f32>,
+    alpha: &mut Array<f32>,
+    kvalid: &[u32],
+    kv0: usize,
+    k0: usize,
+    lo: usize,
+    hi: usize,
+    prow0: usize,
+    sl2: f32,
+    neg_inf: f32,
+    #[comptime] pass: Pass,
+    #[comptime] lazy: bool,
+    #[comptime] keys: usize,
+) -> bool {
     let mut need = k0 < lo || k0 + keys > hi;
     if comptime!(pass.masked) {
         need = true;
@@ -164,5 +198,78 @@ pub(super) fn score_chunk(
             keys,
         );
     }
-    softmax_step(s, m, l, acc, sl2, neg_inf, 1usize, dtiles, lazy, keys);
+    softmax_probs(s, m, l, alpha, sl2, neg_inf, 1usize, lazy, keys)
+}
+
+/// One pipelined step ([`Variant::overlap`]): the chunk whose keys start at shared address
+/// `kbase` is scored while the last chunk's `O += P·V` (its probabilities `held`, its values
+/// at `vbase`) runs. Issues `S = Q·Kᵀ` and then `P·V` without waiting
+/// (`super::pipelined`), settles `S` with `P·V` still in flight, masks it and runs the
+/// softmax, settles `O` and rescales it to the new row max. `s` comes back as the chunk's
+/// probabilities; the caller rounds them into the next step's `held` (only now, with no
+/// product in flight) and may release the last chunk's stage.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn pipelined_step(
+    s: &mut Sequence<Array<Vector<f32, P2>>>,
+    m: &mut Array<f32>,
+    l: &mut Array<f32>,
+    acc: &mut Sequence<Array<Vector<f32, P2>>>,
+    held: Vector<u32, Frags>,
+    vbase: u32,
+    dq: u64,
+    kbase: u32,
+    kvalid: &[u32],
+    kv0: usize,
+    k0: usize,
+    lo: usize,
+    hi: usize,
+    prow0: usize,
+    sl2: f32,
+    neg_inf: f32,
+    #[comptime] pass: Pass,
+    #[comptime] dtiles: usize,
+    #[comptime] lazy: bool,
+    #[comptime] qk: Product,
+    #[comptime] pv: Product,
+) {
+    let qk_async = comptime!(Product {
+        in_flight: true,
+        ..qk
+    });
+    let pv_async = comptime!(Product {
+        in_flight: true,
+        ..pv
+    });
+    let mut alpha = Array::<f32>::new(2usize);
+    let sk = mma_ss(dq, k_major(kbase), qk_async);
+    if comptime!(pass.head_dim == 128) {
+        // Both 64-column panels of `P·V` as one group.
+        let panel = comptime!((CHUNK * PANEL_ROW) as u32);
+        let o = mma_rs_add_pair(
+            tiles_into(&*acc, 0usize),
+            held,
+            mn_major(vbase),
+            tiles_into(&*acc, 8usize),
+            held,
+            mn_major(vbase + panel),
+            pv_async,
+        );
+        tiles_assign(s, 0usize, settle(sk, 1u32));
+        let moved = probs_chunk(
+            s, m, l, &mut alpha, kvalid, kv0, k0, lo, hi, prow0, sl2, neg_inf, pass, lazy, CHUNK,
+        );
+        let o = settle_pair(o, 0u32);
+        tiles_assign(acc, 0usize, half_of(o, 0usize));
+        tiles_assign(acc, 8usize, half_of(o, 1usize));
+        rescale(acc, &alpha, moved, dtiles, lazy);
+    } else {
+        let o = mma_rs_add(tiles_into(&*acc, 0usize), held, mn_major(vbase), pv_async);
+        tiles_assign(s, 0usize, settle(sk, 1u32));
+        let moved = probs_chunk(
+            s, m, l, &mut alpha, kvalid, kv0, k0, lo, hi, prow0, sl2, neg_inf, pass, lazy, CHUNK,
+        );
+        tiles_assign(acc, 0usize, settle(o, 0u32));
+        rescale(acc, &alpha, moved, dtiles, lazy);
+    }
 }

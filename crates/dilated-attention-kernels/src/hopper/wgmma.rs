@@ -27,9 +27,10 @@
 //! (`sync_async_proxy_shared`) and a barrier must come between the last write and the first
 //! product that reads them.
 //!
-//! Each call issues its products, commits them and waits for them (`wgmma.wait_group 0`): the
-//! accumulators are ordinary registers again when it returns. Overlapping products with the
-//! softmax is the job of a second warpgroup, not of this block.
+//! Each call issues its products, commits them as one group and waits for them
+//! (`wgmma.wait_group 0`): the accumulators are ordinary registers again when it returns. A
+//! product marked `in_flight` returns without the wait; `super::pipelined` settles it later,
+//! which lets a warpgroup run its softmax while its own products are in the tensor cores.
 
 use cubecl::prelude::*;
 
@@ -113,6 +114,10 @@ pub(crate) struct Product {
     pub b_panel: u32,
     /// `B` is MN-major (`trans-b`): `V` in `P·V`.
     pub b_transposed: bool,
+    /// The call commits its products as one group and returns without waiting for them: the
+    /// result registers fill in later and are read only through `super::pipelined`'s settle
+    /// calls (a `wgmma.wait_group` first).
+    pub in_flight: bool,
 }
 
 // Every input is a scalar: CubeCL passes a vector input to inline PTX as a pointer to its

@@ -149,6 +149,7 @@ pub fn forward_class(
         let variant = wgmma_fwd::Variant {
             pv_pair: tuning.paired_pv,
             wide: tuning.wide_chunks,
+            overlap: tuning.overlap_softmax && !tuning.wide_chunks,
         };
         match config.dtype {
             AttnDtype::F16 => {

@@ -80,9 +80,30 @@ pub(crate) fn softmax_step(
     #[comptime] lazy: bool,
     #[comptime] keys: usize,
 ) {
+    let mut alpha = Array::<f32>::new(comptime!(2 * tiles));
+    let moved = softmax_probs(s, m, l, &mut alpha, sl2, neg_inf, tiles, lazy, keys);
+    rescale(acc, &alpha, moved, dtiles, lazy);
+}
+
+/// [`softmax_step`](fn@softmax_step) without the rescale of `acc`: the factors go to `alpha`
+/// (entry `2i + h` for row `16i + g + 8h`), and the result says whether a row's shift moved
+/// (always true without `lazy`). For a caller whose `acc` is still being written by the
+/// tensor cores; it applies them with [`rescale`](fn@rescale) once they are done.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn softmax_probs(
+    s: &mut Sequence<Array<Vector<f32, P2>>>,
+    m: &mut Array<f32>,
+    l: &mut Array<f32>,
+    alpha: &mut Array<f32>,
+    sl2: f32,
+    neg_inf: f32,
+    #[comptime] tiles: usize,
+    #[comptime] lazy: bool,
+    #[comptime] keys: usize,
+) -> bool {
     let ctiles = comptime!(keys / 8);
     // Online softmax in base 2: row max over the 4 lanes of a row, sums kept per lane.
-    let mut alpha = Array::<f32>::new(comptime!(2 * tiles));
     let mut moved = false;
     #[unroll]
     for i in 0..tiles {
@@ -123,12 +144,25 @@ pub(crate) fn softmax_step(
             l[r] = l[r] * alpha[r] + sum;
         }
     }
+    moved
+}
+
+/// Rescales the output tiles `acc` by the factors [`softmax_probs`](fn@softmax_probs) gave; with
+/// `lazy`, only when a row of the plane moved its shift.
+#[cube]
+pub(crate) fn rescale(
+    acc: &mut Sequence<Array<Vector<f32, P2>>>,
+    alpha: &Array<f32>,
+    moved: bool,
+    #[comptime] dtiles: usize,
+    #[comptime] lazy: bool,
+) {
     if lazy {
         if plane_any(moved) {
-            scale_rows(acc, &alpha, dtiles);
+            scale_rows(acc, alpha, dtiles);
         }
     } else {
-        scale_rows(acc, &alpha, dtiles);
+        scale_rows(acc, alpha, dtiles);
     }
 }
 
