@@ -359,11 +359,10 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                     i += 1;
                 }
             }
-            if comptime!(variant.overlap) {
-                if pending {
-                    add_pv(&mut acc, held, held_v, pv, d, variant.pv_pair);
-                    ring.release(held_i);
-                }
+            // The last held chunk (only the overlapped step holds one).
+            if pending {
+                add_pv(&mut acc, held, held_v, pv, d, variant.pv_pair);
+                ring.release(held_i);
             }
             // The warpgroup's products are done with its query rows, where its planes stage
             // `out`.

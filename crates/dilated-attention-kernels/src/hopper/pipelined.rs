@@ -12,6 +12,11 @@
 //! registers the running `P·V` reads (else ptxas serialises every product of the kernel, its
 //! warning C7513, which is what made session 12's first try 30 % slower).
 //!
+//! The second set of accumulators also needs registers: a model of the head-dim-64 step
+//! compiled with two cubes an SM (`__launch_bounds__(288, 2)`, at most 112 registers a unit)
+//! spills and is serialised (C7512, "insufficient register resources"), so the forward launches
+//! one cube an SM with this step (`crate::launch::forward`).
+//!
 //! Plain C++ arithmetic may be moved across an inline-PTX block by the compiler; only the blocks
 //! keep their order. So `P` is rounded by [`p_fragments_in_order`](fn@p_fragments_in_order),
 //! one `cvt` block a pair, which stays after the settle of `O` before it.

@@ -77,13 +77,15 @@ pub(crate) struct Persistent {
 }
 
 /// The persistent grid for a launch of `cubes_per_head · heads · batch` tiles of
-/// `shared_bytes` each, at most `cap` cubes (`Sm80Tuning::persistent_forward`); `None` for a
-/// grid of one cube a tile: `cap` 0, a device that does not report its SM count, or a tile
-/// count past `u32`.
+/// `shared_bytes` each, at most `cap` cubes (`Sm80Tuning::persistent_forward`) and at most
+/// `per_sm_cap` resident an SM (a kernel that needs more registers than two cubes leave);
+/// `None` for a grid of one cube a tile: `cap` 0, a device that does not report its SM count,
+/// or a tile count past `u32`.
 pub(crate) fn persistent_schedule(
     client: &Client,
     cap: u32,
     shared_bytes: usize,
+    per_sm_cap: u32,
     [cubes_per_head, heads, batch]: [usize; 3],
 ) -> Option<Persistent> {
     let hardware = &client.properties().hardware;
@@ -92,6 +94,7 @@ pub(crate) fn persistent_schedule(
         hardware.num_streaming_multiprocessors?,
         hardware.max_shared_memory_size,
         shared_bytes,
+        per_sm_cap,
         cubes_per_head.checked_mul(heads)?.checked_mul(batch)?,
     )
 }
@@ -103,13 +106,14 @@ fn plan_persistent(
     sms: u32,
     max_shared: usize,
     shared_bytes: usize,
+    per_sm_cap: u32,
     tiles: usize,
 ) -> Option<Persistent> {
     if cap == 0 {
         return None;
     }
     let tiles = u32::try_from(tiles).ok()?;
-    let per_sm = resident_cubes(max_shared, shared_bytes);
+    let per_sm = resident_cubes(max_shared, shared_bytes).min(per_sm_cap.max(1));
     let cubes = sms.saturating_mul(per_sm).min(cap).min(tiles);
     (cubes > 0).then_some(Persistent {
         cubes,
@@ -144,16 +148,29 @@ mod tests {
 
     #[test]
     fn head_dim_64_holds_two_cubes_an_sm_and_128_one() {
-        let p64 = plan_persistent(u32::MAX, H100_SMS, HOPPER_SHARED, shared_bytes(64), 8192);
+        let p64 = plan_persistent(u32::MAX, H100_SMS, HOPPER_SHARED, shared_bytes(64), 2, 8192);
         assert_eq!(p64.map(|p| (p.cubes, p.per_sm)), Some((264, 2)));
-        let p128 = plan_persistent(u32::MAX, H100_SMS, HOPPER_SHARED, shared_bytes(128), 8192);
+        let p128 = plan_persistent(
+            u32::MAX,
+            H100_SMS,
+            HOPPER_SHARED,
+            shared_bytes(128),
+            2,
+            8192,
+        );
         assert_eq!(p128.map(|p| (p.cubes, p.per_sm)), Some((132, 1)));
+    }
+
+    #[test]
+    fn a_kernel_that_needs_an_sm_s_registers_gets_one_cube_an_sm() {
+        let p64 = plan_persistent(u32::MAX, H100_SMS, HOPPER_SHARED, shared_bytes(64), 1, 8192);
+        assert_eq!(p64.map(|p| (p.cubes, p.per_sm)), Some((132, 1)));
     }
 
     #[test]
     fn the_grid_is_capped_by_the_tuning_and_the_tiles() {
         let plan =
-            |cap, tiles| plan_persistent(cap, H100_SMS, HOPPER_SHARED, shared_bytes(64), tiles);
+            |cap, tiles| plan_persistent(cap, H100_SMS, HOPPER_SHARED, shared_bytes(64), 2, tiles);
         assert_eq!(plan(0, 8192), None);
         assert_eq!(plan(3, 8192).map(|p| p.cubes), Some(3));
         assert_eq!(plan(u32::MAX, 100).map(|p| p.cubes), Some(100));

@@ -125,15 +125,22 @@ pub fn forward_class(
     use half::{bf16, f16};
     if plan.wgmma_forward() {
         let shared = wgmma_fwd::shared_bytes(config.head_dim);
+        let overlap = tuning.overlap_softmax && !tuning.wide_chunks;
+        // Products in flight hold a second set of accumulators: two cubes an SM (head dim 64)
+        // would leave ptxas too few registers, and it serialises every product then (its
+        // C7512; `crate::hopper::pipelined`). One cube an SM takes the whole register file.
+        let per_sm_cap = if overlap { 1 } else { 2 };
         // The tuning's ask, else the cubes the shared memory lets an SM hold.
         let mut blocks = match tuning.forward_min_blocks {
-            0 => resident_cubes(client.properties().hardware.max_shared_memory_size, shared),
+            0 => resident_cubes(client.properties().hardware.max_shared_memory_size, shared)
+                .min(per_sm_cap),
             _ => min_blocks(client, tuning.forward_min_blocks, shared),
         };
         let schedule = persistent_schedule(
             client,
             tuning.persistent_forward,
             shared,
+            per_sm_cap,
             [cubes_per_head, class.heads(), s.batch],
         );
         let persistent = schedule.is_some();
@@ -149,7 +156,7 @@ pub fn forward_class(
         let variant = wgmma_fwd::Variant {
             pv_pair: tuning.paired_pv,
             wide: tuning.wide_chunks,
-            overlap: tuning.overlap_softmax && !tuning.wide_chunks,
+            overlap,
         };
         match config.dtype {
             AttnDtype::F16 => {
