@@ -1,5 +1,5 @@
 #!/bin/bash
-# Session 21, the short form of call 1 for the device time left (carry .dev21, build e046c53):
+# Session 21, the short form of call 1 for the device time left (carry .dev21, built from main):
 # the overlap switch against the default at head dims 128 and 64 (forward, 64K and 128K), the
 # forward kernels' CUDA C++ and PTX for ptxas on the CPU machine, then the probe's strategies
 # (overlap, overlap-lazy first; the new NaN check in every family's line) in what time is left.
