@@ -1,6 +1,6 @@
 #!/bin/bash
 # Session 21, call 1 (carry .dev21: kernel_bench and device_probe built from main, b5cb9cb or later: the
-# overlap switch; the branch causal-value-guard for its NaN check). The
+# overlap switch; with docs/bench/s21/causal-value-guard.diff applied, its NaN check too). The
 # Hopper forward's softmax overlapping its own P·V (`overlap`, `overlap-lazy`) and the wide
 # chunks against the default in the same binary, head dims 128 and 64, forward; the probe's
 # strategies with the new switches first; Flex/torchscale forward peers; the forward kernels'
