@@ -1,14 +1,16 @@
 """A model of the Hopper forward's consumer step in the inline PTX the kernels emit, to compile
 on a machine without a GPU (session 21). Prints CUDA C++ for one variant:
-  comb      next Q·Kᵀ and last P·V in one issue block, P rounded before O is settled
-  comb_late the same, P rounded after O is settled
-  sep_late  Q·Kᵀ and P·V in separate issue blocks, P rounded late (what f716f1c builds)
-  comb_pp   comb with P double-buffered (loop unrolled by 2)
+  comb           next Q·Kᵀ and last P·V in one issue block, P rounded before O is settled
+  comb_late      the same, P rounded after O is settled
+  sep_late       Q·Kᵀ and P·V in separate issue blocks, P rounded late (what f716f1c builds)
+  sep_late_d128  sep_late at head dim 128: O in two panels, both P·V products one group
+  comb_pp        comb with P double-buffered (loop unrolled by 2)
 Usage: python3 gen_overlap_model.py comb_late > k.cu && python3 nvrtc.py k.cu k.ptx &&
        ptxas -arch=sm_90a -v k.ptx -o k.cubin && cuobjdump -sass k.cubin | grep -E 'HGMMA|DEPBAR'
 (NVRTC, ptxas: pip wheels nvidia-cuda-nvrtc-cu12, nvidia-cuda-nvcc-cu12; cuobjdump, nvdisasm:
 nvidia-cuda-cuobjdump, nvidia-cuda-nvdisasm; nvrtc.py loads libnvrtc.so.12 from the wheel's
-path, edit it to yours.)"""
+path, edit it to yours.) The launch bounds are `__launch_bounds__(128)`: edit the output to
+model the kernels' (288, 2) at head dim 64 or (288, 1) at 128."""
 import sys
 variant = sys.argv[1]
 def regs(a, n): return ", ".join(f"%{a+i}" for i in range(n))
@@ -86,6 +88,20 @@ elif variant == "sep_late":
     print("    for (int i = 0; i < 32; i++) F(acc,i) *= alpha;")
     print("    for (int i = 0; i < 16; i++) U(p,i) = pack(F(s,2*i), F(s,2*i+1));")
     print("  }")
+elif variant == "sep_late_d128":
+    # head dim 128: O in two 64-column panels (acc, acc2), both P·V products in one group.
+    print("  V32 acc2; for (int i = 0; i < 32; i++) F(acc2,i) = out[64 + i];")
+    print("  for (int j = 1; j < n; j++) {")
+    print("    V32 s2; asm volatile(\"" + block(HDR+["wgmma.fence.sync.aligned;"]+ss_lines(0,32,33)+["wgmma.commit_group.sync.aligned;"]) + f'\" : {outs("s2")} : \"l\"(dq), \"l\"(dk + j) : \"memory\");')
+    print("    V64 o; asm volatile(\"" + block(HDR+[f"mov.b32 %{i}, %{64+i};" for i in range(64)]+["wgmma.fence.sync.aligned;"]+rs_lines(0,128,144)+rs_lines(32,128,145)+["wgmma.commit_group.sync.aligned;"]) + f'\" : {outs("o",64)} : {ins("acc")}, {ins("acc2")}, {ins("p","r",16)}, \"l\"(dv + j), \"l\"(dv + 2*j) : \"memory\");')
+    print("    " + settle("s", "s2", 0, 1))
+    print(softmax("s", "p").replace("for (int i = 0; i < 16; i++) U(p,i) = pack(F(s,2*i), F(s,2*i+1));", ""))
+    print("    " + settle("acc", "o", 0, 0).replace("wgmma.wait_group.sync.aligned 0;", "wgmma.wait_group.sync.aligned 0;"))
+    print("    " + settle("acc2", "o", 32, 0).replace("wgmma.wait_group.sync.aligned 0;", ""))
+    print("    for (int i = 0; i < 32; i++) { F(acc,i) *= alpha; F(acc2,i) *= alpha; }")
+    print("    for (int i = 0; i < 16; i++) U(p,i) = pack(F(s,2*i), F(s,2*i+1));")
+    print("  }")
+    print("  for (int i = 0; i < 32; i++) out[threadIdx.x * 64 + 32 + i] = F(acc2,i) / l;")
 elif variant == "comb_pp":
     print("  for (int j = 1; j < n; j += 2) {")
     for (pa, pb) in [("p", "p2"), ("p2", "p")]:
