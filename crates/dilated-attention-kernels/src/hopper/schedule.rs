@@ -77,10 +77,9 @@ pub(crate) struct Persistent {
 }
 
 /// The persistent grid for a launch of `cubes_per_head · heads · batch` tiles of
-/// `shared_bytes` each, at most `cap` cubes (`Sm80Tuning::persistent_forward`) and at most
-/// `per_sm_cap` resident an SM (a kernel that needs more registers than two cubes leave);
-/// `None` for a grid of one cube a tile: `cap` 0, a device that does not report its SM count,
-/// or a tile count past `u32`.
+/// `shared_bytes` each, at most `cap` cubes (`Sm80Tuning::persistent_forward`) and
+/// [`resident_cubes`](fn@resident_cubes) an SM; `None` for a grid of one cube a tile: `cap` 0,
+/// a device that does not report its SM count, or a tile count past `u32`.
 pub(crate) fn persistent_schedule(
     client: &Client,
     cap: u32,
@@ -113,7 +112,7 @@ fn plan_persistent(
         return None;
     }
     let tiles = u32::try_from(tiles).ok()?;
-    let per_sm = resident_cubes(max_shared, shared_bytes).min(per_sm_cap.max(1));
+    let per_sm = resident_cubes(max_shared, shared_bytes, per_sm_cap);
     let cubes = sms.saturating_mul(per_sm).min(cap).min(tiles);
     (cubes > 0).then_some(Persistent {
         cubes,
@@ -122,12 +121,14 @@ fn plan_persistent(
     })
 }
 
-/// Cubes of `shared_bytes` one SM holds at once (1 or 2), where each may take `max_shared`
-/// bytes and CUDA reserves 1 KB a cube: two at head dim 64, one at 128. Either grid asks
-/// registers for this many: without the ask ptxas may spend enough registers on the head-dim-64
-/// forward that an SM holds only one cube.
-pub(crate) fn resident_cubes(max_shared: usize, shared_bytes: usize) -> u32 {
-    ((max_shared + 1024) / (shared_bytes + 1024)).clamp(1, 2) as u32
+/// Cubes of `shared_bytes` one SM holds at once (1 or 2, and at most `per_sm_cap`, a kernel
+/// that needs more registers than two cubes leave), where each may take `max_shared` bytes and
+/// CUDA reserves 1 KB a cube: two at head dim 64, one at 128. Either grid asks registers for
+/// this many: without the ask ptxas may spend enough registers on the head-dim-64 forward that
+/// an SM holds only one cube.
+pub(crate) fn resident_cubes(max_shared: usize, shared_bytes: usize, per_sm_cap: u32) -> u32 {
+    let by_shared = ((max_shared + 1024) / (shared_bytes + 1024)).clamp(1, 2) as u32;
+    by_shared.min(per_sm_cap.max(1))
 }
 
 #[cfg(test)]
@@ -140,10 +141,12 @@ mod tests {
 
     #[test]
     fn either_grid_asks_registers_for_two_cubes_at_head_dim_64_and_one_at_128() {
-        assert_eq!(resident_cubes(HOPPER_SHARED, shared_bytes(64)), 2);
-        assert_eq!(resident_cubes(HOPPER_SHARED, shared_bytes(128)), 1);
+        assert_eq!(resident_cubes(HOPPER_SHARED, shared_bytes(64), 2), 2);
+        assert_eq!(resident_cubes(HOPPER_SHARED, shared_bytes(128), 2), 1);
         // A device whose shared memory holds less than one cube still gets an ask of one.
-        assert_eq!(resident_cubes(48 * 1024, shared_bytes(64)), 1);
+        assert_eq!(resident_cubes(48 * 1024, shared_bytes(64), 2), 1);
+        // So does a kernel capped at one cube an SM.
+        assert_eq!(resident_cubes(HOPPER_SHARED, shared_bytes(64), 1), 1);
     }
 
     #[test]

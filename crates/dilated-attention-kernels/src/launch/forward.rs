@@ -132,8 +132,11 @@ pub fn forward_class(
         let per_sm_cap = if overlap { 1 } else { 2 };
         // The tuning's ask, else the cubes the shared memory lets an SM hold.
         let mut blocks = match tuning.forward_min_blocks {
-            0 => resident_cubes(client.properties().hardware.max_shared_memory_size, shared)
-                .min(per_sm_cap),
+            0 => resident_cubes(
+                client.properties().hardware.max_shared_memory_size,
+                shared,
+                per_sm_cap,
+            ),
             _ => min_blocks(client, tuning.forward_min_blocks, shared),
         };
         let schedule = persistent_schedule(
