@@ -98,7 +98,7 @@ pub fn scale(p: &mut Probe, lengths: &[usize]) {
             let dq = q.grad(&grads).expect("gradient");
             let used_backward = in_use(&device).saturating_sub(base);
             let total_ms = t.elapsed().as_secs_f64() * 1e3;
-            drop((dq, grads, lse));
+            drop((out, dq, grads, lse));
             println!(
                 "scale n={n} autodiff run {i}: in use after forward {used} B, after backward \
                  {used_backward} B, after the drops {} B",

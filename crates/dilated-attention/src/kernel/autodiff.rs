@@ -291,9 +291,16 @@ fn reference_gradients(
 #[derive(Debug)]
 struct LseStep;
 
+/// What `LseStep` needs to give `out` its zero gradient: `out`'s shape, dtype and device, not
+/// its buffer. The step is a child of `out` in the graph, so a backward from `out` never runs
+/// it, and Burn frees such a step's state only when its graph cleanup reaches it: holding
+/// `out` here kept one output-sized tensor alive per call after the caller had dropped it
+/// (one, two, then three across a training loop's steps).
 #[derive(Debug, Clone)]
 struct LseState {
-    out: FloatTensor<Cube>,
+    shape: burn::tensor::Shape,
+    dtype: DType,
+    device: burn::backend::tensor::Device<Cube>,
     dlse: DlseSlot,
 }
 
@@ -305,9 +312,7 @@ impl Backward<Cube, 1> for LseStep {
         let s = ops.state;
         *s.dlse.lock().unwrap_or_else(|e| e.into_inner()) = Some(grads.consume::<Cube>(&ops.node));
         if let Some(node) = node_out {
-            let (shape, dtype) = (s.out.shape(), s.out.dtype());
-            let device = s.out.device();
-            let zeros = Cube::float_zeros(shape, &device, dtype.into());
+            let zeros = Cube::float_zeros(s.shape, &s.device, s.dtype.into());
             grads.register::<Cube>(node.id, zeros);
         }
     }
@@ -348,7 +353,9 @@ where
         OpsKind::Tracked(prep) => {
             let slot = DlseSlot::default();
             let lse_state = LseState {
-                out: out.clone(),
+                shape: out.shape(),
+                dtype: out.dtype(),
+                device: out.device(),
                 dlse: slot.clone(),
             };
             let state = AttentionState {
