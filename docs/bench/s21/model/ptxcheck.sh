@@ -1,6 +1,6 @@
 #!/bin/bash
 # ptxas -v on every dumped PTX: registers, spills and C75xx warnings; SASS wgmma waits per kernel.
-export PATH=$PATH:/tmp/cudapip/nvdis/nvidia/cu13/bin:/tmp/cudapip/cuobj/nvidia/cu13/bin:/tmp/cudapip/nvcc/nvidia/cuda_nvcc/bin
+export PATH=$PATH:/tmp/cudapip/nvdis/nvidia/cu13/bin:/tmp/cudapip/cuobj/nvidia/cu13/bin:/tmp/cudapip13/nvcc/nvidia/cu13/bin
 d=${1:-/tmp/dump}
 for f in $d/*.ptx; do
   n=$(basename $f .ptx)
