@@ -2,10 +2,12 @@
 //! and backward on one LongNet case with GQA, a padding mask and a tail, against the f32
 //! reference on the CPU — families must agree with the reference (f32: 1e-4 relative; f16:
 //! within 2× of the reference path in f16 on the device), NaN in the keys and values of padded
-//! keys must change no gradient, and the automatic choice is printed.
+//! keys must change no gradient, NaN in the value row of the last key (causal: only the last
+//! query sees it) must change no other query's output or `dq` and no `dv`, and the automatic
+//! choice is printed.
 
 use burn::prelude::*;
-use burn::tensor::{DType, Distribution};
+use burn::tensor::{DType, Distribution, TensorData};
 use dilated_attention::{
     AttentionShape, BlockSparseRingDilatedAttention, DilatedPattern, ExecutionPath, KernelPolicy,
     KernelStrategy, Sm80Tuning,
@@ -229,10 +231,88 @@ fn case(p: &mut Probe, pattern: DilatedPattern, families: &[KernelStrategy], d: 
             // Exactly 0 where the backward is deterministic; the fused dQ adds with atomics,
             // whose order varies from run to run.
             ok &= leak.is_finite() && leak < 1e-3;
+            // NaN in the value row of the last key: the causal diagonal's `0 · v` must not
+            // carry it into the queries before it (the tensor cores multiply every pair).
+            let nan_v = last_key_nan(inputs[2], n);
+            let (before, last_nan) = causal_key_leak(
+                &module, &device, dtype, &ours, &out, inputs, &nan_v, &keep, n, d,
+            );
+            line += &format!(
+                ", NaN in the last value row: other rows change by {before:.2e}, last row NaN {last_nan}"
+            );
+            ok &= before.is_finite() && before < 1e-3 && last_nan;
             println!("{line}");
             if !ok {
                 p.miss(line);
             }
         }
     }
+}
+
+/// `v` with NaN in the row of key `n − 1` (every head).
+fn last_key_nan(v: &Tensor<4>, n: usize) -> Tensor<4> {
+    let mut last = vec![0.0f32; n];
+    last[n - 1] = 1.0;
+    let last = Tensor::<2>::from_data(TensorData::new(last, [1, n]), &v.device())
+        .greater_elem(0.5)
+        .reshape([1, 1, n, 1]);
+    v.clone().mask_fill(last.expand(v.shape()), f32::NAN)
+}
+
+/// With `nan_v` for `v` (NaN in the last key's value row; causal, so only the last query sees
+/// it): the largest change of the other queries' outputs and `dq` and of every `dv` against
+/// the clean run (`grads`, `out`), and whether the last query's output is all NaN (or its key
+/// is padded).
+#[allow(clippy::too_many_arguments)]
+fn causal_key_leak(
+    module: &BlockSparseRingDilatedAttention,
+    device: &Device,
+    dtype: DType,
+    clean: &[Vec<f32>; 3],
+    out: &[f32],
+    inputs: [&Tensor<4>; 4],
+    nan_v: &Tensor<4>,
+    keep: &Tensor<2>,
+    n: usize,
+    d: usize,
+) -> (f32, bool) {
+    let padded = |dev: &Device| Tensor::<2>::from_data(keep.to_data(), dev).lower_equal_elem(0.2);
+    let to = |t: &Tensor<4>| t.clone().to_device(device).cast(dtype);
+    let out2 = read(
+        module
+            .forward_masked(
+                to(inputs[0]),
+                to(inputs[1]),
+                to(nan_v),
+                Some(padded(device)),
+            )
+            .expect("kernels"),
+    );
+    let g2 = grads(
+        module,
+        device,
+        dtype,
+        Path::Kernels,
+        [inputs[0], inputs[1], nan_v, inputs[3]],
+        Some(keep),
+    );
+    // Rows 0..n − 1 of every head of a `[1, heads, n, d]` tensor.
+    let before = |x: &[f32]| -> Vec<f32> {
+        x.chunks(n * d)
+            .flat_map(|head| head[..(n - 1) * d].iter().copied())
+            .collect()
+    };
+    let change = [
+        max_abs_diff(&before(&out2), &before(out)),
+        max_abs_diff(&before(&g2[0]), &before(&clean[0])),
+        max_abs_diff(&g2[2], &clean[2]),
+    ]
+    .into_iter()
+    .fold(0.0f32, |m, e| if e.is_nan() { f32::NAN } else { m.max(e) });
+    let key_padded = read(keep.clone())[n - 1] <= 0.2;
+    let last_nan = key_padded
+        || out2
+            .chunks(n * d)
+            .all(|head| head[(n - 1) * d..].iter().all(|x| x.is_nan()));
+    (change, last_nan)
 }

@@ -22,6 +22,8 @@ use cubecl::prelude::*;
 
 use crate::addressing::locate;
 use crate::args::{Operands, Pass};
+use crate::portable::finite::not_finite;
+use crate::sm80::rows::NO_KEY;
 
 /// Query rows per cube.
 const TQ: usize = 64;
@@ -34,9 +36,9 @@ const LAZY: f32 = 8.0;
 
 /// Shared memory of a forward cube in bytes (16-bit inputs): the query tile and a chunk's key
 /// and value rows (rows of `head_dim + 8`), the chunk's f32 scores and 16-bit probabilities,
-/// and its key flags.
+/// its key flags and a word a plane.
 pub(crate) fn shared_bytes(head_dim: usize) -> usize {
-    (TQ + 2 * TK) * (head_dim + 8) * 2 + TQ * (TK + 4) * 4 + TQ * (TK + 8) * 2 + TK * 4
+    (TQ + 2 * TK) * (head_dim + 8) * 2 + TQ * (TK + 4) * 4 + TQ * (TK + 8) * 2 + TK * 4 + PLANES * 4
 }
 
 #[cube(launch_unchecked)]
@@ -79,6 +81,8 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
     let mut ss = Shared::<[f32]>::new_slice(comptime!(TQ * (TK + 4)));
     let mut ps = Shared::<[F]>::new_slice(comptime!(TQ * (TK + 8)));
     let mut kvalid = Shared::<[u32]>::new_slice(TK);
+    // Per plane, the first key of a causal diagonal chunk whose value row was not finite.
+    let mut first_bad = Shared::<[u32]>::new_slice(PLANES);
 
     // Stage the gathered query rows (N-wide loads).
     let nv = N::value();
@@ -120,6 +124,8 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
     let tq_row = q0 + prow;
     let mut m = io.neg_inf;
     let mut l = 0.0f32;
+    // The row saw a key whose value row was not finite (staged as zeros): it writes NaN.
+    let mut poisoned = false;
 
     let k_base = batch * io.k.stride(0) + kv_head * io.k.stride(1);
     let v_base = batch * io.v.stride(0) + kv_head * io.v.stride(1);
@@ -135,6 +141,11 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
             let mut c0 = 0usize;
             while c0 < pass.block {
                 sync_cube();
+                // Some rows must not see some of the chunk's keys: `P·V` gives them `0 · v`,
+                // so a value vector that is not finite stages as zeros and every row at or
+                // after its key writes NaN (the rows before it stay exact).
+                let diagonal = pass.causal && kb * pass.block + c0 + TK > q0 + 1;
+                let mut mine = u32::new(NO_KEY as i64);
                 let mut e = unit;
                 while e < TK * hv {
                     let c = e / hv;
@@ -148,19 +159,43 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
                     if comptime!(pass.masked) {
                         ok = ok && io.mask[batch * m_batch + pk * m_pos] != 0;
                     }
+                    let mut v_ok = ok;
+                    if diagonal {
+                        let mut bad = false;
+                        #[unroll]
+                        for i in 0..nv {
+                            bad = bad || not_finite(f32::cast_from(vvec.extract(i)));
+                        }
+                        if ok && bad {
+                            v_ok = false;
+                            mine = select((tk as u32) < mine, tk as u32, mine);
+                        }
+                    }
                     // Keys that are not there stage as zeros: their rows may hold anything
                     // (NaN included), and `0 · NaN` on the tensor cores would reach real rows.
                     #[unroll]
                     for i in 0..nv {
                         ks[c * qstr + dv * nv + i] = select(ok, kvec.extract(i), F::new(0.0));
-                        vs[c * qstr + dv * nv + i] = select(ok, vvec.extract(i), F::new(0.0));
+                        vs[c * qstr + dv * nv + i] = select(v_ok, vvec.extract(i), F::new(0.0));
                     }
                     if dv == 0 {
                         kvalid[c] = select(ok, 1u32, 0u32);
                     }
                     e += threads;
                 }
+                if diagonal {
+                    let m_plane = plane_min(mine);
+                    if lane == 0 {
+                        first_bad[plane] = m_plane;
+                    }
+                }
                 sync_cube();
+                if diagonal {
+                    #[unroll]
+                    for w in 0..PLANES {
+                        poisoned = poisoned || tq_row >= first_bad[w] as usize;
+                    }
+                }
 
                 // 1. S = Q·Kᵀ for the plane's 16 rows: TK / 16 tiles of 16 keys.
                 #[unroll]
@@ -309,7 +344,8 @@ pub(crate) fn block_sparse_forward_tc<F: Float, N: Size>(
             #[unroll]
             for j in 0..cols {
                 let col = half * cols + j;
-                out[o_base + (c * TK + col) * o_step] = F::cast_from(ss[prow * sstr + col] * inv);
+                let y = select(poisoned, io.nan, ss[prow * sstr + col] * inv);
+                out[o_base + (c * TK + col) * o_step] = F::cast_from(y);
             }
         }
         sync_plane();

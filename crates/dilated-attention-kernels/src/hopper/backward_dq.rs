@@ -103,8 +103,10 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
                 &keys,
                 walk.first(pass.block),
                 i % STAGES,
+                false,
                 d,
                 pass.masked,
+                false,
             );
             ring.publish(i);
             walk.advance(&io.runs, pass.block, false);
@@ -217,15 +219,22 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
                     for c in 0..2usize {
                         let key = j * 8 + 2 * t + c;
                         let mut xs = x.extract(c) * sl2;
+                        let mut ok = true;
                         if need {
-                            let mut ok = kvalid[kv0 + key] != 0;
+                            ok = kvalid[kv0 + key] != 0;
                             if comptime!(pass.causal) {
                                 ok = ok && k0 + key <= row;
                             }
                             xs = select(ok, xs, io.neg_inf);
                         }
                         let p = exp2_approx(xs - lrow[h]);
-                        y.insert(c, p * (y.extract(c) - drow[h]));
+                        let mut ds = p * (y.extract(c) - drow[h]);
+                        if need {
+                            // A pair the row does not see adds nothing, even where `dP` is
+                            // NaN (a causal-future key whose value row is not finite).
+                            ds = select(ok, ds, 0.0f32);
+                        }
+                        y.insert(c, ds);
                     }
                     let dj = dp.index_mut(j);
                     dj[h] = y;

@@ -48,7 +48,7 @@ use cubecl::prelude::*;
 
 use super::epilogue::write_rows_wide;
 use super::pipelined::p_fragments_in_order;
-use super::ring::{CONSUMERS, Ring, STAGES, fill_stage, sync_warpgroup};
+use super::ring::{CONSUMERS, FLAGS, Ring, STAGES, fill_stage, sync_warpgroup};
 use super::schedule::{Schedule, span, tile_at};
 pub(crate) use super::steps::Variant;
 use super::steps::{add_pv, pipelined_step, score_chunk, wide_step};
@@ -58,6 +58,7 @@ use crate::addressing::{Rows, Tile};
 use crate::args::{Operands, Pass};
 use crate::sm80::forward::LOG2E;
 use crate::sm80::mma::{CHUNK, Walk, occupancy_hint, zero_tiles};
+use crate::sm80::rows::{mark_rows_from, nan_marked_rows};
 
 /// Query rows per cube: two warpgroups of one `wgmma` M (64 rows) each, sharing every staged
 /// key chunk.
@@ -72,7 +73,7 @@ pub(crate) fn serves_head_dim(d: usize) -> bool {
 /// Shared memory of a cube in bytes: the ring's stages of key and value chunks, the query tile,
 /// the key flags, the barriers.
 pub(crate) fn shared_bytes(head_dim: usize) -> usize {
-    (2 * STAGES * CHUNK + ROWS) * head_dim * 2 + STAGES * CHUNK * 4 + 2 * STAGES * 8 + 16
+    (2 * STAGES * CHUNK + ROWS) * head_dim * 2 + FLAGS * 4 + 2 * STAGES * 8 + 16
 }
 
 #[cube(launch_unchecked)]
@@ -106,7 +107,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     let q_at = comptime!(2 * STAGES * tv);
     let buf_len = comptime!(2 * STAGES * tv + ROWS * d / 8);
     let mut buf = Shared::<[Vector<F, N>]>::new_aligned_slice(buf_len, 1024usize);
-    let mut kvalid = Shared::<[u32]>::new_slice(comptime!(STAGES * CHUNK));
+    let mut kvalid = Shared::<[u32]>::new_slice(FLAGS);
     let ring = Ring::new();
     // The barriers are armed for every unit; the producer starts on the ring while the
     // consumers stage the query tile.
@@ -134,18 +135,21 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                 );
                 while walk.live() {
                     ring.acquire(i);
+                    let first = walk.first(pass.block);
                     fill_stage::<F, N>(
                         &io.k,
                         &io.v,
                         &io.mask,
                         &mut buf[0..buf_len],
-                        &mut kvalid[0..comptime!(STAGES * CHUNK)],
+                        &mut kvalid[0..FLAGS],
                         &tile,
                         &keys,
-                        walk.first(pass.block),
+                        first,
                         i % STAGES,
+                        first + CHUNK > q0 + 1,
                         d,
                         pass.masked,
+                        pass.causal,
                     );
                     ring.publish(i);
                     walk.advance(&io.runs, pass.block, windowed);
@@ -203,6 +207,11 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
             l[1] = 0.0f32;
             let prow0 = q0 + group * 64 + (plane % 4) * 16;
             let last_row = q0 + group * 64 + 63;
+            // Rows that see a key whose value row was not finite (causal diagonal chunks,
+            // `super::ring::fill_stage`): they write NaN.
+            let mut poison = Array::<u32>::new(2usize);
+            poison[0] = 0u32;
+            poison[1] = 0u32;
             let mut walk = Walk::new(
                 &io.blocks,
                 &io.runs,
@@ -231,11 +240,25 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                 }
                 // The landed chunk becomes visible to `wgmma`.
                 sync_async_proxy_shared();
+                if comptime!(pass.causal) {
+                    // The producer's test of a diagonal chunk's values (`fill_stage`).
+                    if k0 + CHUNK > q0 + 1 {
+                        let bad = kvalid[STAGES * CHUNK + stage] as usize;
+                        mark_rows_from(&mut poison, bad, prow0, 1usize);
+                    }
+                    if comptime!(variant.wide) {
+                        let k1 = k0 + CHUNK;
+                        if k1 + CHUNK > q0 + 1 {
+                            let bad = kvalid[STAGES * CHUNK + (stage + 1) % STAGES] as usize;
+                            mark_rows_from(&mut poison, bad, prow0, 1usize);
+                        }
+                    }
+                }
 
                 // The warpgroup's rows all precede the chunk's keys: nothing to add (causal).
                 let skip = pass.causal && k0 > last_row;
                 let kbase = base + comptime!(2 * tile_bytes) * stage as u32;
-                let kv = &kvalid[0..comptime!(STAGES * CHUNK)];
+                let kv = &kvalid[0..FLAGS];
                 let (lo, hi) = (keys.lo, keys.hi);
                 if comptime!(variant.wide) {
                     if !skip {
@@ -363,6 +386,9 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
             if pending {
                 add_pv(&mut acc, held, held_v, pv, d, variant.pv_pair);
                 ring.release(held_i);
+            }
+            if comptime!(pass.causal) {
+                nan_marked_rows(&mut acc, &poison, io.nan, 1usize, dtiles);
             }
             // The warpgroup's products are done with its query rows, where its planes stage
             // `out`.

@@ -31,11 +31,18 @@ use cubecl::prelude::*;
 
 use super::wgmma::{shared_address, swizzled};
 use crate::addressing::{Rows, Tile};
+use crate::portable::finite::not_finite;
 use crate::sm80::forward::key_present;
 use crate::sm80::mma::CHUNK;
+use crate::sm80::rows::NO_KEY;
 
 /// Stages in the ring (four chunks of keys and values in flight: 64 KB).
 pub(crate) const STAGES: usize = 4;
+/// Words of the key flags beside the ring: one a key of each stage (`kvalid[s · CHUNK + c]`),
+/// then one a stage naming the first key of a causal diagonal chunk whose value row was not
+/// finite ([`fill_stage`](fn@fill_stage), `kvalid[STAGES · CHUNK + s]`).
+pub(crate) const FLAGS: usize = STAGES * CHUNK + STAGES;
+
 /// Producer units: one warp.
 pub(crate) const PRODUCERS: usize = 32;
 /// Consumer units: two warpgroups.
@@ -187,6 +194,14 @@ pub(crate) fn sync_warpgroup(group: usize) {
 /// and writes the chunk's key flags at `kvalid[s · CHUNK..]`. The key and value rows of keys
 /// that are not there are stored as zeros instead of copied, so a NaN beyond a window or under
 /// the padding mask never meets the tensor cores (`dQ += dS·K` would carry it past `dS = 0`).
+///
+/// With `causal`, a `diagonal` chunk (one whose keys run past the cube's first query row, so
+/// that some rows must not see some of its keys) also has its value rows checked once they
+/// land: a 16-byte vector holding a NaN or an infinity becomes zeros — `P·V` multiplies it by
+/// `p = 0` for the rows that must not see it, and `0 · NaN` is NaN — and the stage's summary
+/// word `kvalid[STAGES · CHUNK + s]` names the first such key ([`NO_KEY`] if none, and for
+/// every chunk that is not diagonal). Every row at or after that key sees it and writes NaN
+/// (`crate::sm80::rows::mark_rows_from`).
 #[cube]
 #[allow(clippy::too_many_arguments)] // CubeCL kernel code
 pub(crate) fn fill_stage<F: Float, N: Size>(
@@ -199,8 +214,10 @@ pub(crate) fn fill_stage<F: Float, N: Size>(
     keys: &Rows,
     first: usize,
     s: usize,
+    diagonal: bool,
     #[comptime] head_dim: usize,
     #[comptime] masked: bool,
+    #[comptime] causal: bool,
 ) {
     let lane = UNIT_POS as usize % 32;
     #[unroll]
@@ -223,6 +240,59 @@ pub(crate) fn fill_stage<F: Float, N: Size>(
         true,
         masked,
     );
+    if comptime!(causal) {
+        let mut first_bad = u32::new(NO_KEY as i64);
+        if diagonal {
+            // This unit's copies land; it checks exactly the vectors it copied.
+            gpu_asm!("cp.async.wait_all;");
+            first_bad = plane_min(finite_values::<F, N>(
+                buf,
+                at + comptime!(CHUNK * head_dim / 8),
+                first,
+                head_dim,
+            ));
+        }
+        if lane == 0 {
+            kvalid[STAGES * CHUNK + s] = first_bad;
+        }
+    }
+}
+
+/// Producer (one warp), after its copies into a value tile at vector `at` have landed: sets to
+/// zeros each vector this unit copied ([`copy_pair`](fn@copy_pair)'s rows and columns) that
+/// holds a NaN or an infinity, and returns the first gathered key (from `first`) it did that
+/// for, or [`NO_KEY`].
+#[cube]
+fn finite_values<F: Float, N: Size>(
+    buf: &mut [Vector<F, N>],
+    at: usize,
+    first: usize,
+    #[comptime] head_dim: usize,
+) -> u32 {
+    let nv = N::value();
+    let lane = UNIT_POS as usize % 32;
+    let c = lane % 8;
+    let mut first_bad = u32::new(NO_KEY as i64);
+    #[unroll]
+    for j in 0..comptime!(CHUNK / 4) {
+        let r = lane / 8 + comptime!(4 * j);
+        #[unroll]
+        for h in 0..comptime!(head_dim / 64) {
+            let to = at + swizzled(r, c + comptime!(8 * h), CHUNK);
+            let x = buf[to];
+            let mut bad = false;
+            #[unroll]
+            for e in 0..nv {
+                bad = bad || not_finite(f32::cast_from(x.extract(e)));
+            }
+            if bad {
+                buf[to] = Vector::new(F::new(0.0));
+                let key = (first + r) as u32;
+                first_bad = select(key < first_bad, key, first_bad);
+            }
+        }
+    }
+    first_bad
 }
 
 /// Producer (one warp): copies `CHUNK` gathered rows of `a` and `b` (head `head`) from `first`

@@ -13,9 +13,10 @@ const EXP: u32 = 0x7f80_0000;
 /// The bits of `−inf`.
 const NEG_INF: u32 = 0xff80_0000;
 
-/// Whether `x` is NaN or an infinity of either sign.
+/// Whether `x` is NaN or an infinity of either sign (also what the tensor-core kernels test a
+/// value row's entries with, `crate::hopper::ring`).
 #[cube]
-pub(super) fn not_finite(x: f32) -> bool {
+pub(crate) fn not_finite(x: f32) -> bool {
     (u32::reinterpret(x) & EXP) == EXP
 }
 

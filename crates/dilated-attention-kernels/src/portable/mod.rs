@@ -2,7 +2,7 @@
 //! runtime and dtype. The fallback everywhere, and what CI runs (WGSL on lavapipe).
 
 pub(crate) mod backward;
-mod finite;
+pub(crate) mod finite;
 pub(crate) mod forward;
 mod stage;
 

@@ -348,7 +348,10 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
                         let col = j * 8 + 2 * t + c;
                         let mut d = p.extract(c) * (y.extract(c) - dlt[cq0 + col]);
                         if comptime!(fuse_dq) {
-                            d *= kpf[h];
+                            // `dS` goes into `dQ` of the chunk's queries: a pair a query does
+                            // not see (p = 0) adds nothing there even where `dPᵀ` is NaN (a
+                            // value row that is not finite, seen only by later queries).
+                            d = select(p.extract(c) != 0.0f32, d * kpf[h], 0.0f32);
                         }
                         y.insert(c, d);
                     }

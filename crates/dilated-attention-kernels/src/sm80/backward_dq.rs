@@ -284,15 +284,22 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
                         for c in 0..2usize {
                             let key = j * 8 + 2 * t + c;
                             let mut xs = x.extract(c) * sl2;
+                            let mut ok = true;
                             if need {
-                                let mut ok = kvalid[kv0 + key] != 0;
+                                ok = kvalid[kv0 + key] != 0;
                                 if comptime!(pass.causal) {
                                     ok = ok && k0 + key <= row;
                                 }
                                 xs = select(ok, xs, io.neg_inf);
                             }
                             let p = exp2_approx(xs - lrow[e]);
-                            r.insert(c, p * (y.extract(c) - drow[e]));
+                            let mut ds = p * (y.extract(c) - drow[e]);
+                            if need {
+                                // A pair the row does not see adds nothing, even where `dP`
+                                // is NaN (a causal-future key whose value row is not finite).
+                                ds = select(ok, ds, 0.0f32);
+                            }
+                            r.insert(c, ds);
                         }
                         let sj = s.index_mut(comptime!(i * ctiles + j));
                         sj[h] = r;

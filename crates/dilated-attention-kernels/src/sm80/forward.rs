@@ -41,9 +41,10 @@ use super::mma::{
     CHUNK, P2, Walk, a_fragments, commit, issue_pair, mma_rows, occupancy_hint, stage_rows,
     tiles_as_a, wait, zero_absent_rows, zero_tiles,
 };
-use super::rows::{mask_scores, softmax_step, write_rows};
+use super::rows::{NO_KEY, mark_rows_from, mask_scores, nan_marked_rows, softmax_step, write_rows};
 use crate::addressing::{Rows, locate};
 use crate::args::{Operands, Pass};
+use crate::portable::finite::not_finite;
 
 /// Largest query tile per 16-row MMA tile of a plane: a cube owns `min(block, TQ_MAX · tiles)`
 /// rows, at most 4 planes.
@@ -59,8 +60,12 @@ pub(crate) fn cube_shape(block: usize, tiles: usize) -> (usize, usize) {
 /// and the key flags.
 pub(crate) fn shared_bytes(head_dim: usize, block: usize, tiles: usize, nv: usize) -> usize {
     let tq = cube_shape(block, tiles).0;
-    (4 * CHUNK + tq) * (head_dim + nv) * 2 + 2 * CHUNK * 4 + 16
+    (4 * CHUNK + tq) * (head_dim + nv) * 2 + 2 * CHUNK * 4 + PLANES_MAX * 4 + 16
 }
+
+/// The most planes a forward cube has (`cube_shape`): the length of its per-plane summary
+/// words.
+const PLANES_MAX: usize = TQ_MAX / 16;
 
 /// `log2(e)`: scores are scaled once so that the softmax runs on `exp2`.
 pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -110,6 +115,8 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
     let buf_len = comptime!((4 * CHUNK + tq) * (pass.head_dim / nv + 1));
     let mut buf = Shared::<[Vector<F, N>]>::new_slice(buf_len);
     let mut kvalid = Shared::<[u32]>::new_slice(comptime!(2 * CHUNK));
+    // Per plane, the first key of a causal diagonal chunk whose value row was not finite.
+    let mut first_bad = Shared::<[u32]>::new_slice(PLANES_MAX);
     let bar0 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
     let bar1 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
 
@@ -170,6 +177,12 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
     }
     let sl2 = io.scale * LOG2E;
     let prow0 = q0 + plane * prows;
+    // Rows that see a key whose value row was not finite (below): they write NaN.
+    let mut poison = Array::<u32>::new(comptime!(2 * tiles));
+    #[unroll]
+    for i in 0..comptime!(2 * tiles) {
+        poison[i] = 0u32;
+    }
 
     // Walk the row's key chunks; chunk i + 1 is copied into the other stage while chunk i is
     // computed.
@@ -222,6 +235,34 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
                 pass.head_dim,
             );
             sync_cube();
+        }
+
+        if comptime!(pass.causal) {
+            // A chunk whose keys run past the cube's first row: some rows must not see some
+            // of its keys, and `P·V` gives them `0 · v`. A value vector that is not finite
+            // becomes zeros (the rows before its key stay exact) and every row at or after
+            // its key writes NaN.
+            if k0 + CHUNK > q0 + 1 {
+                let mine = finite_values::<F, N>(
+                    &mut buf[0..buf_len],
+                    k0,
+                    base + CHUNK,
+                    threads,
+                    rstr,
+                    pass.head_dim,
+                );
+                let m_plane = plane_min(mine);
+                if UNIT_POS % 32 == 0 {
+                    first_bad[plane] = m_plane;
+                }
+                sync_cube();
+                let mut bad = u32::new(NO_KEY as i64);
+                #[unroll]
+                for w in 0..comptime!(threads / 32) {
+                    bad = select(first_bad[w] < bad, first_bad[w], bad);
+                }
+                mark_rows_from(&mut poison, bad as usize, prow0, tiles);
+            }
         }
 
         // A plane whose rows all precede the chunk's keys has nothing to add (causal).
@@ -316,9 +357,48 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
         stage = 1 - stage;
     }
 
+    if comptime!(pass.causal) {
+        nan_marked_rows(&mut acc, &poison, io.nan, tiles, dtiles);
+    }
     write_rows::<F>(
         &acc, &m, &l, out, lse, &tile, &queries, prow0, io.neg_inf, tiles, dtiles, merge,
     );
+}
+
+/// Every unit (of `threads`), once a chunk's value rows have landed at shared row `row0` (rows
+/// `rstr` vectors apart, `CHUNK` of them, keys from gathered key `k0`): sets to zeros each of
+/// its share of the vectors that holds a NaN or an infinity, and returns the first key it did
+/// that for, or `NO_KEY`.
+#[cube]
+fn finite_values<F: Float, N: Size>(
+    buf: &mut [Vector<F, N>],
+    k0: usize,
+    row0: usize,
+    #[comptime] threads: usize,
+    #[comptime] rstr: usize,
+    #[comptime] head_dim: usize,
+) -> u32 {
+    let nv = N::value();
+    let hv = comptime!(head_dim / nv);
+    let per = comptime!(CHUNK * head_dim / nv / threads);
+    let mut bad_key = u32::new(NO_KEY as i64);
+    #[unroll]
+    for i in 0..per {
+        let e = UNIT_POS as usize + i * threads;
+        let (c, dv) = (e / hv, e % hv);
+        let x = buf[(row0 + c) * rstr + dv];
+        let mut bad = false;
+        #[unroll]
+        for j in 0..nv {
+            bad = bad || not_finite(f32::cast_from(x.extract(j)));
+        }
+        if bad {
+            buf[(row0 + c) * rstr + dv] = Vector::new(F::new(0.0));
+            let key = (k0 + c) as u32;
+            bad_key = select(key < bad_key, key, bad_key);
+        }
+    }
+    bad_key
 }
 
 /// Whether gathered token `tk` of the tile's segment is a key: a real token inside the key

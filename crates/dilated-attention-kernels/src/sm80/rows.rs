@@ -166,6 +166,62 @@ pub(crate) fn rescale(
     }
 }
 
+/// A summary word naming no key: no value row was set to zeros.
+pub(crate) const NO_KEY: u32 = u32::MAX;
+
+/// Marks in `poison` (entry `2i + h` for row `16i + g + 8h`, as `m` and `l`) the rows at or
+/// after gathered key `first_bad`: in a causal chunk every such row sees that key, whose value
+/// row held a NaN or an infinity and was staged as zeros so that the rows before it stay
+/// exact (`crate::hopper::ring::fill_stage`). `first_bad` past every row marks none.
+#[cube]
+pub(crate) fn mark_rows_from(
+    poison: &mut Array<u32>,
+    first_bad: usize,
+    prow0: usize,
+    #[comptime] tiles: usize,
+) {
+    let g = (UNIT_POS as usize % 32) / 4;
+    #[unroll]
+    for i in 0..tiles {
+        #[unroll]
+        for h in 0..2usize {
+            let row = prow0 + i * 16 + g + 8 * h;
+            if row >= first_bad {
+                poison[comptime!(2 * i + h)] = 1u32;
+            }
+        }
+    }
+}
+
+/// Sets the output tiles of every row a lane of the row marked ([`mark_rows_from`]) to `nan`:
+/// the row saw a value that was not finite, so its output is NaN, as `P·V` in full precision
+/// would have made it (here in every column). Every lane of the plane takes part.
+#[cube]
+pub(crate) fn nan_marked_rows(
+    acc: &mut Sequence<Array<Vector<f32, P2>>>,
+    poison: &Array<u32>,
+    nan: f32,
+    #[comptime] tiles: usize,
+    #[comptime] dtiles: usize,
+) {
+    #[unroll]
+    for i in 0..tiles {
+        #[unroll]
+        for h in 0..2usize {
+            let mut p = poison[comptime!(2 * i + h)];
+            p |= plane_shuffle_xor(p, 1);
+            p |= plane_shuffle_xor(p, 2);
+            if p != 0 {
+                #[unroll]
+                for dt in 0..dtiles {
+                    let a = acc.index_mut(comptime!(i * dtiles + dt));
+                    a[h] = Vector::new(nan);
+                }
+            }
+        }
+    }
+}
+
 /// The epilogue: row sums across the 4 lanes of each row, then the normalised rows and their
 /// log-sum-exp written (with `merge`, merged into what `out, lse` hold).
 #[cube]
