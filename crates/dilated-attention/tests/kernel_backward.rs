@@ -441,3 +441,53 @@ fn nan_in_a_causal_future_key_reaches_no_query_gradient_before_it(
         );
     }
 }
+
+/// NaN in the value row of the last key alone (causal; only the last query sees it): `P` does
+/// not depend on `v`, so the kernels' `dv = Pᵀ·dO` of every key is what it is without the NaN
+/// (the portable kernel wrote NaN into the `dv` of every key the last query sees before
+/// `DK_POISONED`); the last query's output is NaN, so the keys it sees get a NaN `dk` (`dS`
+/// holds its NaN `Δ`). The reference path is not asked: its guard sets the NaN columns of
+/// `P·V` by `mask_fill`, which passes no gradient, so its `dv` leaves out the last query's
+/// `P · dO` (docs/notes.md).
+#[rstest]
+fn nan_in_a_causal_future_value_leaves_every_dv(
+    #[values(PatternType::Dense, PatternType::DilatedSparse)] kind: PatternType,
+) {
+    let Some(gpu) = gpu() else { return };
+    let (b, h, n, d) = (1, 2, 90, 32);
+    let module = two_branches(n, kind, true);
+    let cpu = cpu(29);
+    let [q, k, v, r] = [0; 4].map(|_| randn([b, h, n, d], &cpu));
+    let run = |module: &BlockSparseRingDilatedAttention, device: &Device, poison: bool| {
+        let ad = device.clone().autodiff();
+        let on = |t: &Tensor<4>| Tensor::<4>::from_data(t.to_data(), &ad);
+        let v = on(&v);
+        let v = if poison {
+            common::poison_key(v, n - 1, f32::NAN)
+        } else {
+            v
+        };
+        let (k, v) = (on(&k).require_grad(), v.require_grad());
+        let out = module
+            .forward_masked(on(&q), k.clone(), v.clone(), None)
+            .unwrap();
+        let grads = (out * on(&r)).sum().backward();
+        (
+            values(v.grad(&grads).unwrap()),
+            values(k.grad(&grads).unwrap()),
+        )
+    };
+    let (clean, _) = run(&module, &gpu, false);
+    let (dirty, dk) = run(&module, &gpu, true);
+    assert_close(&dirty, &clean, 0.0, &format!("kernels dv {kind:?}"));
+    // The last key is seen by the last query only, whose `Δ` is NaN.
+    let last_dk: Vec<f32> = dk
+        .chunks(n * d)
+        .flat_map(|head| head[(n - 1) * d..].to_vec())
+        .collect();
+    assert!(
+        last_dk.iter().all(|x| x.is_nan()),
+        "the last key's dk is not NaN, {kind:?}: {:?}",
+        &last_dk[..8]
+    );
+}

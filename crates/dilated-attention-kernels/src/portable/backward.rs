@@ -24,8 +24,9 @@
 //!   query blocks that see the key block); queries, `dO`, `L` and `Δ` staged in shared memory.
 //!
 //! `Δ` comes from the shared prepass (`crate::delta`). A query row whose forward saw a NaN or
-//! an infinity (`L` NaN or `+inf`, or `Δ` not finite) gets a NaN gradient, and so does every
-//! key it sees; the arithmetic runs on finite stand-ins (`poisoned_row`).
+//! an infinity (`L` NaN or `+inf`, or `Δ` not finite) gets a NaN gradient, and so do the `dk`
+//! of every key it sees and, unless only its `Δ` is not finite (`DK_POISONED`), their `dv`;
+//! the arithmetic runs on finite stand-ins (`poisoned_row`).
 
 use cubecl::prelude::*;
 
@@ -200,8 +201,10 @@ pub(crate) fn backward_dkdv<F: Float>(
     let mut ds_row = Shared::<[f32]>::new_slice(CHUNK);
     // 1: a live query, 0: none (padding, no key), `POISONED`: its forward saw a non-finite value.
     let mut qlive = Shared::<[u32]>::new_slice(CHUNK);
-    // Whether a poisoned query sees this key: its gradients are then NaN.
+    // Whether a poisoned query sees this key: its gradients are then NaN (`dk` alone for a
+    // `DK_POISONED` query).
     let mut key_poisoned = false;
+    let mut dk_poisoned = false;
 
     let q_base = batch * io.q.stride(0) + head * io.q.stride(1);
     let g_base = batch * grad.dout.stride(0) + head * grad.dout.stride(1);
@@ -231,9 +234,24 @@ pub(crate) fn backward_dkdv<F: Float>(
                         let l = grad.lse[l_base + pq * grad.lse.stride(2)];
                         let delta = grad.delta[d_base + pq * grad.delta.stride(2)];
                         let bad = present && poisoned_row(l, delta);
+                        // `dv` takes `P` and `dO` only: a row whose `L` and `dO` are finite (its
+                        // `Δ` is not: a NaN output, from a NaN value it saw) still adds
+                        // `P · dO` to `dv`; only its `dk` is NaN.
+                        let mut dv_ok = bad && !not_finite(l);
+                        if dv_ok {
+                            let g_row = g_base + pq * grad.dout.stride(2);
+                            for dd in 0..pass.head_dim {
+                                let g = f32::cast_from(grad.dout[g_row + dd * grad.dout.stride(3)]);
+                                dv_ok = dv_ok && !not_finite(g);
+                            }
+                        }
                         let ok = present && !bad && l != io.neg_inf;
-                        qlive[c] = select(bad, POISONED, select(ok, 1u32, 0u32));
-                        ls[c] = select(ok, l, 0.0f32);
+                        qlive[c] = select(
+                            dv_ok,
+                            DK_POISONED,
+                            select(bad, POISONED, select(ok, 1u32, 0u32)),
+                        );
+                        ls[c] = select(ok || dv_ok, l, 0.0f32);
                         ds_row[c] = select(ok, delta, 0.0f32);
                     }
                     e += pass.block;
@@ -247,8 +265,10 @@ pub(crate) fn backward_dkdv<F: Float>(
                         seen = seen && tk <= tq;
                     }
                     let bad = seen && qlive[c] == POISONED;
+                    let dk_bad = seen && qlive[c] == DK_POISONED;
                     key_poisoned = key_poisoned || bad;
-                    let ok = seen && !bad;
+                    dk_poisoned = dk_poisoned || dk_bad;
+                    let ok = seen && !bad && !dk_bad;
                     let mut dot = 0.0f32;
                     let mut dp = 0.0f32;
                     #[unroll(unroll)]
@@ -256,12 +276,12 @@ pub(crate) fn backward_dkdv<F: Float>(
                         dot += qs[c * pass.head_dim + d] * kr[d];
                         dp += gs[c * pass.head_dim + d] * vr[d];
                     }
-                    let p = select(ok, f32::exp(dot - ls[c]), 0.0f32);
+                    let p = select(ok || dk_bad, f32::exp(dot - ls[c]), 0.0f32);
                     let ds = select(ok, p * (dp - ds_row[c]), 0.0f32);
                     // Queries that do not see this key add nothing (not `0 · q`).
                     #[unroll(unroll)]
                     for d in 0..pass.head_dim {
-                        dv_acc[d] += select(ok, p * gs[c * pass.head_dim + d], 0.0f32);
+                        dv_acc[d] += select(ok || dk_bad, p * gs[c * pass.head_dim + d], 0.0f32);
                         dk_acc[d] += select(ok, ds * qs[c * pass.head_dim + d], 0.0f32);
                     }
                 }
@@ -278,14 +298,19 @@ pub(crate) fn backward_dkdv<F: Float>(
         for d in 0..pass.head_dim {
             let dk_at = k_at + d * dk.stride(3);
             let dv_at = v_at + d * dv.stride(3);
-            dk[dk_at] = select(key_poisoned, io.nan, dk[dk_at] + dk_acc[d]);
+            dk[dk_at] = select(key_poisoned || dk_poisoned, io.nan, dk[dk_at] + dk_acc[d]);
             dv[dv_at] = select(key_poisoned, io.nan, dv[dv_at] + dv_acc[d]);
         }
     }
 }
 
-/// `qlive`'s mark of a query whose forward saw a non-finite value.
+/// `qlive`'s mark of a query whose forward saw a non-finite value: the `dk` and `dv` of every
+/// key it sees are NaN.
 const POISONED: u32 = 2;
+/// `qlive`'s mark of a query whose `L` and `dO` are finite but whose `Δ` is not (its output is
+/// NaN, through a NaN value it saw): `dS` is NaN, `P` is not, so the `dk` of every key it sees
+/// is NaN and its `P · dO` still goes into their `dv`, as IEEE arithmetic has it.
+const DK_POISONED: u32 = 3;
 
 /// Whether a query row's forward saw a non-finite value: its `L` is NaN or `+inf`, or, for a
 /// row with keys (`L ≠ −inf`; a row without keys has no gradient whatever its `dL`), its `Δ` is
