@@ -51,7 +51,7 @@ use super::pipelined::p_fragments_in_order;
 use super::ring::{CONSUMERS, FLAGS, Ring, STAGES, fill_stage, sync_warpgroup};
 use super::schedule::{Schedule, span, tile_at};
 pub(crate) use super::steps::Variant;
-use super::steps::{add_pv, pipelined_step, score_chunk, wide_step};
+use super::steps::{add_pv, add_pv_where, pipelined_step, score_chunk, wide_step};
 use super::tiles::{p_fragments, plane_vector, tile_vector, tiles_assign, wg_rows_bytes};
 use super::wgmma::{Frags, PANEL_ROW, Product, k_major, mma_ss, shared_address, swizzled};
 use crate::addressing::{Rows, Tile};
@@ -226,7 +226,8 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
             let mut held = Vector::<u32, Frags>::new(0u32);
             let mut pending = false;
             let mut held_i = 0usize;
-            let mut held_v = 0u32;
+            // A valid shared address even when nothing is held (`add_pv_where` reads it then).
+            let mut held_v = base;
             while walk.live() {
                 let k0 = walk.first(pass.block);
                 walk.advance(&io.runs, pass.block, windowed);
@@ -382,10 +383,13 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                     i += 1;
                 }
             }
-            // The last held chunk (only the overlapped step holds one).
-            if pending {
-                add_pv(&mut acc, held, held_v, pv, d, variant.pv_pair);
-                ring.release(held_i);
+            // The last held chunk (only the overlapped step holds one), with no branch around
+            // its product (`add_pv_where`).
+            if comptime!(variant.overlap) {
+                add_pv_where(&mut acc, held, held_v, pending, pv, d);
+                if pending {
+                    ring.release(held_i);
+                }
             }
             if comptime!(pass.causal) {
                 nan_marked_rows(&mut acc, &poison, io.nan, 1usize, dtiles);

@@ -11,7 +11,7 @@ use cubecl::prelude::*;
 use super::pipelined::{settle, settle_pair};
 use super::tiles::{p_fragments_from, tiles_assign, tiles_into};
 use super::wgmma::{
-    Frags, PANEL_ROW, Product, half_of, k_major, mma_rs_add, mma_rs_add_pair, mma_ss, mma_ss_pair,
+    Acc, Frags, PANEL_ROW, Product, half_of, k_major, mma_rs_add, mma_rs_add_pair, mma_ss, mma_ss_pair,
     mn_major,
 };
 use crate::args::Pass;
@@ -124,6 +124,36 @@ pub(super) fn add_pv(
             let o = mma_rs_add(tiles_into(&*acc, comptime!(8 * h)), p, dv, pv);
             tiles_assign(acc, comptime!(8 * h), o);
         }
+    }
+}
+
+/// `O += P·V` where `keep`, else `O` unchanged — with no branch around the product: the
+/// overlapped step's last held chunk after the walk. The product always runs (on whatever
+/// `vbase` holds when nothing is held; its result is then dropped), and `keep` picks each
+/// accumulator by a select. ptxas cannot tell that a branch on a loop-carried flag is uniform
+/// over the warpgroup: a `wgmma` under such a branch after the loop made it serialise every
+/// product of the kernel (C7518, "compiler-inserted WG.DP in divergent path"), which undid the
+/// overlap (session 22, the kernel's dumped C++ recompiled with NVRTC/ptxas 13.0).
+#[cube]
+pub(super) fn add_pv_where(
+    acc: &mut Sequence<Array<Vector<f32, P2>>>,
+    p: Vector<u32, Frags>,
+    vbase: u32,
+    keep: bool,
+    #[comptime] pv: Product,
+    #[comptime] d: usize,
+) {
+    #[unroll]
+    for h in 0..comptime!(d / 64) {
+        let before = tiles_into(&*acc, comptime!(8 * h));
+        let dv = mn_major(vbase + comptime!((h * CHUNK * PANEL_ROW) as u32));
+        let o = mma_rs_add(before, p, dv, pv);
+        let mut kept = Vector::<f32, Acc>::new(0.0f32);
+        #[unroll]
+        for i in 0..32usize {
+            kept.insert(i, select(keep, o.extract(i), before.extract(i)));
+        }
+        tiles_assign(acc, comptime!(8 * h), kept);
     }
 }
 
