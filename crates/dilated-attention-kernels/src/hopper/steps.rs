@@ -11,8 +11,8 @@ use cubecl::prelude::*;
 use super::pipelined::{settle, settle_pair};
 use super::tiles::{p_fragments_from, tiles_assign, tiles_into};
 use super::wgmma::{
-    Acc, Frags, PANEL_ROW, Product, half_of, k_major, mma_rs_add, mma_rs_add_pair, mma_ss, mma_ss_pair,
-    mn_major,
+    Acc, Frags, PANEL_ROW, Product, half_of, k_major, mma_rs_add, mma_rs_add_pair, mma_ss,
+    mma_ss_pair, mn_major,
 };
 use crate::args::Pass;
 use crate::sm80::mma::{CHUNK, P2, zero_tiles};
