@@ -9,39 +9,41 @@ use burn::tensor::{Bool, Tensor};
 use dilated_attention_kernels::KernelError;
 
 use super::KernelCall;
-use super::autodiff::attention;
+use super::autodiff::attention_within;
 use crate::error::KernelUnavailable;
 use crate::inputs::AttentionShape;
 
 /// Elements a tensor may span for the kernels' 32-bit offsets.
-const MAX_ELEMENTS: usize = u32::MAX as usize;
+pub(crate) const MAX_ELEMENTS: usize = u32::MAX as usize;
 
-/// The call in chunks where its tensors pass the kernels' 32-bit offsets, `None` where it fits
-/// as it is: chunks of whole batches that fit (each its own launch, joined after), and, where
-/// one batch passes them, chunks of heads folded into the batch first.
+/// The call in chunks where its tensors pass `max` elements (the kernels' 32-bit offsets,
+/// [`MAX_ELEMENTS`]), `None` where it fits as it is: chunks of whole batches that fit (each its
+/// own launch, joined after), and, where one batch passes them, chunks of heads folded into
+/// the batch first.
 pub(crate) fn split(
     q: &Tensor<4>,
     k: &Tensor<4>,
     v: &Tensor<4>,
     mask: Option<&Tensor<2, Bool>>,
     call: &KernelCall,
+    max: usize,
 ) -> Option<Result<(Tensor<4>, Tensor<3>), KernelUnavailable>> {
     let [batch, heads, rows, d] = q.dims();
     let [_, kv_heads, k_rows, _] = k.dims();
     let per_batch = (heads * rows * d).max(kv_heads * k_rows * d);
-    if per_batch > MAX_ELEMENTS {
-        return Some(by_head_chunks(q, k, v, mask, call));
+    if per_batch > max {
+        return Some(by_head_chunks(q, k, v, mask, call, max));
     }
-    if batch * per_batch <= MAX_ELEMENTS {
+    if batch * per_batch <= max {
         return None;
     }
-    let step = MAX_ELEMENTS / per_batch;
+    let step = max / per_batch;
     let mut parts = Vec::new();
     for start in (0..batch).step_by(step) {
         let range = start..(start + step).min(batch);
         let slice = |t: &Tensor<4>| t.clone().slice_dim(0, range.clone());
         let mask = mask.map(|m| m.clone().slice_dim(0, range.clone()));
-        match attention(&slice(q), &slice(k), &slice(v), mask.as_ref(), call) {
+        match attention_within(&slice(q), &slice(k), &slice(v), mask.as_ref(), call, max) {
             Ok(part) => parts.push(part),
             Err(e) => return Some(Err(e)),
         }
@@ -78,6 +80,7 @@ fn by_head_chunks(
     v: &Tensor<4>,
     mask: Option<&Tensor<2, Bool>>,
     call: &KernelCall,
+    max: usize,
 ) -> Result<(Tensor<4>, Tensor<3>), KernelUnavailable> {
     let [batch, heads, rows, d] = q.dims();
     let [_, kv_heads, k_rows, _] = k.dims();
@@ -93,14 +96,14 @@ fn by_head_chunks(
         .branches
         .iter()
         .fold(group, |m, b| m / gcd(m, b.dilation_rate) * b.dilation_rate);
-    let chunk = head_chunk(heads, group, unit, [rows, k_rows, d], MAX_ELEMENTS)
+    let chunk = head_chunk(heads, group, unit, [rows, k_rows, d], max)
         .filter(|&hc| hc < heads)
         .and_then(|hc| Some((hc, call.layout.first_heads(hc)?)));
     let Some((hc, layout)) = chunk else {
         return Err(KernelError::Unsupported {
             field: "n",
             rule: format!(
-                "one batch passes the kernels' 32-bit indexing ({MAX_ELEMENTS} elements) and \
+                "one batch passes the kernels' 32-bit indexing ({max} elements) and \
                  no chunk of heads that is a multiple of {unit} (the GQA group and the \
                  dilation rates) fits; split the sequence"
             ),
@@ -130,7 +133,7 @@ fn by_head_chunks(
         layout: Arc::new(layout),
         ..call.clone()
     };
-    let (out, lse) = attention(&q, &k, &v, mask.as_ref(), &chunked)?;
+    let (out, lse) = attention_within(&q, &k, &v, mask.as_ref(), &chunked, max)?;
     Ok((
         out.reshape([batch, heads, rows, d]),
         lse.reshape([batch, heads, rows]),
@@ -139,7 +142,91 @@ fn by_head_chunks(
 
 #[cfg(test)]
 mod tests {
-    use super::head_chunk;
+    use std::sync::Arc;
+
+    use burn::prelude::*;
+    use burn::tensor::Distribution;
+
+    use super::super::KernelCall;
+    use super::super::autodiff::attention_within;
+    use super::{MAX_ELEMENTS, head_chunk};
+    use crate::inputs::AttentionShape;
+    use crate::{BlockLayout, DilatedPattern};
+
+    /// The wgpu device, or `None` (the test then passes untested, unless CI asks for a GPU).
+    fn gpu() -> Option<Device> {
+        let device = std::panic::catch_unwind(|| {
+            let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+            let _ = Tensor::<1>::ones([4], &device).sum().into_scalar::<f32>();
+            device
+        })
+        .ok();
+        if device.is_none()
+            && std::env::var("DILATED_ATTENTION_REQUIRE_GPU").is_ok_and(|v| v == "1")
+        {
+            panic!("no wgpu adapter and DILATED_ATTENTION_REQUIRE_GPU=1");
+        }
+        device
+    }
+
+    /// A call in chunks of heads, each in chunks of batches (as at 8M tokens, where one batch
+    /// passes 2^32 elements and two chunks of four heads are two batches of 2^31), gives the
+    /// unchunked call's `out`, `lse` and gradients of `q`, `k` and `v`.
+    #[test]
+    fn chunked_calls_give_the_whole_calls_values_and_gradients() {
+        let Some(device) = gpu() else { return };
+        let (b, h, n, d) = (2, 4, 64, 32);
+        let pattern = DilatedPattern::seed(16, false);
+        let call = KernelCall {
+            shape: AttentionShape {
+                batch: b,
+                heads: h,
+                kv_heads: h,
+                n,
+                head_dim: d,
+            },
+            layout: Arc::new(BlockLayout::new(&pattern, n, h).unwrap()),
+            scale: 0.25,
+            cache: Default::default(),
+            window: None,
+            strategy: None,
+        };
+        let ad = device.clone().autodiff();
+        let draw =
+            || Tensor::<4>::random([b, h, n, d], Distribution::Normal(0.0, 1.0), &ad).to_data();
+        let (q, k, v, r) = (draw(), draw(), draw(), draw());
+        let run = |max: usize| {
+            let leaf = |x: &TensorData| Tensor::<4>::from_data(x.clone(), &ad).require_grad();
+            let (q, k, v) = (leaf(&q), leaf(&k), leaf(&v));
+            let (out, lse) = attention_within(&q, &k, &v, None, &call, max).unwrap();
+            let loss =
+                (out.clone() * Tensor::<4>::from_data(r.clone(), &ad)).sum() + lse.clone().sum();
+            let grads = loss.backward();
+            let read = |t: Tensor<4>| t.try_to_vec_as::<f32>().unwrap();
+            let grad = |t: &Tensor<4>| read(t.grad(&grads).expect("a gradient"));
+            [
+                read(out.inner()),
+                lse.inner().try_to_vec_as::<f32>().unwrap(),
+                grad(&q),
+                grad(&k),
+                grad(&v),
+            ]
+        };
+        let whole = run(MAX_ELEMENTS);
+        // Two heads a chunk (4096 elements), then one batch a call.
+        let chunked = run(2 * n * d);
+        for (name, (a, b)) in ["out", "lse", "dq", "dk", "dv"]
+            .iter()
+            .zip(whole.iter().zip(&chunked))
+        {
+            let e = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(e < 1e-5, "{name}: chunked differs by {e}");
+        }
+    }
 
     #[test]
     fn head_chunks_are_the_largest_that_fit() {
