@@ -129,16 +129,14 @@ pub(crate) fn forward(
     call: &KernelCall,
     plan: &Plan,
 ) -> Result<(CubeTensor, CubeTensor), KernelError> {
+    let (q, k, v) = (readable(q, plan)?, readable(k, plan)?, readable(v, plan)?);
     let ([b, h, n, d], kv) = dims(&q, &k);
     let out = buffer(&q, vec![b, h, n, d], q.dtype, None)?;
     let lse = buffer(&q, vec![b, h, n], DType::F32, None)?;
     let Some(chunks) = chunks::chunking(call, [b, h, n, d], kv)? else {
-        let (q, k, v) = (readable(q, plan)?, readable(k, plan)?, readable(v, plan)?);
         forward_into(&q, &k, &v, mask.as_ref(), call, plan, &out, &lse)?;
         return Ok((out, lse));
     };
-    // Whole tensors past the offsets cannot be viewed by the kernels (`readable`); contiguous,
-    // each launch's views are.
     let contiguous = burn_cubecl::kernel::into_contiguous;
     let [q, k, v] = [q, k, v].map(|t| chunks.fold(contiguous(t)));
     let (o, l) = (chunks.fold(out.clone()), chunks.fold(lse.clone()));
