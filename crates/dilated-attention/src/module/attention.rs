@@ -215,7 +215,6 @@ impl BlockSparseRingDilatedAttention {
             cache: self.caches.device.clone(),
             window,
             strategy: self.strategy,
-            max_elements: crate::kernel::MAX_ELEMENTS,
         }
     }
 
