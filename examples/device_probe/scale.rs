@@ -18,9 +18,32 @@ fn module() -> BlockSparseRingDilatedAttention {
         .with_kernel_policy(KernelPolicy::Require)
 }
 
+/// Bytes in use once the device's queued work has run. A failed sync is printed: under Fusion
+/// the kernels' errors surface only there (session 22's 8M run timed 0.6 ms forwards whose
+/// launches had not run, with nothing said).
 fn in_use(device: &Device) -> u64 {
-    let _ = device.sync();
+    if let Err(e) = device.sync() {
+        println!("scale: the device reports a failure: {e:?}");
+    }
     device.memory_pool_usage().map_or(0, |u| u.bytes_in_use)
+}
+
+/// Whether the first rows of `out` (one head) read back, finite and not all zero: the
+/// launches ran.
+fn ran(out: &Tensor<4>) -> bool {
+    let d = out.dims()[3];
+    match out
+        .clone()
+        .slice([0..1, 0..1, 0..8, 0..d])
+        .cast(DType::F32)
+        .try_to_vec_as::<f32>()
+    {
+        Ok(v) => v.iter().all(|x| x.is_finite()) && v.iter().any(|&x| x != 0.0),
+        Err(e) => {
+            println!("scale: out does not read back: {e:?}");
+            false
+        }
+    }
 }
 
 pub fn large(p: &mut Probe) {
@@ -98,6 +121,12 @@ pub fn scale(p: &mut Probe, lengths: &[usize]) {
             let dq = q.grad(&grads).expect("gradient");
             let used_backward = in_use(&device).saturating_sub(base);
             let total_ms = t.elapsed().as_secs_f64() * 1e3;
+            if !ran(&out.clone().inner()) || !ran(&dq) {
+                p.miss(format!(
+                    "scale n={n} autodiff run {i}: out or dq did not come out (finite, not all \
+                     zero): the launches did not run"
+                ));
+            }
             drop((out, dq, grads, lse));
             println!(
                 "scale n={n} autodiff run {i}: in use after forward {used} B, after backward \
