@@ -228,6 +228,40 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever the sizes: a chunk divides the heads, keeps whole GQA groups and dilation
+        /// periods (a multiple of `unit`), fits `max` for queries and keys, and no larger
+        /// such chunk fits; `None` only where not even `unit` heads fit.
+        #[test]
+        fn head_chunks_divide_fit_and_are_largest(
+            kv_heads in 1usize..8,
+            group in 1usize..5,
+            rate in 1usize..5,
+            rows in 1usize..2000,
+            k_rows in 1usize..2000,
+            d in 1usize..65,
+            max in 1usize..200_000,
+        ) {
+            let heads = kv_heads * group * rate;
+            let unit = (1..=group * rate)
+                .find(|u| u % group == 0 && u % rate == 0)
+                .unwrap();
+            let fits = |hc: usize| {
+                heads % hc == 0
+                    && hc % unit == 0
+                    && hc * rows * d <= max
+                    && hc / group * k_rows * d <= max
+            };
+            match head_chunk(heads, group, unit, [rows, k_rows, d], max) {
+                Some(hc) => {
+                    proptest::prop_assert!(fits(hc), "{hc} of {heads}");
+                    proptest::prop_assert!(((hc + 1)..=heads).all(|c| !fits(c)));
+                }
+                None => proptest::prop_assert!((1..=heads).all(|c| !fits(c))),
+            }
+        }
+    }
+
     #[test]
     fn head_chunks_are_the_largest_that_fit() {
         // 8 heads of 2^29 elements (the seed layout at 8M tokens): chunks of 4 heads would
