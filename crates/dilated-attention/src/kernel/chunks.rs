@@ -244,11 +244,11 @@ mod tests {
         ) {
             let heads = kv_heads * group * rate;
             let unit = (1..=group * rate)
-                .find(|u| u % group == 0 && u % rate == 0)
+                .find(|u| u.is_multiple_of(group) && u.is_multiple_of(rate))
                 .unwrap();
             let fits = |hc: usize| {
-                heads % hc == 0
-                    && hc % unit == 0
+                heads.is_multiple_of(hc)
+                    && hc.is_multiple_of(unit)
                     && hc * rows * d <= max
                     && hc / group * k_rows * d <= max
             };
