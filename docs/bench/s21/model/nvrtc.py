@@ -1,5 +1,7 @@
-import ctypes, sys
-lib = ctypes.CDLL('/tmp/cudapip/nvrtc/nvidia/cuda_nvrtc/lib/libnvrtc.so.12')
+import ctypes, os, sys
+# NVRTC_LIB: which libnvrtc (12.9 from the session-21 wheels by default; comp.sh of session 22
+# sets the 13.0 one, the device's).
+lib = ctypes.CDLL(os.environ.get('NVRTC_LIB', '/tmp/cudapip/nvrtc/nvidia/cuda_nvrtc/lib/libnvrtc.so.12'))
 src = open(sys.argv[1]).read().encode()
 prog = ctypes.c_void_p()
 assert lib.nvrtcCreateProgram(ctypes.byref(prog), src, b"k.cu", 0, None, None) == 0
