@@ -40,7 +40,8 @@ use super::ring::{
     sync_consumers,
 };
 use super::tiles::{
-    p_fragments, p_fragments_from, tile_vector, tiles_assign, tiles_into, wg_rows_bytes,
+    p_fragments, p_fragments_from, plane_and_group, tile_vector, tiles_assign, tiles_into,
+    wg_rows_bytes,
 };
 use super::wgmma::{
     PANEL_ROW, Product, half_of, k_major, mma_rs_add_pair, mma_ss_pair, mma_ss_pair_narrow,
@@ -105,8 +106,7 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
         terminate!();
     }
     let unit = UNIT_POS as usize;
-    let plane = unit / 32;
-    let group = unit / 128;
+    let (plane, group) = plane_and_group();
 
     // Stage s holds query rows at vector 2s·tv and dO rows at (2s + 1)·tv; the K and V tiles
     // (ROWS rows each) come last.

@@ -24,7 +24,7 @@ use cubecl::prelude::*;
 
 use super::forward::{ROWS, stage_queries};
 use super::ring::{CONSUMERS, Ring, STAGES, fill_stage, sync_consumers};
-use super::tiles::{p_fragments, tiles_assign, tiles_into, wg_rows_bytes};
+use super::tiles::{p_fragments, plane_and_group, tiles_assign, tiles_into, wg_rows_bytes};
 use super::wgmma::{
     PANEL_ROW, Product, half_of, k_major, mma_rs_add, mma_ss_pair, mn_major, shared_address,
 };
@@ -65,8 +65,7 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
         terminate!();
     }
     let unit = UNIT_POS as usize;
-    let plane = unit / 32;
-    let group = unit / 128;
+    let (plane, group) = plane_and_group();
 
     // Stage s holds keys at vector 2s·tv and values at (2s + 1)·tv; the Q and dO tiles (ROWS
     // rows each) come last.

@@ -52,7 +52,9 @@ use super::ring::{CONSUMERS, FLAGS, Ring, STAGES, fill_stage, sync_warpgroup};
 use super::schedule::{Schedule, span, tile_at};
 pub(crate) use super::steps::Variant;
 use super::steps::{add_pv, add_pv_where, pipelined_step, score_chunk, wide_step};
-use super::tiles::{p_fragments, plane_vector, tile_vector, tiles_assign, wg_rows_bytes};
+use super::tiles::{
+    p_fragments, plane_and_group, plane_vector, tile_vector, tiles_assign, wg_rows_bytes,
+};
 use super::wgmma::{Frags, PANEL_ROW, Product, k_major, mma_ss, shared_address, swizzled};
 use crate::addressing::{Rows, Tile};
 use crate::args::{Operands, Pass};
@@ -98,8 +100,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     let d = comptime!(pass.head_dim);
     let dtiles = comptime!(d / 8);
     let unit = UNIT_POS as usize;
-    let plane = unit / 32;
-    let group = unit / 128;
+    let (plane, group) = plane_and_group();
 
     // Vectors of one key tile (64 rows of 8 vectors); stage s holds keys at 2s, values at
     // 2s + 1, the query tile (ROWS rows) comes last.
