@@ -54,6 +54,9 @@ enum Check {
     Oracle,
     /// The ring's windowed steps at `--ring-cases`, errors and times.
     RingSteps,
+    /// A small call forced into chunked launches (heads folded into the batch, a launch per
+    /// folded batch, as at 8M tokens) against one launch: out, lse, dq, dk, dv.
+    Chunks,
     /// A call past 2^32 elements (9 GB tensors) against its single batches.
     Large,
     /// The seed layout forward and backward at `--scale-lengths` (4M–16M): time and memory.
@@ -143,7 +146,7 @@ fn main() -> ExitCode {
     };
     let lengths = args.edge_lengths.as_deref();
     let timed = |name: &str, t: Instant| println!("[{name}: {:.1} s]", t.elapsed().as_secs_f64());
-    let checks: [(Check, &str, &CheckFn); 10] = [
+    let checks: [(Check, &str, &CheckFn); 11] = [
         (Check::Basics, "basics", &|p| basics::run(p, &cube)),
         (Check::Wgmma, "wgmma", &|p| hopper::run(p, &cube)),
         (Check::Strategies, "strategies", &strategies::run),
@@ -159,6 +162,7 @@ fn main() -> ExitCode {
             &gradients::finite_differences,
         ),
         (Check::Ring, "ring", &ring::chunked),
+        (Check::Chunks, "chunks", &scale::chunks),
         (Check::Oracle, "oracle", &|p| {
             forward::oracle(p, args.oracle_n)
         }),

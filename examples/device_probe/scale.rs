@@ -1,4 +1,7 @@
-//! Scale checks (CUDA-sized):
+//! Scale checks:
+//! - `chunks`: a small call forced into the launches of a call past the kernels' 32-bit offsets
+//!   (heads folded into the batch, one launch per folded batch) against one launch — the
+//!   mechanism `scale` relies on at 8M and 16M tokens, checked on values where it is cheap;
 //! - `large`: a call whose tensors pass 2^32 elements (f16 `[17, 32, 65536, 128]`, 9 GB each)
 //!   equals the same call on single batches (the kernels run it in chunks of whole batches);
 //! - `scale`: the seed layout forward and forward + backward at 4M, 8M and 16M tokens (8 heads,
@@ -9,6 +12,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution};
+use dilated_attention::kernel::{ChunkCase, chunked_launches};
 use dilated_attention::{BlockSparseRingDilatedAttention, DilatedPattern, KernelPolicy};
 
 use super::support::{Probe, max_abs_diff, read};
@@ -42,6 +46,50 @@ fn ran(out: &Tensor<4>) -> bool {
         Err(e) => {
             println!("scale: out does not read back: {e:?}");
             false
+        }
+    }
+}
+
+/// Relative differences allowed between the chunked and the one-launch call: the same kernels
+/// on the same rows, so only a different summation order of the added (f32) gradients may show.
+const CHUNK_BAR: f32 = 1e-5;
+
+pub fn chunks(p: &mut Probe) {
+    for dtype in p.dtypes(&[DType::F32, DType::F16, DType::BF16]) {
+        for (kv_heads, masked) in [(4, false), (2, true)] {
+            // Head dim 64 and blocks of 64: the tensor-core families serve it (on CUDA the
+            // default stores its gradients straight into views of the whole ones).
+            let case = ChunkCase {
+                dtype,
+                kv_heads,
+                masked,
+                head_dim: 64,
+                n: 256,
+                block: 64,
+            };
+            let line = match chunked_launches(&p.device, case) {
+                Ok(check) => {
+                    let [out, lse, dq, dk, dv] = check.relative;
+                    let line = format!(
+                        "chunks {dtype:?} kv_heads {kv_heads} masked {masked}: {} launches, \
+                         relative differences from one launch out {out:.1e} lse {lse:.1e} \
+                         dq {dq:.1e} dk {dk:.1e} dv {dv:.1e}",
+                        check.launches
+                    );
+                    // A NaN difference fails too.
+                    let within = |e: &f32| e.is_finite() && *e <= CHUNK_BAR;
+                    if !check.relative.iter().all(within) || check.launches != 4 {
+                        Err(line)
+                    } else {
+                        Ok(line)
+                    }
+                }
+                Err(e) => Err(format!("chunks {dtype:?} kv_heads {kv_heads}: {e}")),
+            };
+            match line {
+                Ok(line) => println!("{line}"),
+                Err(line) => p.miss(line),
+            }
         }
     }
 }

@@ -102,23 +102,12 @@ pub(crate) fn attention(
     mask: Option<&Tensor<2, Bool>>,
     call: &KernelCall,
 ) -> Result<(Tensor<4>, Tensor<3>), KernelUnavailable> {
-    attention_within(q, k, v, mask, call, super::chunks::MAX_ELEMENTS)
-}
-
-/// [`attention`] with calls whose tensors pass `max_elements` run in chunks (`chunks`): the
-/// kernels index with 32-bit offsets, so `max_elements` is `u32::MAX` but in tests.
-pub(crate) fn attention_within(
-    q: &Tensor<4>,
-    k: &Tensor<4>,
-    v: &Tensor<4>,
-    mask: Option<&Tensor<2, Bool>>,
-    call: &KernelCall,
-    max_elements: usize,
-) -> Result<(Tensor<4>, Tensor<3>), KernelUnavailable> {
     let plan = path(&q.device(), q.dtype(), call)?;
-    if let Some(result) = super::chunks::split(q, k, v, mask, call, max_elements) {
-        return result;
-    }
+    // A call past the kernels' offsets runs in several launches (`super::chunks`); one that
+    // cannot be cut fails here, before anything is queued: under Fusion an error inside the
+    // operation surfaces only at a sync.
+    let [_, kv_heads, k_rows, _] = k.dims();
+    super::chunks::chunking(call, q.dims(), [kv_heads, k_rows])?;
     let mask = mask.map(kernel_mask);
     match q.gradient_checkpointing_strategy() {
         None => untracked(q, k, v, mask, call, plan),

@@ -26,6 +26,8 @@ use crate::inputs::AttentionShape;
 use crate::layout::BlockLayout;
 
 pub(crate) use autodiff::{attention, backward, f32_products_need_f64, path};
+pub(crate) use chunks::MAX_ELEMENTS;
+pub use chunks::{ChunkCase, ChunkCheck, chunked_launches};
 pub(crate) use layout::DeviceLayoutCache;
 pub use layout::KernelClassLayout;
 pub use run::tensor_ref;
@@ -45,6 +47,10 @@ pub(crate) struct KernelCall {
     pub window: Option<Window>,
     /// A forced kernel family, if any.
     pub strategy: Option<KernelStrategy>,
+    /// The elements a tensor of one launch may span ([`chunks::MAX_ELEMENTS`], the kernels'
+    /// 32-bit offsets; smaller in tests): larger calls run in several launches
+    /// (`chunks`).
+    pub max_elements: usize,
 }
 
 impl KernelCall {

@@ -16,6 +16,7 @@ use dilated_attention_kernels::{
 };
 
 use super::KernelCall;
+use super::chunks;
 use super::layout::DeviceClass;
 
 /// Byte alignment of a part's start inside its buffer: storage bindings must start at a
@@ -112,7 +113,14 @@ fn buffer(
     Ok(t)
 }
 
-/// The merged `(out, lse)` of the forward kernels.
+/// `[batch, heads, rows, head_dim]` of `q` and `[kv_heads, k_rows]` of `k`.
+fn dims(q: &CubeTensor, k: &CubeTensor) -> ([usize; 4], [usize; 2]) {
+    let (qs, ks) = (q.meta.shape(), k.meta.shape());
+    ([qs[0], qs[1], qs[2], qs[3]], [ks[1], ks[2]])
+}
+
+/// The merged `(out, lse)` of the forward kernels, in launches that fit the kernels' offsets
+/// (`super::chunks`).
 pub(crate) fn forward(
     q: CubeTensor,
     k: CubeTensor,
@@ -121,16 +129,61 @@ pub(crate) fn forward(
     call: &KernelCall,
     plan: &Plan,
 ) -> Result<(CubeTensor, CubeTensor), KernelError> {
-    let (q, k, v) = (readable(q, plan)?, readable(k, plan)?, readable(v, plan)?);
+    let ([b, h, n, d], kv) = dims(&q, &k);
+    let out = buffer(&q, vec![b, h, n, d], q.dtype, None)?;
+    let lse = buffer(&q, vec![b, h, n], DType::F32, None)?;
+    let Some(chunks) = chunks::chunking(call, [b, h, n, d], kv)? else {
+        let (q, k, v) = (readable(q, plan)?, readable(k, plan)?, readable(v, plan)?);
+        forward_into(&q, &k, &v, mask.as_ref(), call, plan, &out, &lse)?;
+        return Ok((out, lse));
+    };
+    // Whole tensors past the offsets cannot be viewed by the kernels (`readable`); contiguous,
+    // each launch's views are.
+    let contiguous = burn_cubecl::kernel::into_contiguous;
+    let [q, k, v] = [q, k, v].map(|t| chunks.fold(contiguous(t)));
+    let (o, l) = (chunks.fold(out.clone()), chunks.fold(lse.clone()));
+    let mask = mask.map(|m| chunks.fold_mask(m));
+    for r in chunks.ranges(b) {
+        let part = |t: &CubeTensor| chunks::batches(t, r.clone());
+        let m = mask.as_ref().map(part);
+        let (q, k, v) = (part(&q), part(&k), part(&v));
+        forward_into(
+            &q,
+            &k,
+            &v,
+            m.as_ref(),
+            &chunks.call,
+            plan,
+            &part(&o),
+            &part(&l),
+        )?;
+    }
+    Ok((out, lse))
+}
+
+/// The merged forward of one launch's tensors into `out` and `lse` (buffers or views of them,
+/// any contents).
+#[allow(clippy::too_many_arguments)]
+fn forward_into(
+    q: &CubeTensor,
+    k: &CubeTensor,
+    v: &CubeTensor,
+    mask: Option<&CubeTensor>,
+    call: &KernelCall,
+    plan: &Plan,
+    out: &CubeTensor,
+    lse: &CubeTensor,
+) -> Result<(), KernelError> {
     let client = q.client.clone();
-    let (classes, [b, h, n, d]) = device_classes(&q, call)?;
+    let (classes, [b, h, n, d]) = device_classes(q, call)?;
     let (qr, kr, vr) = (
-        tensor_ref("q", &q)?,
-        tensor_ref("k", &k)?,
-        tensor_ref("v", &v)?,
+        tensor_ref("q", q)?,
+        tensor_ref("k", k)?,
+        tensor_ref("v", v)?,
     );
-    let mask_r = mask.as_ref().map(|m| tensor_ref("mask", m)).transpose()?;
+    let mask_r = mask.map(|m| tensor_ref("mask", m)).transpose()?;
     let dtype = q.dtype;
+    let (out_r, lse_r) = (tensor_ref("out", out)?, tensor_ref("lse", lse)?);
     let branches = call.layout.branches.len();
     let launch = |out: &TensorRef, lse: &TensorRef, branch: usize, merge: bool| {
         let tensors = ForwardTensors {
@@ -160,14 +213,14 @@ pub(crate) fn forward(
     };
     if plan.merges_in_kernel() || branches == 1 {
         // One pair of buffers: every branch after the first merges into it as it is written.
-        let fill = |value: f32| (!covers(0)).then_some(value);
-        let out = buffer(&q, vec![b, h, n, d], dtype, fill(0.0))?;
-        let lse = buffer(&q, vec![b, h, n], DType::F32, fill(f32::NEG_INFINITY))?;
-        let (out_r, lse_r) = (tensor_ref("out", &out)?, tensor_ref("lse", &lse)?);
+        if !covers(0) {
+            kernels::fill(&client, attn_dtype(dtype)?, &out_r, 0.0)?;
+            kernels::fill(&client, AttnDtype::F32, &lse_r, f32::NEG_INFINITY)?;
+        }
         for branch in 0..branches {
             launch(&out_r, &lse_r, branch, branch > 0)?;
         }
-        return Ok((out, lse));
+        return Ok(());
     }
     // A pair per branch in two buffers, each part starting at an aligned offset (storage
     // bindings need one), merged by the LSE merge kernel.
@@ -176,9 +229,9 @@ pub(crate) fn forward(
     let aligned = |len: usize, elem: usize| (len * elem).next_multiple_of(ALIGN) / elem;
     let (part_len, lse_len) = (aligned(rows * d, elem), aligned(rows, 4));
     let fill = |value: f32| (!(0..branches).all(covers)).then_some(value);
-    let parts = buffer(&q, vec![branches, part_len], dtype, fill(0.0))?;
+    let parts = buffer(q, vec![branches, part_len], dtype, fill(0.0))?;
     let lses = buffer(
-        &q,
+        q,
         vec![branches, lse_len],
         DType::F32,
         fill(f32::NEG_INFINITY),
@@ -195,8 +248,6 @@ pub(crate) fn forward(
             false,
         )?;
     }
-    let out = buffer(&q, vec![b, h, n, d], dtype, None)?;
-    let lse = buffer(&q, vec![b, h, n], DType::F32, None)?;
     kernels::merge::lse_merge(
         &client,
         attn_dtype(dtype)?,
@@ -216,13 +267,13 @@ pub(crate) fn forward(
         )?,
         &TensorRef::contiguous("out", out.handle.clone(), vec![rows, d], elem)?,
         &TensorRef::contiguous("lse_out", lse.handle.clone(), vec![rows], 4)?,
-    )?;
-    Ok((out, lse))
+    )
 }
 
 /// `(dq, dk, dv)` of the merged attention: `dout` like `out`, `dlse` like `lse` (if the loss
 /// uses it). Gradients in the inputs' dtype, `dk, dv` summed over the query heads of each kv
-/// head.
+/// head; in launches that fit the kernels' offsets (`super::chunks`), each chunk's gradients
+/// written into the whole ones as it is done.
 pub(crate) fn backward(
     saved: Saved<CubeTensor>,
     mask: Option<CubeTensor>,
@@ -231,6 +282,88 @@ pub(crate) fn backward(
     call: &KernelCall,
     plan: &Plan,
 ) -> Result<(CubeTensor, CubeTensor, CubeTensor), KernelError> {
+    let (qd, [kv_heads, n_k]) = dims(&saved.q, &saved.k);
+    let Some(chunks) = chunks::chunking(call, qd, [kv_heads, n_k])? else {
+        let (dq, dk, dv, _) = backward_launch(saved, mask, dout, dlse, call, plan, None)?;
+        return Ok((dq, dk, dv));
+    };
+    let [b, h, n, d] = qd;
+    let dtype = saved.q.dtype;
+    let contiguous = burn_cubecl::kernel::into_contiguous;
+    let cast = |t: CubeTensor, to: DType| {
+        if t.dtype == to {
+            t
+        } else {
+            burn_cubecl::kernel::cast(t, to)
+        }
+    };
+    let fold = |t: CubeTensor| chunks.fold(contiguous(t));
+    let saved = Saved {
+        q: fold(saved.q),
+        k: fold(saved.k),
+        v: fold(saved.v),
+        out: fold(saved.out),
+        lse: fold(saved.lse),
+    };
+    let dout = fold(cast(dout, dtype));
+    let dlse = dlse.map(|t| fold(cast(t, DType::F32)));
+    let mask = mask.map(|m| chunks.fold_mask(m));
+    let empty = |dims: [usize; 4]| buffer(&saved.q, dims.to_vec(), dtype, None);
+    let (mut dq, mut dk, mut dv) = (
+        chunks.fold(empty([b, h, n, d])?),
+        chunks.fold(empty([b, kv_heads, n_k, d])?),
+        chunks.fold(empty([b, kv_heads, n_k, d])?),
+    );
+    for r in chunks.ranges(b) {
+        let part = |t: &CubeTensor| chunks::batches(t, r.clone());
+        let part_saved = Saved {
+            q: part(&saved.q),
+            k: part(&saved.k),
+            v: part(&saved.v),
+            out: part(&saved.out),
+            lse: part(&saved.lse),
+        };
+        // Stored gradients go straight into views of the whole ones; added ones (f32, summed
+        // over a GQA group) come back as new buffers and are copied in.
+        let (gq, gk, gv, in_place) = backward_launch(
+            part_saved,
+            mask.as_ref().map(part),
+            part(&dout),
+            dlse.as_ref().map(part),
+            &chunks.call,
+            plan,
+            Some([part(&dq), part(&dk), part(&dv)]),
+        )?;
+        if !in_place {
+            dq = chunks::assign_batches(dq, r.clone(), gq);
+            dk = chunks::assign_batches(dk, r.clone(), gk);
+            dv = chunks::assign_batches(dv, r, gv);
+        }
+    }
+    let unfold = |t: CubeTensor, heads: usize, rows: usize| {
+        CubeBackend::float_reshape(t, Shape::from([b, heads, rows, d]))
+    };
+    Ok((
+        unfold(dq, h, n),
+        unfold(dk, kv_heads, n_k),
+        unfold(dv, kv_heads, n_k),
+    ))
+}
+
+/// [`backward`] of one launch's tensors: `(dq, dk, dv, in_place)`. Where the kernels store
+/// the gradients (one class covering every row, no GQA) and `into` names `(dq, dk, dv)` views
+/// (each launch of a chunked call: views of the whole gradients), they are written there and
+/// returned with `in_place`; otherwise into new buffers.
+#[allow(clippy::too_many_arguments)]
+fn backward_launch(
+    saved: Saved<CubeTensor>,
+    mask: Option<CubeTensor>,
+    dout: CubeTensor,
+    dlse: Option<CubeTensor>,
+    call: &KernelCall,
+    plan: &Plan,
+    into: Option<[CubeTensor; 3]>,
+) -> Result<(CubeTensor, CubeTensor, CubeTensor, bool), KernelError> {
     let dtype = saved.q.dtype;
     let float = |d: DType| FloatDType::from(d);
     let (q, k, v) = (
@@ -271,11 +404,15 @@ pub(crate) fn backward(
             buffer(&q, vec![b, h, rows, d], DType::F32, Some(0.0))
         }
     };
-    let (dq, dk, dv) = (
-        grad(store && !fused, n)?,
-        grad(store, n_k)?,
-        grad(store, n_k)?,
-    );
+    let in_place = store && !fused && into.is_some();
+    let (dq, dk, dv) = match into {
+        Some([dq, dk, dv]) if in_place => (dq, dk, dv),
+        _ => (
+            grad(store && !fused, n)?,
+            grad(store, n_k)?,
+            grad(store, n_k)?,
+        ),
+    };
     let delta = buffer(&q, vec![b, h, n], DType::F32, None)?;
     let (qr, kr, vr) = (
         tensor_ref("q", &q)?,
@@ -330,5 +467,5 @@ pub(crate) fn backward(
         };
         to_dtype(t)
     };
-    Ok((to_dtype(dq), per_kv(dk), per_kv(dv)))
+    Ok((to_dtype(dq), per_kv(dk), per_kv(dv), in_place))
 }

@@ -215,6 +215,7 @@ impl BlockSparseRingDilatedAttention {
             cache: self.caches.device.clone(),
             window,
             strategy: self.strategy,
+            max_elements: crate::kernel::MAX_ELEMENTS,
         }
     }
 
