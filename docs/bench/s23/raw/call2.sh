@@ -1,5 +1,5 @@
 #!/bin/bash
-# Session 23, call 2 (H100; carry .dev23u/new_bench.xz, .dev23c/new_probe.xz and .gl, the
+# Session 23, call 2 — not run (its start was refused; call4.sh runs its steps). (H100; carry .dev23u/new_bench.xz, .dev23c/new_probe.xz and .gl, the
 # Vulkan loader packages). Issue 20: Vulkan (SPIR-V; `cmma` on VK_KHR_cooperative_matrix)
 # against CUDA with the same binary at 16K and 128K, fwd and fwd+bwd (b830e11's merge/Δ grids
 # first run on the driver); the `cmma` family on CUDA beside it (kernel or driver?); CubeCL's
