@@ -87,7 +87,7 @@ for section in "$@"; do
       run kernel-bench /tmp/bin/kernel_bench --device cuda --sizes 4k,16k --mode both --iters 10
       ;;
     scale)
-      run scale timeout "${SCALE_TIMEOUT:-540}" /tmp/bin/device_probe --device cuda --check large,scale
+      run scale timeout "${SCALE_TIMEOUT:-540}" /tmp/bin/device_probe --device cuda --check chunks,large,scale
       ;;
     *) echo "unknown section $section" ;;
   esac
