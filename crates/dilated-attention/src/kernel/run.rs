@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use burn::backend::ops::FloatTensorOps;
-use burn::tensor::{DType, FloatDType, Shape};
+use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::tensor::CubeTensor;
 use dilated_attention_kernels::{
@@ -290,13 +290,6 @@ pub(crate) fn backward(
     let [b, h, n, d] = qd;
     let dtype = saved.q.dtype;
     let contiguous = burn_cubecl::kernel::into_contiguous;
-    let cast = |t: CubeTensor, to: DType| {
-        if t.dtype == to {
-            t
-        } else {
-            burn_cubecl::kernel::cast(t, to)
-        }
-    };
     let fold = |t: CubeTensor| chunks.fold(contiguous(t));
     let saved = Saved {
         q: fold(saved.q),
@@ -305,8 +298,9 @@ pub(crate) fn backward(
         out: fold(saved.out),
         lse: fold(saved.lse),
     };
-    let dout = fold(cast(dout, dtype));
-    let dlse = dlse.map(|t| fold(cast(t, DType::F32)));
+    // Each launch casts its part of `dout` and `dlse` where their dtypes differ.
+    let dout = fold(dout);
+    let dlse = dlse.map(fold);
     let mask = mask.map(|m| chunks.fold_mask(m));
     let empty = |dims: [usize; 4]| buffer(&saved.q, dims.to_vec(), dtype, None);
     let (mut dq, mut dk, mut dv) = (
@@ -365,27 +359,17 @@ fn backward_launch(
     into: Option<[CubeTensor; 3]>,
 ) -> Result<(CubeTensor, CubeTensor, CubeTensor, bool), KernelError> {
     let dtype = saved.q.dtype;
-    let float = |d: DType| FloatDType::from(d);
     let (q, k, v) = (
         readable(saved.q, plan)?,
         readable(saved.k, plan)?,
         readable(saved.v, plan)?,
     );
     // The upstream gradient may be broadcast (`sum().backward()`), strided or of another
-    // float type: the kernels read contiguous rows of the inputs' dtype.
-    let dout = if dout.dtype == dtype {
-        dout
-    } else {
-        burn_cubecl::kernel::cast(dout, dtype)
-    };
-    let dout = burn_cubecl::kernel::into_contiguous(dout);
-    let dlse = dlse.map(|t| {
-        if t.dtype == DType::F32 {
-            t
-        } else {
-            burn_cubecl::kernel::cast(t, DType::F32)
-        }
-    });
+    // float type: the kernels read contiguous rows of the inputs' dtype (`cast` returns a
+    // tensor of that dtype as it is).
+    let cast = burn_cubecl::kernel::cast;
+    let dout = burn_cubecl::kernel::into_contiguous(cast(dout, dtype));
+    let dlse = dlse.map(|t| cast(t, DType::F32));
     let client = q.client.clone();
     let (classes, [b, h, n, d]) = device_classes(&q, call)?;
     let n_k = k.meta.shape()[2];
@@ -448,13 +432,7 @@ fn backward_launch(
     for class in classes.iter() {
         kernels::backward_class(&client, plan, &tensors, &class.rows, &class.cols, store)?;
     }
-    let to_dtype = |t: CubeTensor| {
-        if t.dtype == dtype {
-            t
-        } else {
-            CubeBackend::float_cast(t, float(dtype))
-        }
-    };
+    let to_dtype = |t: CubeTensor| cast(t, dtype);
     let group = call.shape.group();
     let per_kv = |t: CubeTensor| {
         let t = if group == 1 {
