@@ -39,6 +39,30 @@ pub(crate) struct Saved<T> {
     pub lse: T,
 }
 
+impl<T> Saved<T> {
+    /// Each tensor through `f`.
+    pub(crate) fn map<U>(self, mut f: impl FnMut(T) -> U) -> Saved<U> {
+        Saved {
+            q: f(self.q),
+            k: f(self.k),
+            v: f(self.v),
+            out: f(self.out),
+            lse: f(self.lse),
+        }
+    }
+
+    /// The tensors by reference.
+    pub(crate) fn as_ref(&self) -> Saved<&T> {
+        Saved {
+            q: &self.q,
+            k: &self.k,
+            v: &self.v,
+            out: &self.out,
+            lse: &self.lse,
+        }
+    }
+}
+
 fn attn_dtype(dtype: DType) -> Result<AttnDtype, KernelError> {
     match dtype {
         DType::F32 => Ok(AttnDtype::F32),
@@ -291,13 +315,7 @@ pub(crate) fn backward(
     let dtype = saved.q.dtype;
     let contiguous = burn_cubecl::kernel::into_contiguous;
     let fold = |t: CubeTensor| chunks.fold(contiguous(t));
-    let saved = Saved {
-        q: fold(saved.q),
-        k: fold(saved.k),
-        v: fold(saved.v),
-        out: fold(saved.out),
-        lse: fold(saved.lse),
-    };
+    let saved = saved.map(fold);
     // Each launch casts its part of `dout` and `dlse` where their dtypes differ.
     let dout = fold(dout);
     let dlse = dlse.map(fold);
@@ -310,17 +328,10 @@ pub(crate) fn backward(
     );
     for r in chunks.ranges(b) {
         let part = |t: &CubeTensor| chunks::batches(t, r.clone());
-        let part_saved = Saved {
-            q: part(&saved.q),
-            k: part(&saved.k),
-            v: part(&saved.v),
-            out: part(&saved.out),
-            lse: part(&saved.lse),
-        };
         // Stored gradients go straight into views of the whole ones; added ones (f32, summed
         // over a GQA group) come back as new buffers and are copied in.
         let (gq, gk, gv, in_place) = backward_launch(
-            part_saved,
+            saved.as_ref().map(part),
             mask.as_ref().map(part),
             part(&dout),
             dlse.as_ref().map(part),
