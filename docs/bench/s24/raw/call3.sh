@@ -1,12 +1,13 @@
 #!/bin/bash
-# Session 24, call 3: calls 1 and 2 in one script (four starts had failed; device time left for
-# one call). Carry .dev24 (bins.tar.xz: new_bench_u = main at b809d63; new_bench_p, new_probe_p =
+# Session 24, call 3 (not run: no machine started this session). Everything waiting, in one
+# call, most wanted first; `LIMIT` (seconds, default 575) cuts it short for less device time.
+# Carry .dev24 (bins.tar.xz: new_bench_u = main at b809d63; new_bench_p, new_probe_p =
 # main + the producer's arithmetic-progression copies), .dev24w (new_bench.xz: _p + the
 # patched cubecl-wgpu, Vulkan device without robust buffer access unless
-# CUBECL_VULKAN_ROBUST_BUFFERS=1) and .gl. Most wanted first:
-# 1. producer change against main, forward, head dims 64/128, 64K/128K; 2. Vulkan with and
-# without robust buffer access, same binary; 3. the probe's strategies (f16) with the change;
-# 4. on a card with > 100 GiB the scale check at 16M; 5. second A/B round in the other order,
+# CUBECL_VULKAN_ROBUST_BUFFERS=1) and .gl. In order:
+# 1. producer change against main, forward, head dims 64/128, 64K/128K; 2. the probe's
+# strategies (f16) with the change; 3. Vulkan with and without robust buffer access, same
+# binary; 4. on a card with > 100 GiB the scale check at 16M; 5. second A/B round in the other order,
 # fwd+bwd at 128K, the PyTorch peers; 6. CubeCL's per-kernel profile of fwd+bwd at head dim 128.
 start=$(date +%s)
 el() { echo $(( $(date +%s) - start )); }
@@ -18,12 +19,12 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 MEM=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
 run() { fits $1 "$*" || return; echo "## $*" >> $OUT/ab.txt; (cd /tmp && timeout $1 /tmp/bin/new_bench_$2 --device cuda "${@:3}" --iters 20 >> $OUT/ab.txt 2>&1); echo "== $* at $(el) s"; }
 vk() { fits $2 "vk $*" || return; echo "## vk $*" >> $OUT/vk.txt; (cd /tmp && VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json CUBECL_VULKAN_ROBUST_BUFFERS=$1 timeout $2 /tmp/bin/new_bench_w "${@:3}" --iters 10 >> $OUT/vk.txt 2>&1); echo "== vk $* at $(el) s"; }
-for d in 64 128; do for v in p u; do run 35 $v --head-dim $d --mode fwd --sizes 64k,128k; done; done
-vk 0 70 --device vulkan --sizes 16k,128k --mode fwd
-vk 1 50 --device vulkan --sizes 16k,128k --mode fwd
-vk 0 50 --device vulkan --sizes 16k,128k --mode fwd
-vk 1 50 --device vulkan --sizes 16k,128k --mode fwd
-fits 150 probe && { (cd /tmp && timeout 150 /tmp/bin/new_probe_p --device cuda --check strategies --dtypes f16 > $OUT/strategies.txt 2>&1; echo rc $? >> $OUT/strategies.txt); echo "== probe at $(el) s"; }
+for d in 64 128; do for v in p u; do run 30 $v --head-dim $d --mode fwd --sizes 64k,128k; done; done
+fits 130 probe && { (cd /tmp && timeout 130 /tmp/bin/new_probe_p --device cuda --check strategies --dtypes f16 > $OUT/strategies.txt 2>&1; echo rc $? >> $OUT/strategies.txt); echo "== probe at $(el) s"; }
+vk 0 60 --device vulkan --sizes 16k,128k --mode fwd
+vk 1 45 --device vulkan --sizes 16k,128k --mode fwd
+vk 0 45 --device vulkan --sizes 16k,128k --mode fwd
+vk 1 45 --device vulkan --sizes 16k,128k --mode fwd
 if [ "$MEM" -gt 100000 ]; then fits 150 scale && { (cd /tmp && timeout 150 /tmp/bin/new_probe_p --device cuda --check chunks,scale,large --dtypes f16 --scale-lengths 16m > $OUT/scale.txt 2>&1; echo rc $? >> $OUT/scale.txt); echo "== scale at $(el) s"; }; fi
 for d in 64 128; do for v in u p; do run 20 $v --head-dim $d --mode fwd --sizes 64k,128k; done; done
 vk 0 45 --device vulkan --sizes 16k --mode both
