@@ -40,7 +40,7 @@ pub(crate) fn serves_head_dim(d: usize) -> bool {
     matches!(d, 64 | 128)
 }
 
-#[cube(launch_unchecked)]
+#[cube(launch_unchecked, create_dummy_kernel)]
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
 pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(

@@ -78,7 +78,7 @@ pub(crate) fn shared_bytes(head_dim: usize) -> usize {
     (2 * STAGES * CHUNK + ROWS) * head_dim * 2 + FLAGS * 4 + 2 * STAGES * 8 + 16
 }
 
-#[cube(launch_unchecked)]
+#[cube(launch_unchecked, create_dummy_kernel)]
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
 pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(

@@ -24,6 +24,8 @@ mod tiles;
 pub(crate) mod wgmma;
 
 pub mod selftest;
+#[cfg(feature = "cuda")]
+pub mod source;
 
 use cubecl::features::Tma;
 use cubecl::prelude::Client;

@@ -1,0 +1,64 @@
+//! Writes the CUDA C++ of the Hopper kernels (forward, `dQ`, `dK/dV`) as the default plan
+//! would compile them on an sm_90 device, without a GPU: one `.cu` file a kernel, with the
+//! launch bounds NVRTC would see. Compile them with NVRTC and `ptxas -arch=sm_90a -v` to read
+//! registers and spills (`docs/bench/s22/model/comp.sh`, `patches/README.md`).
+//!
+//! `cargo run --example kernel_source --features cuda -- --out /tmp/cu --head-dim 128`
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use dilated_attention_examples::cli::DtypeArg;
+use dilated_attention_kernels::AttnDtype;
+use dilated_attention_kernels::hopper::source::{SourceCase, hopper_sources};
+
+/// The kernels' shape.
+#[derive(Debug, Parser)]
+#[command(about = "Writes the Hopper kernels' CUDA C++ without a GPU")]
+struct Args {
+    /// Folder for the `.cu` files (created if missing).
+    #[arg(long, default_value = "kernel-source")]
+    out: PathBuf,
+    /// Element type: f16 or bf16.
+    #[arg(long, value_enum, default_value = "f16")]
+    dtype: DtypeArg,
+    /// Head dim: 64 or 128.
+    #[arg(long, default_value_t = 64)]
+    head_dim: usize,
+    /// Tokens a block: 128 or 256.
+    #[arg(long, default_value_t = 128)]
+    block: usize,
+    /// Causal masking.
+    #[arg(long)]
+    causal: bool,
+    /// Gradients stored in the input dtype instead of added to f32.
+    #[arg(long)]
+    store: bool,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let case = SourceCase {
+        dtype: match args.dtype {
+            DtypeArg::F32 => AttnDtype::F32,
+            DtypeArg::F16 => AttnDtype::F16,
+            DtypeArg::Bf16 => AttnDtype::BF16,
+        },
+        head_dim: args.head_dim,
+        block: args.block,
+        causal: args.causal,
+        store: args.store,
+    };
+    std::fs::create_dir_all(&args.out)?;
+    for kernel in hopper_sources(case)? {
+        let path = args.out.join(format!("{}.cu", kernel.name));
+        std::fs::write(&path, &kernel.source)?;
+        println!(
+            "{} ({} units, entry {})",
+            path.display(),
+            kernel.threads,
+            kernel.entry
+        );
+    }
+    Ok(())
+}
