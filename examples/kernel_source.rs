@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use dilated_attention_examples::cli::DtypeArg;
-use dilated_attention_kernels::AttnDtype;
 use dilated_attention_kernels::hopper::source::{SourceCase, hopper_sources};
+use dilated_attention_kernels::{AttnDtype, Sm80Tuning};
 
 /// The kernels' shape.
 #[derive(Debug, Parser)]
@@ -34,10 +34,39 @@ struct Args {
     /// Gradients stored in the input dtype instead of added to f32.
     #[arg(long)]
     store: bool,
+    /// The forward's experimental switches (`Sm80Tuning`): `overlap` (products in flight
+    /// across the softmax), `wide` (128 keys a step), `paired-pv`, `lazy` (lazy rescaling),
+    /// `grid` (one cube a query tile instead of the persistent grid).
+    #[arg(long, value_delimiter = ',')]
+    switches: Vec<Switch>,
+    /// Resident cubes an SM the forward's launch bounds ask for (0: as many as its shared
+    /// memory allows, at most 2; only off the persistent grid).
+    #[arg(long, default_value_t = 0)]
+    forward_min_blocks: u8,
+}
+
+/// A forward switch of `Sm80Tuning`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Switch {
+    Overlap,
+    Wide,
+    PairedPv,
+    Lazy,
+    Grid,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    let on = |s: Switch| args.switches.contains(&s);
+    let tuning = Sm80Tuning {
+        overlap_softmax: on(Switch::Overlap),
+        wide_chunks: on(Switch::Wide),
+        paired_pv: on(Switch::PairedPv),
+        lazy_rescale: on(Switch::Lazy),
+        persistent_forward: if on(Switch::Grid) { 0 } else { u32::MAX },
+        forward_min_blocks: args.forward_min_blocks,
+        ..Sm80Tuning::default()
+    };
     let case = SourceCase {
         dtype: match args.dtype {
             DtypeArg::F32 => AttnDtype::F32,
@@ -48,6 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         block: args.block,
         causal: args.causal,
         store: args.store,
+        tuning,
     };
     std::fs::create_dir_all(&args.out)?;
     for kernel in hopper_sources(case)? {

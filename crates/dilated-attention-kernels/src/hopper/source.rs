@@ -8,9 +8,10 @@
 //! `ptxas` from NVIDIA's wheels then give registers, spills and SASS without a GPU: a kernel
 //! that does not compile, or spills, is caught before it costs device time.
 //!
-//! The launch arguments are those of the default plan (`Sm80Tuning::default()` on sm_90): the
-//! persistent forward, the `dQ` kernel and the `dK/dV` kernel of the Hopper backward, each
-//! unmasked, non-causal or causal, storing gradients in the input dtype or adding to f32.
+//! The launch arguments are those a plan with the case's [`Sm80Tuning`] passes on sm_90 (the
+//! default: the persistent forward): the forward, the `dQ` kernel and the `dK/dV` kernel of the
+//! Hopper backward, each unmasked, non-causal or causal, storing gradients in the input dtype
+//! or adding to f32.
 
 use std::sync::Arc;
 
@@ -72,10 +73,13 @@ pub struct SourceCase {
     pub causal: bool,
     /// Gradients stored in the input dtype (one class covers every row) instead of added to f32.
     pub store: bool,
+    /// The tuning whose forward switches (`overlap_softmax`, `wide_chunks`, `paired_pv`,
+    /// `lazy_rescale`, `persistent_forward`, `forward_min_blocks`) shape the forward.
+    pub tuning: Sm80Tuning,
 }
 
-/// The CUDA C++ of the Hopper forward, `dQ` and `dK/dV` kernels for `case`, as the default
-/// plan would launch them on an sm_90 device.
+/// The CUDA C++ of the Hopper forward, `dQ` and `dK/dV` kernels for `case`, as a plan with
+/// its tuning would launch them on an sm_90 device.
 ///
 /// # Errors
 ///
@@ -103,19 +107,29 @@ pub fn hopper_sources(case: SourceCase) -> Result<Vec<KernelSource>, KernelError
     };
     let props = Arc::new(sm90_properties());
     let target = Arc::new(<CudaRuntime as Runtime>::target_properties());
-    let tuning = Sm80Tuning::default();
+    let tuning = case.tuning;
     let variant = Variant {
         pv_pair: tuning.paired_pv,
         wide: tuning.wide_chunks,
         overlap: tuning.overlap_softmax && !tuning.wide_chunks,
     };
-    let per_sm = resident_cubes(
-        MAX_SHARED,
-        fwd::shared_bytes(case.head_dim),
-        if variant.overlap { 1 } else { 2 },
-    );
+    // As `launch::forward` picks them: the cubes an SM holds, which the launch bounds ask for.
+    let shared = fwd::shared_bytes(case.head_dim);
+    let per_sm = resident_cubes(MAX_SHARED, shared, if variant.overlap { 1 } else { 2 });
     let persistent = tuning.persistent_forward > 0;
-    let grid = CubeCount::Static(SMS * per_sm, 1, 1);
+    let min_blocks = match tuning.forward_min_blocks {
+        _ if persistent => per_sm,
+        0 => per_sm,
+        wanted => {
+            let wanted = u32::from(wanted.min(4));
+            let fits = wanted as usize * (shared + 1024) <= MAX_SHARED + 1024;
+            if wanted > 1 && fits { wanted } else { 0 }
+        }
+    };
+    let grid = match persistent {
+        true => CubeCount::Static(SMS * per_sm, 1, 1),
+        false => CubeCount::Static(64, 8, 1),
+    };
     let dim = |threads: usize| CubeDim::new_1d(threads as u32);
     let suffix = format!(
         "{}_d{}_b{}{}",
@@ -139,7 +153,7 @@ pub fn hopper_sources(case: SourceCase) -> Result<Vec<KernelSource>, KernelError
                 tensor(4, 4),
                 pass,
                 false,
-                per_sm,
+                min_blocks,
                 false,
                 bf16,
                 tuning.lazy_rescale,
@@ -369,6 +383,7 @@ mod tests {
             block: 128,
             causal: false,
             store: false,
+            tuning: Sm80Tuning::default(),
         };
         let sources = hopper_sources(case).expect("the Hopper kernels expand offline");
         assert_eq!(sources.len(), 3);
