@@ -73,6 +73,9 @@ enum Family {
     Overlap,
     /// Overlap with lazy rescaling.
     OverlapLazy,
+    /// The default tuning with the Hopper forward's producer loading whole chunks by TMA
+    /// (`Sm80Tuning::tma_loads`).
+    Tma,
 }
 
 impl Family {
@@ -133,6 +136,10 @@ impl Family {
             })),
             Self::Overlap => Some(KernelStrategy::Sm80(Sm80Tuning {
                 overlap_softmax: true,
+                ..Sm80Tuning::default()
+            })),
+            Self::Tma => Some(KernelStrategy::Sm80(Sm80Tuning {
+                tma_loads: true,
                 ..Sm80Tuning::default()
             })),
             Self::OverlapLazy => Some(KernelStrategy::Sm80(Sm80Tuning {

@@ -36,7 +36,8 @@ struct Args {
     store: bool,
     /// The forward's experimental switches (`Sm80Tuning`): `overlap` (products in flight
     /// across the softmax), `wide` (128 keys a step), `paired-pv`, `lazy` (lazy rescaling),
-    /// `grid` (one cube a query tile instead of the persistent grid).
+    /// `grid` (one cube a query tile instead of the persistent grid), `tma` (whole chunks by
+    /// TMA).
     #[arg(long, value_delimiter = ',')]
     switches: Vec<Switch>,
     /// Resident cubes an SM the forward's launch bounds ask for (0: as many as its shared
@@ -53,6 +54,7 @@ enum Switch {
     PairedPv,
     Lazy,
     Grid,
+    Tma,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -63,6 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         wide_chunks: on(Switch::Wide),
         paired_pv: on(Switch::PairedPv),
         lazy_rescale: on(Switch::Lazy),
+        tma_loads: on(Switch::Tma),
         persistent_forward: if on(Switch::Grid) { 0 } else { u32::MAX },
         forward_min_blocks: args.forward_min_blocks,
         ..Sm80Tuning::default()

@@ -55,6 +55,13 @@ pub struct Sm80Tuning {
     /// intra-warpgroup overlap, `crate::hopper::pipelined`). Ignored with `wide_chunks`.
     /// Experimental, off by default: not timed yet.
     pub overlap_softmax: bool,
+    /// The Hopper forward's producer loads a chunk whose 64 gathered rows are all keys inside
+    /// the segment (every chunk but a segment's, window's or causal diagonal's edge, unmasked)
+    /// with two TMA copies per 64 columns — one for the keys, one for the values — from a
+    /// tensor map that sees the dilated rows as a strided box (`crate::hopper::tma`), instead of
+    /// 32 `cp.async` copies a lane with their address arithmetic. Other chunks keep the copies.
+    /// Experimental, off by default: not run on a GPU yet.
+    pub tma_loads: bool,
 }
 
 impl Default for Sm80Tuning {
@@ -72,6 +79,7 @@ impl Default for Sm80Tuning {
             paired_pv: false,
             wide_chunks: false,
             overlap_softmax: false,
+            tma_loads: false,
         }
     }
 }
@@ -84,5 +92,6 @@ mod tests {
     fn the_experimental_switches_are_off_by_default() {
         let t = Sm80Tuning::default();
         assert!(!t.paired_pv && !t.wide_chunks && !t.overlap_softmax && !t.lazy_rescale);
+        assert!(!t.tma_loads);
     }
 }

@@ -55,6 +55,7 @@ use super::steps::{add_pv, add_pv_where, pipelined_step, score_chunk, wide_step}
 use super::tiles::{
     p_fragments, plane_and_group, plane_vector, tile_vector, tiles_assign, wg_rows_bytes,
 };
+use super::tma::{load_whole_chunk, map_address, whole_chunk, write_whole_flags};
 use super::wgmma::{Frags, PANEL_ROW, Product, k_major, mma_ss, shared_address, swizzled};
 use crate::addressing::{Rows, Tile};
 use crate::args::{Operands, Pass};
@@ -94,6 +95,8 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     #[comptime] persistent: bool,
     #[comptime] variant: Variant,
     schedule: &Schedule,
+    kmap: &TensorMap<F, Tiled>,
+    vmap: &TensorMap<F, Tiled>,
 ) {
     occupancy_hint(min_blocks);
     let subtiles = comptime!(pass.block / ROWS);
@@ -110,6 +113,8 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     let mut buf = Shared::<[Vector<F, N>]>::new_aligned_slice(buf_len, 1024usize);
     let mut kvalid = Shared::<[u32]>::new_slice(FLAGS);
     let ring = Ring::new();
+    let base = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
+    let tile_bytes = comptime!((tv * 16) as u32);
     // The barriers are armed for every unit; the producer starts on the ring while the
     // consumers stage the query tile.
     sync_cube();
@@ -118,6 +123,12 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     let mut i = 0usize;
     let (first, step, end) = span(schedule, persistent);
     if unit >= CONSUMERS {
+        let mut kaddr = 0u64;
+        let mut vaddr = 0u64;
+        if comptime!(variant.tma) {
+            kaddr = map_address::<F>(kmap);
+            vaddr = map_address::<F>(vmap);
+        }
         let mut t = first;
         while t < end {
             let (tile, sub) = tile_at(
@@ -137,22 +148,35 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                 while walk.live() {
                     ring.acquire(i);
                     let first = walk.first(pass.block);
-                    fill_stage::<F, N>(
-                        &io.k,
-                        &io.v,
-                        &io.mask,
-                        &mut buf[0..buf_len],
-                        &mut kvalid[0..FLAGS],
-                        &tile,
-                        &keys,
-                        first,
-                        i % STAGES,
-                        first + CHUNK > q0 + 1,
-                        d,
-                        pass.masked,
-                        pass.causal,
-                    );
-                    ring.publish(i);
+                    let diagonal = first + CHUNK > q0 + 1;
+                    let mut whole = false;
+                    if comptime!(variant.tma) {
+                        whole =
+                            whole_chunk(&tile, &keys, first, diagonal, pass.masked, pass.causal);
+                    }
+                    if whole {
+                        let stage = i % STAGES;
+                        write_whole_flags(&mut kvalid[0..FLAGS], stage, pass.causal);
+                        let kdst = base + comptime!(2 * tile_bytes) * stage as u32;
+                        load_whole_chunk(&ring, i, kaddr, vaddr, kdst, &tile, &keys, first, d);
+                    } else {
+                        fill_stage::<F, N>(
+                            &io.k,
+                            &io.v,
+                            &io.mask,
+                            &mut buf[0..buf_len],
+                            &mut kvalid[0..FLAGS],
+                            &tile,
+                            &keys,
+                            first,
+                            i % STAGES,
+                            diagonal,
+                            d,
+                            pass.masked,
+                            pass.causal,
+                        );
+                        ring.publish(i);
+                    }
                     walk.advance(&io.runs, pass.block, windowed);
                     i += 1;
                 }
@@ -162,8 +186,6 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
         terminate!();
     }
 
-    let base = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
-    let tile_bytes = comptime!((tv * 16) as u32);
     // K-major Q and K; each warpgroup's 64 query rows start 64 rows into a panel. MN-major V:
     // its rows (keys) are the contraction.
     let dq = k_major(base + comptime!((q_at * 16) as u32) + group as u32 * wg_rows_bytes());

@@ -21,6 +21,7 @@ pub(crate) mod ring;
 pub(crate) mod schedule;
 mod steps;
 mod tiles;
+pub(crate) mod tma;
 pub(crate) mod wgmma;
 
 pub mod selftest;

@@ -103,6 +103,17 @@ impl Ring {
         arrive(bar);
     }
 
+    /// Shared address of the `full` barrier of chunk `i`'s stage (for `super::tma`).
+    pub(crate) fn full_address(&self, i: usize) -> u32 {
+        self.full(i % STAGES)
+    }
+
+    /// Producer: this unit's arrival on chunk `i`'s `full` barrier, with no copies of its own
+    /// to wait for (a chunk loaded by TMA, `super::tma`).
+    pub(crate) fn arrive_full(&self, i: usize) {
+        arrive(self.full(i % STAGES));
+    }
+
     /// Consumer: waits until chunk `i` is in its stage.
     pub(crate) fn take(&self, i: usize) {
         let parity = (i / STAGES) as u32 & 1u32;

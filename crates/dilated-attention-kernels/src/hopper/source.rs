@@ -112,6 +112,7 @@ pub fn hopper_sources(case: SourceCase) -> Result<Vec<KernelSource>, KernelError
         pv_pair: tuning.paired_pv,
         wide: tuning.wide_chunks,
         overlap: tuning.overlap_softmax && !tuning.wide_chunks,
+        tma: tuning.tma_loads,
     };
     // As `launch::forward` picks them: the cubes an SM holds, which the launch bounds ask for.
     let shared = fwd::shared_bytes(case.head_dim);
@@ -160,6 +161,8 @@ pub fn hopper_sources(case: SourceCase) -> Result<Vec<KernelSource>, KernelError
                 persistent,
                 variant,
                 ScheduleLaunch::new(SMS * per_sm * 4, 64, 8),
+                gather_map(bf16),
+                gather_map(bf16),
             );
             let dq = backward_dq_wgmma::create_dummy_kernel::<$f, $g>(
                 props.clone(),
@@ -331,15 +334,50 @@ fn tensor(rank: usize, elem_size: u64) -> TensorArg {
         ),
     };
     let elems: usize = shape.iter().product();
+    let handle = stand_in_handle(elems as u64 * elem_size);
+    // SAFETY: the argument is only expanded and compiled, never launched or read.
+    unsafe { TensorArg::from_raw_parts(handle, strides.into(), shape.into()) }
+}
+
+/// A gathering tensor map (`super::tma`) over a stand-in `[1, 8, 8192, 128]` tensor at
+/// dilation 2.
+fn gather_map(bf16: bool) -> TensorMapArg<Tiled> {
+    let elem = match bf16 {
+        true => AttnDtype::BF16.elem(),
+        false => AttnDtype::F16.elem(),
+    };
+    let row = 128;
+    let handle = stand_in_handle(8 * 8192 * row as u64 * 2);
+    // SAFETY: only expanded and compiled, never launched.
+    let arg = unsafe {
+        TensorArg::from_raw_parts(
+            handle,
+            vec![8 * 8192 * row, 8192 * row, 2 * row, row, 1].into(),
+            vec![1, 8, 4096, 2, row].into(),
+        )
+    };
+    TensorMapArg::new(
+        TiledArgs {
+            tile_size: vec![1, 1, 64, 1, 64].into(),
+        },
+        arg,
+        elem,
+    )
+    .with_swizzle(TensorMapSwizzle::B128)
+}
+
+/// A handle of `bytes` that addresses no memory (nothing is launched).
+fn stand_in_handle(bytes: u64) -> Handle {
     let service =
         cubecl_common::device::ServiceId::of::<CudaRuntime>(cubecl_common::device::DeviceId {
             type_id: 0,
             index_id: 0,
         });
-    let stream = cubecl_environment::stream::StreamId::current();
-    let handle = Handle::new(service, stream, elems as u64 * elem_size);
-    // SAFETY: the argument is only expanded and compiled, never launched or read.
-    unsafe { TensorArg::from_raw_parts(handle, strides.into(), shape.into()) }
+    Handle::new(
+        service,
+        cubecl_environment::stream::StreamId::current(),
+        bytes,
+    )
 }
 
 /// `Operands` over stand-in tensors (values and layout words are never read).

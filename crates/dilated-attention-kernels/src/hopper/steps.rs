@@ -18,8 +18,8 @@ use crate::args::Pass;
 use crate::sm80::mma::{CHUNK, P2, zero_tiles};
 use crate::sm80::rows::{mask_scores, rescale, softmax_probs};
 
-/// Comptime variants of the forward's consumer loop (`crate::Sm80Tuning`'s experimental
-/// switches; both off by default).
+/// Comptime variants of the forward (`crate::Sm80Tuning`'s experimental switches; all off by
+/// default): its consumer loop, and how its producer loads whole chunks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub(crate) struct Variant {
     /// At head dim 128, both 64-column panels of `P·V` are issued together and waited for
@@ -33,6 +33,8 @@ pub(crate) struct Variant {
     /// softmax while `P·V` is in the tensor cores ([`pipelined_step`](fn@pipelined_step),
     /// FlashAttention-3's intra-warpgroup overlap); each stage is released one step later.
     pub overlap: bool,
+    /// The producer loads whole chunks by TMA (`super::tma`) from the launch's tensor maps.
+    pub tma: bool,
 }
 
 /// One wide step (`Variant::wide`): chunks in stages `kv0 / CHUNK` and the next, whose keys

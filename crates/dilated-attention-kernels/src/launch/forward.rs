@@ -8,6 +8,7 @@ use crate::args::{AttnDtype, ClassArgs, TensorRef};
 use crate::cmma::forward::block_sparse_forward_tc;
 use crate::hopper::forward::{self as wgmma_fwd, block_sparse_forward_wgmma};
 use crate::hopper::schedule::{ScheduleLaunch, persistent_schedule, resident_cubes};
+use crate::hopper::tma::gather_maps;
 use crate::portable::forward::block_sparse_forward;
 use crate::sm80::forward::{block_sparse_forward_mma, cube_shape, shared_bytes};
 use crate::sm80::mma::min_blocks;
@@ -156,17 +157,26 @@ pub fn forward_class(
         }
         let [tiles, per_head, heads] = words;
         let schedule = || ScheduleLaunch::new(tiles, per_head, heads);
+        // TMA needs the class's rows as one strided box: not through a ring window.
+        let (kmap, vmap, tma) = gather_maps(
+            t.k,
+            t.v,
+            class.params().dilation,
+            config.dtype,
+            tuning.tma_loads && !windowed,
+        );
         let variant = wgmma_fwd::Variant {
             pv_pair: tuning.paired_pv,
             wide: tuning.wide_chunks,
             overlap,
+            tma,
         };
         match config.dtype {
             AttnDtype::F16 => {
-                launch!(block_sparse_forward_wgmma, f16, width; merge, blocks, windowed, false, lazy, persistent, variant, schedule())
+                launch!(block_sparse_forward_wgmma, f16, width; merge, blocks, windowed, false, lazy, persistent, variant, schedule(), kmap, vmap)
             }
             AttnDtype::BF16 => {
-                launch!(block_sparse_forward_wgmma, bf16, width; merge, blocks, windowed, true, lazy, persistent, variant, schedule())
+                launch!(block_sparse_forward_wgmma, bf16, width; merge, blocks, windowed, true, lazy, persistent, variant, schedule(), kmap, vmap)
             }
             AttnDtype::F32 => {
                 return Err(KernelError::unsupported("dtype", "wgmma takes f16 or bf16"));

@@ -1,0 +1,228 @@
+//! TMA loads of a chunk's gathered rows (sm_90), for the forward's producer warp
+//! (`Variant::tma`, `Sm80Tuning::tma_loads`).
+//!
+//! A head class of dilation `r` reads, in a segment starting at raw row `s₀`, the rows
+//! `s₀ + t·r` of `k, v: [batch, kv_heads, n, d]`. Seen as `[batch, kv_heads, ⌈n / r⌉, r, d]`
+//! with strides `[s_b, s_h, r·s_n, s_n, 1]`, raw row `p` is `(⌊p / r⌋, p mod r)`, so the 64
+//! gathered rows of a chunk from row `p₀` are the box `[1, 1, 64, 1, 64]` at
+//! `(batch, head, ⌊p₀ / r⌋, p₀ mod r, 64h)`: one TMA copy moves 64 rows × 64 columns (8 KB) into
+//! a stage's panel, in the 128-byte swizzle the `wgmma` descriptors read (`super::wgmma`).
+//! The view reaches past row `n` where `r ∤ n`; a whole chunk (every row a key of the segment)
+//! never asks for those rows.
+//!
+//! One producer lane issues the copies of a whole chunk: `mbarrier.arrive.expect_tx` on the
+//! stage's `full` barrier with the chunk's bytes, then `cp.async.bulk.tensor` for the keys and
+//! values of each 64-column panel, each completing its bytes on that barrier; the other lanes
+//! arrive as usual. Chunks at an edge (a window or segment end inside the chunk, a key mask, a
+//! causal diagonal whose values are checked after landing) keep `super::ring::fill_stage`.
+
+use cubecl::prelude::*;
+
+use super::ring::{Ring, STAGES};
+use crate::addressing::{Rows, Tile};
+use crate::args::{AttnDtype, TensorRef};
+use crate::sm80::mma::CHUNK;
+use crate::sm80::rows::NO_KEY;
+
+/// Bytes of one box: `CHUNK` rows of 64 two-byte elements.
+const BOX_BYTES: u32 = (CHUNK * 64 * 2) as u32;
+
+/// Whether the chunk of `CHUNK` gathered keys from `first` is whole: every row inside the
+/// segment's rows and the key window, no key mask, and (causal) not a diagonal chunk.
+#[cube]
+pub(crate) fn whole_chunk(
+    tile: &Tile,
+    keys: &Rows,
+    first: usize,
+    diagonal: bool,
+    #[comptime] masked: bool,
+    #[comptime] causal: bool,
+) -> bool {
+    let mut whole = first >= keys.lo && first + CHUNK <= keys.hi;
+    whole = whole && first >= tile.k_lo && first + CHUNK <= tile.k_hi;
+    if comptime!(causal) {
+        whole = whole && !diagonal;
+    }
+    if comptime!(masked) {
+        whole = false;
+    }
+    whole
+}
+
+/// Producer (one warp): the key flags of a whole chunk in stage `s` (every key there) and,
+/// causal, its summary word (no non-finite value to report: a whole chunk is not diagonal).
+#[cube]
+pub(crate) fn write_whole_flags(kvalid: &mut [u32], s: usize, #[comptime] causal: bool) {
+    let lane = UNIT_POS as usize % 32;
+    #[unroll]
+    for j in 0..comptime!(CHUNK / 32) {
+        kvalid[s * CHUNK + lane + 32 * j] = 1u32;
+    }
+    if comptime!(causal) {
+        if lane == 0 {
+            kvalid[STAGES * CHUNK + s] = u32::new(NO_KEY as i64);
+        }
+    }
+}
+
+/// Producer (one warp): loads the whole chunk of gathered keys from `first` into stage
+/// `i % STAGES` (keys at shared address `kdst`, values one tile on) and publishes it. Lane 0
+/// arms the stage's `full` barrier with the bytes and issues the copies; every lane arrives.
+#[cube]
+#[allow(clippy::too_many_arguments)] // CubeCL kernel code
+pub(crate) fn load_whole_chunk(
+    ring: &Ring,
+    i: usize,
+    kmap: u64,
+    vmap: u64,
+    kdst: u32,
+    tile: &Tile,
+    keys: &Rows,
+    first: usize,
+    #[comptime] head_dim: usize,
+) {
+    let bar = ring.full_address(i);
+    if UNIT_POS as usize % 32 == 0 {
+        let panels = comptime!(head_dim / 64);
+        let tile_bytes = comptime!((CHUNK * head_dim * 2) as u32);
+        let bytes = comptime!(2 * panels as u32 * BOX_BYTES);
+        arrive_expect_tx(bar, bytes);
+        let row = tile.seg_start + first * tile.dilation - keys.origin;
+        let j = (row / tile.dilation) as u32;
+        let s = (row % tile.dilation) as u32;
+        let (head, batch) = (tile.kv_head as u32, tile.batch as u32);
+        #[unroll]
+        for h in 0..panels {
+            let at = kdst + comptime!(h as u32 * BOX_BYTES);
+            let col = comptime!(64 * h as u32);
+            load_box(kmap, at, bar, col, s, j, head, batch);
+            load_box(vmap, at + tile_bytes, bar, col, s, j, head, batch);
+        }
+    } else {
+        ring.arrive_full(i);
+    }
+}
+
+/// `mbarrier.arrive.expect_tx`: one arrival on the barrier at shared address `bar`, and
+/// `bytes` more to land in its phase.
+#[cube]
+fn arrive_expect_tx(bar: u32, #[comptime] bytes: u32) {
+    gpu_asm!(
+        "mbarrier.arrive.expect_tx.shared::cta.b64 _, [{b}], {n};",
+        b = in(_) bar,
+        n = const bytes,
+    );
+}
+
+/// One box of the five-dimensional map at generic address `map` (coordinates innermost
+/// first: column, row in the dilation, gathered row, head, batch) into shared address `dst`,
+/// completing its bytes on the barrier at `bar`.
+#[cube]
+#[allow(clippy::too_many_arguments)] // CubeCL kernel code
+fn load_box(map: u64, dst: u32, bar: u32, col: u32, s: u32, j: u32, head: u32, batch: u32) {
+    gpu_asm!(
+        "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [{d}], [{m}, {{{c}, {s}, {j}, {h}, {b}}}], [{bar}];",
+        d = in(_) dst,
+        m = in(_) map,
+        c = in(_) col,
+        s = in(_) s,
+        j = in(_) j,
+        h = in(_) head,
+        b = in(_) batch,
+        bar = in(_) bar,
+    );
+}
+
+/// The generic address of a kernel's tensor-map argument (what `cp.async.bulk.tensor` takes).
+#[cube]
+pub(crate) fn map_address<F: Float>(map: &TensorMap<F, Tiled>) -> u64 {
+    address_of::<F>(map)
+}
+
+#[cfg(feature = "cuda")]
+#[cube]
+fn address_of<F: Float>(map: &TensorMap<F, Tiled>) -> u64 {
+    cubecl_cpp::cuda::ptx::tensor_map_address::<F, Tiled>(map)
+}
+
+/// Without the CUDA compiler in the build no kernel that takes tensor maps can launch.
+#[cfg(not(feature = "cuda"))]
+#[cube]
+fn address_of<F: Float>(_map: &TensorMap<F, Tiled>) -> u64 {
+    0u64
+}
+
+/// The tensor maps of a forward launch over `k` and `v` (`[batch, kv_heads, n, d]`, f16 or
+/// bf16) for a class of dilation `dilation`, and whether they are the gathering maps: only
+/// where `wanted` and TMA can address the tensors (16-byte aligned start, strides in whole
+/// 16-byte units). Otherwise one-element stand-ins that the kernel never reads (a launch takes
+/// the arguments either way).
+pub(crate) fn gather_maps(
+    k: &TensorRef,
+    v: &TensorRef,
+    dilation: usize,
+    dtype: AttnDtype,
+    wanted: bool,
+) -> (TensorMapArg<Tiled>, TensorMapArg<Tiled>, bool) {
+    let usable =
+        wanted && dilation > 0 && [k, v].iter().all(|t| addressable(t)) && k.shape().len() == 4;
+    let map = |t: &TensorRef| match usable {
+        true => gather_map(t, dilation, dtype),
+        false => stand_in_map(t, dtype),
+    };
+    (map(k), map(v), usable)
+}
+
+/// Whether TMA can address `t`: a 16-byte aligned start, a contiguous last dim and the other
+/// strides, and `dilation` of them, in whole 16-byte units, every extent within `u32`.
+fn addressable(t: &TensorRef) -> bool {
+    let unit = 16 / t.elem_size().max(1);
+    let start = t.handle().offset_start.unwrap_or(0);
+    start % 16 == 0 && t.rows_aligned(unit) && t.shape().iter().all(|&x| u32::try_from(x).is_ok())
+}
+
+/// `[batch, kv_heads, ⌈n / r⌉, r, d]` with strides `[s_b, s_h, r·s_n, s_n, 1]`, boxes of
+/// `[1, 1, CHUNK, 1, 64]` in the 128-byte swizzle.
+fn gather_map(t: &TensorRef, r: usize, dtype: AttnDtype) -> TensorMapArg<Tiled> {
+    let (shape, strides) = (t.shape(), t.strides());
+    let (b, h, n, d) = (shape[0], shape[1], shape[2], shape[3]);
+    let view_shape = [b, h, n.div_ceil(r), r, d];
+    let view_strides = [strides[0], strides[1], r * strides[2], strides[2], 1];
+    // SAFETY: the view reaches only rows the tensor holds wherever a kernel reads through it
+    // (whole chunks: rows of the segment); TMA checks each coordinate against its extent.
+    let arg = unsafe {
+        TensorArg::from_raw_parts(
+            t.handle().clone(),
+            view_strides.to_vec().into(),
+            view_shape.to_vec().into(),
+        )
+    };
+    let tile_size = [1, 1, CHUNK, 1, 64];
+    TensorMapArg::new(
+        TiledArgs {
+            tile_size: tile_size.to_vec().into(),
+        },
+        arg,
+        dtype.elem(),
+    )
+    .with_swizzle(TensorMapSwizzle::B128)
+}
+
+/// A map of one 8-element row at the start of `t`, which the kernel never reads.
+fn stand_in_map(t: &TensorRef, dtype: AttnDtype) -> TensorMapArg<Tiled> {
+    // SAFETY: one row of 8 elements at the tensor's start (its rows are 8-element aligned).
+    let arg = unsafe {
+        TensorArg::from_raw_parts(
+            t.handle().clone(),
+            vec![8, 8, 8, 8, 1].into(),
+            vec![1, 1, 1, 1, 8].into(),
+        )
+    };
+    TensorMapArg::new(
+        TiledArgs {
+            tile_size: vec![1, 1, 1, 1, 8].into(),
+        },
+        arg,
+        dtype.elem(),
+    )
+}
