@@ -225,12 +225,12 @@ fn case(p: &mut Probe, pattern: DilatedPattern, families: &[KernelStrategy], d: 
             ok &= e_out.is_finite() && e_out < if dtype == DType::F32 { 1e-4 } else { 2e-2 };
             // And without the mask: the chunks away from a segment's edges are whole (the
             // Hopper forward's TMA loads serve only those).
-            let out = read(
+            let plain = read(
                 module
                     .forward_masked(to(inputs[0]), to(inputs[1]), to(inputs[2]), None)
                     .expect("kernels"),
             );
-            let want = read(
+            let plain_want = read(
                 auto.clone()
                     .without_kernels()
                     .forward_masked(
@@ -241,7 +241,7 @@ fn case(p: &mut Probe, pattern: DilatedPattern, families: &[KernelStrategy], d: 
                     )
                     .expect("reference"),
             );
-            let e_plain = rel(&out, &want);
+            let e_plain = rel(&plain, &plain_want);
             line += &format!(", out unmasked {e_plain:.2e}");
             ok &= e_plain.is_finite() && e_plain < if dtype == DType::F32 { 1e-4 } else { 2e-2 };
             // NaN in the keys and values of padded keys must change no gradient at all.

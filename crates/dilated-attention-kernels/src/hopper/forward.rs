@@ -123,12 +123,10 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     let mut i = 0usize;
     let (first, step, end) = span(schedule, persistent);
     if unit >= CONSUMERS {
-        let mut kaddr = 0u64;
-        let mut vaddr = 0u64;
-        if comptime!(variant.tma) {
-            kaddr = map_address::<F>(kmap);
-            vaddr = map_address::<F>(vmap);
-        }
+        // Bound once, never reassigned: CubeCL hands a reassigned local to `gpu_asm!` as a
+        // pointer to it, not its value (the maps are stand-ins where TMA is off).
+        let kaddr = map_address::<F>(kmap);
+        let vaddr = map_address::<F>(vmap);
         let mut t = first;
         while t < end {
             let (tile, sub) = tile_at(

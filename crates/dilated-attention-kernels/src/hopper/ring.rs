@@ -312,6 +312,10 @@ fn finite_values<F: Float, N: Size>(
 /// each, so a warp's copy reads four whole 128-byte rows and writes each into all eight bank
 /// groups; lane `l` serves rows `l / 8 + 4j`. With `keys_only`, the rows that are not keys
 /// (`key_present`) are stored as zeros in both tiles instead of copied.
+///
+/// A chunk whose rows all lie inside `rows` (and, unmasked, are all keys) — every chunk but a
+/// segment's or window's edge — takes [`copy_progression`](fn@copy_progression): its gathered
+/// rows are an arithmetic progression, so each copy is a constant step from the last.
 #[cube]
 #[allow(clippy::too_many_arguments)] // CubeCL kernel code
 pub(crate) fn copy_pair<F: Float, N: Size>(
@@ -328,12 +332,102 @@ pub(crate) fn copy_pair<F: Float, N: Size>(
     #[comptime] keys_only: bool,
     #[comptime] masked: bool,
 ) {
+    let a_base = tile.batch * a.stride(0) + head * a.stride(1);
+    let b_base = tile.batch * b.stride(0) + head * b.stride(1);
+    let mut whole = first >= rows.lo && first + CHUNK <= rows.hi;
+    if comptime!(keys_only) {
+        whole = whole && first >= tile.k_lo && first + CHUNK <= tile.k_hi;
+        if comptime!(masked) {
+            whole = false;
+        }
+    }
+    if whole {
+        copy_progression::<F, N>(a, b, buf, tile, rows, a_base, b_base, first, at, head_dim);
+    } else {
+        copy_rows::<F, N>(
+            a, b, mask, buf, tile, rows, a_base, b_base, first, at, head_dim, keys_only, masked,
+        );
+    }
+}
+
+/// [`copy_pair`](fn@copy_pair) for a chunk whose `CHUNK` gathered rows from `first` all lie
+/// inside `rows`: row `r0 + 4j` of lane `l` (`r0 = l / 8`) is tensor row `p0 + 4j · dilation`,
+/// so its source is `j` constant steps from row `p0`'s, and its place in the swizzled tile is
+/// one of two lane bases (`j` even or odd: the atom row is `r0` or `r0 + 4`) plus a comptime
+/// offset. `a_base`, `b_base`: the head's first element in `a` and `b`.
+#[cube]
+#[allow(clippy::too_many_arguments)] // CubeCL kernel code
+fn copy_progression<F: Float, N: Size>(
+    a: &Tensor<Vector<F, N>>,
+    b: &Tensor<Vector<F, N>>,
+    buf: &mut [Vector<F, N>],
+    tile: &Tile,
+    rows: &Rows,
+    a_base: usize,
+    b_base: usize,
+    first: usize,
+    at: usize,
+    #[comptime] head_dim: usize,
+) {
+    let nv = N::value();
+    let lane = UNIT_POS as usize % 32;
+    let (r0, c) = (lane / 8, lane % 8);
+    let tv = comptime!(CHUNK * head_dim / 8);
+    let p0 = tile.seg_start + (first + r0) * tile.dilation - rows.origin;
+    // Strides are multiples of the vector width (`TensorRef::rows_aligned`): vector indices.
+    let (sa, sb) = (a.stride(2) / nv, b.stride(2) / nv);
+    let a0 = a_base / nv + p0 * sa + c;
+    let b0 = b_base / nv + p0 * sb + c;
+    let step = tile.dilation * 4;
+    let (da, db) = (step * sa, step * sb);
+    // `swizzled(r0 + 4j, c + 8h, CHUNK)`: r0 < 4, so the row's place in its atom is r0 for an
+    // even `j` and r0 + 4 for an odd one, and its column `c ^ (r0 + 4 (j % 2))`.
+    let even = at + r0 * 8 + (c ^ r0);
+    let odd = at + r0 * 8 + 32 + (c ^ (r0 + 4));
+    #[unroll]
+    for j in 0..comptime!(CHUNK / 4) {
+        let mut base = odd;
+        if comptime!(j % 2 == 0) {
+            base = even;
+        }
+        #[unroll]
+        for h in 0..comptime!(head_dim / 64) {
+            let to = base + comptime!((j / 2) * 64 + h * CHUNK * 8);
+            let aj = a0 + da * j + comptime!(8 * h);
+            let bj = b0 + db * j + comptime!(8 * h);
+            copy_async(a.slice(aj, aj + 1), &mut buf[to..to + 1], comptime!(8u32));
+            copy_async(
+                b.slice(bj, bj + 1),
+                &mut buf[to + tv..to + tv + 1],
+                comptime!(8u32),
+            );
+        }
+    }
+}
+
+/// [`copy_pair`](fn@copy_pair) row by row: each row's tensor row from `rows.row` (the first
+/// row inside for one that is not), and with `keys_only` zeros for a row that is not a key.
+#[cube]
+#[allow(clippy::too_many_arguments)] // CubeCL kernel code
+fn copy_rows<F: Float, N: Size>(
+    a: &Tensor<Vector<F, N>>,
+    b: &Tensor<Vector<F, N>>,
+    mask: &Tensor<u32>,
+    buf: &mut [Vector<F, N>],
+    tile: &Tile,
+    rows: &Rows,
+    a_base: usize,
+    b_base: usize,
+    first: usize,
+    at: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] keys_only: bool,
+    #[comptime] masked: bool,
+) {
     let nv = N::value();
     let lane = UNIT_POS as usize % 32;
     let c = lane % 8;
     let tv = comptime!(CHUNK * head_dim / 8);
-    let a_base = tile.batch * a.stride(0) + head * a.stride(1);
-    let b_base = tile.batch * b.stride(0) + head * b.stride(1);
     #[unroll]
     for j in 0..comptime!(CHUNK / 4) {
         let r = lane / 8 + comptime!(4 * j);

@@ -52,6 +52,7 @@ pub(crate) fn whole_chunk(
 /// Producer (one warp): the key flags of a whole chunk in stage `s` (every key there) and,
 /// causal, its summary word (no non-finite value to report: a whole chunk is not diagonal).
 #[cube]
+#[allow(clippy::collapsible_if)] // CubeCL kernel code: a comptime branch around a runtime one
 pub(crate) fn write_whole_flags(kvalid: &mut [u32], s: usize, #[comptime] causal: bool) {
     let lane = UNIT_POS as usize % 32;
     #[unroll]
@@ -69,7 +70,7 @@ pub(crate) fn write_whole_flags(kvalid: &mut [u32], s: usize, #[comptime] causal
 /// `i % STAGES` (keys at shared address `kdst`, values one tile on) and publishes it. Lane 0
 /// arms the stage's `full` barrier with the bytes and issues the copies; every lane arrives.
 #[cube]
-#[allow(clippy::too_many_arguments)] // CubeCL kernel code
+#[allow(clippy::too_many_arguments, clippy::manual_is_multiple_of)] // CubeCL kernel code
 pub(crate) fn load_whole_chunk(
     ring: &Ring,
     i: usize,
@@ -174,11 +175,13 @@ pub(crate) fn gather_maps(
 }
 
 /// Whether TMA can address `t`: a 16-byte aligned start, a contiguous last dim and the other
-/// strides, and `dilation` of them, in whole 16-byte units, every extent within `u32`.
+/// strides in whole 16-byte units (so is `r` times the row stride), every extent within `u32`.
 fn addressable(t: &TensorRef) -> bool {
     let unit = 16 / t.elem_size().max(1);
     let start = t.handle().offset_start.unwrap_or(0);
-    start % 16 == 0 && t.rows_aligned(unit) && t.shape().iter().all(|&x| u32::try_from(x).is_ok())
+    start.is_multiple_of(16)
+        && t.rows_aligned(unit)
+        && t.shape().iter().all(|&x| u32::try_from(x).is_ok())
 }
 
 /// `[batch, kv_heads, ⌈n / r⌉, r, d]` with strides `[s_b, s_h, r·s_n, s_n, 1]`, boxes of
