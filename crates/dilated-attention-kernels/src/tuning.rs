@@ -55,14 +55,15 @@ pub struct Sm80Tuning {
     /// intra-warpgroup overlap, `crate::hopper::pipelined`). Ignored with `wide_chunks`.
     /// Experimental, off by default: not timed yet.
     pub overlap_softmax: bool,
-    /// The Hopper forward's producer loads a chunk whose 64 gathered rows are all keys inside
-    /// the segment (every chunk but a segment's, window's or causal diagonal's edge, unmasked)
-    /// with two TMA copies per 64 columns — one for the keys, one for the values — from a
-    /// tensor map that sees the dilated rows as a strided box (`crate::hopper::tma`), instead of
-    /// the copies of `crate::hopper::ring`. Other chunks keep those. Off by default until the
-    /// device probe has checked it at head dim 128: on the H100 (session 25) it made the
-    /// forward 5–13 % faster at head dims 64 and 128, 64K and 128K tokens, and was exact at
-    /// head dim 64 (the probe did not reach 128).
+    /// The Hopper kernels' producers load a chunk whose 64 gathered rows all lie inside the
+    /// segment (and, for keys, are all keys: every chunk but a segment's, window's or causal
+    /// diagonal's edge, unmasked) with two TMA copies per 64 columns — keys and values for the
+    /// forward and `dQ`, queries and `dO` for `dK/dV` — from tensor maps that see the dilated
+    /// rows as a strided box (`crate::hopper::tma`), instead of the copies of
+    /// `crate::hopper::ring`. Other chunks keep those. Off by default until the device probe
+    /// has checked it at head dim 128 and in the backward: on the H100 (session 25, forward
+    /// only) it made the forward 5–13 % faster at head dims 64 and 128, 64K and 128K tokens,
+    /// and was exact at head dim 64; the backward's loads are compiled, not yet run.
     pub tma_loads: bool,
 }
 

@@ -43,6 +43,7 @@ use super::tiles::{
     p_fragments, p_fragments_from, plane_and_group, tile_vector, tiles_assign, tiles_into,
     wg_rows_bytes,
 };
+use super::tma::{load_whole_chunk, map_address, whole_rows};
 use super::wgmma::{
     PANEL_ROW, Product, half_of, k_major, mma_rs_add_pair, mma_ss_pair, mma_ss_pair_narrow,
     mn_major, shared_address, swizzled,
@@ -87,6 +88,9 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
     #[comptime] pass: Pass,
     #[comptime] overwrite: bool,
     #[comptime] bf16: bool,
+    #[comptime] tma: bool,
+    qmap: &TensorMap<F, Tiled>,
+    gmap: &TensorMap<F, Tiled>,
 ) {
     let share = comptime!(shares_registers(pass.head_dim));
     // ptxas honours `setmaxnreg` only where it knows the registers at entry.
@@ -140,6 +144,10 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
                 terminate!();
             }
         }
+        // Bound once: `gpu_asm!` must get their values (`super::tma`).
+        let qaddr = map_address::<F>(qmap);
+        let gaddr = map_address::<F>(gmap);
+        let stages = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
         let l_base = tile.batch * grad.lse.stride(0) + tile.head * grad.lse.stride(1);
         let d_base = tile.batch * grad.delta.stride(0) + tile.head * grad.delta.stride(1);
         let lane = unit % 32;
@@ -162,21 +170,32 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
                 lq[s * CHUNK + r] = l;
                 dlt[s * CHUNK + r] = dl;
             }
-            copy_pair::<F, N>(
-                &io.q,
-                &grad.dout,
-                &io.mask,
-                &mut buf[0..buf_len],
-                &tile,
-                &queries,
-                tile.head,
-                first,
-                s * comptime!(2 * tv),
-                d,
-                false,
-                false,
-            );
-            ring.publish(i);
+            let mut whole = false;
+            if comptime!(tma) {
+                whole = whole_rows(&queries, first);
+            }
+            if whole {
+                let dst = stages + comptime!((2 * tv * 16) as u32) * s as u32;
+                load_whole_chunk(
+                    &ring, i, qaddr, gaddr, dst, &tile, &queries, tile.head, first, d,
+                );
+            } else {
+                copy_pair::<F, N>(
+                    &io.q,
+                    &grad.dout,
+                    &io.mask,
+                    &mut buf[0..buf_len],
+                    &tile,
+                    &queries,
+                    tile.head,
+                    first,
+                    s * comptime!(2 * tv),
+                    d,
+                    false,
+                    false,
+                );
+                ring.publish(i);
+            }
             walk.advance(&io.runs, pass.block, false);
             i += 1;
         }

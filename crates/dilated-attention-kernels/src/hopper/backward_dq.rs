@@ -25,6 +25,7 @@ use cubecl::prelude::*;
 use super::forward::{ROWS, stage_queries};
 use super::ring::{CONSUMERS, Ring, STAGES, fill_stage, sync_consumers};
 use super::tiles::{p_fragments, plane_and_group, tiles_assign, tiles_into, wg_rows_bytes};
+use super::tma::{load_whole_chunk, map_address, whole_chunk, write_whole_flags};
 use super::wgmma::{
     PANEL_ROW, Product, half_of, k_major, mma_rs_add, mma_ss_pair, mn_major, shared_address,
 };
@@ -50,6 +51,9 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
     #[comptime] pass: Pass,
     #[comptime] overwrite: bool,
     #[comptime] bf16: bool,
+    #[comptime] tma: bool,
+    kmap: &TensorMap<F, Tiled>,
+    vmap: &TensorMap<F, Tiled>,
 ) {
     let subtiles = comptime!(pass.block / ROWS);
     let d = comptime!(pass.head_dim);
@@ -90,24 +94,51 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
     );
     let mut i = 0usize;
     if unit >= CONSUMERS {
+        // Bound once: `gpu_asm!` must get their values (`super::tma`).
+        let kaddr = map_address::<F>(kmap);
+        let vaddr = map_address::<F>(vmap);
+        let stages = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
         while walk.live() {
             ring.acquire(i);
-            fill_stage::<F, N>(
-                &io.k,
-                &io.v,
-                &io.mask,
-                &mut buf[0..buf_len],
-                &mut kvalid[0..comptime!(STAGES * CHUNK)],
-                &tile,
-                &keys,
-                walk.first(pass.block),
-                i % STAGES,
-                false,
-                d,
-                pass.masked,
-                false,
-            );
-            ring.publish(i);
+            let first = walk.first(pass.block);
+            let mut whole = false;
+            if comptime!(tma) {
+                whole = whole_chunk(&tile, &keys, first, false, pass.masked, false);
+            }
+            if whole {
+                let stage = i % STAGES;
+                write_whole_flags(&mut kvalid[0..comptime!(STAGES * CHUNK)], stage, false);
+                let dst = stages + comptime!((2 * tv * 16) as u32) * stage as u32;
+                load_whole_chunk(
+                    &ring,
+                    i,
+                    kaddr,
+                    vaddr,
+                    dst,
+                    &tile,
+                    &keys,
+                    tile.kv_head,
+                    first,
+                    d,
+                );
+            } else {
+                fill_stage::<F, N>(
+                    &io.k,
+                    &io.v,
+                    &io.mask,
+                    &mut buf[0..buf_len],
+                    &mut kvalid[0..comptime!(STAGES * CHUNK)],
+                    &tile,
+                    &keys,
+                    first,
+                    i % STAGES,
+                    false,
+                    d,
+                    pass.masked,
+                    false,
+                );
+                ring.publish(i);
+            }
             walk.advance(&io.runs, pass.block, false);
             i += 1;
         }

@@ -156,7 +156,18 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                         let stage = i % STAGES;
                         write_whole_flags(&mut kvalid[0..FLAGS], stage, pass.causal);
                         let kdst = base + comptime!(2 * tile_bytes) * stage as u32;
-                        load_whole_chunk(&ring, i, kaddr, vaddr, kdst, &tile, &keys, first, d);
+                        load_whole_chunk(
+                            &ring,
+                            i,
+                            kaddr,
+                            vaddr,
+                            kdst,
+                            &tile,
+                            &keys,
+                            tile.kv_head,
+                            first,
+                            d,
+                        );
                     } else {
                         fill_stage::<F, N>(
                             &io.k,

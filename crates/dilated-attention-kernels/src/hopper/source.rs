@@ -176,6 +176,9 @@ pub fn hopper_sources(case: SourceCase) -> Result<Vec<KernelSource>, KernelError
                 pass,
                 case.store,
                 bf16,
+                tuning.tma_loads,
+                gather_map(bf16),
+                gather_map(bf16),
             );
             let dkdv = backward_dkdv_wgmma::create_dummy_kernel::<$f, $g>(
                 props.clone(),
@@ -190,6 +193,9 @@ pub fn hopper_sources(case: SourceCase) -> Result<Vec<KernelSource>, KernelError
                 pass,
                 case.store,
                 bf16,
+                tuning.tma_loads,
+                gather_map(bf16),
+                gather_map(bf16),
             );
             vec![
                 compile(format!("forward_{suffix}"), &forward)?,

@@ -1,5 +1,5 @@
-//! TMA loads of a chunk's gathered rows (sm_90), for the forward's producer warp
-//! (`Variant::tma`, `Sm80Tuning::tma_loads`).
+//! TMA loads of a chunk's gathered rows (sm_90), for the producer warps of the Hopper forward,
+//! `dQ` (keys and values) and `dK/dV` (queries and `dO`) (`Sm80Tuning::tma_loads`).
 //!
 //! A head class of dilation `r` reads, in a segment starting at raw row `s₀`, the rows
 //! `s₀ + t·r` of `k, v: [batch, kv_heads, n, d]`. Seen as `[batch, kv_heads, ⌈n / r⌉, r, d]`
@@ -66,19 +66,28 @@ pub(crate) fn write_whole_flags(kvalid: &mut [u32], s: usize, #[comptime] causal
     }
 }
 
-/// Producer (one warp): loads the whole chunk of gathered keys from `first` into stage
-/// `i % STAGES` (keys at shared address `kdst`, values one tile on) and publishes it. Lane 0
-/// arms the stage's `full` barrier with the bytes and issues the copies; every lane arrives.
+/// Whether the chunk of `CHUNK` gathered rows from `first` lies inside `rows` (the query rows
+/// a `dK/dV` producer copies: no mask or causal edge applies to them).
+#[cube]
+pub(crate) fn whole_rows(rows: &Rows, first: usize) -> bool {
+    first >= rows.lo && first + CHUNK <= rows.hi
+}
+
+/// Producer (one warp): loads the whole chunk of `CHUNK` gathered rows from `first` (inside
+/// `rows`, of head `head` of the maps' tensors) into stage `i % STAGES` — rows of the first
+/// map at shared address `dst`, of the second one tile on — and publishes it. Lane 0 arms the
+/// stage's `full` barrier with the bytes and issues the copies; every lane arrives.
 #[cube]
 #[allow(clippy::too_many_arguments, clippy::manual_is_multiple_of)] // CubeCL kernel code
 pub(crate) fn load_whole_chunk(
     ring: &Ring,
     i: usize,
-    kmap: u64,
-    vmap: u64,
-    kdst: u32,
+    amap: u64,
+    bmap: u64,
+    dst: u32,
     tile: &Tile,
-    keys: &Rows,
+    rows: &Rows,
+    head: usize,
     first: usize,
     #[comptime] head_dim: usize,
 ) {
@@ -88,16 +97,16 @@ pub(crate) fn load_whole_chunk(
         let tile_bytes = comptime!((CHUNK * head_dim * 2) as u32);
         let bytes = comptime!(2 * panels as u32 * BOX_BYTES);
         arrive_expect_tx(bar, bytes);
-        let row = tile.seg_start + first * tile.dilation - keys.origin;
+        let row = tile.seg_start + first * tile.dilation - rows.origin;
         let j = (row / tile.dilation) as u32;
         let s = (row % tile.dilation) as u32;
-        let (head, batch) = (tile.kv_head as u32, tile.batch as u32);
+        let (head, batch) = (head as u32, tile.batch as u32);
         #[unroll]
         for h in 0..panels {
-            let at = kdst + comptime!(h as u32 * BOX_BYTES);
+            let at = dst + comptime!(h as u32 * BOX_BYTES);
             let col = comptime!(64 * h as u32);
-            load_box(kmap, at, bar, col, s, j, head, batch);
-            load_box(vmap, at + tile_bytes, bar, col, s, j, head, batch);
+            load_box(amap, at, bar, col, s, j, head, batch);
+            load_box(bmap, at + tile_bytes, bar, col, s, j, head, batch);
         }
     } else {
         ring.arrive_full(i);
@@ -153,25 +162,25 @@ fn address_of<F: Float>(_map: &TensorMap<F, Tiled>) -> u64 {
     0u64
 }
 
-/// The tensor maps of a forward launch over `k` and `v` (`[batch, kv_heads, n, d]`, f16 or
-/// bf16) for a class of dilation `dilation`, and whether they are the gathering maps: only
-/// where `wanted` and TMA can address the tensors (16-byte aligned start, strides in whole
+/// The tensor maps of a launch over `a` and `b` (`[batch, heads, n, d]`, f16 or bf16: `k` and
+/// `v` for the forward and `dQ`, `q` and `dO` for `dK/dV`) for a class of dilation `dilation`,
+/// and whether they are the gathering maps: only where `wanted` and TMA can address the tensors (16-byte aligned start, strides in whole
 /// 16-byte units). Otherwise one-element stand-ins that the kernel never reads (a launch takes
 /// the arguments either way).
 pub(crate) fn gather_maps(
-    k: &TensorRef,
-    v: &TensorRef,
+    a: &TensorRef,
+    b: &TensorRef,
     dilation: usize,
     dtype: AttnDtype,
     wanted: bool,
 ) -> (TensorMapArg<Tiled>, TensorMapArg<Tiled>, bool) {
     let usable =
-        wanted && dilation > 0 && [k, v].iter().all(|t| addressable(t)) && k.shape().len() == 4;
+        wanted && dilation > 0 && [a, b].iter().all(|t| addressable(t)) && a.shape().len() == 4;
     let map = |t: &TensorRef| match usable {
         true => gather_map(t, dilation, dtype),
         false => stand_in_map(t, dtype),
     };
-    (map(k), map(v), usable)
+    (map(a), map(b), usable)
 }
 
 /// Whether TMA can address `t`: a 16-byte aligned start, a contiguous last dim and the other

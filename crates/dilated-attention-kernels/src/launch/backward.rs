@@ -9,6 +9,7 @@ use crate::cmma::backward_dkdv::backward_dkdv_tc;
 use crate::cmma::backward_dq::backward_dq_tc;
 use crate::hopper::backward_dkdv::{self as wgmma_dkdv, backward_dkdv_wgmma};
 use crate::hopper::backward_dq::backward_dq_wgmma;
+use crate::hopper::tma::gather_maps;
 use crate::portable::backward::{backward_dkdv, backward_dq};
 use crate::sm80::backward_dkdv::{ROWS, backward_dkdv_mma, dkdv_shared_bytes};
 use crate::sm80::backward_dq::backward_dq_mma;
@@ -236,6 +237,12 @@ pub fn backward_class(
     if hopper_dq {
         // The Hopper `dQ`, then its `dK/dV` (where `Plan::wgmma_dkdv`) or, below, the
         // manual-MMA one.
+        // Whole chunks by TMA (`crate::hopper::tma`): keys and values for `dQ`, queries and
+        // `dO` for `dK/dV`, through maps of the class's dilation.
+        let dilation = rows.params().dilation;
+        let (kmap, vmap, dq_tma) = gather_maps(t.k, t.v, dilation, config.dtype, tuning.tma_loads);
+        let (qmap, gmap, kv_tma) =
+            gather_maps(t.q, t.dout, dilation, config.dtype, tuning.tma_loads);
         macro_rules! hopper {
             ($f:ty, $g:ty, $bf16:expr) => {
                 // SAFETY: as for the launches above (the same checks cover these kernels'
@@ -254,6 +261,9 @@ pub fn backward_class(
                         pass(&config, t.mask),
                         store,
                         $bf16,
+                        dq_tma,
+                        kmap,
+                        vmap,
                     );
                     if hopper_dkdv {
                         backward_dkdv_wgmma::launch_unchecked::<$f, $g>(
@@ -268,6 +278,9 @@ pub fn backward_class(
                             pass(&config, t.mask),
                             store,
                             $bf16,
+                            kv_tma,
+                            qmap,
+                            gmap,
                         );
                     }
                 }
