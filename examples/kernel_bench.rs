@@ -73,8 +73,8 @@ enum Family {
     Overlap,
     /// Overlap with lazy rescaling.
     OverlapLazy,
-    /// The default tuning with the Hopper forward's producer loading whole chunks by TMA
-    /// (`Sm80Tuning::tma_loads`).
+    /// The default tuning with the Hopper kernels' producers loading whole chunks by TMA
+    /// (`Sm80Tuning::tma_loads`: forward, `dQ` and `dK/dV`).
     Tma,
 }
 
