@@ -34,7 +34,7 @@ use crate::args::{GradOperands, Operands, Pass};
 use crate::sm80::backward_dq::write_query_grads;
 use crate::sm80::forward::LOG2E;
 use crate::sm80::grads::query_stats;
-use crate::sm80::mma::{CHUNK, Walk, exp2_approx, zero_tiles};
+use crate::sm80::mma::{CHUNK, P2, Walk, exp2_approx, zero_tiles};
 
 /// Whether the kernel serves head dim `d` (64 or 128).
 pub(crate) fn serves_head_dim(d: usize) -> bool {
@@ -185,8 +185,7 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
     let sl2 = io.scale * LOG2E;
     let prow0 = q0 + group * 64 + (plane % 4) * 16;
     let (first_row, last_row) = (q0 + group * 64, q0 + group * 64 + 63);
-    let lane = unit % 32;
-    let (g, t) = (lane / 4, lane % 4);
+    let g = (unit % 32) / 4;
     // L (base 2; +inf for a row with no key or past the segment) and Δ of rows g and g + 8.
     let l_base = tile.batch * grad.lse.stride(0) + tile.head * grad.lse.stride(1);
     let d_base = tile.batch * grad.delta.stride(0) + tile.head * grad.delta.stride(1);
@@ -220,7 +219,6 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
         // The warpgroup's rows all precede the chunk's keys: nothing to add (causal).
         let skip = idle || (pass.causal && k0 > last_row);
         if !skip {
-            let kv0 = stage * CHUNK;
             let kbase = base + comptime!(2 * tile_bytes) * stage as u32;
             let vbase = kbase + tile_bytes;
             // S and dP, issued together.
@@ -237,38 +235,38 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
             if comptime!(pass.causal) {
                 need = need || k0 + CHUNK > prow0 + 1;
             }
-            // dS = P ∘ (dP − Δ) in dP's place.
-            #[unroll]
-            for j in 0..8usize {
-                #[unroll]
-                for h in 0..2usize {
-                    let row = prow0 + g + 8 * h;
-                    let x = s.index(j)[h];
-                    let mut y = dp.index(j)[h];
-                    #[unroll]
-                    for c in 0..2usize {
-                        let key = j * 8 + 2 * t + c;
-                        let mut xs = x.extract(c) * sl2;
-                        let mut ok = true;
-                        if need {
-                            ok = kvalid[kv0 + key] != 0;
-                            if comptime!(pass.causal) {
-                                ok = ok && k0 + key <= row;
-                            }
-                            xs = select(ok, xs, io.neg_inf);
-                        }
-                        let p = exp2_approx(xs - lrow[h]);
-                        let mut ds = p * (y.extract(c) - drow[h]);
-                        if need {
-                            // A pair the row does not see adds nothing, even where `dP` is
-                            // NaN (a causal-future key whose value row is not finite).
-                            ds = select(ok, ds, 0.0f32);
-                        }
-                        y.insert(c, ds);
-                    }
-                    let dj = dp.index_mut(j);
-                    dj[h] = y;
-                }
+            // dS = P ∘ (dP − Δ) in dP's place; the masks only for a chunk at an edge (one
+            // branch a chunk, not a predicate on every score).
+            if need {
+                grad_scores(
+                    &s,
+                    &mut dp,
+                    &kvalid[0..comptime!(STAGES * CHUNK)],
+                    stage * CHUNK,
+                    k0,
+                    prow0,
+                    &lrow,
+                    &drow,
+                    sl2,
+                    io.neg_inf,
+                    pass.causal,
+                    true,
+                );
+            } else {
+                grad_scores(
+                    &s,
+                    &mut dp,
+                    &kvalid[0..comptime!(STAGES * CHUNK)],
+                    stage * CHUNK,
+                    k0,
+                    prow0,
+                    &lrow,
+                    &drow,
+                    sl2,
+                    io.neg_inf,
+                    pass.causal,
+                    false,
+                );
             }
             // dQ += dS·K, one call per 64 columns of the head dim.
             let df = p_fragments::<F>(&dp);
@@ -286,4 +284,58 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
     write_query_grads::<G>(
         &acc, dq, &tile, &queries, prow0, io.scale, 1usize, d, overwrite,
     );
+}
+
+/// `dS = P ∘ (dP − Δ)` in `dp`'s place for one warpgroup's chunk: `P = 2^{sl2 · S − L}` from
+/// the scores `s`, `L` and `Δ` of the unit's rows in `lrow` and `drow`. With `masked`, a pair
+/// whose key is not there (`kvalid[kv0 + key]`) or, causal, lies after the row gets `P = 0`
+/// and `dS = 0` (even where `dP` is NaN: a causal-future key whose value row is not finite).
+#[cube]
+#[allow(clippy::too_many_arguments)] // CubeCL kernel code
+fn grad_scores(
+    s: &Sequence<Array<Vector<f32, P2>>>,
+    dp: &mut Sequence<Array<Vector<f32, P2>>>,
+    kvalid: &[u32],
+    kv0: usize,
+    k0: usize,
+    prow0: usize,
+    lrow: &Array<f32>,
+    drow: &Array<f32>,
+    sl2: f32,
+    neg_inf: f32,
+    #[comptime] causal: bool,
+    #[comptime] masked: bool,
+) {
+    let lane = UNIT_POS as usize % 32;
+    let (g, t) = (lane / 4, lane % 4);
+    #[unroll]
+    for j in 0..8usize {
+        #[unroll]
+        for h in 0..2usize {
+            let row = prow0 + g + 8 * h;
+            let x = s.index(j)[h];
+            let mut y = dp.index(j)[h];
+            #[unroll]
+            for c in 0..2usize {
+                let key = j * 8 + 2 * t + c;
+                let mut xs = x.extract(c) * sl2;
+                let mut ok = true;
+                if comptime!(masked) {
+                    ok = kvalid[kv0 + key] != 0;
+                    if comptime!(causal) {
+                        ok = ok && k0 + key <= row;
+                    }
+                    xs = select(ok, xs, neg_inf);
+                }
+                let p = exp2_approx(xs - lrow[h]);
+                let mut ds = p * (y.extract(c) - drow[h]);
+                if comptime!(masked) {
+                    ds = select(ok, ds, 0.0f32);
+                }
+                y.insert(c, ds);
+            }
+            let dj = dp.index_mut(j);
+            dj[h] = y;
+        }
+    }
 }
