@@ -238,3 +238,84 @@ fn stand_in_map(t: &TensorRef, dtype: AttnDtype) -> TensorMapArg<Tiled> {
         dtype.elem(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use cubecl::prelude::*;
+    use cubecl::server::Handle;
+    use rstest::rstest;
+
+    use super::gather_maps;
+    use crate::args::{AttnDtype, TensorRef};
+
+    /// A tensor over a handle that addresses no memory (nothing is launched).
+    fn tensor(shape: [usize; 4], strides: [usize; 4], offset: u64) -> TensorRef {
+        let service = cubecl_common::device::ServiceId::of::<()>(cubecl_common::device::DeviceId {
+            type_id: 0,
+            index_id: 0,
+        });
+        let bytes = 2
+            * (shape
+                .iter()
+                .zip(&strides)
+                .map(|(s, t)| (s - 1) * t)
+                .sum::<usize>()
+                + 1);
+        let mut handle = Handle::new(
+            service,
+            cubecl_environment::stream::StreamId::current(),
+            bytes as u64 + offset,
+        );
+        handle.offset_start = Some(offset);
+        TensorRef::new("k", handle, shape.to_vec(), strides.to_vec(), 2).expect("fits")
+    }
+
+    fn geometry(map: &TensorMapArg<Tiled>) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+        let meta = &map.metadata;
+        let tile = match &meta.format {
+            TensorMapFormat::Tiled(args) => args.tile_size.to_vec(),
+            _ => panic!("a tiled map"),
+        };
+        (
+            meta.metadata.shape().to_vec(),
+            meta.metadata.strides().to_vec(),
+            tile,
+        )
+    }
+
+    #[rstest]
+    #[case::dense(1, 1000)]
+    #[case::dilated(3, 334)]
+    #[case::dilation_past_n(4096, 1)]
+    fn the_gathering_view_steps_a_dilation_of_rows(#[case] r: usize, #[case] groups: usize) {
+        let (b, h, n, d) = (2, 4, 1000, 64);
+        let k = tensor([b, h, n, d], [h * n * d, n * d, d, 1], 0);
+        let (kmap, _, usable) = gather_maps(&k, &k, r, AttnDtype::F16, true);
+        assert!(usable);
+        let (shape, strides, tile) = geometry(&kmap);
+        assert_eq!(shape, vec![b, h, groups, r, d]);
+        assert_eq!(strides, vec![h * n * d, n * d, r * d, d, 1]);
+        assert_eq!(tile, vec![1, 1, 64, 1, 64]);
+        assert_eq!(kmap.metadata.swizzle, TensorMapSwizzle::B128);
+    }
+
+    #[rstest]
+    #[case::not_wanted([2, 4, 1000, 64], [256_000, 64_000, 64, 1], 0, false)]
+    #[case::rows_not_in_16_bytes([1, 1, 10, 64], [1000, 1000, 100, 1], 0, true)]
+    #[case::start_not_16_byte_aligned([1, 1, 10, 64], [640, 640, 64, 1], 8, true)]
+    fn otherwise_one_row_stand_ins(
+        #[case] shape: [usize; 4],
+        #[case] strides: [usize; 4],
+        #[case] offset: u64,
+        #[case] wanted: bool,
+    ) {
+        let k = tensor(shape, strides, offset);
+        let (kmap, vmap, usable) = gather_maps(&k, &k, 2, AttnDtype::BF16, wanted);
+        assert!(!usable);
+        for map in [&kmap, &vmap] {
+            let (shape, _, tile) = geometry(map);
+            assert_eq!(shape, vec![1, 1, 1, 1, 8]);
+            assert_eq!(tile, vec![1, 1, 1, 1, 8]);
+        }
+    }
+}
