@@ -253,8 +253,6 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
     let sl2 = io.scale * LOG2E;
     let kw0 = k0 + group * 64;
     let krow0 = kw0 + (plane % 4) * 16;
-    let lane = unit % 32;
-    let (g, t) = (lane / 4, lane % 4);
     // A warpgroup whose keys all lie past the segment has nothing to add.
     let idle = kw0 >= keys.hi;
 
@@ -279,30 +277,18 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
                 tiles_assign(&mut s, 0usize, half_of(sdp, 0usize));
                 let mut dp = zero_tiles(8usize);
                 tiles_assign(&mut dp, 0usize, half_of(sdp, 1usize));
-                let need = pass.causal && c0 < krow0 + 16;
-                #[unroll]
-                for j in 0..8usize {
-                    #[unroll]
-                    for h in 0..2usize {
-                        let key = krow0 + g + 8 * h;
-                        let (x, y) = grad_scores(
-                            s.index(j)[h],
-                            dp.index(j)[h],
-                            &lq[0..comptime!(STAGES * CHUNK)],
-                            &dlt[0..comptime!(STAGES * CHUNK)],
-                            cq0,
-                            c0,
-                            key,
-                            j * 8 + 2 * t,
-                            sl2,
-                            io.neg_inf,
-                            need,
-                        );
-                        let sj = s.index_mut(j);
-                        sj[h] = x;
-                        let dj = dp.index_mut(j);
-                        dj[h] = y;
-                    }
+                // The causal mask only on a chunk that reaches the warpgroup's keys (one branch
+                // a chunk, not a select on every score).
+                let lqs = &lq[0..comptime!(STAGES * CHUNK)];
+                let dls = &dlt[0..comptime!(STAGES * CHUNK)];
+                if pass.causal && c0 < krow0 + 16 {
+                    chunk_scores(
+                        &mut s, &mut dp, lqs, dls, cq0, c0, krow0, sl2, io.neg_inf, true,
+                    );
+                } else {
+                    chunk_scores(
+                        &mut s, &mut dp, lqs, dls, cq0, c0, krow0, sl2, io.neg_inf, false,
+                    );
                 }
                 // dV += Pᵀ·dO and dK += dSᵀ·Q, issued together.
                 let o = mma_rs_add_pair(
@@ -335,30 +321,17 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
                         // Tiles 0–3 hold `Sᵀ`, tiles 4–7 `dPᵀ`.
                         let mut sd = zero_tiles(8usize);
                         tiles_assign(&mut sd, 0usize, sdp);
-                        let need = pass.causal && h0 < krow0 + 16;
-                        #[unroll]
-                        for j in 0..4usize {
-                            #[unroll]
-                            for h in 0..2usize {
-                                let key = krow0 + g + 8 * h;
-                                let (x, y) = grad_scores(
-                                    sd.index(j)[h],
-                                    sd.index(comptime!(j + 4))[h],
-                                    &lq[0..comptime!(STAGES * CHUNK)],
-                                    &dlt[0..comptime!(STAGES * CHUNK)],
-                                    cq0,
-                                    c0,
-                                    key,
-                                    half * NARROW + j * 8 + 2 * t,
-                                    sl2,
-                                    io.neg_inf,
-                                    need,
-                                );
-                                let sj = sd.index_mut(j);
-                                sj[h] = x;
-                                let dj = sd.index_mut(comptime!(j + 4));
-                                dj[h] = y;
-                            }
+                        let lqs = &lq[0..comptime!(STAGES * CHUNK)];
+                        let dls = &dlt[0..comptime!(STAGES * CHUNK)];
+                        let col0 = half * NARROW;
+                        if pass.causal && h0 < krow0 + 16 {
+                            half_scores(
+                                &mut sd, lqs, dls, cq0, c0, krow0, col0, sl2, io.neg_inf, true,
+                            );
+                        } else {
+                            half_scores(
+                                &mut sd, lqs, dls, cq0, c0, krow0, col0, sl2, io.neg_inf, false,
+                            );
                         }
                         let pf = p_fragments_from::<F>(&sd, 0usize, 2usize);
                         let df = p_fragments_from::<F>(&sd, 2usize, 2usize);
@@ -392,9 +365,98 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
     );
 }
 
+/// Head dim 64: `Pᵀ` into `s` and `dSᵀ` into `dp` for the unit's 8 tiles of a chunk
+/// ([`grad_scores`](fn@grad_scores) on each pair; `masked`: the causal mask).
+#[cube]
+#[allow(clippy::too_many_arguments)] // CubeCL kernel code
+fn chunk_scores(
+    s: &mut Sequence<Array<Vector<f32, P2>>>,
+    dp: &mut Sequence<Array<Vector<f32, P2>>>,
+    lq: &[f32],
+    dlt: &[f32],
+    cq0: usize,
+    c0: usize,
+    krow0: usize,
+    sl2: f32,
+    neg_inf: f32,
+    #[comptime] masked: bool,
+) {
+    let lane = UNIT_POS as usize % 32;
+    let (g, t) = (lane / 4, lane % 4);
+    #[unroll]
+    for j in 0..8usize {
+        #[unroll]
+        for h in 0..2usize {
+            let key = krow0 + g + 8 * h;
+            let (x, y) = grad_scores(
+                s.index(j)[h],
+                dp.index(j)[h],
+                lq,
+                dlt,
+                cq0,
+                c0,
+                key,
+                j * 8 + 2 * t,
+                sl2,
+                neg_inf,
+                masked,
+            );
+            let sj = s.index_mut(j);
+            sj[h] = x;
+            let dj = dp.index_mut(j);
+            dj[h] = y;
+        }
+    }
+}
+
+/// Head dim 128: `Pᵀ` into tiles 0–3 of `sd` and `dSᵀ` into tiles 4–7 for the unit's half of
+/// a chunk, its queries from column `col0` ([`grad_scores`](fn@grad_scores) on each pair;
+/// `masked`: the causal mask).
+#[cube]
+#[allow(clippy::too_many_arguments)] // CubeCL kernel code
+fn half_scores(
+    sd: &mut Sequence<Array<Vector<f32, P2>>>,
+    lq: &[f32],
+    dlt: &[f32],
+    cq0: usize,
+    c0: usize,
+    krow0: usize,
+    col0: usize,
+    sl2: f32,
+    neg_inf: f32,
+    #[comptime] masked: bool,
+) {
+    let lane = UNIT_POS as usize % 32;
+    let (g, t) = (lane / 4, lane % 4);
+    #[unroll]
+    for j in 0..4usize {
+        #[unroll]
+        for h in 0..2usize {
+            let key = krow0 + g + 8 * h;
+            let (x, y) = grad_scores(
+                sd.index(j)[h],
+                sd.index(comptime!(j + 4))[h],
+                lq,
+                dlt,
+                cq0,
+                c0,
+                key,
+                col0 + j * 8 + 2 * t,
+                sl2,
+                neg_inf,
+                masked,
+            );
+            let sj = sd.index_mut(j);
+            sj[h] = x;
+            let dj = sd.index_mut(comptime!(j + 4));
+            dj[h] = y;
+        }
+    }
+}
+
 /// `Pᵀ` and `dSᵀ` of one accumulator pair: `x` holds `Sᵀ` and `y` `dPᵀ` of `key` at chunk
 /// columns (queries) `col, col + 1`; returns `Pᵀ = 2^{log2(e)·scale·Sᵀ − L}` (0 for a
-/// causal-future query where `need`) and `dSᵀ = Pᵀ ∘ (dPᵀ − Δ)`, `L` and `Δ` read from the
+/// causal-future query where `masked`) and `dSᵀ = Pᵀ ∘ (dPᵀ − Δ)`, `L` and `Δ` read from the
 /// stage's `lq`, `dlt` at `cq0 + col`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
@@ -409,14 +471,14 @@ fn grad_scores(
     col: usize,
     sl2: f32,
     neg_inf: f32,
-    need: bool,
+    #[comptime] masked: bool,
 ) -> (Vector<f32, P2>, Vector<f32, P2>) {
     let mut p = x;
     let mut ds = y;
     #[unroll]
     for c in 0..2usize {
         let mut xs = x.extract(c) * sl2;
-        if need {
+        if comptime!(masked) {
             xs = select(key <= c0 + col + c, xs, neg_inf);
         }
         let pc = exp2_approx(xs - lq[cq0 + col + c]);
