@@ -1,12 +1,12 @@
 #!/bin/bash
 # For the next device session, call 1 (~560 s; `LIMIT` cuts it). Carry .dev26 (bins.tar.xz:
-# new_bench, new_probe built from fbb5901: the default family has the progression copies,
+# new_bench, new_probe built from a34b7a8: the default family has the progression copies,
 # `--family tma` adds whole chunks by TMA in the forward, dQ and dK/dV producers) and .gl.
 # In order: the probe's strategies on the TMA family and the default (f16 and bf16; it
-# decides whether `tma_loads` becomes the default, and checks the dQ mask branch of
-# fbb5901); fwd+bwd and forward, default against tma, head dims 64 and 128, 64K/128K; the
-# PyTorch peers in the same call; CubeCL's per-kernel profile of fwd+bwd at head dim 128; a
-# second forward round.
+# decides whether `tma_loads` becomes the default, and checks the dQ mask branch of fbb5901
+# and the dK/dV causal branch of a34b7a8); fwd+bwd and forward, default against tma, head
+# dims 64 and 128, 64K/128K; the PyTorch peers in the same call; CubeCL's per-kernel profile
+# of fwd+bwd at head dim 128; a second forward round.
 start=$(date +%s)
 el() { echo $(( $(date +%s) - start )); }
 fits() { [ $(( $(el) + $1 )) -lt ${LIMIT:-560} ] || { echo "== skip $2 at $(el) s"; return 1; }; }
