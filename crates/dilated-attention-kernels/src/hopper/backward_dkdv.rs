@@ -37,13 +37,12 @@ use cubecl::prelude::*;
 
 use super::ring::{
     CONSUMERS, PRODUCERS, Ring, STAGES, consumer_registers, copy_pair, producer_registers,
-    sync_consumers,
+    sync_consumers, whole_chunk,
 };
 use super::tiles::{
-    p_fragments, p_fragments_from, plane_and_group, tile_vector, tiles_assign, tiles_into,
-    wg_rows_bytes,
+    p_fragments_from, plane_and_group, tile_vector, tiles_assign, tiles_into, wg_rows_bytes,
 };
-use super::tma::{load_whole_chunk, map_address, whole_rows};
+use super::tma::{load_whole_chunk, map_address};
 use super::wgmma::{
     PANEL_ROW, Product, half_of, k_major, mma_rs_add_pair, mma_ss_pair, mma_ss_pair_narrow,
     mn_major, shared_address, swizzled,
@@ -172,7 +171,7 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
             }
             let mut whole = false;
             if comptime!(tma) {
-                whole = whole_rows(&queries, first);
+                whole = whole_chunk(&tile, &queries, first, false, false);
             }
             if whole {
                 let dst = stages + comptime!((2 * tv * 16) as u32) * s as u32;
@@ -273,30 +272,30 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
             if comptime!(d == 64) {
                 // Sᵀ and dPᵀ, issued together.
                 let sdp = mma_ss_pair(dkt, k_major(qbase), dvt, k_major(gbase), st);
-                let mut s = zero_tiles(8usize);
-                tiles_assign(&mut s, 0usize, half_of(sdp, 0usize));
-                let mut dp = zero_tiles(8usize);
-                tiles_assign(&mut dp, 0usize, half_of(sdp, 1usize));
+                // Tiles 0–7 hold `Sᵀ`, tiles 8–15 `dPᵀ`.
+                let mut sd = zero_tiles(16usize);
+                tiles_assign(&mut sd, 0usize, half_of(sdp, 0usize));
+                tiles_assign(&mut sd, 8usize, half_of(sdp, 1usize));
                 // The causal mask only on a chunk that reaches the warpgroup's keys (one branch
                 // a chunk, not a select on every score).
                 let lqs = &lq[0..comptime!(STAGES * CHUNK)];
                 let dls = &dlt[0..comptime!(STAGES * CHUNK)];
                 if pass.causal && c0 < krow0 + 16 {
-                    chunk_scores(
-                        &mut s, &mut dp, lqs, dls, cq0, c0, krow0, sl2, io.neg_inf, true,
+                    key_scores(
+                        &mut sd, lqs, dls, cq0, c0, krow0, 0usize, sl2, io.neg_inf, 8usize, true,
                     );
                 } else {
-                    chunk_scores(
-                        &mut s, &mut dp, lqs, dls, cq0, c0, krow0, sl2, io.neg_inf, false,
+                    key_scores(
+                        &mut sd, lqs, dls, cq0, c0, krow0, 0usize, sl2, io.neg_inf, 8usize, false,
                     );
                 }
                 // dV += Pᵀ·dO and dK += dSᵀ·Q, issued together.
                 let o = mma_rs_add_pair(
                     tiles_into(&dv_acc, 0usize),
-                    p_fragments::<F>(&s),
+                    p_fragments_from::<F>(&sd, 0usize, 4usize),
                     mn_major(gbase),
                     tiles_into(&dk_acc, 0usize),
-                    p_fragments::<F>(&dp),
+                    p_fragments_from::<F>(&sd, 4usize, 4usize),
                     mn_major(qbase),
                     grad_product,
                 );
@@ -325,12 +324,14 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
                         let dls = &dlt[0..comptime!(STAGES * CHUNK)];
                         let col0 = half * NARROW;
                         if pass.causal && h0 < krow0 + 16 {
-                            half_scores(
-                                &mut sd, lqs, dls, cq0, c0, krow0, col0, sl2, io.neg_inf, true,
+                            key_scores(
+                                &mut sd, lqs, dls, cq0, c0, krow0, col0, sl2, io.neg_inf, 4usize,
+                                true,
                             );
                         } else {
-                            half_scores(
-                                &mut sd, lqs, dls, cq0, c0, krow0, col0, sl2, io.neg_inf, false,
+                            key_scores(
+                                &mut sd, lqs, dls, cq0, c0, krow0, col0, sl2, io.neg_inf, 4usize,
+                                false,
                             );
                         }
                         let pf = p_fragments_from::<F>(&sd, 0usize, 2usize);
@@ -365,56 +366,13 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
     );
 }
 
-/// Head dim 64: `Pᵀ` into `s` and `dSᵀ` into `dp` for the unit's 8 tiles of a chunk
+/// `Pᵀ` into tiles `0..tiles` of `sd` (which hold `Sᵀ`) and `dSᵀ` into tiles
+/// `tiles..2·tiles` (which hold `dPᵀ`): the unit's scores of a chunk (head dim 64, 8 tiles) or
+/// of a 32-query half of one (head dim 128, 4 tiles), its queries from chunk column `col0`
 /// ([`grad_scores`](fn@grad_scores) on each pair; `masked`: the causal mask).
 #[cube]
 #[allow(clippy::too_many_arguments)] // CubeCL kernel code
-fn chunk_scores(
-    s: &mut Sequence<Array<Vector<f32, P2>>>,
-    dp: &mut Sequence<Array<Vector<f32, P2>>>,
-    lq: &[f32],
-    dlt: &[f32],
-    cq0: usize,
-    c0: usize,
-    krow0: usize,
-    sl2: f32,
-    neg_inf: f32,
-    #[comptime] masked: bool,
-) {
-    let lane = UNIT_POS as usize % 32;
-    let (g, t) = (lane / 4, lane % 4);
-    #[unroll]
-    for j in 0..8usize {
-        #[unroll]
-        for h in 0..2usize {
-            let key = krow0 + g + 8 * h;
-            let (x, y) = grad_scores(
-                s.index(j)[h],
-                dp.index(j)[h],
-                lq,
-                dlt,
-                cq0,
-                c0,
-                key,
-                j * 8 + 2 * t,
-                sl2,
-                neg_inf,
-                masked,
-            );
-            let sj = s.index_mut(j);
-            sj[h] = x;
-            let dj = dp.index_mut(j);
-            dj[h] = y;
-        }
-    }
-}
-
-/// Head dim 128: `Pᵀ` into tiles 0–3 of `sd` and `dSᵀ` into tiles 4–7 for the unit's half of
-/// a chunk, its queries from column `col0` ([`grad_scores`](fn@grad_scores) on each pair;
-/// `masked`: the causal mask).
-#[cube]
-#[allow(clippy::too_many_arguments)] // CubeCL kernel code
-fn half_scores(
+fn key_scores(
     sd: &mut Sequence<Array<Vector<f32, P2>>>,
     lq: &[f32],
     dlt: &[f32],
@@ -424,18 +382,19 @@ fn half_scores(
     col0: usize,
     sl2: f32,
     neg_inf: f32,
+    #[comptime] tiles: usize,
     #[comptime] masked: bool,
 ) {
     let lane = UNIT_POS as usize % 32;
     let (g, t) = (lane / 4, lane % 4);
     #[unroll]
-    for j in 0..4usize {
+    for j in 0..tiles {
         #[unroll]
         for h in 0..2usize {
             let key = krow0 + g + 8 * h;
             let (x, y) = grad_scores(
                 sd.index(j)[h],
-                sd.index(comptime!(j + 4))[h],
+                sd.index(comptime!(j + tiles))[h],
                 lq,
                 dlt,
                 cq0,
@@ -448,7 +407,7 @@ fn half_scores(
             );
             let sj = sd.index_mut(j);
             sj[h] = x;
-            let dj = sd.index_mut(comptime!(j + 4));
+            let dj = sd.index_mut(comptime!(j + tiles));
             dj[h] = y;
         }
     }

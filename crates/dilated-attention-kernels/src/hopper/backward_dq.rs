@@ -23,9 +23,9 @@
 use cubecl::prelude::*;
 
 use super::forward::{ROWS, stage_queries};
-use super::ring::{CONSUMERS, Ring, STAGES, fill_stage, sync_consumers};
+use super::ring::{CONSUMERS, Ring, STAGES, sync_consumers};
 use super::tiles::{p_fragments, plane_and_group, tiles_assign, tiles_into, wg_rows_bytes};
-use super::tma::{load_whole_chunk, map_address, whole_chunk, write_whole_flags};
+use super::tma::{fill_or_load, map_address};
 use super::wgmma::{
     PANEL_ROW, Product, half_of, k_major, mma_rs_add, mma_ss_pair, mn_major, shared_address,
 };
@@ -100,45 +100,26 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
         let stages = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
         while walk.live() {
             ring.acquire(i);
-            let first = walk.first(pass.block);
-            let mut whole = false;
-            if comptime!(tma) {
-                whole = whole_chunk(&tile, &keys, first, false, pass.masked, false);
-            }
-            if whole {
-                let stage = i % STAGES;
-                write_whole_flags(&mut kvalid[0..comptime!(STAGES * CHUNK)], stage, false);
-                let dst = stages + comptime!((2 * tv * 16) as u32) * stage as u32;
-                load_whole_chunk(
-                    &ring,
-                    i,
-                    kaddr,
-                    vaddr,
-                    dst,
-                    &tile,
-                    &keys,
-                    tile.kv_head,
-                    first,
-                    d,
-                );
-            } else {
-                fill_stage::<F, N>(
-                    &io.k,
-                    &io.v,
-                    &io.mask,
-                    &mut buf[0..buf_len],
-                    &mut kvalid[0..comptime!(STAGES * CHUNK)],
-                    &tile,
-                    &keys,
-                    first,
-                    i % STAGES,
-                    false,
-                    d,
-                    pass.masked,
-                    false,
-                );
-                ring.publish(i);
-            }
+            fill_or_load::<F, N>(
+                &ring,
+                i,
+                &io.k,
+                &io.v,
+                &io.mask,
+                &mut buf[0..buf_len],
+                &mut kvalid[0..comptime!(STAGES * CHUNK)],
+                stages,
+                kaddr,
+                vaddr,
+                &tile,
+                &keys,
+                walk.first(pass.block),
+                false,
+                d,
+                pass.masked,
+                false,
+                tma,
+            );
             walk.advance(&io.runs, pass.block, false);
             i += 1;
         }

@@ -48,14 +48,14 @@ use cubecl::prelude::*;
 
 use super::epilogue::write_rows_wide;
 use super::pipelined::p_fragments_in_order;
-use super::ring::{CONSUMERS, FLAGS, Ring, STAGES, fill_stage, sync_warpgroup};
+use super::ring::{CONSUMERS, FLAGS, Ring, STAGES, sync_warpgroup};
 use super::schedule::{Schedule, span, tile_at};
 pub(crate) use super::steps::Variant;
 use super::steps::{add_pv, add_pv_where, pipelined_step, score_chunk, wide_step};
 use super::tiles::{
     p_fragments, plane_and_group, plane_vector, tile_vector, tiles_assign, wg_rows_bytes,
 };
-use super::tma::{load_whole_chunk, map_address, whole_chunk, write_whole_flags};
+use super::tma::{fill_or_load, map_address};
 use super::wgmma::{Frags, PANEL_ROW, Product, k_major, mma_ss, shared_address, swizzled};
 use crate::addressing::{Rows, Tile};
 use crate::args::{Operands, Pass};
@@ -146,46 +146,26 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                 while walk.live() {
                     ring.acquire(i);
                     let first = walk.first(pass.block);
-                    let diagonal = first + CHUNK > q0 + 1;
-                    let mut whole = false;
-                    if comptime!(variant.tma) {
-                        whole =
-                            whole_chunk(&tile, &keys, first, diagonal, pass.masked, pass.causal);
-                    }
-                    if whole {
-                        let stage = i % STAGES;
-                        write_whole_flags(&mut kvalid[0..FLAGS], stage, pass.causal);
-                        let kdst = base + comptime!(2 * tile_bytes) * stage as u32;
-                        load_whole_chunk(
-                            &ring,
-                            i,
-                            kaddr,
-                            vaddr,
-                            kdst,
-                            &tile,
-                            &keys,
-                            tile.kv_head,
-                            first,
-                            d,
-                        );
-                    } else {
-                        fill_stage::<F, N>(
-                            &io.k,
-                            &io.v,
-                            &io.mask,
-                            &mut buf[0..buf_len],
-                            &mut kvalid[0..FLAGS],
-                            &tile,
-                            &keys,
-                            first,
-                            i % STAGES,
-                            diagonal,
-                            d,
-                            pass.masked,
-                            pass.causal,
-                        );
-                        ring.publish(i);
-                    }
+                    fill_or_load::<F, N>(
+                        &ring,
+                        i,
+                        &io.k,
+                        &io.v,
+                        &io.mask,
+                        &mut buf[0..buf_len],
+                        &mut kvalid[0..FLAGS],
+                        base,
+                        kaddr,
+                        vaddr,
+                        &tile,
+                        &keys,
+                        first,
+                        first + CHUNK > q0 + 1,
+                        d,
+                        pass.masked,
+                        pass.causal,
+                        variant.tma,
+                    );
                     walk.advance(&io.runs, pass.block, windowed);
                     i += 1;
                 }

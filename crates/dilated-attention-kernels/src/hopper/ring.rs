@@ -334,6 +334,26 @@ pub(crate) fn copy_pair<F: Float, N: Size>(
 ) {
     let a_base = tile.batch * a.stride(0) + head * a.stride(1);
     let b_base = tile.batch * b.stride(0) + head * b.stride(1);
+    if whole_chunk(tile, rows, first, keys_only, masked) {
+        copy_progression::<F, N>(a, b, buf, tile, rows, a_base, b_base, first, at, head_dim);
+    } else {
+        copy_rows::<F, N>(
+            a, b, mask, buf, tile, rows, a_base, b_base, first, at, head_dim, keys_only, masked,
+        );
+    }
+}
+
+/// Whether the `CHUNK` gathered rows from `first` all lie inside `rows` and, with
+/// `keys_only`, are all keys (inside the key window, no key mask): a chunk away from a
+/// segment's or window's edge, whose rows are an arithmetic progression.
+#[cube]
+pub(crate) fn whole_chunk(
+    tile: &Tile,
+    rows: &Rows,
+    first: usize,
+    #[comptime] keys_only: bool,
+    #[comptime] masked: bool,
+) -> bool {
     let mut whole = first >= rows.lo && first + CHUNK <= rows.hi;
     if comptime!(keys_only) {
         whole = whole && first >= tile.k_lo && first + CHUNK <= tile.k_hi;
@@ -341,13 +361,7 @@ pub(crate) fn copy_pair<F: Float, N: Size>(
             whole = false;
         }
     }
-    if whole {
-        copy_progression::<F, N>(a, b, buf, tile, rows, a_base, b_base, first, at, head_dim);
-    } else {
-        copy_rows::<F, N>(
-            a, b, mask, buf, tile, rows, a_base, b_base, first, at, head_dim, keys_only, masked,
-        );
-    }
+    whole
 }
 
 /// [`copy_pair`](fn@copy_pair) for a chunk whose `CHUNK` gathered rows from `first` all lie

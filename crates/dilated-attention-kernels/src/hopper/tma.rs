@@ -18,7 +18,7 @@
 
 use cubecl::prelude::*;
 
-use super::ring::{Ring, STAGES};
+use super::ring::{Ring, STAGES, fill_stage, whole_chunk};
 use crate::addressing::{Rows, Tile};
 use crate::args::{AttnDtype, TensorRef};
 use crate::sm80::mma::CHUNK;
@@ -27,10 +27,11 @@ use crate::sm80::rows::NO_KEY;
 /// Bytes of one box: `CHUNK` rows of 64 two-byte elements.
 const BOX_BYTES: u32 = (CHUNK * 64 * 2) as u32;
 
-/// Whether the chunk of `CHUNK` gathered keys from `first` is whole: every row inside the
-/// segment's rows and the key window, no key mask, and (causal) not a diagonal chunk.
+/// Whether the producer loads the chunk of `CHUNK` gathered keys from `first` by TMA: a whole
+/// chunk ([`whole_chunk`](fn@super::ring::whole_chunk), keys only) that is not, causal, a
+/// diagonal chunk (whose values are checked once they land, `super::ring::fill_stage`).
 #[cube]
-pub(crate) fn whole_chunk(
+fn tma_keys(
     tile: &Tile,
     keys: &Rows,
     first: usize,
@@ -38,22 +39,73 @@ pub(crate) fn whole_chunk(
     #[comptime] masked: bool,
     #[comptime] causal: bool,
 ) -> bool {
-    let mut whole = first >= keys.lo && first + CHUNK <= keys.hi;
-    whole = whole && first >= tile.k_lo && first + CHUNK <= tile.k_hi;
+    let mut whole = whole_chunk(tile, keys, first, true, masked);
     if comptime!(causal) {
         whole = whole && !diagonal;
     }
-    if comptime!(masked) {
-        whole = false;
-    }
     whole
+}
+
+/// Producer (one warp) of the forward and `dQ`: chunk `i` of the gathered keys and values
+/// from `first` into its stage of `buf` (whose shared address is `stages`) — with `tma` and a
+/// chunk that [`tma_keys`](fn@tma_keys) takes, by TMA from the maps at `kaddr` and `vaddr`,
+/// else by `super::ring::fill_stage` — and published. `diagonal`, `causal`: as for
+/// `fill_stage`.
+#[cube]
+#[allow(clippy::too_many_arguments)] // CubeCL kernel code
+pub(crate) fn fill_or_load<F: Float, N: Size>(
+    ring: &Ring,
+    i: usize,
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
+    mask: &Tensor<u32>,
+    buf: &mut [Vector<F, N>],
+    kvalid: &mut [u32],
+    stages: u32,
+    kaddr: u64,
+    vaddr: u64,
+    tile: &Tile,
+    keys: &Rows,
+    first: usize,
+    diagonal: bool,
+    #[comptime] head_dim: usize,
+    #[comptime] masked: bool,
+    #[comptime] causal: bool,
+    #[comptime] tma: bool,
+) {
+    let stage = i % STAGES;
+    let mut whole = false;
+    if comptime!(tma) {
+        whole = tma_keys(tile, keys, first, diagonal, masked, causal);
+    }
+    if whole {
+        write_whole_flags(kvalid, stage, causal);
+        let dst = stages + comptime!((2 * CHUNK * head_dim * 2) as u32) * stage as u32;
+        load_whole_chunk(
+            ring,
+            i,
+            kaddr,
+            vaddr,
+            dst,
+            tile,
+            keys,
+            tile.kv_head,
+            first,
+            head_dim,
+        );
+    } else {
+        fill_stage::<F, N>(
+            k, v, mask, buf, kvalid, tile, keys, first, stage, diagonal, head_dim, masked, causal,
+        );
+        ring.publish(i);
+    }
 }
 
 /// Producer (one warp): the key flags of a whole chunk in stage `s` (every key there) and,
 /// causal, its summary word (no non-finite value to report: a whole chunk is not diagonal).
 #[cube]
 #[allow(clippy::collapsible_if)] // CubeCL kernel code: a comptime branch around a runtime one
-pub(crate) fn write_whole_flags(kvalid: &mut [u32], s: usize, #[comptime] causal: bool) {
+fn write_whole_flags(kvalid: &mut [u32], s: usize, #[comptime] causal: bool) {
     let lane = UNIT_POS as usize % 32;
     #[unroll]
     for j in 0..comptime!(CHUNK / 32) {
@@ -64,13 +116,6 @@ pub(crate) fn write_whole_flags(kvalid: &mut [u32], s: usize, #[comptime] causal
             kvalid[STAGES * CHUNK + s] = u32::new(NO_KEY as i64);
         }
     }
-}
-
-/// Whether the chunk of `CHUNK` gathered rows from `first` lies inside `rows` (the query rows
-/// a `dK/dV` producer copies: no mask or causal edge applies to them).
-#[cube]
-pub(crate) fn whole_rows(rows: &Rows, first: usize) -> bool {
-    first >= rows.lo && first + CHUNK <= rows.hi
 }
 
 /// Producer (one warp): loads the whole chunk of `CHUNK` gathered rows from `first` (inside
