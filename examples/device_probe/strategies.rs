@@ -187,84 +187,44 @@ fn case(p: &mut Probe, pattern: DilatedPattern, families: &[KernelStrategy], d: 
                 Some(&keep),
             );
             let mut line = format!("{dtype:?} {family:?}:");
-            let mut ok = true;
-            for (i, g) in ["dq", "dk", "dv"].iter().enumerate() {
-                let (e, e_naive) = (
-                    max_abs_diff(&ours[i], &truth[i]),
-                    max_abs_diff(&naive[i], &truth[i]),
-                );
-                line += &format!(" {g} {e:.2e} (reference path in {dtype:?} {e_naive:.2e})");
-                ok &= e.is_finite()
-                    && if dtype == DType::F32 {
-                        rel(&ours[i], &truth[i]) < 1e-4
-                    } else {
-                        e <= 2.0 * e_naive.max(1e-3)
-                    };
-            }
+            let mut ok = grads_within_bar(&mut line, dtype, &ours, &truth, &naive, true);
             let plain = grads(&module, &p.device, dtype, Path::Kernels, inputs, None);
             line += ", unmasked";
-            for (i, g) in ["dq", "dk", "dv"].iter().enumerate() {
-                let (e, e_naive) = (
-                    max_abs_diff(&plain[i], &truth_plain[i]),
-                    max_abs_diff(&naive_plain[i], &truth_plain[i]),
-                );
-                line += &format!(" {g} {e:.2e}");
-                ok &= e.is_finite()
-                    && if dtype == DType::F32 {
-                        rel(&plain[i], &truth_plain[i]) < 1e-4
-                    } else {
-                        e <= 2.0 * e_naive.max(1e-3)
-                    };
-            }
-            // The forward alone, through the same family.
+            ok &= grads_within_bar(&mut line, dtype, &plain, &truth_plain, &naive_plain, false);
+            // The forward alone, through the same family, with the mask and without it (the
+            // chunks away from a segment's edges are then whole: the Hopper forward's TMA loads
+            // serve only those): its output and relative error against the reference.
             let padded =
                 |dev: &Device| Tensor::<2>::from_data(keep.to_data(), dev).lower_equal_elem(0.2);
             let to = |t: &Tensor<4>| t.clone().to_device(&device).cast(dtype);
-            let out = read(
-                module
-                    .forward_masked(
-                        to(inputs[0]),
-                        to(inputs[1]),
-                        to(inputs[2]),
-                        Some(padded(&device)),
-                    )
-                    .expect("kernels"),
-            );
-            let want = read(
-                auto.clone()
-                    .without_kernels()
-                    .forward_masked(
-                        inputs[0].clone(),
-                        inputs[1].clone(),
-                        inputs[2].clone(),
-                        Some(padded(&p.cpu)),
-                    )
-                    .expect("reference"),
-            );
-            let e_out = rel(&out, &want);
+            let forward = |masked: bool| {
+                let mask = |dev: &Device| masked.then(|| padded(dev));
+                let out = read(
+                    module
+                        .forward_masked(to(inputs[0]), to(inputs[1]), to(inputs[2]), mask(&device))
+                        .expect("kernels"),
+                );
+                let want = read(
+                    auto.clone()
+                        .without_kernels()
+                        .forward_masked(
+                            inputs[0].clone(),
+                            inputs[1].clone(),
+                            inputs[2].clone(),
+                            mask(&p.cpu),
+                        )
+                        .expect("reference"),
+                );
+                let e = rel(&out, &want);
+                (out, e)
+            };
+            let out_bar = if dtype == DType::F32 { 1e-4 } else { 2e-2 };
+            let (out, e_out) = forward(true);
             line += &format!(", out {e_out:.2e}");
-            ok &= e_out.is_finite() && e_out < if dtype == DType::F32 { 1e-4 } else { 2e-2 };
-            // And without the mask: the chunks away from a segment's edges are whole (the
-            // Hopper forward's TMA loads serve only those).
-            let plain = read(
-                module
-                    .forward_masked(to(inputs[0]), to(inputs[1]), to(inputs[2]), None)
-                    .expect("kernels"),
-            );
-            let plain_want = read(
-                auto.clone()
-                    .without_kernels()
-                    .forward_masked(
-                        inputs[0].clone(),
-                        inputs[1].clone(),
-                        inputs[2].clone(),
-                        None,
-                    )
-                    .expect("reference"),
-            );
-            let e_plain = rel(&plain, &plain_want);
+            ok &= e_out.is_finite() && e_out < out_bar;
+            let (_, e_plain) = forward(false);
             line += &format!(", out unmasked {e_plain:.2e}");
-            ok &= e_plain.is_finite() && e_plain < if dtype == DType::F32 { 1e-4 } else { 2e-2 };
+            ok &= e_plain.is_finite() && e_plain < out_bar;
             // NaN in the keys and values of padded keys must change no gradient at all.
             let poisoned = grads(
                 &module,
@@ -297,6 +257,38 @@ fn case(p: &mut Probe, pattern: DilatedPattern, families: &[KernelStrategy], d: 
             }
         }
     }
+}
+
+/// Appends each gradient's largest error against `truth` to `line` (with the reference path's
+/// in `dtype` beside it where `show_naive`), and whether all are within the bar: f32 within
+/// 1e-4 relative of `truth`, f16/bf16 within 2× the reference path's error in the same dtype
+/// (`naive`, at least 1e-3).
+fn grads_within_bar(
+    line: &mut String,
+    dtype: DType,
+    ours: &[Vec<f32>; 3],
+    truth: &[Vec<f32>; 3],
+    naive: &[Vec<f32>; 3],
+    show_naive: bool,
+) -> bool {
+    let mut ok = true;
+    for (i, g) in ["dq", "dk", "dv"].iter().enumerate() {
+        let (e, e_naive) = (
+            max_abs_diff(&ours[i], &truth[i]),
+            max_abs_diff(&naive[i], &truth[i]),
+        );
+        *line += &format!(" {g} {e:.2e}");
+        if show_naive {
+            *line += &format!(" (reference path in {dtype:?} {e_naive:.2e})");
+        }
+        ok &= e.is_finite()
+            && if dtype == DType::F32 {
+                rel(&ours[i], &truth[i]) < 1e-4
+            } else {
+                e <= 2.0 * e_naive.max(1e-3)
+            };
+    }
+    ok
 }
 
 /// `v` with NaN in the row of key `n − 1` (every head).
