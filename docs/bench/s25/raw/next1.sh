@@ -1,6 +1,6 @@
 #!/bin/bash
 # For the next device session, call 1 (~560 s; `LIMIT` cuts it). Carry .dev26 (bins.tar.xz:
-# new_bench, new_probe built from a34b7a8: the default family has the progression copies,
+# new_bench, new_probe built from 44f61ba: the default family has the progression copies,
 # `--family tma` adds whole chunks by TMA in the forward, dQ and dK/dV producers) and .gl.
 # In order: the probe's strategies on the TMA family and the default (f16; bf16 at the end; it
 # decides whether `tma_loads` becomes the default, and checks the dQ mask branch of fbb5901
