@@ -73,9 +73,12 @@ enum Family {
     Overlap,
     /// Overlap with lazy rescaling.
     OverlapLazy,
-    /// The default tuning with the Hopper kernels' producers loading whole chunks by TMA
-    /// (`Sm80Tuning::tma_loads`: forward, `dQ` and `dK/dV`).
-    Tma,
+    /// The default tuning with the Hopper kernels' producers copying every chunk row by row
+    /// instead of loading whole chunks by TMA (`Sm80Tuning::tma_loads` off).
+    Copies,
+    /// The default tuning with `dQ` inside the Hopper `dK/dV` kernel by f32 atomics
+    /// (`Sm80Tuning::fused_dq`).
+    FusedDq,
 }
 
 impl Family {
@@ -138,8 +141,12 @@ impl Family {
                 overlap_softmax: true,
                 ..Sm80Tuning::default()
             })),
-            Self::Tma => Some(KernelStrategy::Sm80(Sm80Tuning {
-                tma_loads: true,
+            Self::Copies => Some(KernelStrategy::Sm80(Sm80Tuning {
+                tma_loads: false,
+                ..Sm80Tuning::default()
+            })),
+            Self::FusedDq => Some(KernelStrategy::Sm80(Sm80Tuning {
+                fused_dq: true,
                 ..Sm80Tuning::default()
             })),
             Self::OverlapLazy => Some(KernelStrategy::Sm80(Sm80Tuning {

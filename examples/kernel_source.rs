@@ -36,8 +36,9 @@ struct Args {
     store: bool,
     /// The forward's experimental switches (`Sm80Tuning`): `overlap` (products in flight
     /// across the softmax), `wide` (128 keys a step), `paired-pv`, `lazy` (lazy rescaling),
-    /// `grid` (one cube a query tile instead of the persistent grid), `tma` (whole chunks by
-    /// TMA).
+    /// `grid` (one cube a query tile instead of the persistent grid), `copies` (every chunk by
+    /// the producer's row copies, not whole chunks by TMA); and the backward's `fused-dq` (`dQ`
+    /// inside `dK/dV`).
     #[arg(long, value_delimiter = ',')]
     switches: Vec<Switch>,
     /// Resident cubes an SM the forward's launch bounds ask for (0: as many as its shared
@@ -46,7 +47,7 @@ struct Args {
     forward_min_blocks: u8,
 }
 
-/// A forward switch of `Sm80Tuning`.
+/// An experimental switch of `Sm80Tuning`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Switch {
     Overlap,
@@ -54,7 +55,8 @@ enum Switch {
     PairedPv,
     Lazy,
     Grid,
-    Tma,
+    Copies,
+    FusedDq,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -65,7 +67,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         wide_chunks: on(Switch::Wide),
         paired_pv: on(Switch::PairedPv),
         lazy_rescale: on(Switch::Lazy),
-        tma_loads: on(Switch::Tma),
+        tma_loads: !on(Switch::Copies),
+        fused_dq: on(Switch::FusedDq),
         persistent_forward: if on(Switch::Grid) { 0 } else { u32::MAX },
         forward_min_blocks: args.forward_min_blocks,
         ..Sm80Tuning::default()

@@ -80,11 +80,17 @@ pub fn run(p: &mut Probe) {
             lazy_rescale: true,
             ..Sm80Tuning::default()
         }),
-        // Whole chunks by TMA, persistent over three cubes (the unmasked forward below is
-        // where it serves: a key mask sends every chunk through the row copies).
+        // The producers' row copies for every chunk instead of whole chunks by TMA (the
+        // default, which serves in the unmasked runs below: a key mask sends every chunk
+        // through the copies), persistent over three cubes.
         KernelStrategy::Sm80(Sm80Tuning {
-            tma_loads: true,
+            tma_loads: false,
             persistent_forward: 3,
+            ..Sm80Tuning::default()
+        }),
+        // `dQ` inside the Hopper `dK/dV` kernel (f32 atomics).
+        KernelStrategy::Sm80(Sm80Tuning {
+            fused_dq: true,
             ..Sm80Tuning::default()
         }),
     ];
@@ -99,8 +105,9 @@ pub fn run(p: &mut Probe) {
             &[
                 // The experiments first, and the default (the Hopper forward and backward)
                 // second: a probe that runs out of time has checked them.
-                families[13],
+                families[14],
                 families[6],
+                families[13],
                 families[11],
                 families[12],
                 families[10],

@@ -192,7 +192,8 @@ impl Plan {
     }
 
     /// Whether the backward's `dK/dV` runs on Hopper's warpgroup MMA
-    /// (`crate::hopper::backward_dkdv`; only where `dQ` does too).
+    /// (`crate::hopper::backward_dkdv`), with `dQ` inside it where [`fuses_dq`](Self::fuses_dq)
+    /// and on `wgmma` beside it otherwise.
     pub fn wgmma_dkdv(&self) -> bool {
         self.wgmma_dkdv
     }
@@ -200,7 +201,7 @@ impl Plan {
     /// The kernels that run, as benchmark rows and logs name them: the strategy's name, or
     /// `wgmma` where some of the sm80 family's kernels run on Hopper's warpgroup MMA.
     pub fn label(&self) -> &'static str {
-        if self.wgmma_forward || self.wgmma_dq {
+        if self.wgmma_forward || self.wgmma_dkdv {
             "wgmma"
         } else {
             self.strategy.name()
@@ -257,17 +258,37 @@ pub fn plan(
             }
         }
     };
+    // The Hopper backward: `dK/dV` on `wgmma`, and `dQ` either inside it (`fused_dq`) or on
+    // `wgmma` beside it.
+    let wgmma_dkdv = match strategy {
+        Strategy::Sm80(tuning) => {
+            tuning.wgmma_backward
+                && !windowed
+                && config.dtype != AttnDtype::F32
+                && crate::hopper::available(client)
+                && crate::hopper::backward_dq::serves_head_dim(config.head_dim)
+                && crate::hopper::backward_dkdv::serves_head_dim(config.head_dim)
+                && config.block.is_multiple_of(crate::hopper::forward::ROWS)
+        }
+        _ => false,
+    };
     let fused_dq = match strategy {
         Strategy::Sm80(tuning) => {
             tuning.fused_dq
                 && !windowed
                 && fused_dq_applies(client, config)
-                && crate::sm80::backward_dkdv::dkdv_shared_bytes(
-                    config.head_dim,
-                    config.block,
-                    strategy.row_width(),
-                    true,
-                ) <= shared_limit(client)
+                && if wgmma_dkdv {
+                    crate::hopper::backward_dkdv::shared_bytes(config.head_dim, true)
+                        <= shared_limit(client)
+                } else {
+                    matches!(config.block, 64 | 128)
+                        && crate::sm80::backward_dkdv::dkdv_shared_bytes(
+                            config.head_dim,
+                            config.block,
+                            strategy.row_width(),
+                            true,
+                        ) <= shared_limit(client)
+                }
         }
         _ => false,
     };
@@ -284,19 +305,7 @@ pub fn plan(
         }
         _ => false,
     };
-    let wgmma_dq = match strategy {
-        Strategy::Sm80(tuning) => {
-            tuning.wgmma_backward
-                && !windowed
-                && !fused_dq
-                && config.dtype != AttnDtype::F32
-                && crate::hopper::available(client)
-                && crate::hopper::backward_dq::serves_head_dim(config.head_dim)
-                && config.block.is_multiple_of(crate::hopper::forward::ROWS)
-        }
-        _ => false,
-    };
-    let wgmma_dkdv = wgmma_dq && crate::hopper::backward_dkdv::serves_head_dim(config.head_dim);
+    let wgmma_dq = wgmma_dkdv && !fused_dq;
     Ok(Plan {
         strategy,
         config: *config,
@@ -363,13 +372,12 @@ fn sm80_applies(client: &Client, config: &KernelConfig) -> bool {
     })
 }
 
-/// The fused `dQ`: `stmatrix` for the dtype, paired f32 atomic adds, and the shapes it was
-/// checked on (head dims 64 and 128, blocks of 64 or 128; with blocks of 256 and head dim 32
-/// its gradients were wrong on the H200, `docs/notes.md`).
+/// The fused `dQ`: `stmatrix` for the dtype, paired f32 atomic adds, and head dims 64 and 128
+/// (the manual-MMA kernel also takes only blocks of 64 or 128: with blocks of 256 and head
+/// dim 32 its gradients were wrong on the H200, `docs/notes.md`).
 fn fused_dq_applies(client: &Client, config: &KernelConfig) -> bool {
     let pairs = Type::atomic(Type::new(ElemType::Float(FloatKind::F32)).with_vector_size(2));
     matches!(config.head_dim, 64 | 128)
-        && matches!(config.block, 64 | 128)
         && client
             .features()
             .matmul

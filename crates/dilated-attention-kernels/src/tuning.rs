@@ -11,9 +11,12 @@ pub struct Sm80Tuning {
     pub forward_tiles: u8,
     /// 16-row MMA tiles per plane of the `dQ` kernel (1 or 2).
     pub dq_tiles: u8,
-    /// `dQ` inside the `dK/dV` kernel by f32 atomics (FlashAttention-2's backward); served for
-    /// head dims 64/128 and blocks 64/128 where the device has `stmatrix` and paired f32
-    /// atomic adds, otherwise `dQ` keeps its own kernel.
+    /// `dQ` inside the `dK/dV` kernel by f32 atomics (FlashAttention's single backward
+    /// kernel): served for head dims 64/128 where the device has `stmatrix` and paired f32
+    /// atomic adds — on Hopper's `dK/dV` (`crate::hopper::fused_dq`, five products a block
+    /// pair instead of seven), or on the manual-MMA one with blocks of 64 or 128 — otherwise
+    /// `dQ` keeps its own kernel. Off by default: the manual-MMA form was no faster on the H200
+    /// (`docs/design.md`); the Hopper form is compiled, not yet run.
     pub fused_dq: bool,
     /// Resident cubes per SM the forward asks registers for (0: no ask).
     pub forward_min_blocks: u8,
@@ -60,10 +63,9 @@ pub struct Sm80Tuning {
     /// diagonal's edge, unmasked) with two TMA copies per 64 columns — keys and values for the
     /// forward and `dQ`, queries and `dO` for `dK/dV` — from tensor maps that see the dilated
     /// rows as a strided box (`crate::hopper::tma`), instead of the copies of
-    /// `crate::hopper::ring`. Other chunks keep those. Off by default until the device probe
-    /// has checked it at head dim 128 and in the backward: on the H100 (session 25, forward
-    /// only) it made the forward 5–13 % faster at head dims 64 and 128, 64K and 128K tokens,
-    /// and was exact at head dim 64; the backward's loads are compiled, not yet run.
+    /// `crate::hopper::ring`. Other chunks keep those. On by default: on the H100 (session 26)
+    /// fwd+bwd at 128K went 5–9 % faster at head dims 64 and 128 and the forward 2–19 %, with
+    /// the device probe's errors equal to the copies' to the digit.
     pub tma_loads: bool,
 }
 
@@ -82,7 +84,7 @@ impl Default for Sm80Tuning {
             paired_pv: false,
             wide_chunks: false,
             overlap_softmax: false,
-            tma_loads: false,
+            tma_loads: true,
         }
     }
 }
@@ -95,6 +97,8 @@ mod tests {
     fn the_experimental_switches_are_off_by_default() {
         let t = Sm80Tuning::default();
         assert!(!t.paired_pv && !t.wide_chunks && !t.overlap_softmax && !t.lazy_rescale);
-        assert!(!t.tma_loads);
+        assert!(!t.fused_dq);
+        // Measured faster and exact on the GPU (session 26).
+        assert!(t.tma_loads);
     }
 }

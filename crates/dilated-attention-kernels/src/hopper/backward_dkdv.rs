@@ -12,7 +12,8 @@
 //!   the MN-major operands, `trans-b`; issued together),
 //!
 //! then `dK · scale` and `dV` are added to (or stored into) the gradient buffers. `dQ` is
-//! `super::backward_dq`'s job. At head dim 128 the two accumulators take 128 registers a unit,
+//! `super::backward_dq`'s job, or this kernel's with `fuse_dq` (`super::fused_dq`: `dSᵀ`
+//! through shared memory into `dQ = dS·K`, added by f32 atomics). At head dim 128 the two accumulators take 128 registers a unit,
 //! so a chunk's queries go in two halves of `NARROW = 32`: `Sᵀ` and `dPᵀ` are `[64, 32]`
 //! (`m64n32k16`, 16 registers each) and the gradient products contract over 32 queries —
 //! the same sums, in the same order within a half.
@@ -29,12 +30,15 @@
 //!
 //! Shapes: `q, dout: [batch, heads, n, d]`, `k, v: [batch, kv_heads, n, d]` read as 8-wide
 //! vectors, `lse, delta: [batch, heads, n]` f32, `dk, dv: [batch, heads, n, d]` (per query
-//! head; f32 accumulators, or the inputs' dtype when stored). Shared memory a cube: four stages
-//! of `2 · CHUNK · d` and the `2 · ROWS · d` key and value rows, f16/bf16 — 96 KB at head dim
-//! 64, 192 KB at 128.
+//! head; f32 accumulators, or the inputs' dtype when stored), `dq: [batch, heads, n, d]` f32
+//! (`fuse_dq` only). Shared memory a cube: four stages of `2 · CHUNK · d` and the `2 · ROWS · d`
+//! key and value rows, f16/bf16 — 96 KB at head dim 64, 192 KB at 128 — and with `fuse_dq` the
+//! 16 KB `dS` tile ([`shared_bytes`]).
 
 use cubecl::prelude::*;
 
+use super::dkdv_scores::key_scores;
+use super::fused_dq::{DS_BYTES, DS_VECTORS, add_chunk_dq, store_ds, zero_ds};
 use super::ring::{
     CONSUMERS, PRODUCERS, Ring, STAGES, consumer_registers, copy_pair, producer_registers,
     sync_consumers, whole_chunk,
@@ -51,7 +55,7 @@ use crate::addressing::{Rows, Tile, locate};
 use crate::args::{GradOperands, Operands, Pass};
 use crate::sm80::forward::{LOG2E, key_present};
 use crate::sm80::grads::{query_stats, write_key_grads};
-use crate::sm80::mma::{CHUNK, P2, Walk, exp2_approx, occupancy_hint, zero_tiles};
+use crate::sm80::mma::{CHUNK, P2, Walk, occupancy_hint, zero_tiles};
 
 /// Keys per cube: two warpgroups of one `wgmma` M (64 rows) each.
 pub(crate) const ROWS: usize = 128;
@@ -76,6 +80,15 @@ pub(crate) fn serves_head_dim(d: usize) -> bool {
     d == 64 || d == 128
 }
 
+/// Shared memory of a cube at head dim `d`, in bytes: the ring's stages, the key and value
+/// tiles, the stages' `L` and `Δ`, the ring's barriers, and the `dS` tile where `fuse_dq`.
+pub(crate) fn shared_bytes(d: usize, fuse_dq: bool) -> usize {
+    (2 * STAGES * CHUNK + 2 * ROWS) * d * 2
+        + 2 * STAGES * CHUNK * 4
+        + 16 * STAGES
+        + if fuse_dq { DS_BYTES } else { 0 }
+}
+
 #[cube(launch_unchecked, create_dummy_kernel)]
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::manual_div_ceil, clippy::manual_is_multiple_of)] // CubeCL kernel code
@@ -84,10 +97,12 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
     grad: &GradOperands<Vector<F, N>>,
     dk: &mut Tensor<G>,
     dv: &mut Tensor<G>,
+    dq: &mut Tensor<Atomic<Vector<f32, P2>>>,
     #[comptime] pass: Pass,
     #[comptime] overwrite: bool,
     #[comptime] bf16: bool,
     #[comptime] tma: bool,
+    #[comptime] fuse_dq: bool,
     qmap: &TensorMap<F, Tiled>,
     gmap: &TensorMap<F, Tiled>,
 ) {
@@ -120,6 +135,8 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
     let mut buf = Shared::<[Vector<F, N>]>::new_aligned_slice(buf_len, 1024usize);
     let mut lq = Shared::<[f32]>::new_slice(comptime!(STAGES * CHUNK));
     let mut dlt = Shared::<[f32]>::new_slice(comptime!(STAGES * CHUNK));
+    let ds_len = comptime!(if fuse_dq { DS_VECTORS } else { 8 });
+    let mut dsb = Shared::<[Vector<F, N>]>::new_aligned_slice(ds_len, 1024usize);
     let ring = Ring::new();
     // The barriers are armed for every unit; the producer starts on the ring while the
     // consumers stage the K and V tiles.
@@ -251,7 +268,9 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
     let mut dv_acc = zero_tiles(comptime!(d / 8));
     let sl2 = io.scale * LOG2E;
     let kw0 = k0 + group * 64;
-    let krow0 = kw0 + (plane % 4) * 16;
+    let pw = plane % 4;
+    let krow0 = kw0 + pw * 16;
+    let ds_at = shared_address::<Vector<F, N>>(&dsb[0..ds_len]);
     // A warpgroup whose keys all lie past the segment has nothing to add.
     let idle = kw0 >= keys.hi;
 
@@ -288,6 +307,9 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
                     key_scores(
                         &mut sd, lqs, dls, cq0, c0, krow0, 0usize, sl2, io.neg_inf, 8usize, false,
                     );
+                }
+                if comptime!(fuse_dq) {
+                    store_ds::<F, N>(&mut dsb[0..ds_len], &sd, 8usize, 4usize, 0usize, group, pw);
                 }
                 // dV += Pᵀ·dO and dK += dSᵀ·Q, issued together.
                 let o = mma_rs_add_pair(
@@ -334,6 +356,17 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
                                 false,
                             );
                         }
+                        if comptime!(fuse_dq) {
+                            store_ds::<F, N>(
+                                &mut dsb[0..ds_len],
+                                &sd,
+                                4usize,
+                                2usize,
+                                comptime!(half * NARROW),
+                                group,
+                                pw,
+                            );
+                        }
                         let pf = p_fragments_from::<F>(&sd, 0usize, 2usize);
                         let df = p_fragments_from::<F>(&sd, 2usize, 2usize);
                         // dV += Pᵀ·dO and dK += dSᵀ·Q over the half's 32 queries, a pair per
@@ -353,98 +386,42 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
                             tiles_assign(&mut dv_acc, comptime!(8 * hh), half_of(o, 0usize));
                             tiles_assign(&mut dk_acc, comptime!(8 * hh), half_of(o, 1usize));
                         }
+                    } else if comptime!(fuse_dq) {
+                        zero_ds::<F, N>(
+                            &mut dsb[0..ds_len],
+                            comptime!(half * NARROW),
+                            NARROW,
+                            group,
+                        );
                     }
                 }
             }
         }
         // `wgmma` has finished reading the stage (each call waits for its products).
         ring.release(i);
+        // The fused dQ, unless every key of the cube follows the chunk's queries (causal).
+        if comptime!(fuse_dq) && !(pass.causal && c0 + CHUNK <= k0) {
+            if skip {
+                zero_ds::<F, N>(&mut dsb[0..ds_len], 0usize, CHUNK, group);
+            }
+            add_chunk_dq::<F, N>(
+                dq,
+                io,
+                &tile,
+                &queries,
+                ds_at,
+                base + comptime!((k_at * 16) as u32),
+                c0,
+                group,
+                pw,
+                bf16,
+            );
+        }
         i += 1;
     }
     write_key_grads::<F, G, N>(
         &dk_acc, &dv_acc, dk, dv, io, &tile, &keys, krow0, pass, overwrite,
     );
-}
-
-/// `Pᵀ` into tiles `0..tiles` of `sd` (which hold `Sᵀ`) and `dSᵀ` into tiles
-/// `tiles..2·tiles` (which hold `dPᵀ`): the unit's scores of a chunk (head dim 64, 8 tiles) or
-/// of a 32-query half of one (head dim 128, 4 tiles), its queries from chunk column `col0`
-/// ([`grad_scores`](fn@grad_scores) on each pair; `masked`: the causal mask).
-#[cube]
-#[allow(clippy::too_many_arguments)] // CubeCL kernel code
-fn key_scores(
-    sd: &mut Sequence<Array<Vector<f32, P2>>>,
-    lq: &[f32],
-    dlt: &[f32],
-    cq0: usize,
-    c0: usize,
-    krow0: usize,
-    col0: usize,
-    sl2: f32,
-    neg_inf: f32,
-    #[comptime] tiles: usize,
-    #[comptime] masked: bool,
-) {
-    let lane = UNIT_POS as usize % 32;
-    let (g, t) = (lane / 4, lane % 4);
-    #[unroll]
-    for j in 0..tiles {
-        #[unroll]
-        for h in 0..2usize {
-            let key = krow0 + g + 8 * h;
-            let (x, y) = grad_scores(
-                sd.index(j)[h],
-                sd.index(comptime!(j + tiles))[h],
-                lq,
-                dlt,
-                cq0,
-                c0,
-                key,
-                col0 + j * 8 + 2 * t,
-                sl2,
-                neg_inf,
-                masked,
-            );
-            let sj = sd.index_mut(j);
-            sj[h] = x;
-            let dj = sd.index_mut(comptime!(j + tiles));
-            dj[h] = y;
-        }
-    }
-}
-
-/// `Pᵀ` and `dSᵀ` of one accumulator pair: `x` holds `Sᵀ` and `y` `dPᵀ` of `key` at chunk
-/// columns (queries) `col, col + 1`; returns `Pᵀ = 2^{log2(e)·scale·Sᵀ − L}` (0 for a
-/// causal-future query where `masked`) and `dSᵀ = Pᵀ ∘ (dPᵀ − Δ)`, `L` and `Δ` read from the
-/// stage's `lq`, `dlt` at `cq0 + col`.
-#[cube]
-#[allow(clippy::too_many_arguments)]
-fn grad_scores(
-    x: Vector<f32, P2>,
-    y: Vector<f32, P2>,
-    lq: &[f32],
-    dlt: &[f32],
-    cq0: usize,
-    c0: usize,
-    key: usize,
-    col: usize,
-    sl2: f32,
-    neg_inf: f32,
-    #[comptime] masked: bool,
-) -> (Vector<f32, P2>, Vector<f32, P2>) {
-    let mut p = x;
-    let mut ds = y;
-    #[unroll]
-    for c in 0..2usize {
-        let mut xs = x.extract(c) * sl2;
-        if comptime!(masked) {
-            xs = select(key <= c0 + col + c, xs, neg_inf);
-        }
-        let pc = exp2_approx(xs - lq[cq0 + col + c]);
-        p.insert(c, pc);
-        ds.insert(c, pc * (y.extract(c) - dlt[cq0 + col + c]));
-    }
-    (p, ds)
 }
 
 /// Loads the cube's `ROWS` gathered key and value rows from `k0` into the K-major tiles at

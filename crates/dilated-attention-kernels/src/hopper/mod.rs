@@ -13,8 +13,10 @@
 
 pub(crate) mod backward_dkdv;
 pub(crate) mod backward_dq;
+mod dkdv_scores;
 mod epilogue;
 pub(crate) mod forward;
+mod fused_dq;
 mod pipelined;
 mod ptx;
 pub(crate) mod ring;

@@ -190,10 +190,12 @@ pub fn hopper_sources(case: SourceCase) -> Result<Vec<KernelSource>, KernelError
                 grad_operands(),
                 tensor(4, 4),
                 tensor(4, 4),
+                tensor(4, 4),
                 pass,
                 case.store,
                 bf16,
                 tuning.tma_loads,
+                tuning.fused_dq,
                 gather_map(bf16),
                 gather_map(bf16),
             );

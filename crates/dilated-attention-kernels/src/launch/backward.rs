@@ -202,7 +202,7 @@ pub fn backward_class(
             // segment and shared-memory indices are bounded by comptime sizes; the fused dQ
             // adds only to rows of real tokens of the contiguous f32 `dq`.
             unsafe {
-                if !fuse && !hopper_dq {
+                if !fuse {
                     $dq::launch_unchecked::<$($t),+>(
                         client,
                         dq_count.clone(),
@@ -234,9 +234,8 @@ pub fn backward_class(
         };
     }
     use half::{bf16, f16};
-    if hopper_dq {
-        // The Hopper `dQ`, then its `dK/dV` (where `Plan::wgmma_dkdv`) or, below, the
-        // manual-MMA one.
+    if hopper_dkdv {
+        // The Hopper `dQ` (unless `dK/dV` fuses it), then its `dK/dV`.
         // Whole chunks by TMA (`crate::hopper::tma`): keys and values for `dQ`, queries and
         // `dO` for `dK/dV`, through maps of the class's dilation.
         let dilation = rows.params().dilation;
@@ -246,43 +245,46 @@ pub fn backward_class(
         macro_rules! hopper {
             ($f:ty, $g:ty, $bf16:expr) => {
                 // SAFETY: as for the launches above (the same checks cover these kernels'
-                // tensors); `Plan::wgmma_dq` holds only for unwindowed, unfused f16/bf16 plans
-                // of head dim 64 or 128 and blocks of 128 or 256 on sm_90+, and so does
-                // `Plan::wgmma_dkdv`.
+                // tensors); `Plan::wgmma_dkdv` holds only for unwindowed f16/bf16 plans of
+                // head dim 64 or 128 and blocks of 128 or 256 on sm_90+, and `Plan::wgmma_dq`
+                // for those that do not fuse `dQ`; a fused `dq` is the contiguous f32 buffer
+                // checked above, and the kernel adds only to rows of real tokens.
                 unsafe {
-                    backward_dq_wgmma::launch_unchecked::<$f, $g>(
+                    if hopper_dq {
+                        backward_dq_wgmma::launch_unchecked::<$f, $g>(
+                            client,
+                            dq_count.clone(),
+                            dq_dim,
+                            width,
+                            operands(t.q, t.k, t.v, t.mask, rows, &config),
+                            grad_operands(t.dout, t.lse, t.delta),
+                            t.dq.arg(),
+                            pass(&config, t.mask),
+                            store,
+                            $bf16,
+                            dq_tma,
+                            kmap,
+                            vmap,
+                        );
+                    }
+                    backward_dkdv_wgmma::launch_unchecked::<$f, $g>(
                         client,
-                        dq_count.clone(),
-                        dq_dim,
+                        kv_count.clone(),
+                        kv_dim,
                         width,
-                        operands(t.q, t.k, t.v, t.mask, rows, &config),
+                        operands(t.q, t.k, t.v, t.mask, cols, &config),
                         grad_operands(t.dout, t.lse, t.delta),
+                        t.dk.arg(),
+                        t.dv.arg(),
                         t.dq.arg(),
                         pass(&config, t.mask),
                         store,
                         $bf16,
-                        dq_tma,
-                        kmap,
-                        vmap,
+                        kv_tma,
+                        fuse,
+                        qmap,
+                        gmap,
                     );
-                    if hopper_dkdv {
-                        backward_dkdv_wgmma::launch_unchecked::<$f, $g>(
-                            client,
-                            kv_count.clone(),
-                            kv_dim,
-                            width,
-                            operands(t.q, t.k, t.v, t.mask, cols, &config),
-                            grad_operands(t.dout, t.lse, t.delta),
-                            t.dk.arg(),
-                            t.dv.arg(),
-                            pass(&config, t.mask),
-                            store,
-                            $bf16,
-                            kv_tma,
-                            qmap,
-                            gmap,
-                        );
-                    }
                 }
             };
         }
@@ -295,9 +297,7 @@ pub fn backward_class(
                 return Err(KernelError::unsupported("dtype", "wgmma takes f16 or bf16"));
             }
         }
-        if hopper_dkdv {
-            return Ok(());
-        }
+        return Ok(());
     }
     match (config.dtype, plan.strategy(), store) {
         (AttnDtype::F32, _, _) => {
