@@ -1,7 +1,8 @@
 //! `strategies`: every kernel family the device serves, forced through the config, forward
 //! and backward on one LongNet case with GQA, a padding mask and a tail, against the f32
 //! reference on the CPU, with the mask and without it — families must agree with the reference
-//! (f32: 1e-4 relative; f16: within 2× of the reference path in f16 on the device), NaN in the
+//! (f32: 1e-4 relative; f16: within 2× of the larger error of two same-precision paths on the
+//! device, the reference path in f16 and dense attention in f16 throughout), NaN in the
 //! keys and values of padded keys must change no gradient, NaN in the value row of the last key
 //! (causal: only the last query sees it) must change no other query's output or `dq` and no
 //! `dv`, and the automatic choice is printed.
@@ -173,6 +174,22 @@ fn case(p: &mut Probe, pattern: DilatedPattern, families: &[KernelStrategy], d: 
         // `dQ`'s chunks through the row copies).
         let truth_plain = grads(&auto, &p.cpu, DType::F32, Path::Reference, inputs, None);
         let naive_plain = grads(&auto, &p.device, dtype, Path::Reference, inputs, None);
+        // FlashAttention's yardstick besides the reference path: dense attention in the dtype
+        // throughout. The reference path keeps f32 between its ops, which FlashAttention's
+        // numerics (P and dS rounded for the products, Δ from the rounded output) do not
+        // reach: a model of both on the CPU (`docs/notes.md`, session 26) puts dq at 1.0–2.2×
+        // the reference path's error and 0.6–1.1× the dense one's.
+        let layout = auto.layout(n, heads).expect("valid layout");
+        let dense = |keep: Option<&Tensor<2>>| {
+            (dtype != DType::F32).then(|| {
+                let path = Path::DenseSameDtype(&layout);
+                grads(&auto, &p.device, dtype, path, inputs, keep)
+            })
+        };
+        let (naive, naive_plain) = (
+            Yardsticks::new(naive, dense(Some(&keep))),
+            Yardsticks::new(naive_plain, dense(None)),
+        );
         for &family in families {
             let module = auto
                 .clone()
@@ -266,36 +283,56 @@ fn case(p: &mut Probe, pattern: DilatedPattern, families: &[KernelStrategy], d: 
     }
 }
 
-/// Appends each gradient's largest error against `truth` to `line` (with the reference path's
-/// in `dtype` beside it where `show_naive`), and whether all are within the bar: f32 within
-/// 1e-4 relative of `truth`, f16/bf16 within 2× the reference path's error in the same dtype
-/// (`naive`, at least 1e-3).
+/// Appends each gradient's largest error against `truth` to `line` (with the same-precision
+/// paths' beside it where `show_naive`), and whether all are within the bar: f32 within 1e-4
+/// relative of `truth`, f16/bf16 within 2× the larger of the [`Yardsticks`]' errors (at least
+/// 1e-3).
 fn grads_within_bar(
     line: &mut String,
     dtype: DType,
     ours: &[Vec<f32>; 3],
     truth: &[Vec<f32>; 3],
-    naive: &[Vec<f32>; 3],
+    naive: &Yardsticks,
     show_naive: bool,
 ) -> bool {
     let mut ok = true;
     for (i, g) in ["dq", "dk", "dv"].iter().enumerate() {
-        let (e, e_naive) = (
-            max_abs_diff(&ours[i], &truth[i]),
-            max_abs_diff(&naive[i], &truth[i]),
-        );
+        let e = max_abs_diff(&ours[i], &truth[i]);
+        let e_path = max_abs_diff(&naive.reference[i], &truth[i]);
+        let e_dense = naive
+            .dense
+            .as_ref()
+            .map_or(0.0, |d| max_abs_diff(&d[i], &truth[i]));
         *line += &format!(" {g} {e:.2e}");
         if show_naive {
-            *line += &format!(" (reference path in {dtype:?} {e_naive:.2e})");
+            *line += &format!(" (reference path in {dtype:?} {e_path:.2e}");
+            if naive.dense.is_some() {
+                *line += &format!(", dense in {dtype:?} {e_dense:.2e}");
+            }
+            *line += ")";
         }
         ok &= e.is_finite()
             && if dtype == DType::F32 {
                 rel(&ours[i], &truth[i]) < 1e-4
             } else {
-                e <= 2.0 * e_naive.max(1e-3)
+                e <= 2.0 * e_path.max(e_dense).max(1e-3)
             };
     }
     ok
+}
+
+/// The same-precision paths an f16/bf16 family's gradients are held to: within 2× of the
+/// larger error of the reference path in the dtype (f32 between its ops) and of dense
+/// attention in the dtype throughout (FlashAttention's yardstick; `None` for f32).
+struct Yardsticks {
+    reference: [Vec<f32>; 3],
+    dense: Option<[Vec<f32>; 3]>,
+}
+
+impl Yardsticks {
+    fn new(reference: [Vec<f32>; 3], dense: Option<[Vec<f32>; 3]>) -> Self {
+        Self { reference, dense }
+    }
 }
 
 /// `v` with NaN in the row of key `n − 1` (every head).
