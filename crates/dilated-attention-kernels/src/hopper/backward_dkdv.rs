@@ -97,7 +97,7 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
     grad: &GradOperands<Vector<F, N>>,
     dk: &mut Tensor<G>,
     dv: &mut Tensor<G>,
-    dq: &mut Tensor<Atomic<Vector<f32, P2>>>,
+    dq: &mut Tensor<Vector<f32, P2>>,
     #[comptime] pass: Pass,
     #[comptime] overwrite: bool,
     #[comptime] bf16: bool,

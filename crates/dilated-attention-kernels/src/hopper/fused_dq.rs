@@ -12,8 +12,9 @@
 //!   from the tile, `K` MN-major from the staged key tile's panel `g`: contraction over all
 //!   of the cube's keys);
 //! - and adds `scale · dQ` to the query rows of real tokens of the f32 `dq: [batch, heads, n,
-//!   d]` by paired f32 atomics (`red.global.add.v2.f32`): each unit holds two adjacent columns
-//!   of a row per accumulator pair.
+//!   d]` by paired f32 reductions (`red.global.add.v2.f32`, fire and forget: CubeCL's
+//!   `fetch_add` lowers to an `atom` whose unused result ptxas still waits for): each unit
+//!   holds two adjacent columns of a row per accumulator pair.
 //!
 //! A warpgroup whose keys all follow the chunk's (or a half's) queries (causal), or lie past
 //! the segment, computes no scores but writes zeros into its columns of `dS`: both warpgroups
@@ -100,7 +101,7 @@ pub(crate) fn zero_ds<F: Float, N: Size>(
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn add_chunk_dq<F: Float, N: Size>(
-    dq: &mut Tensor<Atomic<Vector<f32, P2>>>,
+    dq: &mut Tensor<Vector<f32, P2>>,
     io: &Operands<Vector<F, N>>,
     tile: &Tile,
     queries: &Rows,
@@ -136,10 +137,23 @@ pub(crate) fn add_chunk_dq<F: Float, N: Size>(
             #[unroll]
             for j in 0..8usize {
                 let d = group * 64 + j * 8 + 2 * t;
-                dq[(at + d) / 2].fetch_add(acc.index(j)[h] * Vector::new(io.scale));
+                let x = acc.index(j)[h] * Vector::new(io.scale);
+                red_add_pair(dq, (at + d) / 2, x.extract(0usize), x.extract(1usize));
             }
         }
     }
+}
+
+/// `dq[i] += (x, y)` as one paired f32 reduction in global memory (no result comes back).
+#[cube]
+fn red_add_pair(dq: &mut Tensor<Vector<f32, P2>>, i: usize, x: f32, y: f32) {
+    let ptr = unsafe { dq.slice(i, i + 1).as_ptr_unchecked() };
+    gpu_asm!(
+        "{{ .reg .u64 g; cvta.to.global.u64 g, {p}; red.global.add.v2.f32 [g], {{{x}, {y}}}; }}",
+        p = in(_) ptr,
+        x = in(_) x,
+        y = in(_) y,
+    );
 }
 
 #[cfg(test)]
