@@ -1,6 +1,6 @@
 #!/bin/bash
 # Session 26, call 2 (~540 s; `LIMIT` cuts it). Carry .dev27 (bins.tar.xz: new_bench and
-# new_probe built from the fused-dQ commit, TMA loads on by default; `--family fused-dq`).
+# new_probe built from 811715a, TMA loads on by default; `--family fused-dq`).
 # In order: 16M on a card with > 100 GiB (issue 22's last item); the probe's strategies on the
 # first family of each case (at blocks of 128: `dQ` inside the Hopper `dK/dV`, f16, head dims
 # 64 and 128); fwd+bwd, fused against the default, both head dims.
