@@ -4,9 +4,9 @@
 # runs `dQ` inside the Hopper `dK/dV`, `--family copies` the old row copies).
 # In order: fwd+bwd at 128K, fused dQ against the default, head dims 64 and 128; the probe's
 # strategies on the first family of each case (at blocks of 128 the fused dQ; f16, held to
-# dense attention in f16 as well since 36b8954); the PyTorch peers (fwd+bwd rows too); ncu's
-# warp-state and source counters of the seed forward (per-tile overhead: the seed forward
-# runs at ~70 % of LongNet's TFLOP/s, docs/notes.md); a second A/B round.
+# dense attention in f16 as well since 36b8954); ncu's warp-state counters of the seed
+# forward (per-tile overhead: the seed forward runs at ~70 % of LongNet's TFLOP/s,
+# docs/notes.md); the PyTorch peers (fwd+bwd rows too); a second A/B round if time is left.
 start=$(date +%s)
 el() { echo $(( $(date +%s) - start )); }
 fits() { [ $(( $(el) + $1 )) -lt ${LIMIT:-560} ] || { echo "== skip $2 at $(el) s"; return 1; }; }
@@ -21,9 +21,9 @@ ab() {
   run 50 --head-dim 128 --mode both --sizes 128k --iters 10
 }
 ab
-fits 200 probe && { (cd /tmp && timeout 200 /tmp/bin/new_probe --device cuda --check strategies --dtypes f16 --families 1 > $OUT/strategies.txt 2>&1; echo rc $? >> $OUT/strategies.txt); echo "== probe at $(el) s"; }
-fits 100 torch && { (timeout 100 python3 benches/torch_baseline.py f16 both d64 65536 131072 --no-dense > $OUT/torch-d64.txt 2>&1); echo "== torch at $(el) s"; }
-fits 60 ncu && { (cd /tmp && timeout 60 ncu --clock-control none --kernel-name regex:forward_wgmma --launch-skip 2 --launch-count 1 --section WarpStateStats --section SchedulerStats --section Occupancy /tmp/bin/new_bench --device cuda --head-dim 64 --mode fwd --sizes 128k --iters 1 > $OUT/ncu-seed.txt 2>&1; echo rc $? >> $OUT/ncu-seed.txt); echo "== ncu at $(el) s"; }
+fits 180 probe && { (cd /tmp && timeout 180 /tmp/bin/new_probe --device cuda --check strategies --dtypes f16 --families 1 > $OUT/strategies.txt 2>&1; echo rc $? >> $OUT/strategies.txt); echo "== probe at $(el) s"; }
+fits 50 ncu && { (cd /tmp && timeout 50 ncu --clock-control none --kernel-name regex:forward_wgmma --launch-skip 2 --launch-count 1 --section WarpStateStats --section SchedulerStats --section Occupancy /tmp/bin/new_bench --device cuda --head-dim 64 --mode fwd --sizes 128k --iters 1 > $OUT/ncu-seed.txt 2>&1; echo rc $? >> $OUT/ncu-seed.txt); echo "== ncu at $(el) s"; }
+fits 90 torch && { (timeout 90 python3 benches/torch_baseline.py f16 both d64 65536 131072 --no-dense > $OUT/torch-d64.txt 2>&1); echo "== torch at $(el) s"; }
 ab
 grep -oE '^## .*|"pattern":"[a-z]+"|"n":[0-9]+|"mode":"[a-z+]+"|"median_ms":[0-9.]+|"status":"[^"]{0,300}' $OUT/ab.txt | paste -sd' ' | sed 's/## /\n## /g; s/"pattern"://g; s/"median_ms"://g; s/"mode"://g; s/"n"://g; s/"//g'
 grep -hoE '"impl": "[a-z-]+"|"n": [0-9]+|"pattern": "[a-z]+"|"mode": "[a-z+]+"|"median_ms": [0-9.]+' $OUT/torch-d64.txt 2>/dev/null | paste -sd' ' | sed 's/"impl"/\n/g; s/"//g'
