@@ -179,12 +179,10 @@ fn case(p: &mut Probe, pattern: DilatedPattern, families: &[KernelStrategy], d: 
         // numerics (P and dS rounded for the products, Δ from the rounded output) do not
         // reach: a model of both on the CPU (`docs/notes.md`, session 26) puts dq at 1.0–2.2×
         // the reference path's error and 0.6–1.1× the dense one's.
-        let layout = auto.layout(n, heads).expect("valid layout");
+        let layout = (dtype != DType::F32).then(|| auto.layout(n, heads).expect("valid layout"));
         let dense = |keep: Option<&Tensor<2>>| {
-            (dtype != DType::F32).then(|| {
-                let path = Path::DenseSameDtype(&layout);
-                grads(&auto, &p.device, dtype, path, inputs, keep)
-            })
+            let path = Path::DenseSameDtype(layout.as_ref()?);
+            Some(grads(&auto, &p.device, dtype, path, inputs, keep))
         };
         let (naive, naive_plain) = (
             Yardsticks::new(naive, dense(Some(&keep))),

@@ -13,10 +13,11 @@
 //!
 //! then `dK · scale` and `dV` are added to (or stored into) the gradient buffers. `dQ` is
 //! `super::backward_dq`'s job, or this kernel's with `fuse_dq` (`super::fused_dq`: `dSᵀ`
-//! through shared memory into `dQ = dS·K`, added by f32 atomics). At head dim 128 the two accumulators take 128 registers a unit,
-//! so a chunk's queries go in two halves of `NARROW = 32`: `Sᵀ` and `dPᵀ` are `[64, 32]`
-//! (`m64n32k16`, 16 registers each) and the gradient products contract over 32 queries —
-//! the same sums, in the same order within a half.
+//! through shared memory into `dQ = dS·K`, added by f32 reductions). At head dim 128 the two
+//! accumulators take 128 registers a unit, so a chunk's queries go in two halves of
+//! `NARROW = 32`: `Sᵀ` and `dPᵀ` are `[64, 32]` (`m64n32k16`, 16 registers each) and the
+//! gradient products contract over 32 queries — the same sums, in the same order within a
+//! half.
 //!
 //! A cube is 288 units at head dim 64 and 384 at 128, where a producer warpgroup gives most of
 //! its registers to the consumers (`setmaxnreg`: 40 a unit for it, 232 for them; launched,

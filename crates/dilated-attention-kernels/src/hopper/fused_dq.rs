@@ -28,23 +28,17 @@ use cubecl::prelude::*;
 use super::backward_dkdv::ROWS;
 use super::ring::sync_consumers;
 use super::tiles::tiles_assign;
-use super::wgmma::{PANEL_ROW, Product, k_major, mma_ss, mn_major};
+use super::wgmma::{PANEL_ROW, Product, k_major, mma_ss, mn_major, swizzled};
 use crate::addressing::{Rows, Tile};
 use crate::args::Operands;
 use crate::sm80::mma::{CHUNK, P2, mma_def, tiles_as_a, zero_tiles};
 
-/// 16-byte vectors of the `dS` tile: `CHUNK` rows of the cube's `ROWS` keys.
+/// 16-byte vectors of the `dS` tile: `CHUNK` rows of the cube's `ROWS` keys, in the 128-byte
+/// swizzled layout of `super::wgmma::swizzled` (row `q`, key vector column `c`).
 pub(crate) const DS_VECTORS: usize = CHUNK * ROWS / 8;
 
 /// Bytes of the `dS` tile (what the fused `dQ` adds to a cube's shared memory).
 pub(crate) const DS_BYTES: usize = DS_VECTORS * 16;
-
-/// Vector index of row `q`, key vector column `c` (keys `8c .. 8c + 8` of the cube) in the `dS`
-/// tile: panels of 64 keys, `CHUNK` rows each, 128-byte swizzle.
-#[cube]
-fn ds_vector(q: usize, c: usize) -> usize {
-    (c / 8) * comptime!(CHUNK * 8) + q * 8 + ((c % 8) ^ (q % 8))
-}
 
 /// Writes the unit's `dSᵀ` of `steps` 16-query steps into `dS`: accumulator tiles
 /// `tile0 + 2s, tile0 + 2s + 1` of `sd` hold its keys `g`, `g + 8` of its plane's 16 at
@@ -70,7 +64,7 @@ pub(crate) fn store_ds<F: Float, N: Size>(
     for s in 0..steps {
         let a = tiles_as_a::<F>(sd, comptime!(tile0 / 2 + s));
         let q = q0 + s * 16 + (m8 / 2) * 8 + r8;
-        let idx = ds_vector(q, c);
+        let idx = swizzled(q, c, CHUNK);
         mma.store_matrix::<_, P2>(&mut dsb[idx..idx + 1], &a, MatrixIdent::A, 4usize, true);
     }
 }
@@ -88,7 +82,7 @@ pub(crate) fn zero_ds<F: Float, N: Size>(
     #[unroll]
     for i in 0..comptime!(rows / 16) {
         let e = u + 128 * i;
-        let idx = ds_vector(q0 + e / 8, group * 8 + e % 8);
+        let idx = swizzled(q0 + e / 8, group * 8 + e % 8, CHUNK);
         dsb[idx] = Vector::new(F::new(0.0));
     }
 }
