@@ -104,11 +104,12 @@ pub fn run(p: &mut Probe) {
             p,
             longnet(128),
             &[
-                // The experiments first, and the default (the Hopper forward and backward)
-                // second: a probe that runs out of time has checked them.
-                families[14],
+                // The default (the Hopper forward and backward, queries and whole chunks by
+                // TMA) first, then the row copies and the experiments: a probe that runs out
+                // of time has checked the default.
                 families[6],
                 families[13],
+                families[14],
                 families[11],
                 families[12],
                 families[10],

@@ -22,7 +22,7 @@
 
 use cubecl::prelude::*;
 
-use super::forward::{ROWS, stage_queries};
+use super::query_tile::{ROWS, stage_queries};
 use super::ring::{CONSUMERS, Ring, STAGES, sync_consumers};
 use super::tiles::{p_fragments, plane_and_group, tiles_assign, tiles_into, wg_rows_bytes};
 use super::tma::{fill_or_load, map_address};

@@ -42,7 +42,7 @@ pub(crate) fn write_rows_wide<F: Float, N: Size>(
     q0: usize,
     prow0: usize,
     neg_inf: f32,
-    #[comptime] at: usize,
+    at: usize,
     #[comptime] dtiles: usize,
     #[comptime] merge: bool,
 ) {

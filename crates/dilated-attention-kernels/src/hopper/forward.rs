@@ -48,24 +48,23 @@ use cubecl::prelude::*;
 
 use super::epilogue::write_rows_wide;
 use super::pipelined::p_fragments_in_order;
+use super::query_tile::{
+    QUERY_BARRIERS, QueryTiles, load_query_tile, stage_plane_queries, whole_query_tile,
+};
 use super::ring::{CONSUMERS, FLAGS, Ring, STAGES, sync_warpgroup};
 use super::schedule::{Schedule, span, tile_at};
 pub(crate) use super::steps::Variant;
 use super::steps::{add_pv, add_pv_where, pipelined_step, score_chunk, wide_step};
-use super::tiles::{
-    p_fragments, plane_and_group, plane_vector, tile_vector, tiles_assign, wg_rows_bytes,
-};
+use super::tiles::{p_fragments, plane_and_group, tiles_assign, wg_rows_bytes};
 use super::tma::{fill_or_load, map_address};
-use super::wgmma::{Frags, PANEL_ROW, Product, k_major, mma_ss, shared_address, swizzled};
+use super::wgmma::{Frags, PANEL_ROW, Product, k_major, mma_ss, shared_address};
 use crate::addressing::{Rows, Tile};
 use crate::args::{Operands, Pass};
 use crate::sm80::forward::LOG2E;
 use crate::sm80::mma::{CHUNK, Walk, occupancy_hint, zero_tiles};
 use crate::sm80::rows::{mark_rows_from, nan_marked_rows};
 
-/// Query rows per cube: two warpgroups of one `wgmma` M (64 rows) each, sharing every staged
-/// key chunk.
-pub(crate) const ROWS: usize = 128;
+pub(crate) use super::query_tile::ROWS;
 /// Units per cube: two consumer warpgroups and the producer warp.
 pub(crate) const THREADS: usize = CONSUMERS + super::ring::PRODUCERS;
 /// Whether the forward serves head dim `d` (64 or 128).
@@ -73,10 +72,15 @@ pub(crate) fn serves_head_dim(d: usize) -> bool {
     matches!(d, 64 | 128)
 }
 
-/// Shared memory of a cube in bytes: the ring's stages of key and value chunks, the query tile,
-/// the key flags, the barriers.
-pub(crate) fn shared_bytes(head_dim: usize) -> usize {
-    (2 * STAGES * CHUNK + ROWS) * head_dim * 2 + FLAGS * 4 + 2 * STAGES * 8 + 16
+/// Shared memory of a cube in bytes: the ring's stages of key and value chunks, the query tile
+/// (two of them where the producer loads them by TMA, `super::query_tile`), the key flags, the
+/// barriers.
+pub(crate) fn shared_bytes(head_dim: usize, tma: bool) -> usize {
+    let query_tiles = if tma { 2 } else { 1 };
+    (2 * STAGES * CHUNK + query_tiles * ROWS) * head_dim * 2
+        + FLAGS * 4
+        + (2 * STAGES + QUERY_BARRIERS) * 8
+        + 16
 }
 
 #[cube(launch_unchecked, create_dummy_kernel)]
@@ -95,6 +99,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     #[comptime] persistent: bool,
     #[comptime] variant: Variant,
     schedule: &Schedule,
+    qmap: &TensorMap<F, Tiled>,
     kmap: &TensorMap<F, Tiled>,
     vmap: &TensorMap<F, Tiled>,
 ) {
@@ -106,13 +111,16 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     let (plane, group) = plane_and_group();
 
     // Vectors of one key tile (64 rows of 8 vectors); stage s holds keys at 2s, values at
-    // 2s + 1, the query tile (ROWS rows) comes last.
+    // 2s + 1, the query tile (ROWS rows; with TMA two, `super::query_tile`) comes last.
     let tv = comptime!(CHUNK * d / 8);
     let q_at = comptime!(2 * STAGES * tv);
-    let buf_len = comptime!(2 * STAGES * tv + ROWS * d / 8);
+    let qv = comptime!(ROWS * d / 8);
+    let query_tiles = comptime!(if variant.tma { 2 } else { 1 });
+    let buf_len = comptime!(2 * STAGES * tv + query_tiles * qv);
     let mut buf = Shared::<[Vector<F, N>]>::new_aligned_slice(buf_len, 1024usize);
     let mut kvalid = Shared::<[u32]>::new_slice(FLAGS);
     let ring = Ring::new();
+    let qtiles = QueryTiles::new();
     let base = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
     let tile_bytes = comptime!((tv * 16) as u32);
     // The barriers are armed for every unit; the producer starts on the ring while the
@@ -121,10 +129,14 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
 
     // Chunk `i` of the cube's walk, counted across its tiles: the ring's stage and round.
     let mut i = 0usize;
+    // Tile `j` of the cube's walk, counted over the tiles it serves: the query buffer's index
+    // and round (with TMA).
+    let mut j = 0usize;
     let (first, step, end) = span(schedule, persistent);
     if unit >= CONSUMERS {
         // Bound once, never reassigned: CubeCL hands a reassigned local to `gpu_asm!` as a
         // pointer to it, not its value (the maps are stand-ins where TMA is off).
+        let qaddr = map_address::<F>(qmap);
         let kaddr = map_address::<F>(kmap);
         let vaddr = map_address::<F>(vmap);
         let mut t = first;
@@ -135,6 +147,16 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
             let q0 = tile.qb * pass.block + sub * ROWS;
             let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
             if serves(&tile, &queries, q0) {
+                if comptime!(variant.tma) {
+                    // The tile's queries first: they land while the consumers finish the last
+                    // tile's chunks.
+                    qtiles.acquire(j);
+                    let dst = base
+                        + comptime!((q_at * 16) as u32)
+                        + comptime!((qv * 16) as u32) * (j % 2) as u32;
+                    let whole = whole_query_tile(&queries, q0);
+                    load_query_tile(&qtiles, j, qaddr, dst, &tile, &queries, q0, whole, d);
+                }
                 let mut walk = Walk::new(
                     &io.blocks,
                     &io.runs,
@@ -169,15 +191,15 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                     walk.advance(&io.runs, pass.block, windowed);
                     i += 1;
                 }
+                j += 1;
             }
             t += step;
         }
         terminate!();
     }
 
-    // K-major Q and K; each warpgroup's 64 query rows start 64 rows into a panel. MN-major V:
-    // its rows (keys) are the contraction.
-    let dq = k_major(base + comptime!((q_at * 16) as u32) + group as u32 * wg_rows_bytes());
+    // K-major Q and K (each warpgroup's 64 query rows start 64 rows into a panel of the query
+    // tile, `dq` below). MN-major V: its rows (keys) are the contraction.
     let qk = comptime!(Product {
         bf16,
         steps: (d / 16) as u32,
@@ -204,11 +226,29 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
         let q0 = tile.qb * pass.block + sub * ROWS;
         let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
         if serves(&tile, &queries, q0) {
-            // Each plane stages its own 16 rows (no other plane reads them before the barrier:
-            // the last tile's epilogue wrote through each plane's own rows too).
-            stage_plane_queries::<F, N>(&io.q, &mut buf[0..buf_len], &tile, &queries, q0, q_at, d);
-            sync_async_proxy_shared();
-            sync_warpgroup(group);
+            // The tile's query buffer (the second one for odd `j` with TMA), staged by the
+            // consumers unless the producer loaded it.
+            let at = q_at + select(comptime!(variant.tma), qv * (j % 2), 0usize);
+            if comptime!(variant.tma) {
+                qtiles.take(j);
+            }
+            let staged = comptime!(!variant.tma) || !whole_query_tile(&queries, q0);
+            if staged {
+                // Each plane stages its own 16 rows (no other plane reads them before the
+                // barrier: the last tile's epilogue wrote through each plane's own rows too).
+                stage_plane_queries::<F, N>(
+                    &io.q,
+                    &mut buf[0..buf_len],
+                    &tile,
+                    &queries,
+                    q0,
+                    at,
+                    d,
+                );
+                sync_async_proxy_shared();
+                sync_warpgroup(group);
+            }
+            let dq = k_major(base + at as u32 * 16u32 + group as u32 * wg_rows_bytes());
 
             let mut acc = zero_tiles(dtiles);
             let mut m = Array::<f32>::new(2usize);
@@ -421,10 +461,17 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                 q0,
                 prow0,
                 io.neg_inf,
-                q_at,
+                at,
                 dtiles,
                 merge,
             );
+            if comptime!(variant.tma) {
+                // The epilogue's generic writes to the buffer come before the producer's next
+                // TMA writes to it (async proxy).
+                sync_async_proxy_shared();
+                qtiles.release(j);
+            }
+            j += 1;
         }
         t += step;
     }
@@ -435,52 +482,4 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
 #[cube]
 fn serves(tile: &Tile, queries: &Rows, q0: usize) -> bool {
     tile.qb < tile.seg_blocks && q0 < queries.hi && q0 + ROWS > queries.lo
-}
-
-/// Loads the cube's `ROWS` gathered query rows of `q` (or of `dO`, which has its shape) from
-/// `q0` into the swizzled tile at vector `at` (the consumer units, `CONSUMERS` of them, load;
-/// eight adjacent units a row, a plain load a vector).
-#[cube]
-pub(crate) fn stage_queries<F: Float, N: Size>(
-    q: &Tensor<Vector<F, N>>,
-    buf: &mut [Vector<F, N>],
-    tile: &Tile,
-    queries: &Rows,
-    q0: usize,
-    #[comptime] at: usize,
-    #[comptime] head_dim: usize,
-) {
-    let nv = N::value();
-    let base = tile.batch * q.stride(0) + tile.head * q.stride(1);
-    #[unroll]
-    for i in 0..comptime!(ROWS * head_dim / 8 / CONSUMERS) {
-        let e = UNIT_POS as usize + i * CONSUMERS;
-        let (r, c) = tile_vector(e);
-        let p = queries.row(tile, q0 + r);
-        buf[at + swizzled(r, c, ROWS)] = q[(base + p * q.stride(2)) / nv + c];
-    }
-}
-
-/// Loads the calling plane's 16 rows (rows `16 · plane..` of the cube's `ROWS`) of the gathered
-/// query tile from `q0` into the swizzled tile at vector `at`: 32 lanes, eight a row.
-#[cube]
-pub(crate) fn stage_plane_queries<F: Float, N: Size>(
-    q: &Tensor<Vector<F, N>>,
-    buf: &mut [Vector<F, N>],
-    tile: &Tile,
-    queries: &Rows,
-    q0: usize,
-    #[comptime] at: usize,
-    #[comptime] head_dim: usize,
-) {
-    let nv = N::value();
-    let (plane, lane) = (UNIT_POS as usize / 32, UNIT_POS as usize % 32);
-    let base = tile.batch * q.stride(0) + tile.head * q.stride(1);
-    #[unroll]
-    for j in 0..comptime!(head_dim / 16) {
-        let (pr, c) = plane_vector(lane, j);
-        let r = plane * 16 + pr;
-        let p = queries.row(tile, q0 + r);
-        buf[at + swizzled(r, c, ROWS)] = q[(base + p * q.stride(2)) / nv + c];
-    }
 }

@@ -19,6 +19,7 @@ pub(crate) mod forward;
 mod fused_dq;
 mod pipelined;
 mod ptx;
+mod query_tile;
 pub(crate) mod ring;
 pub(crate) mod schedule;
 mod steps;

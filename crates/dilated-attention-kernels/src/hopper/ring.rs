@@ -128,13 +128,13 @@ impl Ring {
 
 /// Initialises the mbarrier at shared address `bar` to expect `count` arrivals a phase.
 #[cube]
-fn init(bar: u32, #[comptime] count: u32) {
+pub(super) fn init(bar: u32, #[comptime] count: u32) {
     gpu_asm!("mbarrier.init.shared::cta.b64 [{b}], {c};", b = in(_) bar, c = const count);
 }
 
 /// Arrives on the mbarrier at shared address `bar` (release semantics, CTA scope).
 #[cube]
-fn arrive(bar: u32) {
+pub(super) fn arrive(bar: u32) {
     gpu_asm!("mbarrier.arrive.shared::cta.b64 _, [{b}];", b = in(_) bar);
 }
 
@@ -142,7 +142,7 @@ fn arrive(bar: u32) {
 /// (acquire semantics, CTA scope). The labels are local to the braces, so the block can be
 /// inlined any number of times.
 #[cube]
-fn wait(bar: u32, parity: u32) {
+pub(super) fn wait(bar: u32, parity: u32) {
     gpu_asm!(
         "{{ .reg .pred done; WAIT: mbarrier.try_wait.parity.shared::cta.b64 done, [{b}], {p}; @!done bra WAIT; }}",
         b = in(_) bar,

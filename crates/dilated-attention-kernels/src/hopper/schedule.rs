@@ -141,23 +141,30 @@ mod tests {
 
     #[test]
     fn either_grid_asks_registers_for_two_cubes_at_head_dim_64_and_one_at_128() {
-        assert_eq!(resident_cubes(HOPPER_SHARED, shared_bytes(64), 2), 2);
-        assert_eq!(resident_cubes(HOPPER_SHARED, shared_bytes(128), 2), 1);
+        assert_eq!(resident_cubes(HOPPER_SHARED, shared_bytes(64, true), 2), 2);
+        assert_eq!(resident_cubes(HOPPER_SHARED, shared_bytes(128, true), 2), 1);
         // A device whose shared memory holds less than one cube still gets an ask of one.
-        assert_eq!(resident_cubes(48 * 1024, shared_bytes(64), 2), 1);
+        assert_eq!(resident_cubes(48 * 1024, shared_bytes(64, true), 2), 1);
         // So does a kernel capped at one cube an SM.
-        assert_eq!(resident_cubes(HOPPER_SHARED, shared_bytes(64), 1), 1);
+        assert_eq!(resident_cubes(HOPPER_SHARED, shared_bytes(64, true), 1), 1);
     }
 
     #[test]
     fn head_dim_64_holds_two_cubes_an_sm_and_128_one() {
-        let p64 = plan_persistent(u32::MAX, H100_SMS, HOPPER_SHARED, shared_bytes(64), 2, 8192);
+        let p64 = plan_persistent(
+            u32::MAX,
+            H100_SMS,
+            HOPPER_SHARED,
+            shared_bytes(64, true),
+            2,
+            8192,
+        );
         assert_eq!(p64.map(|p| (p.cubes, p.per_sm)), Some((264, 2)));
         let p128 = plan_persistent(
             u32::MAX,
             H100_SMS,
             HOPPER_SHARED,
-            shared_bytes(128),
+            shared_bytes(128, true),
             2,
             8192,
         );
@@ -166,14 +173,29 @@ mod tests {
 
     #[test]
     fn a_kernel_that_needs_an_sm_s_registers_gets_one_cube_an_sm() {
-        let p64 = plan_persistent(u32::MAX, H100_SMS, HOPPER_SHARED, shared_bytes(64), 1, 8192);
+        let p64 = plan_persistent(
+            u32::MAX,
+            H100_SMS,
+            HOPPER_SHARED,
+            shared_bytes(64, true),
+            1,
+            8192,
+        );
         assert_eq!(p64.map(|p| (p.cubes, p.per_sm)), Some((132, 1)));
     }
 
     #[test]
     fn the_grid_is_capped_by_the_tuning_and_the_tiles() {
-        let plan =
-            |cap, tiles| plan_persistent(cap, H100_SMS, HOPPER_SHARED, shared_bytes(64), 2, tiles);
+        let plan = |cap, tiles| {
+            plan_persistent(
+                cap,
+                H100_SMS,
+                HOPPER_SHARED,
+                shared_bytes(64, true),
+                2,
+                tiles,
+            )
+        };
         assert_eq!(plan(0, 8192), None);
         assert_eq!(plan(3, 8192).map(|p| p.cubes), Some(3));
         assert_eq!(plan(u32::MAX, 100).map(|p| p.cubes), Some(100));

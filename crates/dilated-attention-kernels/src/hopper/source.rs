@@ -115,7 +115,7 @@ pub fn hopper_sources(case: SourceCase) -> Result<Vec<KernelSource>, KernelError
         tma: tuning.tma_loads,
     };
     // As `launch::forward` picks them: the cubes an SM holds, which the launch bounds ask for.
-    let shared = fwd::shared_bytes(case.head_dim);
+    let shared = fwd::shared_bytes(case.head_dim, variant.tma);
     let per_sm = resident_cubes(MAX_SHARED, shared, if variant.overlap { 1 } else { 2 });
     let persistent = tuning.persistent_forward > 0;
     let min_blocks = match tuning.forward_min_blocks {
@@ -161,6 +161,7 @@ pub fn hopper_sources(case: SourceCase) -> Result<Vec<KernelSource>, KernelError
                 persistent,
                 variant,
                 ScheduleLaunch::new(SMS * per_sm * 4, 64, 8),
+                gather_map(bf16),
                 gather_map(bf16),
                 gather_map(bf16),
             );

@@ -161,7 +161,7 @@ pub(crate) fn load_whole_chunk(
 /// `mbarrier.arrive.expect_tx`: one arrival on the barrier at shared address `bar`, and
 /// `bytes` more to land in its phase.
 #[cube]
-fn arrive_expect_tx(bar: u32, #[comptime] bytes: u32) {
+pub(super) fn arrive_expect_tx(bar: u32, #[comptime] bytes: u32) {
     gpu_asm!(
         "mbarrier.arrive.expect_tx.shared::cta.b64 _, [{b}], {n};",
         b = in(_) bar,
@@ -174,7 +174,16 @@ fn arrive_expect_tx(bar: u32, #[comptime] bytes: u32) {
 /// completing its bytes on the barrier at `bar`.
 #[cube]
 #[allow(clippy::too_many_arguments)] // CubeCL kernel code
-fn load_box(map: u64, dst: u32, bar: u32, col: u32, s: u32, j: u32, head: u32, batch: u32) {
+pub(super) fn load_box(
+    map: u64,
+    dst: u32,
+    bar: u32,
+    col: u32,
+    s: u32,
+    j: u32,
+    head: u32,
+    batch: u32,
+) {
     gpu_asm!(
         "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [{d}], [{m}, {{{c}, {s}, {j}, {h}, {b}}}], [{bar}];",
         d = in(_) dst,

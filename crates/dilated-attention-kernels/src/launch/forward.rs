@@ -125,7 +125,15 @@ pub fn forward_class(
     );
     use half::{bf16, f16};
     if plan.wgmma_forward() {
-        let shared = wgmma_fwd::shared_bytes(config.head_dim);
+        // TMA needs the class's rows as one strided box: not through a ring window. The
+        // producer then loads the query tiles as well as the chunks (`crate::hopper::query_tile`),
+        // so all three tensors must be addressable.
+        let dilation = class.params().dilation;
+        let wanted = tuning.tma_loads && !windowed;
+        let (kmap, vmap, kv_tma) = gather_maps(t.k, t.v, dilation, config.dtype, wanted);
+        let (qmap, _, q_tma) = gather_maps(t.q, t.q, dilation, config.dtype, wanted);
+        let tma = kv_tma && q_tma;
+        let shared = wgmma_fwd::shared_bytes(config.head_dim, tma);
         let overlap = tuning.overlap_softmax && !tuning.wide_chunks;
         // Products in flight hold a second set of accumulators: two cubes an SM (head dim 64)
         // would leave ptxas too few registers, and it serialises every product then (its
@@ -157,14 +165,6 @@ pub fn forward_class(
         }
         let [tiles, per_head, heads] = words;
         let schedule = || ScheduleLaunch::new(tiles, per_head, heads);
-        // TMA needs the class's rows as one strided box: not through a ring window.
-        let (kmap, vmap, tma) = gather_maps(
-            t.k,
-            t.v,
-            class.params().dilation,
-            config.dtype,
-            tuning.tma_loads && !windowed,
-        );
         let variant = wgmma_fwd::Variant {
             pv_pair: tuning.paired_pv,
             wide: tuning.wide_chunks,
@@ -173,10 +173,10 @@ pub fn forward_class(
         };
         match config.dtype {
             AttnDtype::F16 => {
-                launch!(block_sparse_forward_wgmma, f16, width; merge, blocks, windowed, false, lazy, persistent, variant, schedule(), kmap, vmap)
+                launch!(block_sparse_forward_wgmma, f16, width; merge, blocks, windowed, false, lazy, persistent, variant, schedule(), qmap, kmap, vmap)
             }
             AttnDtype::BF16 => {
-                launch!(block_sparse_forward_wgmma, bf16, width; merge, blocks, windowed, true, lazy, persistent, variant, schedule(), kmap, vmap)
+                launch!(block_sparse_forward_wgmma, bf16, width; merge, blocks, windowed, true, lazy, persistent, variant, schedule(), qmap, kmap, vmap)
             }
             AttnDtype::F32 => {
                 return Err(KernelError::unsupported("dtype", "wgmma takes f16 or bf16"));

@@ -1,0 +1,201 @@
+//! The query tile of a Hopper cube: `ROWS` gathered query rows (or `dO` rows, which have their
+//! shape) in the 128-byte swizzled layout (`super::wgmma::swizzled`, panels of `ROWS` rows),
+//! staged by the consumers themselves or, in the forward with TMA, by the producer warp one
+//! tile ahead.
+//!
+//! **Staged by the consumers** ([`stage_queries`](fn@stage_queries),
+//! [`stage_plane_queries`](fn@stage_plane_queries)): plain loads, eight units a row, one
+//! 16-byte vector each, then `fence.proxy.async` and a barrier before `wgmma` reads them.
+//!
+//! **Loaded by the producer** (the forward, `Variant::tma`): the tile lives in one of two
+//! buffers, tile `j` of the cube's walk (counted over the tiles it serves) in buffer `j mod 2`.
+//! Two mbarriers a buffer, as for the ring's stages (`super::ring`):
+//! - `full[b]` (one arrival, lane 0 of the producer) completes when the producer has arrived
+//!   *and*, for a whole tile, the TMA copies have landed (`mbarrier.arrive.expect_tx`);
+//! - `empty[b]` (`CONSUMERS` arrivals) completes when both warpgroups have written their rows
+//!   of `out` through the buffer (the epilogue stages `out` there).
+//!
+//! A whole tile — all `ROWS` rows inside the query window, hence `r`-strided rows of one
+//! segment — comes as `ROWS / 64` boxes of 64 rows per 64-column panel from the gathering map
+//! over `q` (`super::tma::gather_maps`, the keys' map shape: `[batch, heads, ⌈n / r⌉, r, d]`,
+//! box `[1, 1, 64, 1, 64]`). For any other tile the producer arrives without copies and the
+//! consumers stage the rows as above. Since the producer runs up to `STAGES` chunks ahead, the
+//! next tile's queries land while the consumers still work on the last tile's chunks: the
+//! consumers' tile prologue loses its dependent global loads.
+
+use cubecl::prelude::*;
+
+use super::ring::{CONSUMERS, arrive, init, wait};
+use super::tiles::{plane_vector, tile_vector};
+use super::tma::{arrive_expect_tx, load_box};
+use super::wgmma::{PANEL_ROW, shared_address, swizzled};
+use crate::addressing::{Rows, Tile};
+use crate::sm80::mma::CHUNK;
+
+/// Query rows per cube: two warpgroups of one `wgmma` M (64 rows) each.
+pub(crate) const ROWS: usize = 128;
+
+/// Words of the two buffers' barriers (`full[0..2]`, `empty[0..2]`), 8 bytes each.
+pub(crate) const QUERY_BARRIERS: usize = 4;
+
+/// The two query buffers' mbarriers: `full[b]` at shared address `base + 8b`, `empty[b]` at
+/// `base + 8 (2 + b)`.
+#[derive(CubeType)]
+pub(crate) struct QueryTiles {
+    base: u32,
+}
+
+#[cube]
+impl QueryTiles {
+    /// Declares the barriers and has unit 0 initialise them; the caller syncs the cube (after
+    /// the ring's `fence.mbarrier_init`, which this initialisation precedes in program order)
+    /// before any unit uses them.
+    pub(crate) fn new() -> QueryTiles {
+        let bars = Shared::<[u64]>::new_aligned_slice(QUERY_BARRIERS, 8usize);
+        let tiles = QueryTiles {
+            base: shared_address::<u64>(&bars[0..QUERY_BARRIERS]),
+        };
+        if UNIT_POS == 0 {
+            #[unroll]
+            for b in 0..2usize {
+                init(tiles.full(b), 1u32);
+                init(tiles.empty(b), comptime!(CONSUMERS as u32));
+            }
+            gpu_asm!("fence.mbarrier_init.release.cluster;");
+        }
+        tiles
+    }
+
+    fn full(&self, b: usize) -> u32 {
+        self.base + b as u32 * 8u32
+    }
+
+    fn empty(&self, b: usize) -> u32 {
+        self.base + (b + 2) as u32 * 8u32
+    }
+
+    /// Producer: waits until tile `j`'s buffer is free (the consumers wrote tile `j - 2`'s
+    /// rows through it).
+    pub(crate) fn acquire(&self, j: usize) {
+        let parity = ((j / 2) as u32 & 1u32) ^ 1u32;
+        wait(self.empty(j % 2), parity);
+    }
+
+    /// Consumer: waits until tile `j`'s buffer holds its queries (whole tiles) or the producer
+    /// has passed it (the consumers stage the others).
+    pub(crate) fn take(&self, j: usize) {
+        let parity = (j / 2) as u32 & 1u32;
+        wait(self.full(j % 2), parity);
+    }
+
+    /// Consumer: this unit is done with tile `j`'s buffer.
+    pub(crate) fn release(&self, j: usize) {
+        arrive(self.empty(j % 2));
+    }
+}
+
+/// Whether the tile's `ROWS` gathered query rows from `q0` all lie inside the query window
+/// (then they are one `dilation`-strided run of one segment).
+#[cube]
+pub(crate) fn whole_query_tile(queries: &Rows, q0: usize) -> bool {
+    q0 >= queries.lo && q0 + ROWS <= queries.hi
+}
+
+/// Producer (one warp): tile `j`'s queries into its buffer at shared address `dst` — by TMA
+/// from the map at `qaddr` where `whole`, else nothing — and its `full` barrier arrived on by
+/// lane 0.
+#[cube]
+#[allow(clippy::too_many_arguments)] // CubeCL kernel code
+pub(crate) fn load_query_tile(
+    tiles: &QueryTiles,
+    j: usize,
+    qaddr: u64,
+    dst: u32,
+    tile: &Tile,
+    queries: &Rows,
+    q0: usize,
+    whole: bool,
+    #[comptime] head_dim: usize,
+) {
+    if UNIT_POS as usize % 32 == 0 {
+        let bar = tiles.full(j % 2);
+        if whole {
+            let panels = comptime!(head_dim / 64);
+            arrive_expect_tx(bar, comptime!((ROWS * head_dim * 2) as u32));
+            let row = tile.seg_start + q0 * tile.dilation - queries.origin;
+            let g = (row / tile.dilation) as u32;
+            let s = (row % tile.dilation) as u32;
+            let (head, batch) = (tile.head as u32, tile.batch as u32);
+            #[unroll]
+            for h in 0..panels {
+                #[unroll]
+                for half in 0..comptime!(ROWS / CHUNK) {
+                    // Panel h holds ROWS rows of 128 bytes; each box is CHUNK of them.
+                    let at =
+                        dst + comptime!((h * ROWS * PANEL_ROW + half * CHUNK * PANEL_ROW) as u32);
+                    let col = comptime!(64 * h as u32);
+                    load_box(
+                        qaddr,
+                        at,
+                        bar,
+                        col,
+                        s,
+                        g + comptime!((half * CHUNK) as u32),
+                        head,
+                        batch,
+                    );
+                }
+            }
+        } else {
+            arrive(bar);
+        }
+    }
+}
+
+/// Loads the cube's `ROWS` gathered query rows of `q` (or of `dO`, which has its shape) from
+/// `q0` into the swizzled tile at vector `at` (the consumer units, `CONSUMERS` of them, load;
+/// eight adjacent units a row, a plain load a vector).
+#[cube]
+pub(crate) fn stage_queries<F: Float, N: Size>(
+    q: &Tensor<Vector<F, N>>,
+    buf: &mut [Vector<F, N>],
+    tile: &Tile,
+    queries: &Rows,
+    q0: usize,
+    #[comptime] at: usize,
+    #[comptime] head_dim: usize,
+) {
+    let nv = N::value();
+    let base = tile.batch * q.stride(0) + tile.head * q.stride(1);
+    #[unroll]
+    for i in 0..comptime!(ROWS * head_dim / 8 / CONSUMERS) {
+        let e = UNIT_POS as usize + i * CONSUMERS;
+        let (r, c) = tile_vector(e);
+        let p = queries.row(tile, q0 + r);
+        buf[at + swizzled(r, c, ROWS)] = q[(base + p * q.stride(2)) / nv + c];
+    }
+}
+
+/// Loads the calling plane's 16 rows (rows `16 · plane..` of the cube's `ROWS`) of the gathered
+/// query tile from `q0` into the swizzled tile at vector `at`: 32 lanes, eight a row.
+#[cube]
+pub(crate) fn stage_plane_queries<F: Float, N: Size>(
+    q: &Tensor<Vector<F, N>>,
+    buf: &mut [Vector<F, N>],
+    tile: &Tile,
+    queries: &Rows,
+    q0: usize,
+    at: usize,
+    #[comptime] head_dim: usize,
+) {
+    let nv = N::value();
+    let (plane, lane) = (UNIT_POS as usize / 32, UNIT_POS as usize % 32);
+    let base = tile.batch * q.stride(0) + tile.head * q.stride(1);
+    #[unroll]
+    for j in 0..comptime!(head_dim / 16) {
+        let (pr, c) = plane_vector(lane, j);
+        let r = plane * 16 + pr;
+        let p = queries.row(tile, q0 + r);
+        buf[at + swizzled(r, c, ROWS)] = q[(base + p * q.stride(2)) / nv + c];
+    }
+}
