@@ -105,7 +105,7 @@ pub(crate) fn whole_query_tile(queries: &Rows, q0: usize) -> bool {
 /// from the map at `qaddr` where `whole`, else nothing — and its `full` barrier arrived on by
 /// lane 0.
 #[cube]
-#[allow(clippy::too_many_arguments)] // CubeCL kernel code
+#[allow(clippy::too_many_arguments, clippy::manual_is_multiple_of)] // CubeCL kernel code
 pub(crate) fn load_query_tile(
     tiles: &QueryTiles,
     j: usize,
