@@ -76,6 +76,9 @@ enum Family {
     /// The default tuning with the Hopper kernels' producers copying every chunk row by row
     /// instead of loading whole chunks by TMA (`Sm80Tuning::tma_loads` off).
     Copies,
+    /// The default tuning with the Hopper forward's producer loading whole query tiles by TMA
+    /// too, one tile ahead (`Sm80Tuning::tma_queries`).
+    TmaQueries,
     /// The default tuning with `dQ` inside the Hopper `dK/dV` kernel by f32 atomics
     /// (`Sm80Tuning::fused_dq`).
     FusedDq,
@@ -143,6 +146,10 @@ impl Family {
             })),
             Self::Copies => Some(KernelStrategy::Sm80(Sm80Tuning {
                 tma_loads: false,
+                ..Sm80Tuning::default()
+            })),
+            Self::TmaQueries => Some(KernelStrategy::Sm80(Sm80Tuning {
+                tma_queries: true,
                 ..Sm80Tuning::default()
             })),
             Self::FusedDq => Some(KernelStrategy::Sm80(Sm80Tuning {

@@ -94,8 +94,9 @@ struct Args {
     /// Seed of the CPU backend's random inputs.
     #[arg(long, default_value_t = 3)]
     seed: u64,
-    /// `strategies`: only the first this many families of each case (at blocks of 128 the
-    /// default comes first, then the row copies and the experiments), for a short device call.
+    /// `strategies`: only the first this many families of each case (at blocks of 128 the query
+    /// tiles by TMA and the default come first, then the row copies and the experiments), for
+    /// a short device call.
     #[arg(long)]
     families: Option<usize>,
 }

@@ -94,6 +94,12 @@ pub fn run(p: &mut Probe) {
             fused_dq: true,
             ..Sm80Tuning::default()
         }),
+        // The Hopper forward's query tiles by TMA, one tile ahead (the tail segment's last
+        // tile and masked runs keep the consumers' staging).
+        KernelStrategy::Sm80(Sm80Tuning {
+            tma_queries: true,
+            ..Sm80Tuning::default()
+        }),
     ];
     let longnet = |block| DilatedPattern::longnet(1024, block, true).expect("valid preset");
     // Blocks of 128, the Hopper forward's shape (it needs two warpgroups' rows per block),
@@ -104,9 +110,10 @@ pub fn run(p: &mut Probe) {
             p,
             longnet(128),
             &[
-                // The default (the Hopper forward and backward, queries and whole chunks by
-                // TMA) first, then the row copies and the experiments: a probe that runs out
-                // of time has checked the default.
+                // The query tiles by TMA (to be made the default once they pass) and the
+                // default (the Hopper forward and backward, whole chunks by TMA) first, then the
+                // row copies and the experiments: a probe that runs out of time has checked them.
+                families[15],
                 families[6],
                 families[13],
                 families[14],

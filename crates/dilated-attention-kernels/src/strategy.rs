@@ -301,8 +301,10 @@ pub fn plan(
                 && crate::hopper::available(client)
                 && crate::hopper::forward::serves_head_dim(config.head_dim)
                 && config.block.is_multiple_of(crate::hopper::forward::ROWS)
-                && crate::hopper::forward::shared_bytes(config.head_dim, tuning.tma_loads)
-                    <= shared_limit(client)
+                && crate::hopper::forward::shared_bytes(
+                    config.head_dim,
+                    tuning.tma_loads && tuning.tma_queries,
+                ) <= shared_limit(client)
         }
         _ => false,
     };

@@ -67,6 +67,13 @@ pub struct Sm80Tuning {
     /// fwd+bwd at 128K went 5–9 % faster at head dims 64 and 128 and the forward 2–19 %, with
     /// the device probe's errors equal to the copies' to the digit.
     pub tma_loads: bool,
+    /// With `tma_loads`, the Hopper forward's producer also loads each query tile whose 128
+    /// rows all lie in the query window by TMA, one tile ahead into a second buffer
+    /// (`crate::hopper::query_tile`; +16 KB shared at head dim 64, +32 KB at 128), instead of
+    /// the consumers staging it at the start of the tile. Off by default until the device
+    /// probe's `strategies` has passed on it (session 27: compiled, timed and checked against
+    /// the f64 oracle only, `docs/benchmarks.md`).
+    pub tma_queries: bool,
 }
 
 impl Default for Sm80Tuning {
@@ -85,6 +92,7 @@ impl Default for Sm80Tuning {
             wide_chunks: false,
             overlap_softmax: false,
             tma_loads: true,
+            tma_queries: false,
         }
     }
 }
@@ -97,7 +105,7 @@ mod tests {
     fn the_experimental_switches_are_off_by_default() {
         let t = Sm80Tuning::default();
         assert!(!t.paired_pv && !t.wide_chunks && !t.overlap_softmax && !t.lazy_rescale);
-        assert!(!t.fused_dq);
+        assert!(!t.fused_dq && !t.tma_queries);
         // Measured faster and exact on the GPU (session 26).
         assert!(t.tma_loads);
     }

@@ -36,6 +36,10 @@
 //! plane stages its own 16 rows) before their warpgroup's named barrier
 //! (`super::ring::sync_warpgroup`), each chunk by its consumers after their wait on the stage.
 //!
+//! With `Variant::queries` the producer loads each whole query tile by TMA one tile ahead into
+//! a second buffer (`super::query_tile`); otherwise, and for a tile that reaches past the query
+//! window, the consumers stage it themselves.
+//!
 //! Each plane's 16 finished rows leave through its rows of the query tile as whole 16-byte
 //! vectors (`super::epilogue`). A cube serves one tile, or on a persistent grid every
 //! `G`-th tile of the launch (`super::schedule`), the ring's chunk count running on across them.
@@ -111,11 +115,12 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     let (plane, group) = plane_and_group();
 
     // Vectors of one key tile (64 rows of 8 vectors); stage s holds keys at 2s, values at
-    // 2s + 1, the query tile (ROWS rows; with TMA two, `super::query_tile`) comes last.
+    // 2s + 1, the query tile (ROWS rows; two with `variant.queries`, `super::query_tile`)
+    // comes last.
     let tv = comptime!(CHUNK * d / 8);
     let q_at = comptime!(2 * STAGES * tv);
     let qv = comptime!(ROWS * d / 8);
-    let query_tiles = comptime!(if variant.tma { 2 } else { 1 });
+    let query_tiles = comptime!(if variant.queries { 2 } else { 1 });
     let buf_len = comptime!(2 * STAGES * tv + query_tiles * qv);
     let mut buf = Shared::<[Vector<F, N>]>::new_aligned_slice(buf_len, 1024usize);
     let mut kvalid = Shared::<[u32]>::new_slice(FLAGS);
@@ -130,7 +135,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     // Chunk `i` of the cube's walk, counted across its tiles: the ring's stage and round.
     let mut i = 0usize;
     // Tile `j` of the cube's walk, counted over the tiles it serves: the query buffer's index
-    // and round (with TMA).
+    // and round (with `variant.queries`).
     let mut j = 0usize;
     let (first, step, end) = span(schedule, persistent);
     if unit >= CONSUMERS {
@@ -147,7 +152,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
             let q0 = tile.qb * pass.block + sub * ROWS;
             let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
             if serves(&tile, &queries, q0) {
-                if comptime!(variant.tma) {
+                if comptime!(variant.queries) {
                     // The tile's queries first: they land while the consumers finish the last
                     // tile's chunks.
                     qtiles.acquire(j);
@@ -226,13 +231,13 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
         let q0 = tile.qb * pass.block + sub * ROWS;
         let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
         if serves(&tile, &queries, q0) {
-            // The tile's query buffer (the second one for odd `j` with TMA), staged by the
-            // consumers unless the producer loaded it.
-            let at = q_at + select(comptime!(variant.tma), qv * (j % 2), 0usize);
-            if comptime!(variant.tma) {
+            // The tile's query buffer (with `variant.queries` the second one for odd `j`),
+            // staged by the consumers unless the producer loaded it.
+            let at = q_at + select(comptime!(variant.queries), qv * (j % 2), 0usize);
+            if comptime!(variant.queries) {
                 qtiles.take(j);
             }
-            let staged = comptime!(!variant.tma) || !whole_query_tile(&queries, q0);
+            let staged = comptime!(!variant.queries) || !whole_query_tile(&queries, q0);
             if staged {
                 // Each plane stages its own 16 rows (no other plane reads them before the
                 // barrier: the last tile's epilogue wrote through each plane's own rows too).
@@ -465,7 +470,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                 dtiles,
                 merge,
             );
-            if comptime!(variant.tma) {
+            if comptime!(variant.queries) {
                 // The epilogue's generic writes to the buffer come before the producer's next
                 // TMA writes to it (async proxy).
                 sync_async_proxy_shared();

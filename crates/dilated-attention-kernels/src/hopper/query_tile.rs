@@ -1,13 +1,14 @@
 //! The query tile of a Hopper cube: `ROWS` gathered query rows (or `dO` rows, which have their
 //! shape) in the 128-byte swizzled layout (`super::wgmma::swizzled`, panels of `ROWS` rows),
-//! staged by the consumers themselves or, in the forward with TMA, by the producer warp one
-//! tile ahead.
+//! staged by the consumers themselves or, in the forward with `Sm80Tuning::tma_queries`, by the
+//! producer warp one tile ahead.
 //!
 //! **Staged by the consumers** ([`stage_queries`](fn@stage_queries),
 //! [`stage_plane_queries`](fn@stage_plane_queries)): plain loads, eight units a row, one
 //! 16-byte vector each, then `fence.proxy.async` and a barrier before `wgmma` reads them.
 //!
-//! **Loaded by the producer** (the forward, `Variant::tma`): the tile lives in one of two
+//! **Loaded by the producer** (the forward, `Variant::queries`, `Sm80Tuning::tma_queries`): the
+//! tile lives in one of two
 //! buffers, tile `j` of the cube's walk (counted over the tiles it serves) in buffer `j mod 2`.
 //! Two mbarriers a buffer, as for the ring's stages (`super::ring`):
 //! - `full[b]` (one arrival, lane 0 of the producer) completes when the producer has arrived

@@ -113,9 +113,10 @@ pub fn hopper_sources(case: SourceCase) -> Result<Vec<KernelSource>, KernelError
         wide: tuning.wide_chunks,
         overlap: tuning.overlap_softmax && !tuning.wide_chunks,
         tma: tuning.tma_loads,
+        queries: tuning.tma_loads && tuning.tma_queries,
     };
     // As `launch::forward` picks them: the cubes an SM holds, which the launch bounds ask for.
-    let shared = fwd::shared_bytes(case.head_dim, variant.tma);
+    let shared = fwd::shared_bytes(case.head_dim, variant.queries);
     let per_sm = resident_cubes(MAX_SHARED, shared, if variant.overlap { 1 } else { 2 });
     let persistent = tuning.persistent_forward > 0;
     let min_blocks = match tuning.forward_min_blocks {

@@ -35,6 +35,9 @@ pub(crate) struct Variant {
     pub overlap: bool,
     /// The producer loads whole chunks by TMA (`super::tma`) from the launch's tensor maps.
     pub tma: bool,
+    /// With `tma`: the producer loads whole query tiles by TMA too, one tile ahead into a
+    /// second buffer (`super::query_tile`); otherwise the consumers stage them.
+    pub queries: bool,
 }
 
 /// One wide step (`Variant::wide`): chunks in stages `kv0 / CHUNK` and the next, whose keys

@@ -125,15 +125,20 @@ pub fn forward_class(
     );
     use half::{bf16, f16};
     if plan.wgmma_forward() {
-        // TMA needs the class's rows as one strided box: not through a ring window. The
-        // producer then loads the query tiles as well as the chunks (`crate::hopper::query_tile`),
-        // so all three tensors must be addressable.
+        // TMA needs the class's rows as one strided box: not through a ring window. With
+        // `tma_queries` the producer loads the query tiles too (`crate::hopper::query_tile`).
         let dilation = class.params().dilation;
         let wanted = tuning.tma_loads && !windowed;
-        let (kmap, vmap, kv_tma) = gather_maps(t.k, t.v, dilation, config.dtype, wanted);
-        let (qmap, _, q_tma) = gather_maps(t.q, t.q, dilation, config.dtype, wanted);
-        let tma = kv_tma && q_tma;
-        let shared = wgmma_fwd::shared_bytes(config.head_dim, tma);
+        let (kmap, vmap, tma) = gather_maps(t.k, t.v, dilation, config.dtype, wanted);
+        let (qmap, _, q_tma) = gather_maps(
+            t.q,
+            t.q,
+            dilation,
+            config.dtype,
+            wanted && tuning.tma_queries,
+        );
+        let queries = tma && q_tma;
+        let shared = wgmma_fwd::shared_bytes(config.head_dim, queries);
         let overlap = tuning.overlap_softmax && !tuning.wide_chunks;
         // Products in flight hold a second set of accumulators: two cubes an SM (head dim 64)
         // would leave ptxas too few registers, and it serialises every product then (its
@@ -170,6 +175,7 @@ pub fn forward_class(
             wide: tuning.wide_chunks,
             overlap,
             tma,
+            queries,
         };
         match config.dtype {
             AttnDtype::F16 => {
