@@ -7,6 +7,8 @@
 # target/environment/; its database comes back under $OUT/env/ (copy it to target/environment/
 # and carry that path with the same .dev29 in a later call: the probe then starts warm — the
 # cache keys carry the binary's build id, so it serves only the same binaries).
+# The probe runs with CUBECL_AUTOTUNE_LEVEL=minimal (Burn's matmuls in its reference paths tune
+# fewer candidates: less NVRTC on a cold machine; the probe judges numerics, not speed).
 # In order: the probe (correctness of the new family, f16, both head dims, masked and not),
 # the forward A/B tma-queries/default at both head dims (two rounds, opposite order), fwd+bwd
 # at 128K once each, the PyTorch peers' forward rows at both head dims.
@@ -16,7 +18,7 @@ fits() { [ $(( $(el) + $1 )) -lt ${LIMIT:-570} ] || { echo "== skip $2 at $(el) 
 mkdir -p /tmp/bin
 xz -T4 -dc .dev29/bins.tar.xz | tar xf - -C /tmp/bin; chmod +x /tmp/bin/*
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee $OUT/ab.txt
-fits 300 probe && { (timeout ${PROBE:-300} /tmp/bin/new_probe --device cuda --check strategies --dtypes f16 --families 2 > $OUT/strategies.txt 2>&1; echo rc $? >> $OUT/strategies.txt); echo "== probe at $(el) s"; }
+fits 300 probe && { (CUBECL_AUTOTUNE_LEVEL=minimal timeout ${PROBE:-300} /tmp/bin/new_probe --device cuda --check strategies --dtypes f16 --families 2 > $OUT/strategies.txt 2>&1; echo rc $? >> $OUT/strategies.txt); echo "== probe at $(el) s"; }
 run() { fits $1 "$*" || return; echo "## $*" >> $OUT/ab.txt; (timeout $1 /tmp/bin/new_bench --device cuda "${@:2}" >> $OUT/ab.txt 2>&1); echo "== $* at $(el) s"; }
 for fam in tma-queries auto auto tma-queries; do
   run 25 --head-dim 64 --mode fwd --sizes 64k,128k --iters 20 --family $fam
