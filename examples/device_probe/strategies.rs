@@ -95,7 +95,7 @@ pub fn run(p: &mut Probe) {
             ..Sm80Tuning::default()
         }),
         // The Hopper forward's query tiles by TMA, one tile ahead (the tail segment's last
-        // tile and masked runs keep the consumers' staging).
+        // tile, which reaches past the segment's tokens, keeps the consumers' staging).
         KernelStrategy::Sm80(Sm80Tuning {
             tma_queries: true,
             ..Sm80Tuning::default()
