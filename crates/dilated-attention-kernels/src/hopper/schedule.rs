@@ -139,10 +139,21 @@ mod tests {
     const H100_SMS: u32 = 132;
     const HOPPER_SHARED: usize = 227 * 1024;
 
-    #[test]
-    fn either_grid_asks_registers_for_two_cubes_at_head_dim_64_and_one_at_128() {
-        assert_eq!(resident_cubes(HOPPER_SHARED, shared_bytes(64, true), 2), 2);
-        assert_eq!(resident_cubes(HOPPER_SHARED, shared_bytes(128, true), 2), 1);
+    #[rstest::rstest]
+    fn either_grid_asks_registers_for_two_cubes_at_head_dim_64_and_one_at_128(
+        #[values(false, true)] tma_queries: bool,
+    ) {
+        // The second query buffer (`Sm80Tuning::tma_queries`) keeps two cubes at head dim 64.
+        assert_eq!(
+            resident_cubes(HOPPER_SHARED, shared_bytes(64, tma_queries), 2),
+            2
+        );
+        assert_eq!(
+            resident_cubes(HOPPER_SHARED, shared_bytes(128, tma_queries), 2),
+            1
+        );
+        // And the head-dim-128 cube still fits the SM with it.
+        assert!(shared_bytes(128, tma_queries) <= HOPPER_SHARED);
         // A device whose shared memory holds less than one cube still gets an ask of one.
         assert_eq!(resident_cubes(48 * 1024, shared_bytes(64, true), 2), 1);
         // So does a kernel capped at one cube an SM.
