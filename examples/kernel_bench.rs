@@ -79,6 +79,9 @@ enum Family {
     /// The default tuning with the Hopper forward's producer loading whole query tiles by TMA
     /// too, one tile ahead (`Sm80Tuning::tma_queries`).
     TmaQueries,
+    /// Query tiles by TMA with the tiles and chunk positions handed by the producer
+    /// (`Sm80Tuning::handed_tiles`).
+    Handoff,
     /// The default tuning with `dQ` inside the Hopper `dK/dV` kernel by f32 atomics
     /// (`Sm80Tuning::fused_dq`).
     FusedDq,
@@ -150,6 +153,11 @@ impl Family {
             })),
             Self::TmaQueries => Some(KernelStrategy::Sm80(Sm80Tuning {
                 tma_queries: true,
+                ..Sm80Tuning::default()
+            })),
+            Self::Handoff => Some(KernelStrategy::Sm80(Sm80Tuning {
+                tma_queries: true,
+                handed_tiles: true,
                 ..Sm80Tuning::default()
             })),
             Self::FusedDq => Some(KernelStrategy::Sm80(Sm80Tuning {

@@ -37,7 +37,8 @@ struct Args {
     /// The forward's experimental switches (`Sm80Tuning`): `overlap` (products in flight
     /// across the softmax), `wide` (128 keys a step), `paired-pv`, `lazy` (lazy rescaling),
     /// `grid` (one cube a query tile instead of the persistent grid), `copies` (every chunk by
-    /// the producer's row copies, not whole chunks by TMA), `queries` (query tiles by TMA too);
+    /// the producer's row copies, not whole chunks by TMA), `queries` (query tiles by TMA too), `handoff` (with `queries`: tiles and chunk positions
+    /// handed by the producer);
     /// and the backward's `fused-dq` (`dQ` inside `dK/dV`).
     #[arg(long, value_delimiter = ',')]
     switches: Vec<Switch>,
@@ -57,6 +58,7 @@ enum Switch {
     Grid,
     Copies,
     Queries,
+    Handoff,
     FusedDq,
 }
 
@@ -69,7 +71,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         paired_pv: on(Switch::PairedPv),
         lazy_rescale: on(Switch::Lazy),
         tma_loads: !on(Switch::Copies),
-        tma_queries: on(Switch::Queries),
+        tma_queries: on(Switch::Queries) || on(Switch::Handoff),
+        handed_tiles: on(Switch::Handoff),
         fused_dq: on(Switch::FusedDq),
         persistent_forward: if on(Switch::Grid) { 0 } else { u32::MAX },
         forward_min_blocks: args.forward_min_blocks,

@@ -95,7 +95,7 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     seed: u64,
     /// `strategies`: only the first this many families of each case (at blocks of 128 the query
-    /// tiles by TMA and the default come first, then the row copies and the experiments), for
+    /// tiles by TMA, with and without the handoff, and the default come first, then the row copies and the experiments), for
     /// a short device call.
     #[arg(long)]
     families: Option<usize>,

@@ -100,6 +100,12 @@ pub fn run(p: &mut Probe) {
             tma_queries: true,
             ..Sm80Tuning::default()
         }),
+        // The same with the tiles and chunk positions handed by the producer.
+        KernelStrategy::Sm80(Sm80Tuning {
+            tma_queries: true,
+            handed_tiles: true,
+            ..Sm80Tuning::default()
+        }),
     ];
     let longnet = |block| DilatedPattern::longnet(1024, block, true).expect("valid preset");
     // Blocks of 128, the Hopper forward's shape (it needs two warpgroups' rows per block),
@@ -110,9 +116,11 @@ pub fn run(p: &mut Probe) {
             p,
             longnet(128),
             &[
-                // The query tiles by TMA (to be made the default once they pass) and the
-                // default (the Hopper forward and backward, whole chunks by TMA) first, then the
-                // row copies and the experiments: a probe that runs out of time has checked them.
+                // The query tiles by TMA with and without the handoff (to be made the default
+                // once they pass) and the default (the Hopper forward and backward, whole chunks
+                // by TMA) first, then the row copies and the experiments: a probe that runs out
+                // of time has checked them.
+                families[16],
                 families[15],
                 families[6],
                 families[13],

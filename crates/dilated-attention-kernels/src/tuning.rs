@@ -74,6 +74,12 @@ pub struct Sm80Tuning {
     /// probe's `strategies` has passed on it (session 27: compiled, timed and checked against
     /// the f64 oracle only, `docs/benchmarks.md`).
     pub tma_queries: bool,
+    /// With `tma_queries`, the Hopper forward's producer also hands the consumers each tile
+    /// and each chunk's first key through shared memory (`crate::hopper::forward_producer`),
+    /// so the consumers neither locate their tiles (`params` loads, divisions) nor walk the
+    /// layout rows. Off by default: compiled offline only (session 27; ptxas sm_90a, head dim
+    /// 64: 96 registers and no spill, where the default spills 40 bytes outside the loop).
+    pub handed_tiles: bool,
 }
 
 impl Default for Sm80Tuning {
@@ -93,6 +99,7 @@ impl Default for Sm80Tuning {
             overlap_softmax: false,
             tma_loads: true,
             tma_queries: false,
+            handed_tiles: false,
         }
     }
 }
@@ -105,7 +112,7 @@ mod tests {
     fn the_experimental_switches_are_off_by_default() {
         let t = Sm80Tuning::default();
         assert!(!t.paired_pv && !t.wide_chunks && !t.overlap_softmax && !t.lazy_rescale);
-        assert!(!t.fused_dq && !t.tma_queries);
+        assert!(!t.fused_dq && !t.tma_queries && !t.handed_tiles);
         // Measured faster and exact on the GPU (session 26).
         assert!(t.tma_loads);
     }

@@ -51,16 +51,17 @@
 use cubecl::prelude::*;
 
 use super::epilogue::write_rows_wide;
+use super::forward_producer::produce;
 use super::pipelined::p_fragments_in_order;
 use super::query_tile::{
-    QUERY_BARRIERS, QueryTiles, load_query_tile, stage_plane_queries, whole_query_tile,
+    HANDOFF, QUERY_BARRIERS, QueryTiles, TILE_EMPTY, TILE_END, handed_chunk, handed_tile,
+    stage_plane_queries, whole_query_tile,
 };
 use super::ring::{CONSUMERS, FLAGS, Ring, STAGES, sync_warpgroup};
 use super::schedule::{Schedule, span, tile_at};
 pub(crate) use super::steps::Variant;
 use super::steps::{add_pv, add_pv_where, pipelined_step, score_chunk, wide_step};
 use super::tiles::{p_fragments, plane_and_group, tiles_assign, wg_rows_bytes};
-use super::tma::{fill_or_load, map_address};
 use super::wgmma::{Frags, PANEL_ROW, Product, k_major, mma_ss, shared_address};
 use crate::addressing::{Rows, Tile};
 use crate::args::{Operands, Pass};
@@ -84,6 +85,7 @@ pub(crate) fn shared_bytes(head_dim: usize, tma: bool) -> usize {
     (2 * STAGES * CHUNK + query_tiles * ROWS) * head_dim * 2
         + FLAGS * 4
         + (2 * STAGES + QUERY_BARRIERS) * 8
+        + HANDOFF * 4
         + 16
 }
 
@@ -124,6 +126,8 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     let buf_len = comptime!(2 * STAGES * tv + query_tiles * qv);
     let mut buf = Shared::<[Vector<F, N>]>::new_aligned_slice(buf_len, 1024usize);
     let mut kvalid = Shared::<[u32]>::new_slice(FLAGS);
+    // The producer's handed tiles and chunk positions (`super::query_tile`, `variant.handoff`).
+    let mut handoff = Shared::<[u32]>::new_slice(HANDOFF);
     let ring = Ring::new();
     let qtiles = QueryTiles::new();
     let base = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
@@ -139,67 +143,25 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     let mut j = 0usize;
     let (first, step, end) = span(schedule, persistent);
     if unit >= CONSUMERS {
-        // Bound once, never reassigned: CubeCL hands a reassigned local to `gpu_asm!` as a
-        // pointer to it, not its value (the maps are stand-ins where TMA is off).
-        let qaddr = map_address::<F>(qmap);
-        let kaddr = map_address::<F>(kmap);
-        let vaddr = map_address::<F>(vmap);
-        let mut t = first;
-        while t < end {
-            let (tile, sub) = tile_at(
-                &io.params, schedule, t, subtiles, pass.block, windowed, persistent,
-            );
-            let q0 = tile.qb * pass.block + sub * ROWS;
-            let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
-            if serves(&tile, &queries, q0) {
-                if comptime!(variant.queries) {
-                    // The tile's queries first: they land while the consumers finish the last
-                    // tile's chunks.
-                    qtiles.acquire(j);
-                    let dst = base
-                        + comptime!((q_at * 16) as u32)
-                        + comptime!((qv * 16) as u32) * (j % 2) as u32;
-                    let whole = whole_query_tile(&queries, q0);
-                    load_query_tile(&qtiles, j, qaddr, dst, &tile, &queries, q0, whole, d);
-                }
-                let mut walk = Walk::new(
-                    &io.blocks,
-                    &io.runs,
-                    tile.csr_base + tile.qb,
-                    keys.first_block(pass.block),
-                    keys.end_block(pass.block),
-                    windowed,
-                );
-                while walk.live() {
-                    ring.acquire(i);
-                    let first = walk.first(pass.block);
-                    fill_or_load::<F, N>(
-                        &ring,
-                        i,
-                        &io.k,
-                        &io.v,
-                        &io.mask,
-                        &mut buf[0..buf_len],
-                        &mut kvalid[0..FLAGS],
-                        base,
-                        kaddr,
-                        vaddr,
-                        &tile,
-                        &keys,
-                        first,
-                        first + CHUNK > q0 + 1,
-                        d,
-                        pass.masked,
-                        pass.causal,
-                        variant.tma,
-                    );
-                    walk.advance(&io.runs, pass.block, windowed);
-                    i += 1;
-                }
-                j += 1;
-            }
-            t += step;
-        }
+        produce::<F, N>(
+            io,
+            &mut buf[0..buf_len],
+            &mut kvalid[0..FLAGS],
+            &mut handoff[0..HANDOFF],
+            &ring,
+            &qtiles,
+            base,
+            schedule,
+            qmap,
+            kmap,
+            vmap,
+            pass,
+            windowed,
+            persistent,
+            variant,
+            q_at,
+            qv,
+        );
         terminate!();
     }
 
@@ -223,20 +185,36 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     });
     let sl2 = io.scale * LOG2E;
 
+    // With `variant.handoff` the producer hands the tiles (the served ones, then an end
+    // marker); otherwise each consumer works out its cube's tiles itself.
     let mut t = first;
-    while t < end {
-        let (tile, sub) = tile_at(
-            &io.params, schedule, t, subtiles, pass.block, windowed, persistent,
-        );
+    let mut more = comptime!(variant.handoff) || t < end;
+    while more {
+        if comptime!(variant.handoff) {
+            qtiles.take(j);
+        }
+        let (tile, sub, flags) = if comptime!(variant.handoff) {
+            handed_tile(&handoff[0..HANDOFF], j)
+        } else {
+            let (tile, sub) = tile_at(
+                &io.params, schedule, t, subtiles, pass.block, windowed, persistent,
+            );
+            (tile, sub, 0u32)
+        };
         let q0 = tile.qb * pass.block + sub * ROWS;
         let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
-        if serves(&tile, &queries, q0) {
+        let served = if comptime!(variant.handoff) {
+            flags & TILE_END == 0u32
+        } else {
+            serves(&tile, &queries, q0)
+        };
+        if served {
             // The tile's query buffer (with `variant.queries` the second one for odd `j`),
             // staged by the consumers unless the producer loaded it.
-            let at = q_at + select(comptime!(variant.queries), qv * (j % 2), 0usize);
-            if comptime!(variant.queries) {
+            if comptime!(variant.queries && !variant.handoff) {
                 qtiles.take(j);
             }
+            let at = q_at + select(comptime!(variant.queries), qv * (j % 2), 0usize);
             let staged = comptime!(!variant.queries) || !whole_query_tile(&queries, q0);
             if staged {
                 // Each plane stages its own 16 rows (no other plane reads them before the
@@ -269,14 +247,24 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
             let mut poison = Array::<u32>::new(2usize);
             poison[0] = 0u32;
             poison[1] = 0u32;
-            let mut walk = Walk::new(
-                &io.blocks,
-                &io.runs,
-                tile.csr_base + tile.qb,
-                keys.first_block(pass.block),
-                keys.end_block(pass.block),
-                windowed,
-            );
+            // With `variant.handoff` the producer hands each chunk's position: no walk here.
+            let mut walk = if comptime!(variant.handoff) {
+                Walk::idle()
+            } else {
+                Walk::new(
+                    &io.blocks,
+                    &io.runs,
+                    tile.csr_base + tile.qb,
+                    keys.first_block(pass.block),
+                    keys.end_block(pass.block),
+                    windowed,
+                )
+            };
+            let mut live = if comptime!(variant.handoff) {
+                flags & TILE_EMPTY == 0u32
+            } else {
+                walk.live()
+            };
 
             // With `variant.overlap`: the probabilities of chunk `held_i` (values at shared
             // address `held_v`), whose `P·V` goes with the next step.
@@ -285,16 +273,31 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
             let mut held_i = 0usize;
             // A valid shared address even when nothing is held (`add_pv_where` reads it then).
             let mut held_v = base;
-            while walk.live() {
-                let k0 = walk.first(pass.block);
-                walk.advance(&io.runs, pass.block, windowed);
+            while live {
                 let stage = i % STAGES;
-                ring.take(i);
+                let k0 = if comptime!(variant.handoff) {
+                    ring.take(i);
+                    let (k0, last) = handed_chunk(&handoff[0..HANDOFF], i);
+                    live = !last;
+                    k0
+                } else {
+                    let k0 = walk.first(pass.block);
+                    walk.advance(&io.runs, pass.block, windowed);
+                    live = walk.live();
+                    ring.take(i);
+                    k0
+                };
                 if comptime!(variant.wide) {
                     // The block's next chunk, in the next stage: a block holds an even number
                     // of chunks, so every walk pairs up and a pair starts on an even stage.
-                    walk.advance(&io.runs, pass.block, windowed);
                     ring.take(i + 1);
+                    if comptime!(variant.handoff) {
+                        let (_, last) = handed_chunk(&handoff[0..HANDOFF], i + 1);
+                        live = !last;
+                    } else {
+                        walk.advance(&io.runs, pass.block, windowed);
+                        live = walk.live();
+                    }
                 }
                 // The landed chunk becomes visible to `wgmma`.
                 sync_async_proxy_shared();
@@ -478,13 +481,18 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
             }
             j += 1;
         }
-        t += step;
+        if comptime!(variant.handoff) {
+            more = served;
+        } else {
+            t += step;
+            more = t < end;
+        }
     }
 }
 
 /// Whether a tile has query rows to serve: its block lies in its segment and its 128 rows meet
 /// the query window.
 #[cube]
-fn serves(tile: &Tile, queries: &Rows, q0: usize) -> bool {
+pub(crate) fn serves(tile: &Tile, queries: &Rows, q0: usize) -> bool {
     tile.qb < tile.seg_blocks && q0 < queries.hi && q0 + ROWS > queries.lo
 }

@@ -16,6 +16,7 @@ pub(crate) mod backward_dq;
 mod dkdv_scores;
 mod epilogue;
 pub(crate) mod forward;
+mod forward_producer;
 mod fused_dq;
 mod pipelined;
 mod ptx;

@@ -26,7 +26,7 @@
 
 use cubecl::prelude::*;
 
-use super::ring::{CONSUMERS, arrive, init, wait};
+use super::ring::{CONSUMERS, STAGES, arrive, init, wait};
 use super::tiles::{plane_vector, tile_vector};
 use super::tma::{arrive_expect_tx, load_box};
 use super::wgmma::{PANEL_ROW, shared_address, swizzled};
@@ -93,6 +93,93 @@ impl QueryTiles {
     pub(crate) fn release(&self, j: usize) {
         arrive(self.empty(j % 2));
     }
+
+    /// Producer lane 0: its arrival on tile `j`'s `full` barrier, with no copies (the end
+    /// marker, [`hand_end`](fn@hand_end)).
+    pub(crate) fn arrive_full(&self, j: usize) {
+        arrive(self.full(j % 2));
+    }
+}
+
+/// Words a query buffer's handed tile takes in the handoff words: the [`Tile`] fields, `sub`
+/// and a flags word ([`TILE_EMPTY`], [`TILE_END`]).
+const TILE_WORDS: usize = 32;
+/// The flags word of a handed tile.
+const FLAGS_WORD: usize = 16;
+/// Words of the handoff (`Variant::queries`): a handed tile a query buffer, then one word a
+/// ring stage, the stage's chunk position.
+pub(crate) const HANDOFF: usize = 2 * TILE_WORDS + STAGES;
+/// A handed tile whose layout row has no chunk.
+pub(crate) const TILE_EMPTY: u32 = 1;
+/// No tile: the cube's walk is over.
+pub(crate) const TILE_END: u32 = 2;
+/// A chunk position's mark of the tile's last chunk.
+const LAST_CHUNK: u32 = 1u32 << 31;
+
+/// Producer lane 0: tile `j` (and its part `sub`) into its buffer's handed words.
+#[cube]
+pub(crate) fn hand_tile(words: &mut [u32], j: usize, tile: &Tile, sub: usize, flags: u32) {
+    let at = TILE_WORDS * (j % 2);
+    words[at] = tile.qb as u32;
+    words[at + 1] = tile.head as u32;
+    words[at + 2] = tile.kv_head as u32;
+    words[at + 3] = tile.batch as u32;
+    words[at + 4] = tile.tokens as u32;
+    words[at + 5] = tile.seg_blocks as u32;
+    words[at + 6] = tile.dilation as u32;
+    words[at + 7] = tile.seg_start as u32;
+    words[at + 8] = tile.csr_base as u32;
+    words[at + 9] = tile.q_lo as u32;
+    words[at + 10] = tile.q_hi as u32;
+    words[at + 11] = tile.k_lo as u32;
+    words[at + 12] = tile.k_hi as u32;
+    words[at + 13] = tile.q_origin as u32;
+    words[at + 14] = tile.k_origin as u32;
+    words[at + 15] = sub as u32;
+    words[at + FLAGS_WORD] = flags;
+}
+
+/// Producer lane 0: the end marker in tile `j`'s handed words.
+#[cube]
+pub(crate) fn hand_end(words: &mut [u32], j: usize) {
+    words[TILE_WORDS * (j % 2) + FLAGS_WORD] = TILE_END;
+}
+
+/// Consumer: handed tile `j` as `(tile, sub, flags)`.
+#[cube]
+pub(crate) fn handed_tile(words: &[u32], j: usize) -> (Tile, usize, u32) {
+    let at = TILE_WORDS * (j % 2);
+    let tile = Tile {
+        qb: words[at] as usize,
+        head: words[at + 1] as usize,
+        kv_head: words[at + 2] as usize,
+        batch: words[at + 3] as usize,
+        tokens: words[at + 4] as usize,
+        seg_blocks: words[at + 5] as usize,
+        dilation: words[at + 6] as usize,
+        seg_start: words[at + 7] as usize,
+        csr_base: words[at + 8] as usize,
+        q_lo: words[at + 9] as usize,
+        q_hi: words[at + 10] as usize,
+        k_lo: words[at + 11] as usize,
+        k_hi: words[at + 12] as usize,
+        q_origin: words[at + 13] as usize,
+        k_origin: words[at + 14] as usize,
+    };
+    (tile, words[at + 15] as usize, words[at + FLAGS_WORD])
+}
+
+/// Producer lane 0: chunk `i`'s first gathered key and whether it is its tile's last.
+#[cube]
+pub(crate) fn hand_chunk(words: &mut [u32], i: usize, k0: usize, last: bool) {
+    words[2 * TILE_WORDS + i % STAGES] = k0 as u32 | select(last, LAST_CHUNK, 0u32);
+}
+
+/// Consumer: chunk `i`'s first gathered key and whether it is its tile's last.
+#[cube]
+pub(crate) fn handed_chunk(words: &[u32], i: usize) -> (usize, bool) {
+    let w = words[2 * TILE_WORDS + i % STAGES];
+    ((w & !LAST_CHUNK) as usize, (w & LAST_CHUNK) != 0u32)
 }
 
 /// Whether the tile's `ROWS` gathered query rows from `q0` all lie inside the query window

@@ -114,6 +114,7 @@ pub fn hopper_sources(case: SourceCase) -> Result<Vec<KernelSource>, KernelError
         overlap: tuning.overlap_softmax && !tuning.wide_chunks,
         tma: tuning.tma_loads,
         queries: tuning.tma_loads && tuning.tma_queries,
+        handoff: tuning.tma_loads && tuning.tma_queries && tuning.handed_tiles,
     };
     // As `launch::forward` picks them: the cubes an SM holds, which the launch bounds ask for.
     let shared = fwd::shared_bytes(case.head_dim, variant.queries);

@@ -38,6 +38,10 @@ pub(crate) struct Variant {
     /// With `tma`: the producer loads whole query tiles by TMA too, one tile ahead into a
     /// second buffer (`super::query_tile`); otherwise the consumers stage them.
     pub queries: bool,
+    /// With `queries`: the producer also hands the consumers each tile and each chunk's
+    /// position (`super::forward_producer`); otherwise the consumers locate their tiles and
+    /// walk the layout rows themselves.
+    pub handoff: bool,
 }
 
 /// One wide step (`Variant::wide`): chunks in stages `kv0 / CHUNK` and the next, whose keys

@@ -176,6 +176,7 @@ pub fn forward_class(
             overlap,
             tma,
             queries,
+            handoff: queries && tuning.handed_tiles,
         };
         match config.dtype {
             AttnDtype::F16 => {

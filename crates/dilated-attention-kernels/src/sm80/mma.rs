@@ -375,6 +375,20 @@ impl Walk {
         walk
     }
 
+    /// A walk with no chunk, for a kernel whose chunk positions come from elsewhere (the
+    /// Hopper forward's handoff, `crate::hopper::query_tile`).
+    pub(crate) fn idle() -> Walk {
+        Walk {
+            run: 0usize,
+            run_end: 0usize,
+            blk: 0usize,
+            blk_end: 0usize,
+            c0: 0usize,
+            lo: 0usize,
+            hi: 0usize,
+        }
+    }
+
     /// Moves to the first run from the current one that has a block in `[lo, hi)`, and to its
     /// first such block.
     fn settle(&mut self, runs: &Tensor<u32>, #[comptime] windowed: bool) {
