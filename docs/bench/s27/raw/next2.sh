@@ -1,12 +1,12 @@
 #!/bin/bash
 # For the next device session, call 2, on an H200 (> 100 GiB; `kind: nvidia-h200`): issue 22's
 # last item, the seed layout at 16M tokens (forward and backward, time and memory), with the
-# chunked-launch and >2^32-element checks. Carry .dev29 (and target/environment if call 1
+# chunked-launch and >2^32-element checks. Carry .dev30 (and target/environment if call 1
 # returned its cache database for the same binaries).
 start=$(date +%s)
 el() { echo $(( $(date +%s) - start )); }
 mkdir -p /tmp/bin
-xz -T4 -dc .dev29/bins.tar.xz | tar xf - -C /tmp/bin; chmod +x /tmp/bin/*
+xz -T4 -dc .dev30/bins.tar.xz | tar xf - -C /tmp/bin; chmod +x /tmp/bin/*
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee $OUT/scale.txt
 MEM=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
 if [ "$MEM" -gt 100000 ]; then
