@@ -2,13 +2,18 @@
 //! the tile's queries (with `Variant::queries`) and then its chunks of keys and values into the
 //! ring (`super::ring`, `super::tma`).
 //!
-//! With `Variant::handoff` (which needs `Variant::queries`) the producer also hands the consumers what they would otherwise
-//! work out themselves (`super::query_tile`): the tile itself (its `Tile` fields, written with
-//! the query buffer's `full` arrival, so the consumers skip `tile_at`'s divisions and parameter
-//! loads), each chunk's first key and whether it is the tile's last (written with the chunk's
-//! `full` arrival, so the consumers do not walk the layout row), and after its last tile an end
-//! marker. Lane 0 writes every handed word before its own arrival on the barrier that
-//! publishes it; the consumers read them after their wait.
+//! With `Variant::handoff` (which needs `Variant::queries`) the producer also hands the
+//! consumers what they would otherwise work out themselves (`super::query_tile`):
+//! - the tile itself, its `Tile` fields and part, written with the query buffer's `full`
+//!   arrival, so the consumers skip `tile_at`'s divisions and parameter loads;
+//! - each chunk's first key and whether it is the tile's last, written with the chunk's `full`
+//!   arrival, so the consumers do not walk the layout row;
+//! - after its last tile, an end marker.
+//!
+//! Lane 0 writes every handed word before its own arrival on the barrier that publishes it; the
+//! consumers read them after their wait and before their release, so the next round's write
+//! cannot overtake the read. Shapes: as `super::forward` (`k, v: [batch, kv_heads, n, d]`,
+//! `q: [batch, heads, n, d]`, 8-wide vectors).
 
 use cubecl::prelude::*;
 
@@ -99,8 +104,9 @@ pub(crate) fn produce<F: Float, N: Size>(
             while walk.live() {
                 ring.acquire(i);
                 let k0 = walk.first(pass.block);
-                walk.advance(&io.runs, pass.block, windowed);
                 if comptime!(variant.handoff) {
+                    // Whether this chunk is the tile's last is known once the walk has moved on.
+                    walk.advance(&io.runs, pass.block, windowed);
                     if lane0 {
                         hand_chunk(handoff, i, k0, !walk.live());
                     }
@@ -125,6 +131,9 @@ pub(crate) fn produce<F: Float, N: Size>(
                     pass.causal,
                     variant.tma,
                 );
+                if comptime!(!variant.handoff) {
+                    walk.advance(&io.runs, pass.block, windowed);
+                }
                 i += 1;
             }
             j += 1;
