@@ -129,7 +129,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     // The producer's handed tiles and chunk positions (`super::query_tile`, `variant.handoff`).
     let mut handoff = Shared::<[u32]>::new_slice(HANDOFF);
     let ring = Ring::new();
-    let qtiles = QueryTiles::new();
+    let qtiles = QueryTiles::new(variant.queries);
     let base = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
     let tile_bytes = comptime!((tv * 16) as u32);
     // The barriers are armed for every unit; the producer starts on the ring while the

@@ -48,15 +48,14 @@ pub(crate) struct QueryTiles {
 
 #[cube]
 impl QueryTiles {
-    /// Declares the barriers and has unit 0 initialise them; the caller syncs the cube (after
-    /// the ring's `fence.mbarrier_init`, which this initialisation precedes in program order)
-    /// before any unit uses them.
-    pub(crate) fn new() -> QueryTiles {
+    /// Declares the barriers and, where the kernel `uses` them, has unit 0 initialise them;
+    /// the caller syncs the cube before any unit uses them.
+    pub(crate) fn new(#[comptime] uses: bool) -> QueryTiles {
         let bars = Shared::<[u64]>::new_aligned_slice(QUERY_BARRIERS, 8usize);
         let tiles = QueryTiles {
             base: shared_address::<u64>(&bars[0..QUERY_BARRIERS]),
         };
-        if UNIT_POS == 0 {
+        if comptime!(uses) && UNIT_POS == 0 {
             #[unroll]
             for b in 0..2usize {
                 init(tiles.full(b), 1u32);
