@@ -1,6 +1,6 @@
 #!/bin/bash
 # For the next device session, call 1 (~570 s; `LIMIT` cuts it). Carry .dev30 (bins.tar.xz:
-# new_bench and new_probe built from cbc4e8b: `--family tma-queries` is the Hopper forward with
+# new_bench and new_probe built from cc8db51: `--family tma-queries` is the Hopper forward with
 # its query tiles by TMA (`Sm80Tuning::tma_queries`), `--family handoff` that plus the tiles and
 # chunk positions handed by the producer (`Sm80Tuning::handed_tiles`); the probe's strategies
 # check those two first at blocks of 128, then the default).
