@@ -54,7 +54,7 @@ use super::epilogue::write_rows_wide;
 use super::forward_producer::produce;
 use super::pipelined::p_fragments_in_order;
 use super::query_tile::{
-    HANDOFF, QUERY_BARRIERS, QueryTiles, TILE_EMPTY, TILE_END, handed_chunk, handed_tile,
+    HANDOFF, QUERY_BARRIERS, TILE_EMPTY, TILE_END, handed_chunk, handed_tile, query_ring,
     stage_plane_queries, whole_query_tile,
 };
 use super::ring::{CONSUMERS, FLAGS, Ring, STAGES, sync_warpgroup};
@@ -129,7 +129,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     // The producer's handed tiles and chunk positions (`super::query_tile`, `variant.handoff`).
     let mut handoff = Shared::<[u32]>::new_slice(HANDOFF);
     let ring = Ring::new();
-    let qtiles = QueryTiles::new(variant.queries);
+    let qtiles = query_ring(variant.queries);
     let base = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
     let tile_bytes = comptime!((tv * 16) as u32);
     // The barriers are armed for every unit; the producer starts on the ring while the

@@ -19,8 +19,7 @@ use cubecl::prelude::*;
 
 use super::forward::serves;
 use super::query_tile::{
-    QueryTiles, ROWS, TILE_EMPTY, hand_chunk, hand_end, hand_tile, load_query_tile,
-    whole_query_tile,
+    ROWS, TILE_EMPTY, hand_chunk, hand_end, hand_tile, load_query_tile, whole_query_tile,
 };
 use super::ring::Ring;
 use super::schedule::{Schedule, span, tile_at};
@@ -45,7 +44,7 @@ pub(crate) fn produce<F: Float, N: Size>(
     kvalid: &mut [u32],
     handoff: &mut [u32],
     ring: &Ring,
-    qtiles: &QueryTiles,
+    qtiles: &Ring,
     base: u32,
     schedule: &Schedule,
     qmap: &TensorMap<F, Tiled>,

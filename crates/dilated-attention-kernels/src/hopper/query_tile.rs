@@ -8,9 +8,9 @@
 //! 16-byte vector each, then `fence.proxy.async` and a barrier before `wgmma` reads them.
 //!
 //! **Loaded by the producer** (the forward, `Variant::queries`, `Sm80Tuning::tma_queries`): the
-//! tile lives in one of two
-//! buffers, tile `j` of the cube's walk (counted over the tiles it serves) in buffer `j mod 2`.
-//! Two mbarriers a buffer, as for the ring's stages (`super::ring`):
+//! tile lives in one of two buffers, tile `j` of the cube's walk (counted over the tiles it
+//! serves) in buffer `j mod 2`. The buffers are a ring of two ([`query_ring`](fn@query_ring),
+//! `super::ring::Ring`), two mbarriers a buffer:
 //! - `full[b]` (one arrival, lane 0 of the producer) completes when the producer has arrived
 //!   *and*, for a whole tile, the TMA copies have landed (`mbarrier.arrive.expect_tx`);
 //! - `empty[b]` (`CONSUMERS` arrivals) completes when both warpgroups have written their rows
@@ -26,78 +26,27 @@
 
 use cubecl::prelude::*;
 
-use super::ring::{CONSUMERS, STAGES, arrive, init, wait};
+use super::ring::{CONSUMERS, Ring, STAGES};
 use super::tiles::{plane_vector, tile_vector};
 use super::tma::{arrive_expect_tx, load_box};
-use super::wgmma::{PANEL_ROW, shared_address, swizzled};
+use super::wgmma::{PANEL_ROW, swizzled};
 use crate::addressing::{Rows, Tile};
 use crate::sm80::mma::CHUNK;
 
 /// Query rows per cube: two warpgroups of one `wgmma` M (64 rows) each.
 pub(crate) const ROWS: usize = 128;
 
-/// Words of the two buffers' barriers (`full[0..2]`, `empty[0..2]`), 8 bytes each.
-pub(crate) const QUERY_BARRIERS: usize = 4;
+/// Buffers of query tiles (`Variant::queries`): a ring of two (`super::ring::Ring`).
+pub(crate) const QUERY_BUFFERS: usize = 2;
+/// Words of the query buffers' barriers (`full[0..2]`, `empty[0..2]`), 8 bytes each.
+pub(crate) const QUERY_BARRIERS: usize = 2 * QUERY_BUFFERS;
 
-/// The two query buffers' mbarriers: `full[b]` at shared address `base + 8b`, `empty[b]` at
-/// `base + 8 (2 + b)`.
-#[derive(CubeType)]
-pub(crate) struct QueryTiles {
-    base: u32,
-}
-
+/// The query buffers' ring: tile `j` in buffer `j mod 2`; a `full` phase is one arrival (lane 0
+/// of the producer, with the TMA bytes where the tile is whole), an `empty` phase the consumers'
+/// after their epilogue. Its barriers are initialised only where the kernel `uses` them.
 #[cube]
-impl QueryTiles {
-    /// Declares the barriers and, where the kernel `uses` them, has unit 0 initialise them;
-    /// the caller syncs the cube before any unit uses them.
-    pub(crate) fn new(#[comptime] uses: bool) -> QueryTiles {
-        let bars = Shared::<[u64]>::new_aligned_slice(QUERY_BARRIERS, 8usize);
-        let tiles = QueryTiles {
-            base: shared_address::<u64>(&bars[0..QUERY_BARRIERS]),
-        };
-        if comptime!(uses) && UNIT_POS == 0 {
-            #[unroll]
-            for b in 0..2usize {
-                init(tiles.full(b), 1u32);
-                init(tiles.empty(b), comptime!(CONSUMERS as u32));
-            }
-            gpu_asm!("fence.mbarrier_init.release.cluster;");
-        }
-        tiles
-    }
-
-    fn full(&self, b: usize) -> u32 {
-        self.base + b as u32 * 8u32
-    }
-
-    fn empty(&self, b: usize) -> u32 {
-        self.base + (b + 2) as u32 * 8u32
-    }
-
-    /// Producer: waits until tile `j`'s buffer is free (the consumers wrote tile `j - 2`'s
-    /// rows through it).
-    pub(crate) fn acquire(&self, j: usize) {
-        let parity = ((j / 2) as u32 & 1u32) ^ 1u32;
-        wait(self.empty(j % 2), parity);
-    }
-
-    /// Consumer: waits until tile `j`'s buffer holds its queries (whole tiles) or the producer
-    /// has passed it (the consumers stage the others).
-    pub(crate) fn take(&self, j: usize) {
-        let parity = (j / 2) as u32 & 1u32;
-        wait(self.full(j % 2), parity);
-    }
-
-    /// Consumer: this unit is done with tile `j`'s buffer.
-    pub(crate) fn release(&self, j: usize) {
-        arrive(self.empty(j % 2));
-    }
-
-    /// Producer lane 0: its arrival on tile `j`'s `full` barrier, with no copies (the end
-    /// marker, [`hand_end`](fn@hand_end)).
-    pub(crate) fn arrive_full(&self, j: usize) {
-        arrive(self.full(j % 2));
-    }
+pub(crate) fn query_ring(#[comptime] uses: bool) -> Ring {
+    Ring::with(QUERY_BUFFERS, 1u32, uses)
 }
 
 /// Words a query buffer's handed tile takes in the handoff words: the [`Tile`] fields, `sub`
@@ -194,7 +143,7 @@ pub(crate) fn whole_query_tile(queries: &Rows, q0: usize) -> bool {
 #[cube]
 #[allow(clippy::too_many_arguments, clippy::manual_is_multiple_of)] // CubeCL kernel code
 pub(crate) fn load_query_tile(
-    tiles: &QueryTiles,
+    tiles: &Ring,
     j: usize,
     qaddr: u64,
     dst: u32,
@@ -205,7 +154,7 @@ pub(crate) fn load_query_tile(
     #[comptime] head_dim: usize,
 ) {
     if UNIT_POS as usize % 32 == 0 {
-        let bar = tiles.full(j % 2);
+        let bar = tiles.full_address(j);
         if whole {
             let panels = comptime!(head_dim / 64);
             arrive_expect_tx(bar, comptime!((ROWS * head_dim * 2) as u32));
@@ -234,7 +183,7 @@ pub(crate) fn load_query_tile(
                 }
             }
         } else {
-            arrive(bar);
+            tiles.arrive_full(j);
         }
     }
 }

@@ -48,26 +48,40 @@ pub(crate) const PRODUCERS: usize = 32;
 /// Consumer units: two warpgroups.
 pub(crate) const CONSUMERS: usize = 256;
 
-/// The ring's `2 · STAGES` mbarriers: `full[s]` at shared address `base + 8s`, `empty[s]` at
-/// `base + 8 (STAGES + s)`.
+/// A ring's `2 · depth` mbarriers: `full[s]` at shared address `base + 8s`, `empty[s]` at
+/// `base + 8 (depth + s)`. The chunk ring has `STAGES` stages; the Hopper forward's query
+/// buffers (`super::query_tile`) are a ring of two.
 #[derive(CubeType)]
 pub(crate) struct Ring {
     base: u32,
+    #[cube(comptime)]
+    depth: usize,
 }
 
 #[cube]
 impl Ring {
-    /// Declares the barriers and has unit 0 initialise them; the caller syncs the cube before
-    /// any unit uses them.
+    /// The chunk ring: `STAGES` stages, a `full` phase of `PRODUCERS` arrivals.
     pub(crate) fn new() -> Ring {
-        let bars = Shared::<[u64]>::new_aligned_slice(comptime!(2 * STAGES), 8usize);
+        Ring::with(STAGES, PRODUCERS as u32, true)
+    }
+
+    /// Declares a ring of `depth` stages whose `full` phases complete on `producers` arrivals
+    /// (plus their copies) and `empty` phases on `CONSUMERS`, and, where the kernel `uses` it,
+    /// has unit 0 initialise the barriers; the caller syncs the cube before any unit uses them.
+    pub(crate) fn with(
+        #[comptime] depth: usize,
+        #[comptime] producers: u32,
+        #[comptime] uses: bool,
+    ) -> Ring {
+        let bars = Shared::<[u64]>::new_aligned_slice(comptime!(2 * depth), 8usize);
         let ring = Ring {
-            base: shared_address::<u64>(&bars[0..comptime!(2 * STAGES)]),
+            base: shared_address::<u64>(&bars[0..comptime!(2 * depth)]),
+            depth,
         };
-        if UNIT_POS == 0 {
+        if comptime!(uses) && UNIT_POS == 0 {
             #[unroll]
-            for s in 0..STAGES {
-                init(ring.full(s), comptime!(PRODUCERS as u32));
+            for s in 0..depth {
+                init(ring.full(s), producers);
                 init(ring.empty(s), comptime!(CONSUMERS as u32));
             }
             // The initialised barriers become visible to the other units (and to the async
@@ -84,19 +98,19 @@ impl Ring {
 
     /// Shared address of `empty[s]`.
     fn empty(&self, s: usize) -> u32 {
-        self.base + (s + STAGES) as u32 * 8u32
+        self.base + (s + self.depth) as u32 * 8u32
     }
 
-    /// Producer: waits until stage `i % STAGES` is free for chunk `i`.
+    /// Producer: waits until stage `i % depth` is free for chunk `i`.
     pub(crate) fn acquire(&self, i: usize) {
-        let parity = ((i / STAGES) as u32 & 1u32) ^ 1u32;
-        wait(self.empty(i % STAGES), parity);
+        let parity = ((i / self.depth) as u32 & 1u32) ^ 1u32;
+        wait(self.empty(i % self.depth), parity);
     }
 
-    /// Producer: this unit's copies and stores into stage `i % STAGES` are issued; the stage
+    /// Producer: this unit's copies and stores into stage `i % depth` are issued; the stage
     /// is full once they land and every producer unit has arrived.
     pub(crate) fn publish(&self, i: usize) {
-        let bar = self.full(i % STAGES);
+        let bar = self.full(i % self.depth);
         // One more pending arrival, made when this unit's `cp.async` copies land...
         gpu_asm!("cp.async.mbarrier.arrive.shared::cta.b64 [{b}];", b = in(_) bar);
         // ...and this unit's own.
@@ -105,36 +119,36 @@ impl Ring {
 
     /// Shared address of the `full` barrier of chunk `i`'s stage (for `super::tma`).
     pub(crate) fn full_address(&self, i: usize) -> u32 {
-        self.full(i % STAGES)
+        self.full(i % self.depth)
     }
 
     /// Producer: this unit's arrival on chunk `i`'s `full` barrier, with no copies of its own
     /// to wait for (a chunk loaded by TMA, `super::tma`).
     pub(crate) fn arrive_full(&self, i: usize) {
-        arrive(self.full(i % STAGES));
+        arrive(self.full(i % self.depth));
     }
 
     /// Consumer: waits until chunk `i` is in its stage.
     pub(crate) fn take(&self, i: usize) {
-        let parity = (i / STAGES) as u32 & 1u32;
-        wait(self.full(i % STAGES), parity);
+        let parity = (i / self.depth) as u32 & 1u32;
+        wait(self.full(i % self.depth), parity);
     }
 
     /// Consumer: this unit is done reading chunk `i`'s stage.
     pub(crate) fn release(&self, i: usize) {
-        arrive(self.empty(i % STAGES));
+        arrive(self.empty(i % self.depth));
     }
 }
 
 /// Initialises the mbarrier at shared address `bar` to expect `count` arrivals a phase.
 #[cube]
-pub(super) fn init(bar: u32, #[comptime] count: u32) {
+fn init(bar: u32, #[comptime] count: u32) {
     gpu_asm!("mbarrier.init.shared::cta.b64 [{b}], {c};", b = in(_) bar, c = const count);
 }
 
 /// Arrives on the mbarrier at shared address `bar` (release semantics, CTA scope).
 #[cube]
-pub(super) fn arrive(bar: u32) {
+fn arrive(bar: u32) {
     gpu_asm!("mbarrier.arrive.shared::cta.b64 _, [{b}];", b = in(_) bar);
 }
 
@@ -142,7 +156,7 @@ pub(super) fn arrive(bar: u32) {
 /// (acquire semantics, CTA scope). The labels are local to the braces, so the block can be
 /// inlined any number of times.
 #[cube]
-pub(super) fn wait(bar: u32, parity: u32) {
+fn wait(bar: u32, parity: u32) {
     gpu_asm!(
         "{{ .reg .pred done; WAIT: mbarrier.try_wait.parity.shared::cta.b64 done, [{b}], {p}; @!done bra WAIT; }}",
         b = in(_) bar,
