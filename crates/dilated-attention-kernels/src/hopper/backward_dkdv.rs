@@ -143,14 +143,7 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
     // consumers stage the K and V tiles.
     sync_cube();
 
-    let mut walk = Walk::new(
-        &io.blocks,
-        &io.runs,
-        tile.csr_base + tile.qb,
-        queries.first_block(pass.block),
-        queries.end_block(pass.block),
-        false,
-    );
+    let mut walk = Walk::of_tile(&io.blocks, &io.runs, &tile, &queries, pass.block, false);
     let mut i = 0usize;
     if unit >= CONSUMERS {
         if comptime!(share) {

@@ -84,14 +84,7 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
     // consumers stage the Q and dO tiles.
     sync_cube();
 
-    let mut walk = Walk::new(
-        &io.blocks,
-        &io.runs,
-        tile.csr_base + tile.qb,
-        keys.first_block(pass.block),
-        keys.end_block(pass.block),
-        false,
-    );
+    let mut walk = Walk::of_tile(&io.blocks, &io.runs, &tile, &keys, pass.block, false);
     let mut i = 0usize;
     if unit >= CONSUMERS {
         // Bound once: `gpu_asm!` must get their values (`super::tma`).

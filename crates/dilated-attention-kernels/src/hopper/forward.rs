@@ -251,14 +251,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
             let mut walk = if comptime!(variant.handoff) {
                 Walk::idle()
             } else {
-                Walk::new(
-                    &io.blocks,
-                    &io.runs,
-                    tile.csr_base + tile.qb,
-                    keys.first_block(pass.block),
-                    keys.end_block(pass.block),
-                    windowed,
-                )
+                Walk::of_tile(&io.blocks, &io.runs, &tile, &keys, pass.block, windowed)
             };
             let mut live = if comptime!(variant.handoff) {
                 flags & TILE_EMPTY == 0u32

@@ -76,14 +76,7 @@ pub(crate) fn produce<F: Float, N: Size>(
         let q0 = tile.qb * pass.block + sub * ROWS;
         let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
         if serves(&tile, &queries, q0) {
-            let mut walk = Walk::new(
-                &io.blocks,
-                &io.runs,
-                tile.csr_base + tile.qb,
-                keys.first_block(pass.block),
-                keys.end_block(pass.block),
-                windowed,
-            );
+            let mut walk = Walk::of_tile(&io.blocks, &io.runs, &tile, &keys, pass.block, windowed);
             if comptime!(variant.queries) {
                 // The tile and its queries first: they land while the consumers finish the
                 // last tile's chunks.

@@ -88,14 +88,7 @@ pub(crate) fn backward_dkdv_mma<F: Float, G: Float, N: Size>(
     let l_base = tile.batch * grad.lse.stride(0) + tile.head * grad.lse.stride(1);
     let d_base = tile.batch * grad.delta.stride(0) + tile.head * grad.delta.stride(1);
 
-    let mut walk = Walk::new(
-        &io.blocks,
-        &io.runs,
-        tile.csr_base + tile.qb,
-        queries.first_block(pass.block),
-        queries.end_block(pass.block),
-        windowed,
-    );
+    let mut walk = Walk::of_tile(&io.blocks, &io.runs, &tile, &queries, pass.block, windowed);
     if walk.live() {
         let first = walk.first(pass.block);
         let b = &mut buf[0..buf_len];

@@ -104,14 +104,7 @@ pub(crate) fn backward_dq_mma<F: Float, G: Float, N: Size>(
     let bar0 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
     let bar1 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
 
-    let mut walk = Walk::new(
-        &io.blocks,
-        &io.runs,
-        tile.csr_base + tile.qb,
-        keys.first_block(pass.block),
-        keys.end_block(pass.block),
-        windowed,
-    );
+    let mut walk = Walk::of_tile(&io.blocks, &io.runs, &tile, &keys, pass.block, windowed);
     if walk.live() {
         let first = walk.first(pass.block);
         let b = &mut buf[0..buf_len];

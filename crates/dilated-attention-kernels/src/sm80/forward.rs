@@ -120,14 +120,7 @@ pub(crate) fn block_sparse_forward_mma<F: Float, N: Size>(
     let bar0 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
     let bar1 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
 
-    let mut walk = Walk::new(
-        &io.blocks,
-        &io.runs,
-        tile.csr_base + tile.qb,
-        keys.first_block(pass.block),
-        keys.end_block(pass.block),
-        windowed,
-    );
+    let mut walk = Walk::of_tile(&io.blocks, &io.runs, &tile, &keys, pass.block, windowed);
     if walk.live() {
         let first = walk.first(pass.block);
         issue_pair::<F, N>(

@@ -375,6 +375,27 @@ impl Walk {
         walk
     }
 
+    /// The walk of `tile`'s layout row (`row_ptr`/`runs` as in `crate::args::ClassCsr`, the
+    /// row of its query block, or of its key block in a transposed layout) over the blocks
+    /// of `block` tokens that meet `rows` (the other side's window).
+    pub(crate) fn of_tile(
+        row_ptr: &Tensor<u32>,
+        runs: &Tensor<u32>,
+        tile: &Tile,
+        rows: &Rows,
+        #[comptime] block: usize,
+        #[comptime] windowed: bool,
+    ) -> Walk {
+        Walk::new(
+            row_ptr,
+            runs,
+            tile.csr_base + tile.qb,
+            rows.first_block(block),
+            rows.end_block(block),
+            windowed,
+        )
+    }
+
     /// A walk with no chunk, for a kernel whose chunk positions come from elsewhere (the
     /// Hopper forward's handoff, `crate::hopper::query_tile`).
     pub(crate) fn idle() -> Walk {
