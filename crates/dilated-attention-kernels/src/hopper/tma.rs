@@ -218,9 +218,9 @@ fn address_of<F: Float>(_map: &TensorMap<F, Tiled>) -> u64 {
 
 /// The tensor maps of a launch over `a` and `b` (`[batch, heads, n, d]`, f16 or bf16: `k` and
 /// `v` for the forward and `dQ`, `q` and `dO` for `dK/dV`) for a class of dilation `dilation`,
-/// and whether they are the gathering maps: only where `wanted` and TMA can address the tensors (16-byte aligned start, strides in whole
-/// 16-byte units). Otherwise one-element stand-ins that the kernel never reads (a launch takes
-/// the arguments either way).
+/// and whether they are the gathering maps: only where `wanted` and TMA can address both
+/// tensors (16-byte aligned start, strides in whole 16-byte units). Otherwise one-element
+/// stand-ins that the kernel never reads (a launch takes the arguments either way).
 pub(crate) fn gather_maps(
     a: &TensorRef,
     b: &TensorRef,
@@ -228,13 +228,30 @@ pub(crate) fn gather_maps(
     dtype: AttnDtype,
     wanted: bool,
 ) -> (TensorMapArg<Tiled>, TensorMapArg<Tiled>, bool) {
-    let usable =
-        wanted && dilation > 0 && [a, b].iter().all(|t| addressable(t)) && a.shape().len() == 4;
+    let usable = gathers(a, dilation, wanted) && gathers(b, dilation, wanted);
     let map = |t: &TensorRef| match usable {
         true => gather_map(t, dilation, dtype),
         false => stand_in_map(t, dtype),
     };
     (map(a), map(b), usable)
+}
+
+/// [`gather_maps`] for one tensor (`q` for the Hopper forward's query tiles).
+pub(crate) fn gather_map_of(
+    t: &TensorRef,
+    dilation: usize,
+    dtype: AttnDtype,
+    wanted: bool,
+) -> (TensorMapArg<Tiled>, bool) {
+    match gathers(t, dilation, wanted) {
+        true => (gather_map(t, dilation, dtype), true),
+        false => (stand_in_map(t, dtype), false),
+    }
+}
+
+/// Whether `t` gets a gathering map: `wanted`, a dilation and a tensor TMA can address.
+fn gathers(t: &TensorRef, dilation: usize, wanted: bool) -> bool {
+    wanted && dilation > 0 && addressable(t) && t.shape().len() == 4
 }
 
 /// Whether TMA can address `t`: a 16-byte aligned start, a contiguous last dim and the other
@@ -299,7 +316,7 @@ mod tests {
     use cubecl::server::Handle;
     use rstest::rstest;
 
-    use super::gather_maps;
+    use super::{gather_map_of, gather_maps};
     use crate::args::{AttnDtype, TensorRef};
 
     /// A tensor over a handle that addresses no memory (nothing is launched).
@@ -351,6 +368,10 @@ mod tests {
         assert_eq!(strides, vec![h * n * d, n * d, r * d, d, 1]);
         assert_eq!(tile, vec![1, 1, 64, 1, 64]);
         assert_eq!(kmap.metadata.swizzle, TensorMapSwizzle::B128);
+        // One tensor's map (the forward's queries) is the same view.
+        let (qmap, usable) = gather_map_of(&k, r, AttnDtype::F16, true);
+        assert!(usable);
+        assert_eq!(geometry(&qmap), (shape, strides, tile));
     }
 
     #[rstest]
@@ -366,7 +387,9 @@ mod tests {
         let k = tensor(shape, strides, offset);
         let (kmap, vmap, usable) = gather_maps(&k, &k, 2, AttnDtype::BF16, wanted);
         assert!(!usable);
-        for map in [&kmap, &vmap] {
+        let (qmap, usable) = gather_map_of(&k, 2, AttnDtype::BF16, wanted);
+        assert!(!usable);
+        for map in [&kmap, &vmap, &qmap] {
             let (shape, _, tile) = geometry(map);
             assert_eq!(shape, vec![1, 1, 1, 1, 8]);
             assert_eq!(tile, vec![1, 1, 1, 1, 8]);

@@ -8,7 +8,7 @@ use crate::args::{AttnDtype, ClassArgs, TensorRef};
 use crate::cmma::forward::block_sparse_forward_tc;
 use crate::hopper::forward::{self as wgmma_fwd, block_sparse_forward_wgmma};
 use crate::hopper::schedule::{ScheduleLaunch, persistent_schedule, resident_cubes};
-use crate::hopper::tma::gather_maps;
+use crate::hopper::tma::{gather_map_of, gather_maps};
 use crate::portable::forward::block_sparse_forward;
 use crate::sm80::forward::{block_sparse_forward_mma, cube_shape, shared_bytes};
 use crate::sm80::mma::min_blocks;
@@ -130,13 +130,8 @@ pub fn forward_class(
         let dilation = class.params().dilation;
         let wanted = tuning.tma_loads && !windowed;
         let (kmap, vmap, tma) = gather_maps(t.k, t.v, dilation, config.dtype, wanted);
-        let (qmap, _, q_tma) = gather_maps(
-            t.q,
-            t.q,
-            dilation,
-            config.dtype,
-            wanted && tuning.tma_queries,
-        );
+        let (qmap, q_tma) =
+            gather_map_of(t.q, dilation, config.dtype, wanted && tuning.tma_queries);
         let queries = tma && q_tma;
         let shared = wgmma_fwd::shared_bytes(config.head_dim, queries);
         let overlap = tuning.overlap_softmax && !tuning.wide_chunks;
