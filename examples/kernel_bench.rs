@@ -85,6 +85,13 @@ enum Family {
     /// The default tuning with `dQ` inside the Hopper `dK/dV` kernel by f32 atomics
     /// (`Sm80Tuning::fused_dq`).
     FusedDq,
+    /// The default step on a forward cube of 384 units whose producer warpgroup moves its
+    /// registers to the consumers, one cube an SM (`Sm80Tuning::register_move`).
+    Moved,
+    /// Wide chunks with the moved registers.
+    MovedWide,
+    /// The overlapped softmax with the moved registers.
+    MovedOverlap,
 }
 
 impl Family {
@@ -162,6 +169,20 @@ impl Family {
             })),
             Self::FusedDq => Some(KernelStrategy::Sm80(Sm80Tuning {
                 fused_dq: true,
+                ..Sm80Tuning::default()
+            })),
+            Self::Moved => Some(KernelStrategy::Sm80(Sm80Tuning {
+                register_move: true,
+                ..Sm80Tuning::default()
+            })),
+            Self::MovedWide => Some(KernelStrategy::Sm80(Sm80Tuning {
+                register_move: true,
+                wide_chunks: true,
+                ..Sm80Tuning::default()
+            })),
+            Self::MovedOverlap => Some(KernelStrategy::Sm80(Sm80Tuning {
+                register_move: true,
+                overlap_softmax: true,
                 ..Sm80Tuning::default()
             })),
             Self::OverlapLazy => Some(KernelStrategy::Sm80(Sm80Tuning {

@@ -38,8 +38,8 @@ struct Args {
     /// across the softmax), `wide` (128 keys a step), `paired-pv`, `lazy` (lazy rescaling),
     /// `grid` (one cube a query tile instead of the persistent grid), `copies` (every chunk by
     /// the producer's row copies, not whole chunks by TMA), `queries` (query tiles by TMA too), `handoff` (with `queries`: tiles and chunk positions
-    /// handed by the producer);
-    /// and the backward's `fused-dq` (`dQ` inside `dK/dV`).
+    /// handed by the producer), `moved` (a producer warpgroup that moves its registers to the
+    /// consumers); and the backward's `fused-dq` (`dQ` inside `dK/dV`).
     #[arg(long, value_delimiter = ',')]
     switches: Vec<Switch>,
     /// Resident cubes an SM the forward's launch bounds ask for (0: as many as its shared
@@ -60,6 +60,7 @@ enum Switch {
     Queries,
     Handoff,
     FusedDq,
+    Moved,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -74,6 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tma_queries: on(Switch::Queries) || on(Switch::Handoff),
         handed_tiles: on(Switch::Handoff),
         fused_dq: on(Switch::FusedDq),
+        register_move: on(Switch::Moved),
         persistent_forward: if on(Switch::Grid) { 0 } else { u32::MAX },
         forward_min_blocks: args.forward_min_blocks,
         ..Sm80Tuning::default()

@@ -106,6 +106,21 @@ pub fn run(p: &mut Probe) {
             handed_tiles: true,
             ..Sm80Tuning::default()
         }),
+        // 128 keys a step on a forward cube whose producer warpgroup moves its registers to
+        // the consumers, persistent over three cubes.
+        KernelStrategy::Sm80(Sm80Tuning {
+            register_move: true,
+            wide_chunks: true,
+            persistent_forward: 3,
+            ..Sm80Tuning::default()
+        }),
+        // The overlapped softmax with the moved registers, persistent over three cubes.
+        KernelStrategy::Sm80(Sm80Tuning {
+            register_move: true,
+            overlap_softmax: true,
+            persistent_forward: 3,
+            ..Sm80Tuning::default()
+        }),
     ];
     let longnet = |block| DilatedPattern::longnet(1024, block, true).expect("valid preset");
     // Blocks of 128, the Hopper forward's shape (it needs two warpgroups' rows per block),
@@ -118,11 +133,14 @@ pub fn run(p: &mut Probe) {
             &[
                 // The query tiles by TMA with and without the handoff (to be made the default
                 // once they pass) and the default (the Hopper forward and backward, whole chunks
-                // by TMA) first, then the row copies and the experiments: a probe that runs out
-                // of time has checked them.
+                // by TMA) first, then the moved registers with the wide and the overlapped
+                // steps, the row copies and the experiments: a probe that runs out of time has
+                // checked them.
                 families[16],
                 families[15],
                 families[6],
+                families[17],
+                families[18],
                 families[13],
                 families[14],
                 families[11],

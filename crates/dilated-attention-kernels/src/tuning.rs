@@ -80,6 +80,14 @@ pub struct Sm80Tuning {
     /// layout rows. Off by default: compiled offline only (session 27; ptxas sm_90a, head dim
     /// 64: 96 registers and no spill, where the default spills 40 bytes outside the loop).
     pub handed_tiles: bool,
+    /// The Hopper forward launches a whole producer warpgroup (384 units, one cube an SM)
+    /// whose planes give registers back to the consumers (`setmaxnreg`: 40 a producer unit,
+    /// 232 a consumer unit, as the head-dim-128 `dK/dV` does), instead of one producer warp
+    /// and 288 units. Meant for `wide_chunks` and `overlap_softmax`, whose second sets of
+    /// accumulators spilled or serialised the products at the default's registers (96 at head
+    /// dim 64 with two cubes an SM, 168 at 128). Off by default: compiled offline only
+    /// (session 28).
+    pub register_move: bool,
 }
 
 impl Default for Sm80Tuning {
@@ -100,6 +108,7 @@ impl Default for Sm80Tuning {
             tma_loads: true,
             tma_queries: false,
             handed_tiles: false,
+            register_move: false,
         }
     }
 }
@@ -112,7 +121,7 @@ mod tests {
     fn the_experimental_switches_are_off_by_default() {
         let t = Sm80Tuning::default();
         assert!(!t.paired_pv && !t.wide_chunks && !t.overlap_softmax && !t.lazy_rescale);
-        assert!(!t.fused_dq && !t.tma_queries && !t.handed_tiles);
+        assert!(!t.fused_dq && !t.tma_queries && !t.handed_tiles && !t.register_move);
         // Measured faster and exact on the GPU (session 26).
         assert!(t.tma_loads);
     }

@@ -21,6 +21,9 @@
 //!   then release the stage. The warpgroups run independently: one's softmax overlaps the
 //!   other's products, and a warpgroup whose rows all precede a chunk (causal) skips it.
 //!
+//! With `Variant::moved` the cube is 384 units: the producer warp's warpgroup gives its
+//! registers to the consumers (`setmaxnreg`, 40 / 232 a unit) and the cube has its SM alone.
+//!
 //! Experimental [`Variant`]s (off by default; the step itself is in `super::steps`):
 //! `pv_pair`, where head dim 128 issues both `P·V` panels at once (no clear change on the
 //! H100, session 20), `wide`, where a step takes two chunks, 128 keys (untimed), and
@@ -57,7 +60,10 @@ use super::query_tile::{
     HANDOFF, QUERY_BARRIERS, TILE_EMPTY, TILE_END, handed_chunk, handed_tile, query_ring,
     stage_plane_queries, whole_query_tile,
 };
-use super::ring::{CONSUMERS, FLAGS, Ring, STAGES, sync_warpgroup};
+use super::ring::{
+    CONSUMERS, FLAGS, PRODUCERS, Ring, STAGES, consumer_registers, producer_registers,
+    sync_warpgroup,
+};
 use super::schedule::{Schedule, span, tile_at};
 pub(crate) use super::steps::Variant;
 use super::steps::{add_pv, add_pv_where, pipelined_step, score_chunk, wide_step};
@@ -70,8 +76,9 @@ use crate::sm80::mma::{CHUNK, Walk, occupancy_hint, zero_tiles};
 use crate::sm80::rows::{mark_rows_from, nan_marked_rows};
 
 pub(crate) use super::query_tile::ROWS;
-/// Units per cube: two consumer warpgroups and the producer warp.
-pub(crate) const THREADS: usize = CONSUMERS + super::ring::PRODUCERS;
+/// Units per cube: two consumer warpgroups and the producer warp (`Variant::threads` for the
+/// cube with a producer warpgroup).
+pub(crate) const THREADS: usize = CONSUMERS + PRODUCERS;
 /// Whether the forward serves head dim `d` (64 or 128).
 pub(crate) fn serves_head_dim(d: usize) -> bool {
     matches!(d, 64 | 128)
@@ -109,7 +116,8 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     kmap: &TensorMap<F, Tiled>,
     vmap: &TensorMap<F, Tiled>,
 ) {
-    occupancy_hint(min_blocks);
+    // `setmaxnreg` needs the registers at entry known: one cube an SM (`super::ring`).
+    occupancy_hint(comptime!(if variant.moved { 1 } else { min_blocks }));
     let subtiles = comptime!(pass.block / ROWS);
     let d = comptime!(pass.head_dim);
     let dtiles = comptime!(d / 8);
@@ -143,6 +151,14 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     let mut j = 0usize;
     let (first, step, end) = span(schedule, persistent);
     if unit >= CONSUMERS {
+        if comptime!(variant.moved) {
+            // Every plane of the producer warpgroup gives registers back; all but the first
+            // then leave.
+            producer_registers();
+            if unit >= comptime!(CONSUMERS + PRODUCERS) {
+                terminate!();
+            }
+        }
         produce::<F, N>(
             io,
             &mut buf[0..buf_len],
@@ -163,6 +179,9 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
             qv,
         );
         terminate!();
+    }
+    if comptime!(variant.moved) {
+        consumer_registers();
     }
 
     // K-major Q and K (each warpgroup's 64 query rows start 64 rows into a panel of the query

@@ -74,7 +74,8 @@ pub struct SourceCase {
     /// Gradients stored in the input dtype (one class covers every row) instead of added to f32.
     pub store: bool,
     /// The tuning whose forward switches (`overlap_softmax`, `wide_chunks`, `paired_pv`,
-    /// `lazy_rescale`, `persistent_forward`, `forward_min_blocks`) shape the forward.
+    /// `lazy_rescale`, `persistent_forward`, `forward_min_blocks`, `register_move`, ...) shape
+    /// the forward.
     pub tuning: Sm80Tuning,
 }
 
@@ -108,20 +109,13 @@ pub fn hopper_sources(case: SourceCase) -> Result<Vec<KernelSource>, KernelError
     let props = Arc::new(sm90_properties());
     let target = Arc::new(<CudaRuntime as Runtime>::target_properties());
     let tuning = case.tuning;
-    let variant = Variant {
-        pv_pair: tuning.paired_pv,
-        wide: tuning.wide_chunks,
-        overlap: tuning.overlap_softmax && !tuning.wide_chunks,
-        tma: tuning.tma_loads,
-        queries: tuning.tma_loads && tuning.tma_queries,
-        handoff: tuning.tma_loads && tuning.tma_queries && tuning.handed_tiles,
-    };
+    let variant = Variant::of(&tuning, tuning.tma_loads, tuning.tma_queries);
     // As `launch::forward` picks them: the cubes an SM holds, which the launch bounds ask for.
     let shared = fwd::shared_bytes(case.head_dim, variant.queries);
-    let per_sm = resident_cubes(MAX_SHARED, shared, if variant.overlap { 1 } else { 2 });
+    let per_sm = resident_cubes(MAX_SHARED, shared, variant.per_sm_cap());
     let persistent = tuning.persistent_forward > 0;
     let min_blocks = match tuning.forward_min_blocks {
-        _ if persistent => per_sm,
+        _ if persistent || variant.moved => per_sm,
         0 => per_sm,
         wanted => {
             let wanted = u32::from(wanted.min(4));
@@ -149,7 +143,7 @@ pub fn hopper_sources(case: SourceCase) -> Result<Vec<KernelSource>, KernelError
                 props.clone(),
                 target.clone(),
                 grid.clone(),
-                dim(fwd::THREADS),
+                dim(variant.threads()),
                 WIDTH,
                 operands(),
                 tensor(4, 2),

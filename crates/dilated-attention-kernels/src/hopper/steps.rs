@@ -9,11 +9,13 @@
 use cubecl::prelude::*;
 
 use super::pipelined::{settle, settle_pair};
+use super::ring::{CONSUMERS, PRODUCERS};
 use super::tiles::{p_fragments_from, tiles_assign, tiles_into};
 use super::wgmma::{
     Acc, Frags, PANEL_ROW, Product, half_of, k_major, mma_rs_add, mma_rs_add_pair, mma_ss,
     mma_ss_pair, mn_major,
 };
+use crate::Sm80Tuning;
 use crate::args::Pass;
 use crate::sm80::mma::{CHUNK, P2, zero_tiles};
 use crate::sm80::rows::{mask_scores, rescale, softmax_probs};
@@ -42,6 +44,37 @@ pub(crate) struct Variant {
     /// position (`super::forward_producer`); otherwise the consumers locate their tiles and
     /// walk the layout rows themselves.
     pub handoff: bool,
+    /// The cube has a whole producer warpgroup (384 units, one cube an SM) whose planes give
+    /// registers back to the consumers (`super::ring::producer_registers`); otherwise one
+    /// producer warp (288 units).
+    pub moved: bool,
+}
+
+impl Variant {
+    /// The variant a plan with `tuning` launches, where the producer may load whole chunks by
+    /// TMA (`tma`) and whole query tiles too (`queries`).
+    pub(crate) fn of(tuning: &Sm80Tuning, tma: bool, queries: bool) -> Self {
+        Self {
+            pv_pair: tuning.paired_pv,
+            wide: tuning.wide_chunks,
+            overlap: tuning.overlap_softmax && !tuning.wide_chunks,
+            tma,
+            queries: tma && queries,
+            handoff: tma && queries && tuning.handed_tiles,
+            moved: tuning.register_move,
+        }
+    }
+
+    /// Units per cube: the consumer warpgroups and the producer warp, or its warpgroup.
+    pub(crate) fn threads(self) -> usize {
+        CONSUMERS + if self.moved { 128 } else { PRODUCERS }
+    }
+
+    /// Cubes an SM may hold: one where a second set of accumulators (products in flight) or
+    /// the moved registers need the register file, else two.
+    pub(crate) fn per_sm_cap(self) -> u32 {
+        if self.overlap || self.moved { 1 } else { 2 }
+    }
 }
 
 /// One wide step (`Variant::wide`): chunks in stages `kv0 / CHUNK` and the next, whose keys

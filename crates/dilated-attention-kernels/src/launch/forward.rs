@@ -85,7 +85,10 @@ pub fn forward_class(
     // Query rows per cube: the sm80 tile, the cmma kernel's 64, or a whole block (one unit per
     // row); cubes have two units per row on the cmma tensor cores.
     let (rows_per_cube, threads) = match plan.strategy() {
-        Strategy::Sm80(_) if plan.wgmma_forward() => (wgmma_fwd::ROWS, wgmma_fwd::THREADS),
+        Strategy::Sm80(_) if plan.wgmma_forward() => {
+            let variant = wgmma_fwd::Variant::of(&tuning, false, false);
+            (wgmma_fwd::ROWS, variant.threads())
+        }
         Strategy::Sm80(_) => cube_shape(config.block, tiles),
         Strategy::Cmma => (64, 128),
         Strategy::Portable => (config.block, config.block),
@@ -132,15 +135,16 @@ pub fn forward_class(
         let (kmap, vmap, tma) = gather_maps(t.k, t.v, dilation, config.dtype, wanted);
         let (qmap, q_tma) =
             gather_map_of(t.q, dilation, config.dtype, wanted && tuning.tma_queries);
-        let queries = tma && q_tma;
-        let shared = wgmma_fwd::shared_bytes(config.head_dim, queries);
-        let overlap = tuning.overlap_softmax && !tuning.wide_chunks;
+        let variant = wgmma_fwd::Variant::of(&tuning, tma, q_tma);
+        let shared = wgmma_fwd::shared_bytes(config.head_dim, variant.queries);
         // Products in flight hold a second set of accumulators: two cubes an SM (head dim 64)
         // would leave ptxas too few registers, and it serialises every product then (its
-        // C7512; `crate::hopper::pipelined`). One cube an SM takes the whole register file.
-        let per_sm_cap = if overlap { 1 } else { 2 };
+        // C7512; `crate::hopper::pipelined`). One cube an SM takes the whole register file, as
+        // does one whose producer warpgroup moves its registers to the consumers.
+        let per_sm_cap = variant.per_sm_cap();
         // The tuning's ask, else the cubes the shared memory lets an SM hold.
         let mut blocks = match tuning.forward_min_blocks {
+            _ if variant.moved => 1,
             0 => resident_cubes(
                 client.properties().hardware.max_shared_memory_size,
                 shared,
@@ -165,14 +169,6 @@ pub fn forward_class(
         }
         let [tiles, per_head, heads] = words;
         let schedule = || ScheduleLaunch::new(tiles, per_head, heads);
-        let variant = wgmma_fwd::Variant {
-            pv_pair: tuning.paired_pv,
-            wide: tuning.wide_chunks,
-            overlap,
-            tma,
-            queries,
-            handoff: queries && tuning.handed_tiles,
-        };
         match config.dtype {
             AttnDtype::F16 => {
                 launch!(block_sparse_forward_wgmma, f16, width; merge, blocks, windowed, false, lazy, persistent, variant, schedule(), qmap, kmap, vmap)
