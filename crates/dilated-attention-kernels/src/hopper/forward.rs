@@ -60,16 +60,13 @@ use super::query_tile::{
     HANDOFF, QUERY_BARRIERS, TILE_EMPTY, TILE_END, handed_chunk, handed_tile, query_ring,
     stage_plane_queries, whole_query_tile,
 };
-use super::ring::{
-    CONSUMERS, FLAGS, PRODUCERS, Ring, STAGES, consumer_registers, producer_registers,
-    sync_warpgroup,
-};
-use super::schedule::{Schedule, span, tile_at};
+use super::ring::{CONSUMERS, FLAGS, PRODUCERS, Ring, STAGES, consumer_registers, sync_warpgroup};
+use super::schedule::{Schedule, serves, span, tile_at};
 pub(crate) use super::steps::Variant;
 use super::steps::{add_pv, add_pv_where, pipelined_step, score_chunk, wide_step};
 use super::tiles::{p_fragments, plane_and_group, tiles_assign, wg_rows_bytes};
 use super::wgmma::{Frags, PANEL_ROW, Product, k_major, mma_ss, shared_address};
-use crate::addressing::{Rows, Tile};
+use crate::addressing::Rows;
 use crate::args::{Operands, Pass};
 use crate::sm80::forward::LOG2E;
 use crate::sm80::mma::{CHUNK, Walk, occupancy_hint, zero_tiles};
@@ -151,14 +148,6 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
     let mut j = 0usize;
     let (first, step, end) = span(schedule, persistent);
     if unit >= CONSUMERS {
-        if comptime!(variant.moved) {
-            // Every plane of the producer warpgroup gives registers back; all but the first
-            // then leave.
-            producer_registers();
-            if unit >= comptime!(CONSUMERS + PRODUCERS) {
-                terminate!();
-            }
-        }
         produce::<F, N>(
             io,
             &mut buf[0..buf_len],
@@ -500,11 +489,4 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
             more = t < end;
         }
     }
-}
-
-/// Whether a tile has query rows to serve: its block lies in its segment and its 128 rows meet
-/// the query window.
-#[cube]
-pub(crate) fn serves(tile: &Tile, queries: &Rows, q0: usize) -> bool {
-    tile.qb < tile.seg_blocks && q0 < queries.hi && q0 + ROWS > queries.lo
 }

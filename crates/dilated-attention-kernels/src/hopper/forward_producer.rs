@@ -17,19 +17,19 @@
 
 use cubecl::prelude::*;
 
-use super::forward::serves;
 use super::query_tile::{
     ROWS, TILE_EMPTY, hand_chunk, hand_end, hand_tile, load_query_tile, whole_query_tile,
 };
-use super::ring::Ring;
-use super::schedule::{Schedule, span, tile_at};
+use super::ring::{CONSUMERS, PRODUCERS, Ring, producer_registers};
+use super::schedule::{Schedule, serves, span, tile_at};
 use super::steps::Variant;
 use super::tma::{fill_or_load, map_address};
 use crate::addressing::Rows;
 use crate::args::{Operands, Pass};
 use crate::sm80::mma::{CHUNK, Walk};
 
-/// Producer (one warp): fills the ring for every tile the cube serves, chunk `i` of the cube's
+/// Producer (one warp; with `Variant::moved` its whole warpgroup gives registers back first):
+/// fills the ring for every tile the cube serves, chunk `i` of the cube's
 /// walk into stage `i % STAGES`. `buf` holds the stages and the query buffers (`q_at`, `qv`
 /// vectors each) at shared address `base`; `handoff` the handed words.
 #[cube]
@@ -57,6 +57,14 @@ pub(crate) fn produce<F: Float, N: Size>(
     #[comptime] q_at: usize,
     #[comptime] qv: usize,
 ) {
+    if comptime!(variant.moved) {
+        // Every plane of the producer warpgroup gives registers back; all but the first then
+        // leave.
+        producer_registers();
+        if UNIT_POS as usize >= comptime!(CONSUMERS + PRODUCERS) {
+            terminate!();
+        }
+    }
     let subtiles = comptime!(pass.block / ROWS);
     let d = comptime!(pass.head_dim);
     let lane0 = UNIT_POS as usize % 32 == 0;

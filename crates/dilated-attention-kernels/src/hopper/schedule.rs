@@ -12,7 +12,8 @@
 
 use cubecl::prelude::*;
 
-use crate::addressing::{Tile, locate_at};
+use super::query_tile::ROWS;
+use crate::addressing::{Rows, Tile, locate_at};
 
 /// The persistent grid's tile count and shape (unused on a grid of one cube per tile).
 #[derive(CubeLaunch, CubeType)]
@@ -129,6 +130,13 @@ fn plan_persistent(
 pub(crate) fn resident_cubes(max_shared: usize, shared_bytes: usize, per_sm_cap: u32) -> u32 {
     let by_shared = ((max_shared + 1024) / (shared_bytes + 1024)).clamp(1, 2) as u32;
     by_shared.min(per_sm_cap.max(1))
+}
+
+/// Whether a tile has query rows to serve: its block lies in its segment and its `ROWS` rows
+/// meet the query window.
+#[cube]
+pub(crate) fn serves(tile: &Tile, queries: &Rows, q0: usize) -> bool {
+    tile.qb < tile.seg_blocks && q0 < queries.hi && q0 + ROWS > queries.lo
 }
 
 #[cfg(test)]
