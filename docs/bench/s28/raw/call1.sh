@@ -4,7 +4,7 @@
 # `tma-queries` (session 27's, never run yet), `moved`, `moved-wide`, `moved-overlap`
 # (`Sm80Tuning::register_move`: a 384-unit forward cube whose producer warpgroup gives its
 # registers to the consumers, alone, with `wide_chunks`, with `overlap_softmax`).
-# In order: the forward A/B at head dim 64 (auto and handoff twice), at 128 (with
+# FAMS64 / FAMS128 override the families timed at each head dim. In order: the forward A/B at head dim 64 (auto and handoff twice), at 128 (with
 # moved-overlap: at 64 the overlap already had one cube an SM and no spill), the PyTorch
 # peers' forward rows at both head dims, then the probe's strategies (f16, minimal autotune: the
 # probe judges numerics) on its first five families at blocks of 128 — handoff, tma-queries,
@@ -16,10 +16,10 @@ mkdir -p /tmp/bin
 xz -T4 -dc .dev31/bins.tar.xz | tar xf - -C /tmp/bin; chmod +x /tmp/bin/*
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee $OUT/ab.txt
 run() { fits $1 "$*" || return; echo "## $*" >> $OUT/ab.txt; (timeout $1 /tmp/bin/new_bench --device cuda "${@:2}" >> $OUT/ab.txt 2>&1); echo "== $* at $(el) s"; }
-for fam in auto handoff moved-wide moved auto handoff; do
+for fam in ${FAMS64:-auto handoff moved-wide moved auto handoff}; do
   run 25 --head-dim 64 --mode fwd --sizes 64k,128k --iters 20 --family $fam
 done
-for fam in auto handoff moved moved-wide moved-overlap; do
+for fam in ${FAMS128:-auto handoff moved moved-wide moved-overlap}; do
   run 30 --head-dim 128 --mode fwd --sizes 64k,128k --iters 20 --family $fam
 done
 for hd in 64 128; do
