@@ -4,7 +4,7 @@
 # `tma-queries` (session 27's, never run yet), `moved`, `moved-wide`, `moved-overlap`
 # (`Sm80Tuning::register_move`: a 384-unit forward cube whose producer warpgroup gives its
 # registers to the consumers, alone, with `wide_chunks`, with `overlap_softmax`).
-# FAMS64 / FAMS128 override the families timed at each head dim. In order: the forward A/B at head dim 64 (auto and handoff twice), at 128 (with
+# FAMS64 / FAMS128 (and TORCH_DIMS) override the families timed at each head dim. In order: the forward A/B at head dim 64 (auto and handoff twice), at 128 (with
 # moved-overlap: at 64 the overlap already had one cube an SM and no spill), the PyTorch
 # peers' forward rows at both head dims, then the probe's strategies (f16, minimal autotune: the
 # probe judges numerics) on its first five families at blocks of 128 — handoff, tma-queries,
@@ -22,7 +22,7 @@ done
 for fam in ${FAMS128:-auto handoff moved moved-wide moved-overlap}; do
   run 30 --head-dim 128 --mode fwd --sizes 64k,128k --iters 20 --family $fam
 done
-for hd in 64 128; do
+for hd in ${TORCH_DIMS:-64 128}; do
   fits 45 torch && { (timeout 45 python3 benches/torch_baseline.py f16 fwd d$hd 65536 131072 --no-dense > $OUT/torch-d$hd.txt 2>&1); echo "== torch d$hd at $(el) s"; }
 done
 left=$(( ${LIMIT:-570} - $(el) - 10 ))
