@@ -52,15 +52,17 @@ pub(crate) struct Variant {
 
 impl Variant {
     /// The variant a plan with `tuning` launches, where the producer may load whole chunks by
-    /// TMA (`tma`) and whole query tiles too (`queries`).
+    /// TMA (`tma`: the launch has their tensor maps) and whole query tiles too (`queries`: it
+    /// has theirs).
     pub(crate) fn of(tuning: &Sm80Tuning, tma: bool, queries: bool) -> Self {
+        let queries = tma && queries && tuning.tma_queries;
         Self {
             pv_pair: tuning.paired_pv,
             wide: tuning.wide_chunks,
             overlap: tuning.overlap_softmax && !tuning.wide_chunks,
             tma,
-            queries: tma && queries,
-            handoff: tma && queries && tuning.handed_tiles,
+            queries,
+            handoff: queries && tuning.handed_tiles,
             moved: tuning.register_move,
         }
     }
@@ -343,5 +345,74 @@ pub(super) fn pipelined_step(
         );
         tiles_assign(acc, 0usize, settle(o, 0u32));
         rescale(acc, &alpha, moved, dtiles, lazy);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rstest::rstest;
+
+    use super::*;
+
+    #[test]
+    fn the_default_tuning_launches_the_plain_cube() {
+        // `tma_queries` is off by default: the query tiles stay with the consumers even where
+        // the launch has their map.
+        let v = Variant::of(&Sm80Tuning::default(), true, true);
+        let plain = Variant {
+            tma: true,
+            ..Variant::default()
+        };
+        assert_eq!(v, plain);
+        assert_eq!((v.threads(), v.per_sm_cap()), (288, 2));
+    }
+
+    #[rstest]
+    #[case::no_tma(false, true, (false, false, false))]
+    #[case::no_query_map(true, false, (true, false, false))]
+    #[case::both(true, true, (true, true, true))]
+    fn the_query_tiles_need_tma_and_the_handoff_needs_them(
+        #[case] tma: bool,
+        #[case] queries: bool,
+        #[case] want: (bool, bool, bool),
+    ) {
+        let tuning = Sm80Tuning {
+            tma_queries: true,
+            handed_tiles: true,
+            ..Sm80Tuning::default()
+        };
+        let v = Variant::of(&tuning, tma, queries);
+        assert_eq!((v.tma, v.queries, v.handoff), want);
+    }
+
+    #[test]
+    fn the_wide_step_takes_precedence_over_the_overlap() {
+        let tuning = Sm80Tuning {
+            wide_chunks: true,
+            overlap_softmax: true,
+            ..Sm80Tuning::default()
+        };
+        let v = Variant::of(&tuning, true, false);
+        assert!(v.wide && !v.overlap);
+        assert_eq!(v.per_sm_cap(), 2);
+    }
+
+    #[rstest]
+    #[case::alone(false, false)]
+    #[case::wide(true, false)]
+    #[case::overlap(false, true)]
+    fn moved_registers_take_a_producer_warpgroup_and_the_sm(
+        #[case] wide: bool,
+        #[case] overlap: bool,
+    ) {
+        let tuning = Sm80Tuning {
+            register_move: true,
+            wide_chunks: wide,
+            overlap_softmax: overlap,
+            ..Sm80Tuning::default()
+        };
+        let v = Variant::of(&tuning, true, false);
+        assert!(v.moved);
+        assert_eq!((v.threads(), v.per_sm_cap()), (384, 1));
     }
 }
