@@ -92,6 +92,9 @@ enum Family {
     MovedWide,
     /// The overlapped softmax with the moved registers.
     MovedOverlap,
+    /// Wide chunks with the overlapped softmax and the moved registers (FlashAttention-3's
+    /// step: 128 keys, the held step's `P·V` in flight across the softmax).
+    MovedWideOverlap,
 }
 
 impl Family {
@@ -182,6 +185,12 @@ impl Family {
             })),
             Self::MovedOverlap => Some(KernelStrategy::Sm80(Sm80Tuning {
                 register_move: true,
+                overlap_softmax: true,
+                ..Sm80Tuning::default()
+            })),
+            Self::MovedWideOverlap => Some(KernelStrategy::Sm80(Sm80Tuning {
+                register_move: true,
+                wide_chunks: true,
                 overlap_softmax: true,
                 ..Sm80Tuning::default()
             })),

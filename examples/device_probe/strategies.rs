@@ -121,6 +121,15 @@ pub fn run(p: &mut Probe) {
             persistent_forward: 3,
             ..Sm80Tuning::default()
         }),
+        // The wide step overlapped (both switches, the moved registers), persistent over three
+        // cubes.
+        KernelStrategy::Sm80(Sm80Tuning {
+            register_move: true,
+            wide_chunks: true,
+            overlap_softmax: true,
+            persistent_forward: 3,
+            ..Sm80Tuning::default()
+        }),
     ];
     let longnet = |block| DilatedPattern::longnet(1024, block, true).expect("valid preset");
     // Blocks of 128, the Hopper forward's shape (it needs two warpgroups' rows per block),
@@ -140,6 +149,7 @@ pub fn run(p: &mut Probe) {
                 families[15],
                 families[6],
                 families[17],
+                families[19],
                 families[18],
                 families[13],
                 families[14],

@@ -50,13 +50,16 @@ pub struct Sm80Tuning {
     /// change beyond the spread on the H100 (session 20).
     pub paired_pv: bool,
     /// The Hopper forward takes two chunks (128 keys) a step: one softmax over both, half the
-    /// waits, fences and row reductions per key (FlashAttention-3's 128-key tile). Experimental,
-    /// off by default: not timed yet.
+    /// waits, fences and row reductions per key (FlashAttention-3's 128-key tile). Off by
+    /// default: 1.4–2.9× slower on the H100 at the default's registers, where its products
+    /// spill and serialise (session 22); with `register_move` untimed.
     pub wide_chunks: bool,
     /// The Hopper forward issues a chunk's `Q·Kᵀ` together with the last chunk's `P·V` and runs
     /// the chunk's softmax while `P·V` is still in the tensor cores (FlashAttention-3's
-    /// intra-warpgroup overlap, `crate::hopper::pipelined`). Ignored with `wide_chunks`.
-    /// Experimental, off by default: not timed yet.
+    /// intra-warpgroup overlap, `crate::hopper::pipelined`). With `wide_chunks` only where
+    /// `register_move` is on too (a step of 128 keys then holds the last step's two chunks,
+    /// `crate::hopper::wide_overlap`); otherwise ignored with it. Off by default: slower on the
+    /// H100 at one cube an SM (session 22); the moved forms are untimed.
     pub overlap_softmax: bool,
     /// The Hopper kernels' producers load a chunk whose 64 gathered rows all lie inside the
     /// segment (and, for keys, are all keys: every chunk but a segment's, window's or causal

@@ -53,9 +53,9 @@
 
 use cubecl::prelude::*;
 
+use super::consume::{Held, consume, finish_held};
 use super::epilogue::write_rows_wide;
 use super::forward_producer::produce;
-use super::pipelined::p_fragments_in_order;
 use super::query_tile::{
     HANDOFF, QUERY_BARRIERS, TILE_EMPTY, TILE_END, handed_chunk, handed_tile, query_ring,
     stage_plane_queries, whole_query_tile,
@@ -63,9 +63,8 @@ use super::query_tile::{
 use super::ring::{CONSUMERS, FLAGS, PRODUCERS, Ring, STAGES, consumer_registers, sync_warpgroup};
 use super::schedule::{Schedule, serves, span, tile_at};
 pub(crate) use super::steps::Variant;
-use super::steps::{add_pv, add_pv_where, pipelined_step, score_chunk, wide_step};
-use super::tiles::{p_fragments, plane_and_group, tiles_assign, wg_rows_bytes};
-use super::wgmma::{Frags, PANEL_ROW, Product, k_major, mma_ss, shared_address};
+use super::tiles::{plane_and_group, wg_rows_bytes};
+use super::wgmma::{PANEL_ROW, Product, k_major, shared_address};
 use crate::addressing::Rows;
 use crate::args::{Operands, Pass};
 use crate::sm80::forward::LOG2E;
@@ -267,13 +266,8 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                 walk.live()
             };
 
-            // With `variant.overlap`: the probabilities of chunk `held_i` (values at shared
-            // address `held_v`), whose `P·V` goes with the next step.
-            let mut held = Vector::<u32, Frags>::new(0u32);
-            let mut pending = false;
-            let mut held_i = 0usize;
-            // A valid shared address even when nothing is held (`add_pv_where` reads it then).
-            let mut held_v = base;
+            // With `variant.overlap`: the chunk (or wide step) whose `P·V` goes with the next step.
+            let mut held = Held::none(base);
             while live {
                 let stage = i % STAGES;
                 let k0 = if comptime!(variant.handoff) {
@@ -320,138 +314,35 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                 // The warpgroup's rows all precede the chunk's keys: nothing to add (causal).
                 let skip = pass.causal && k0 > last_row;
                 let kbase = base + comptime!(2 * tile_bytes) * stage as u32;
-                let kv = &kvalid[0..FLAGS];
-                let (lo, hi) = (keys.lo, keys.hi);
-                if comptime!(variant.wide) {
-                    if !skip {
-                        wide_step::<F>(
-                            &mut acc,
-                            &mut m,
-                            &mut l,
-                            dq,
-                            kbase,
-                            kv,
-                            stage * CHUNK,
-                            k0,
-                            lo,
-                            hi,
-                            prow0,
-                            sl2,
-                            io.neg_inf,
-                            pass,
-                            dtiles,
-                            lazy,
-                            qk,
-                            pv,
-                            variant.pv_pair,
-                        );
-                    }
-                } else if comptime!(variant.overlap) {
-                    if skip {
-                        // Stages go back in order: the held chunk's product first.
-                        if pending {
-                            add_pv(&mut acc, held, held_v, pv, d, variant.pv_pair);
-                            ring.release(held_i);
-                            pending = false;
-                        }
-                        ring.release(i);
-                    } else {
-                        let mut s = zero_tiles(8usize);
-                        if pending {
-                            pipelined_step(
-                                &mut s,
-                                &mut m,
-                                &mut l,
-                                &mut acc,
-                                held,
-                                held_v,
-                                dq,
-                                kbase,
-                                kv,
-                                stage * CHUNK,
-                                k0,
-                                lo,
-                                hi,
-                                prow0,
-                                sl2,
-                                io.neg_inf,
-                                pass,
-                                dtiles,
-                                lazy,
-                                qk,
-                                pv,
-                            );
-                            ring.release(held_i);
-                        } else {
-                            tiles_assign(&mut s, 0usize, mma_ss(dq, k_major(kbase), qk));
-                            score_chunk(
-                                &mut s,
-                                &mut m,
-                                &mut l,
-                                &mut acc,
-                                kv,
-                                stage * CHUNK,
-                                k0,
-                                lo,
-                                hi,
-                                prow0,
-                                sl2,
-                                io.neg_inf,
-                                pass,
-                                dtiles,
-                                lazy,
-                                CHUNK,
-                            );
-                        }
-                        // Rounded only now, with no product in flight (`super::pipelined`).
-                        held = p_fragments_in_order(&s, bf16);
-                        held_v = kbase + tile_bytes;
-                        held_i = i;
-                        pending = true;
-                    }
-                } else if !skip {
-                    let mut s = zero_tiles(8usize);
-                    tiles_assign(&mut s, 0usize, mma_ss(dq, k_major(kbase), qk));
-                    score_chunk(
-                        &mut s,
-                        &mut m,
-                        &mut l,
-                        &mut acc,
-                        kv,
-                        stage * CHUNK,
-                        k0,
-                        lo,
-                        hi,
-                        prow0,
-                        sl2,
-                        io.neg_inf,
-                        pass,
-                        dtiles,
-                        lazy,
-                        CHUNK,
-                    );
-                    let p = p_fragments::<F>(&s);
-                    add_pv(&mut acc, p, kbase + tile_bytes, pv, d, variant.pv_pair);
-                }
-                // `wgmma` has finished reading the stage (each call waits for its products);
-                // a pipelined step released its held chunk's stage above.
-                if comptime!(!variant.overlap) {
-                    ring.release(i);
-                }
-                i += 1;
-                if comptime!(variant.wide) {
-                    ring.release(i);
-                    i += 1;
-                }
+                consume::<F>(
+                    &ring,
+                    i,
+                    skip,
+                    &mut acc,
+                    &mut m,
+                    &mut l,
+                    &mut held,
+                    dq,
+                    kbase,
+                    &kvalid[0..FLAGS],
+                    stage * CHUNK,
+                    k0,
+                    keys.lo,
+                    keys.hi,
+                    prow0,
+                    sl2,
+                    io.neg_inf,
+                    pass,
+                    dtiles,
+                    lazy,
+                    qk,
+                    pv,
+                    variant,
+                    bf16,
+                );
+                i += comptime!(if variant.wide { 2usize } else { 1usize });
             }
-            // The last held chunk (only the overlapped step holds one), with no branch around
-            // its product (`add_pv_where`).
-            if comptime!(variant.overlap) {
-                add_pv_where(&mut acc, held, held_v, pending, pv, d);
-                if pending {
-                    ring.release(held_i);
-                }
-            }
+            finish_held(&ring, &mut acc, &held, pass, pv, variant);
             if comptime!(pass.causal) {
                 nan_marked_rows(&mut acc, &poison, io.nan, 1usize, dtiles);
             }

@@ -13,6 +13,8 @@
 
 pub(crate) mod backward_dkdv;
 pub(crate) mod backward_dq;
+mod chained;
+mod consume;
 mod dkdv_scores;
 mod epilogue;
 pub(crate) mod forward;
@@ -27,6 +29,7 @@ mod steps;
 mod tiles;
 pub(crate) mod tma;
 pub(crate) mod wgmma;
+mod wide_overlap;
 
 pub mod selftest;
 #[cfg(feature = "cuda")]

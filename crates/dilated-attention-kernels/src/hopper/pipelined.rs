@@ -162,13 +162,24 @@ pub(crate) fn p_fragments_in_order(
     s: &Sequence<Array<Vector<f32, P2>>>,
     #[comptime] bf16: bool,
 ) -> Vector<u32, Frags> {
+    p_fragments_in_order_at(s, 0usize, bf16)
+}
+
+/// [`p_fragments_in_order`](fn@p_fragments_in_order) of the 64 columns from column tile `at`
+/// (0, or 8 for a wide step's second chunk).
+#[cube]
+pub(crate) fn p_fragments_in_order_at(
+    s: &Sequence<Array<Vector<f32, P2>>>,
+    #[comptime] at: usize,
+    #[comptime] bf16: bool,
+) -> Vector<u32, Frags> {
     let mut frags = Vector::<u32, Frags>::new(0u32);
     #[unroll]
     for kk in 0..4usize {
         #[unroll]
         for r in 0..4usize {
             // `tiles_as_a`'s order: rows g and g + 8 of column tile 2kk, then of 2kk + 1.
-            let pair = s.index(comptime!(2 * kk + r / 2))[comptime!(r % 2)];
+            let pair = s.index(comptime!(at + 2 * kk + r / 2))[comptime!(r % 2)];
             let lo = pair.extract(0usize);
             let hi = pair.extract(1usize);
             frags.insert(comptime!(4 * kk + r), round_pair(lo, hi, bf16));

@@ -96,15 +96,48 @@ pub(super) fn narrow_pair_ptx(p: Product) -> String {
     products_ptx(&slots)
 }
 
+/// The PTX of `O += P₀·V₀ + P₁·V₁` over two chunks as one group (`panels` 64-column panels of
+/// `O`: 1 at head dim 64, 2 at 128), register `A`: the results in `%0..%(32 · panels)`, the
+/// accumulator inputs next, then the 32 fragment registers (`P₀`'s 16, `P₁`'s 16), then the `B`
+/// descriptors — chunk 0's panels, then chunk 1's. Each panel's second product adds onto the
+/// first's result registers inside the group, so no instruction outside `wgmma` touches them
+/// between the two (which a chain of two in-flight calls could not promise).
+pub(super) fn chained_ptx(p: Product, panels: usize) -> String {
+    let out = 32 * panels;
+    // Registers: results, accumulator inputs, fragments; operands (`$n`): the result, then
+    // each input, the descriptors after the accumulators and fragments.
+    let frags = 2 * out;
+    let b = out + 32 + 1;
+    let slots = (0..2)
+        .flat_map(|chunk| {
+            (0..panels).map(move |panel| Slot {
+                product: p,
+                out: 32 * panel,
+                acc: Some(out + 32 * panel),
+                a: (Operand::Registers, frags + 16 * chunk),
+                b: b + panels * chunk + panel,
+                n: 64,
+            })
+        })
+        .collect::<Vec<_>>();
+    products_ptx(&slots)
+}
+
 /// The PTX of one call issuing the products of `slots` after one fence, then one commit and,
 /// unless the products are `in_flight`, one wait; a lone product names its result as the whole
-/// vector operand (`$0`).
+/// vector operand (`$0`). Slots that add onto the same result registers copy the accumulator
+/// in once.
 fn products_ptx(slots: &[Slot]) -> String {
     let ty = if slots[0].product.bf16 { "bf16" } else { "f16" };
     let mut s =
         String::from("{\n.reg .pred p;\n.reg .b64 da, db;\n.reg .b32 one;\nmov.b32 one, 1;\n");
+    let mut copied = Vec::new();
     for slot in slots {
         if let Some(acc) = slot.acc {
+            if copied.contains(&slot.out) {
+                continue;
+            }
+            copied.push(slot.out);
             for i in 0..slot.n / 2 {
                 s += &format!("mov.b32 %{}, %{};\n", slot.out + i, acc + i);
             }
@@ -177,6 +210,35 @@ pub(super) fn settle_ptx(pending: u32, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chained_text_adds_the_second_chunk_onto_the_first() {
+        let p = Product {
+            bf16: false,
+            steps: 4,
+            a_panel: 0,
+            b_panel: 0,
+            b_transposed: true,
+            in_flight: true,
+        };
+        for panels in [1, 2] {
+            let text = chained_ptx(p, panels);
+            // Every product accumulates (no first step that overwrites), one commit, no wait.
+            assert!(!text.contains("setp.ne.b32 p, one, 1;"), "{text}");
+            assert_eq!(text.matches("wgmma.mma_async").count(), 8 * panels);
+            assert_eq!(text.matches("commit_group").count(), 1);
+            assert!(!text.contains("wait_group"));
+            // The accumulator is copied in once, and every descriptor is used.
+            assert_eq!(text.matches("mov.b32 %").count(), 32 * panels);
+            let first_b = 32 * panels + 32 + 1;
+            for k in 0..2 * panels {
+                assert!(text.contains(&format!("${}, ", first_b + k)), "{text}");
+            }
+            // The second chunk's fragments are the last 16 registers.
+            let last = 64 * panels + 31;
+            assert!(text.contains(&format!("%{last}}}")), "{text}");
+        }
+    }
 
     #[test]
     fn product_text_names_every_operand_once_per_step() {

@@ -59,7 +59,8 @@ impl Variant {
         Self {
             pv_pair: tuning.paired_pv,
             wide: tuning.wide_chunks,
-            overlap: tuning.overlap_softmax && !tuning.wide_chunks,
+            // Both in one step only where the registers moved (`super::wide_overlap`).
+            overlap: tuning.overlap_softmax && (!tuning.wide_chunks || tuning.register_move),
             tma,
             queries,
             handoff: queries && tuning.handed_tiles,
@@ -235,7 +236,7 @@ pub(super) fn score_chunk(
 /// result says whether a row's shift moved (`crate::sm80::rows::softmax_probs`).
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn probs_chunk(
+pub(super) fn probs_chunk(
     s: &mut Sequence<Array<Vector<f32, P2>>>,
     m: &mut Array<f32>,
     l: &mut Array<f32>,
@@ -395,6 +396,18 @@ mod tests {
         let v = Variant::of(&tuning, true, false);
         assert!(v.wide && !v.overlap);
         assert_eq!(v.per_sm_cap(), 2);
+    }
+
+    #[test]
+    fn the_moved_registers_let_the_wide_step_overlap() {
+        let tuning = Sm80Tuning {
+            register_move: true,
+            wide_chunks: true,
+            overlap_softmax: true,
+            ..Sm80Tuning::default()
+        };
+        let v = Variant::of(&tuning, true, false);
+        assert!(v.moved && v.wide && v.overlap);
     }
 
     #[rstest]
