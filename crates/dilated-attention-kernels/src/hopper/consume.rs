@@ -11,10 +11,12 @@ use cubecl::prelude::*;
 
 use super::pipelined::{p_fragments_in_order, p_fragments_in_order_at};
 use super::ring::Ring;
-use super::steps::{Variant, add_pv, add_pv_where, pipelined_step, score_chunk, wide_step};
+use super::steps::{
+    Variant, add_pv, add_pv_where, pipelined_step, score_chunk, wide_scores, wide_step,
+};
 use super::tiles::{p_fragments, tiles_assign};
 use super::wgmma::{Frags, Product, k_major, mma_ss};
-use super::wide_overlap::{add_held_where, pipelined_wide_step, wide_scores};
+use super::wide_overlap::{add_held, add_held_where, pipelined_wide_step};
 use crate::args::Pass;
 use crate::sm80::mma::{CHUNK, P2, zero_tiles};
 
@@ -111,18 +113,14 @@ pub(super) fn consume<F: Float>(
             // Stages go back in order: the held chunk's product first.
             if held.pending {
                 if comptime!(variant.wide) {
-                    add_held_where(acc, held.p0, held.p1, held.v, true, pass, pv);
-                    ring.release(held.i + 1);
+                    add_held(acc, held.p0, held.p1, held.v, pass, pv);
                 } else {
                     add_pv(acc, held.p0, held.v, pv, pass.head_dim, variant.pv_pair);
                 }
-                ring.release(held.i);
+                release_step(ring, held.i, variant);
                 held.pending = false;
             }
-            ring.release(i);
-            if comptime!(variant.wide) {
-                ring.release(i + 1);
-            }
+            release_step(ring, i, variant);
         } else {
             let mut s = zero_tiles(comptime!(if variant.wide { 16usize } else { 8usize }));
             if held.pending {
@@ -131,14 +129,13 @@ pub(super) fn consume<F: Float>(
                         &mut s, m, l, acc, held.p0, held.p1, held.v, dq, kbase, kv, kv0, k0, lo,
                         hi, prow0, sl2, neg_inf, pass, dtiles, lazy, qk, pv,
                     );
-                    ring.release(held.i + 1);
                 } else {
                     pipelined_step(
                         &mut s, m, l, acc, held.p0, held.v, dq, kbase, kv, kv0, k0, lo, hi, prow0,
                         sl2, neg_inf, pass, dtiles, lazy, qk, pv,
                     );
                 }
-                ring.release(held.i);
+                release_step(ring, held.i, variant);
             } else {
                 if comptime!(variant.wide) {
                     wide_scores(&mut s, dq, kbase, pass, qk);
@@ -193,10 +190,7 @@ pub(super) fn consume<F: Float>(
     // `wgmma` has finished reading the stages (each call waits for its products); an
     // overlapped step released its held chunk's stages above.
     if comptime!(!variant.overlap) {
-        ring.release(i);
-        if comptime!(variant.wide) {
-            ring.release(i + 1);
-        }
+        release_step(ring, i, variant);
     }
 }
 
@@ -214,15 +208,21 @@ pub(super) fn finish_held(
 ) {
     if comptime!(variant.overlap && variant.wide) {
         add_held_where(acc, held.p0, held.p1, held.v, held.pending, pass, pv);
-        if held.pending {
-            ring.release(held.i + 1);
-        }
     } else if comptime!(variant.overlap) {
         add_pv_where(acc, held.p0, held.v, held.pending, pv, pass.head_dim);
     }
     if comptime!(variant.overlap) {
         if held.pending {
-            ring.release(held.i);
+            release_step(ring, held.i, variant);
         }
+    }
+}
+
+/// The stage of chunk `i` back to the ring (a wide step's two, in order).
+#[cube]
+fn release_step(ring: &Ring, i: usize, #[comptime] variant: Variant) {
+    ring.release(i);
+    if comptime!(variant.wide) {
+        ring.release(i + 1);
     }
 }

@@ -24,11 +24,13 @@
 //! With `Variant::moved` the cube is 384 units: the producer warp's warpgroup gives its
 //! registers to the consumers (`setmaxnreg`, 40 / 232 a unit) and the cube has its SM alone.
 //!
-//! Experimental [`Variant`]s (off by default; the step itself is in `super::steps`):
+//! Experimental [`Variant`]s (off by default; which step runs is `super::consume`'s choice):
 //! `pv_pair`, where head dim 128 issues both `P·V` panels at once (no clear change on the
-//! H100, session 20), `wide`, where a step takes two chunks, 128 keys (untimed), and
-//! `overlap`, where a step issues its `Q·Kᵀ` with the last chunk's `P·V` and runs its softmax
-//! while that product is in the tensor cores (`super::pipelined`; untimed). Strict
+//! H100, session 20), `wide`, where a step takes two chunks, 128 keys (slower at the default's
+//! registers, session 22), `overlap`, where a step issues its `Q·Kᵀ` with the last chunk's
+//! `P·V` and runs its softmax while that product is in the tensor cores (`super::pipelined`;
+//! slower at one cube an SM, session 22), and both together under `moved`
+//! (`super::wide_overlap`; untimed). Strict
 //! turns of the warpgroups at the tensor cores (FlashAttention-3's ping-pong) measured 5–9 %
 //! slower and were removed; the code is at `147bbff`.
 //!

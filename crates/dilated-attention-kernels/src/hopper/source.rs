@@ -116,7 +116,7 @@ pub fn hopper_sources(case: SourceCase) -> Result<Vec<KernelSource>, KernelError
     let per_sm = resident_cubes(MAX_SHARED, shared, variant.per_sm_cap());
     let persistent = tuning.persistent_forward > 0;
     let min_blocks = match tuning.forward_min_blocks {
-        _ if persistent || variant.moved => per_sm,
+        _ if persistent => per_sm,
         0 => per_sm,
         wanted => {
             let wanted = u32::from(wanted.min(4));

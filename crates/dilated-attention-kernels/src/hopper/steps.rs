@@ -109,10 +109,8 @@ pub(super) fn wide_step<F: Float>(
 ) {
     let tile_bytes = comptime!((CHUNK * pass.head_dim * 2) as u32);
     let next = kbase + comptime!(2 * tile_bytes);
-    let sk = mma_ss_pair(dq, k_major(kbase), dq, k_major(next), qk);
     let mut s = zero_tiles(16usize);
-    tiles_assign(&mut s, 0usize, half_of(sk, 0usize));
-    tiles_assign(&mut s, 8usize, half_of(sk, 1usize));
+    wide_scores(&mut s, dq, kbase, pass, qk);
     score_chunk(
         &mut s,
         m,
@@ -135,6 +133,22 @@ pub(super) fn wide_step<F: Float>(
     add_pv(acc, p0, kbase + tile_bytes, pv, pass.head_dim, pv_pair);
     let p1 = p_fragments_from::<F>(&s, 4usize, 4usize);
     add_pv(acc, p1, next + tile_bytes, pv, pass.head_dim, pv_pair);
+}
+
+/// `S[64, 128] = Q·Kᵀ` over the two chunks whose keys start at `kbase` (and two tiles on), as
+/// two products issued together and waited for: a wide step's scores.
+#[cube]
+pub(super) fn wide_scores(
+    s: &mut Sequence<Array<Vector<f32, P2>>>,
+    dq: u64,
+    kbase: u32,
+    #[comptime] pass: Pass,
+    #[comptime] qk: Product,
+) {
+    let next = kbase + comptime!((4 * CHUNK * pass.head_dim) as u32);
+    let sk = mma_ss_pair(dq, k_major(kbase), dq, k_major(next), qk);
+    tiles_assign(s, 0usize, half_of(sk, 0usize));
+    tiles_assign(s, 8usize, half_of(sk, 1usize));
 }
 
 /// `O[:, 64h..64h + 64] += P·V[:, 64h..64h + 64]` for each 64-column panel `h` of the value

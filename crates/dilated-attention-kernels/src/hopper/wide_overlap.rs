@@ -20,26 +20,10 @@ use crate::args::Pass;
 use crate::sm80::mma::{CHUNK, P2};
 use crate::sm80::rows::rescale;
 
-/// `S = Q·Kᵀ` over the two chunks whose keys start at `kbase`, waited for: a step with nothing
-/// held (a tile's first).
+/// The held step's `O + P₀·V₀ + P₁·V₁` (values at `vbase` and two tiles on) as one group,
+/// waited for: `O`'s first panel, and at head dim 128 its second.
 #[cube]
-pub(super) fn wide_scores(
-    s: &mut Sequence<Array<Vector<f32, P2>>>,
-    dq: u64,
-    kbase: u32,
-    #[comptime] pass: Pass,
-    #[comptime] qk: Product,
-) {
-    let next = kbase + comptime!((4 * CHUNK * pass.head_dim) as u32);
-    let sk = mma_ss_pair(dq, k_major(kbase), dq, k_major(next), qk);
-    tiles_assign(s, 0usize, half_of(sk, 0usize));
-    tiles_assign(s, 8usize, half_of(sk, 1usize));
-}
-
-/// The held step's `O += P₀·V₀ + P₁·V₁` (values at `vbase` and two tiles on) as one group:
-/// in flight where `pv` says so (settle the result before reading it), else waited for.
-#[cube]
-pub(super) fn held_products(
+fn held_products(
     acc: &Sequence<Array<Vector<f32, P2>>>,
     held0: Vector<u32, Frags>,
     held1: Vector<u32, Frags>,
@@ -61,11 +45,6 @@ pub(super) fn held_products(
             mn_major(vnext + panel),
             pv,
         );
-        let o = if comptime!(pv.in_flight) {
-            settle_pair(o, 0u32)
-        } else {
-            o
-        };
         (half_of(o, 0usize), half_of(o, 1usize))
     } else {
         let o = mma_rs_add_two(
@@ -76,12 +55,25 @@ pub(super) fn held_products(
             mn_major(vnext),
             pv,
         );
-        let o = if comptime!(pv.in_flight) {
-            settle(o, 0u32)
-        } else {
-            o
-        };
         (o, Vector::<f32, Acc>::new(0.0f32))
+    }
+}
+
+/// `O += P₀·V₀ + P₁·V₁` for the held step, waited for: a step the warpgroup skips (causal)
+/// hands its held step's product on this way.
+#[cube]
+pub(super) fn add_held(
+    acc: &mut Sequence<Array<Vector<f32, P2>>>,
+    held0: Vector<u32, Frags>,
+    held1: Vector<u32, Frags>,
+    vbase: u32,
+    #[comptime] pass: Pass,
+    #[comptime] pv: Product,
+) {
+    let (o0, o1) = held_products(&*acc, held0, held1, vbase, pass, pv);
+    tiles_assign(acc, 0usize, o0);
+    if comptime!(pass.head_dim == 128) {
+        tiles_assign(acc, 8usize, o1);
     }
 }
 

@@ -142,9 +142,9 @@ pub fn forward_class(
         // C7512; `crate::hopper::pipelined`). One cube an SM takes the whole register file, as
         // does one whose producer warpgroup moves its registers to the consumers.
         let per_sm_cap = variant.per_sm_cap();
-        // The tuning's ask, else the cubes the shared memory lets an SM hold.
+        // The tuning's ask, else the cubes the shared memory lets an SM hold (the moved
+        // registers' kernel asks for one whatever it is given: `setmaxnreg` needs it).
         let mut blocks = match tuning.forward_min_blocks {
-            _ if variant.moved => 1,
             0 => resident_cubes(
                 client.properties().hardware.max_shared_memory_size,
                 shared,
