@@ -1,6 +1,6 @@
 #!/bin/bash
 # Session 28, call 1 (~570 s; `LIMIT` cuts it). Carry .dev31 (bins.tar.xz: new_bench and
-# new_probe built from a8e0bc6; families `handoff`, `tma-queries` (session 27's, never run
+# new_probe built from 0d46087; families `handoff`, `tma-queries` (session 27's, never run
 # yet), `moved`, `moved-wide`, `moved-overlap`, `moved-wide-overlap`
 # (`Sm80Tuning::register_move`: a 384-unit forward cube whose producer warpgroup gives its
 # registers to the consumers, alone, with `wide_chunks`, with `overlap_softmax`, with both:
