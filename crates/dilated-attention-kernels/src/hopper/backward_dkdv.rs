@@ -41,8 +41,8 @@ use cubecl::prelude::*;
 use super::dkdv_scores::key_scores;
 use super::fused_dq::{DS_BYTES, DS_VECTORS, add_chunk_dq, store_ds, zero_ds};
 use super::ring::{
-    CONSUMERS, PRODUCERS, Ring, STAGES, consumer_registers, copy_pair, producer_registers,
-    sync_consumers, whole_chunk,
+    CONSUMERS, PRODUCERS, RegisterSplit, Ring, STAGES, consumer_registers, copy_pair,
+    producer_registers, sync_consumers, whole_chunk,
 };
 use super::tiles::{
     p_fragments_from, plane_and_group, tile_vector, tiles_assign, tiles_into, wg_rows_bytes,
@@ -149,7 +149,7 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
         if comptime!(share) {
             // Every plane of the producer warpgroup gives registers back; all but the first
             // then leave.
-            producer_registers();
+            producer_registers(RegisterSplit::BALANCED);
             if unit >= comptime!(CONSUMERS + PRODUCERS) {
                 terminate!();
             }
@@ -212,7 +212,7 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
         terminate!();
     }
     if comptime!(share) {
-        consumer_registers();
+        consumer_registers(RegisterSplit::BALANCED);
     }
 
     stage_keys::<F, N>(

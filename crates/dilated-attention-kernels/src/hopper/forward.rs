@@ -22,7 +22,8 @@
 //!   other's products, and a warpgroup whose rows all precede a chunk (causal) skips it.
 //!
 //! With `Variant::moved` the cube is 384 units: the producer warp's warpgroup gives its
-//! registers to the consumers (`setmaxnreg`, 40 / 232 a unit) and the cube has its SM alone.
+//! registers to the consumers (`setmaxnreg`: 40 / 232 a unit, 24 / 240 for the overlapped wide
+//! step at head dim 128, `Variant::registers`) and the cube has its SM alone.
 //!
 //! Experimental [`Variant`]s (off by default; which step runs is `super::consume`'s choice):
 //! `pv_pair`, where head dim 128 issues both `P·V` panels at once (no clear change on the
@@ -171,7 +172,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
         terminate!();
     }
     if comptime!(variant.moved) {
-        consumer_registers();
+        consumer_registers(comptime!(variant.registers(pass.head_dim)));
     }
 
     // K-major Q and K (each warpgroup's 64 query rows start 64 rows into a panel of the query

@@ -60,7 +60,7 @@ pub(crate) fn produce<F: Float, N: Size>(
     if comptime!(variant.moved) {
         // Every plane of the producer warpgroup gives registers back; all but the first then
         // leave.
-        producer_registers();
+        producer_registers(comptime!(variant.registers(pass.head_dim)));
         if UNIT_POS as usize >= comptime!(CONSUMERS + PRODUCERS) {
             terminate!();
         }

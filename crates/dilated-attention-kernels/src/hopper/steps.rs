@@ -9,7 +9,7 @@
 use cubecl::prelude::*;
 
 use super::pipelined::{settle, settle_pair};
-use super::ring::{CONSUMERS, PRODUCERS};
+use super::ring::{CONSUMERS, PRODUCERS, RegisterSplit};
 use super::tiles::{p_fragments_from, tiles_assign, tiles_into};
 use super::wgmma::{
     Acc, Frags, PANEL_ROW, Product, half_of, k_major, mma_rs_add, mma_rs_add_pair, mma_ss,
@@ -71,6 +71,18 @@ impl Variant {
     /// Units per cube: the consumer warpgroups and the producer warp, or its warpgroup.
     pub(crate) fn threads(self) -> usize {
         CONSUMERS + if self.moved { 128 } else { PRODUCERS }
+    }
+
+    /// How a moved cube (`moved`) shares its registers at `head_dim`: the overlapped wide step
+    /// at 128 holds `S[64, 128]`, `O[64, 128]` and the held `P` at once, and spills at
+    /// [`RegisterSplit::BALANCED`]'s 232 (112 bytes, in its chunk loop) but not at
+    /// [`RegisterSplit::LEAN_PRODUCER`]'s 240 (ptxas sm_90a on the dumped source).
+    pub(crate) fn registers(self, head_dim: usize) -> RegisterSplit {
+        if self.wide && self.overlap && head_dim >= 128 {
+            RegisterSplit::LEAN_PRODUCER
+        } else {
+            RegisterSplit::BALANCED
+        }
     }
 
     /// Cubes an SM may hold: one where a second set of accumulators (products in flight) or
