@@ -95,6 +95,11 @@ enum Family {
     /// Wide chunks with the overlapped softmax and the moved registers (FlashAttention-3's
     /// step: 128 keys, the held step's `P·V` in flight across the softmax).
     MovedWideOverlap,
+    /// The moved overlapped softmax with the consumer warpgroups taking turns at the tensor
+    /// cores (`Sm80Tuning::warpgroup_turns`, FlashAttention-3's ping-pong).
+    MovedOverlapTurns,
+    /// FlashAttention-3's step with the warpgroups taking turns.
+    MovedWideOverlapTurns,
 }
 
 impl Family {
@@ -192,6 +197,19 @@ impl Family {
                 register_move: true,
                 wide_chunks: true,
                 overlap_softmax: true,
+                ..Sm80Tuning::default()
+            })),
+            Self::MovedOverlapTurns => Some(KernelStrategy::Sm80(Sm80Tuning {
+                register_move: true,
+                overlap_softmax: true,
+                warpgroup_turns: true,
+                ..Sm80Tuning::default()
+            })),
+            Self::MovedWideOverlapTurns => Some(KernelStrategy::Sm80(Sm80Tuning {
+                register_move: true,
+                wide_chunks: true,
+                overlap_softmax: true,
+                warpgroup_turns: true,
                 ..Sm80Tuning::default()
             })),
             Self::OverlapLazy => Some(KernelStrategy::Sm80(Sm80Tuning {

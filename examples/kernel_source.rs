@@ -39,7 +39,8 @@ struct Args {
     /// `grid` (one cube a query tile instead of the persistent grid), `copies` (every chunk by
     /// the producer's row copies, not whole chunks by TMA), `queries` (query tiles by TMA too), `handoff` (with `queries`: tiles and chunk positions
     /// handed by the producer), `moved` (a producer warpgroup that moves its registers to the
-    /// consumers); and the backward's `fused-dq` (`dQ` inside `dK/dV`).
+    /// consumers), `turns` (with `overlap`: the consumer warpgroups take turns at the tensor
+    /// cores); and the backward's `fused-dq` (`dQ` inside `dK/dV`).
     #[arg(long, value_delimiter = ',')]
     switches: Vec<Switch>,
     /// Resident cubes an SM the forward's launch bounds ask for (0: as many as its shared
@@ -61,6 +62,7 @@ enum Switch {
     Handoff,
     FusedDq,
     Moved,
+    Turns,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -76,6 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         handed_tiles: on(Switch::Handoff),
         fused_dq: on(Switch::FusedDq),
         register_move: on(Switch::Moved),
+        warpgroup_turns: on(Switch::Turns),
         persistent_forward: if on(Switch::Grid) { 0 } else { u32::MAX },
         forward_min_blocks: args.forward_min_blocks,
         ..Sm80Tuning::default()

@@ -130,6 +130,23 @@ pub fn run(p: &mut Probe) {
             persistent_forward: 3,
             ..Sm80Tuning::default()
         }),
+        // The same with the consumer warpgroups taking turns at the tensor cores, persistent
+        // over three cubes (the turns run on across tiles).
+        KernelStrategy::Sm80(Sm80Tuning {
+            register_move: true,
+            wide_chunks: true,
+            overlap_softmax: true,
+            warpgroup_turns: true,
+            persistent_forward: 3,
+            ..Sm80Tuning::default()
+        }),
+        // The moved 64-key overlapped step with turns.
+        KernelStrategy::Sm80(Sm80Tuning {
+            register_move: true,
+            overlap_softmax: true,
+            warpgroup_turns: true,
+            ..Sm80Tuning::default()
+        }),
     ];
     let longnet = |block| DilatedPattern::longnet(1024, block, true).expect("valid preset");
     // Blocks of 128, the Hopper forward's shape (it needs two warpgroups' rows per block),
@@ -143,14 +160,16 @@ pub fn run(p: &mut Probe) {
                 // The query tiles by TMA with and without the handoff (to be made the default
                 // once they pass) and the default (the Hopper forward and backward, whole chunks
                 // by TMA) first, then the moved registers with the wide and the overlapped
-                // steps, the row copies and the experiments: a probe that runs out of time has
+                // steps (and their turns), the row copies and the experiments: a probe that runs out of time has
                 // checked them.
                 families[16],
                 families[15],
                 families[6],
                 families[17],
                 families[19],
+                families[20],
                 families[18],
+                families[21],
                 families[13],
                 families[14],
                 families[11],

@@ -91,6 +91,13 @@ pub struct Sm80Tuning {
     /// dim 64 with two cubes an SM, 168 at 128). Off by default: compiled offline only
     /// (session 28).
     pub register_move: bool,
+    /// With `overlap_softmax`, the Hopper forward's two consumer warpgroups take turns issuing
+    /// their steps' products (FlashAttention-3's ping-pong, `crate::hopper::turns`: one turn a
+    /// step, `Q·Kᵀ` and the held `P·V` together), so one warpgroup's softmax runs while the
+    /// other's products fill the tensor cores; ignored without the overlap. Off by default:
+    /// compiled offline only (session 29). Session 20's turns, two a chunk around synchronous
+    /// products at two cubes an SM, were 5–9 % slower on the H100.
+    pub warpgroup_turns: bool,
 }
 
 impl Default for Sm80Tuning {
@@ -112,6 +119,7 @@ impl Default for Sm80Tuning {
             tma_queries: false,
             handed_tiles: false,
             register_move: false,
+            warpgroup_turns: false,
         }
     }
 }
@@ -125,6 +133,7 @@ mod tests {
         let t = Sm80Tuning::default();
         assert!(!t.paired_pv && !t.wide_chunks && !t.overlap_softmax && !t.lazy_rescale);
         assert!(!t.fused_dq && !t.tma_queries && !t.handed_tiles && !t.register_move);
+        assert!(!t.warpgroup_turns);
         // Measured faster and exact on the GPU (session 26).
         assert!(t.tma_loads);
     }

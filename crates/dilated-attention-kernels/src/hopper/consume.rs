@@ -15,6 +15,7 @@ use super::steps::{
     Variant, add_pv, add_pv_where, pipelined_step, score_chunk, wide_scores, wide_step,
 };
 use super::tiles::{p_fragments, tiles_assign};
+use super::turns::{pass_turn, take_turn};
 use super::wgmma::{Frags, Product, k_major, mma_ss};
 use super::wide_overlap::{add_held, add_held_where, pipelined_wide_step};
 use crate::args::Pass;
@@ -74,6 +75,7 @@ pub(super) fn consume<F: Float>(
     prow0: usize,
     sl2: f32,
     neg_inf: f32,
+    group: usize,
     #[comptime] pass: Pass,
     #[comptime] dtiles: usize,
     #[comptime] lazy: bool,
@@ -108,7 +110,9 @@ pub(super) fn consume<F: Float>(
             );
         }
     } else if comptime!(variant.overlap) {
-        // With `variant.wide` a step holds two chunks (stages `held.i` and the next).
+        // With `variant.wide` a step holds two chunks (stages `held.i` and the next). With
+        // `variant.turns` each step is one turn, a skipped one too (`super::turns`).
+        take_turn(group, variant.turns);
         if skip {
             // Stages go back in order: the held chunk's product first.
             if held.pending {
@@ -120,19 +124,63 @@ pub(super) fn consume<F: Float>(
                 release_step(ring, held.i, variant);
                 held.pending = false;
             }
+            pass_turn(group, variant.turns);
             release_step(ring, i, variant);
         } else {
             let mut s = zero_tiles(comptime!(if variant.wide { 16usize } else { 8usize }));
             if held.pending {
                 if comptime!(variant.wide) {
                     pipelined_wide_step(
-                        &mut s, m, l, acc, held.p0, held.p1, held.v, dq, kbase, kv, kv0, k0, lo,
-                        hi, prow0, sl2, neg_inf, pass, dtiles, lazy, qk, pv,
+                        &mut s,
+                        m,
+                        l,
+                        acc,
+                        held.p0,
+                        held.p1,
+                        held.v,
+                        dq,
+                        kbase,
+                        kv,
+                        kv0,
+                        k0,
+                        lo,
+                        hi,
+                        prow0,
+                        sl2,
+                        neg_inf,
+                        pass,
+                        dtiles,
+                        lazy,
+                        group,
+                        qk,
+                        pv,
+                        variant.turns,
                     );
                 } else {
                     pipelined_step(
-                        &mut s, m, l, acc, held.p0, held.v, dq, kbase, kv, kv0, k0, lo, hi, prow0,
-                        sl2, neg_inf, pass, dtiles, lazy, qk, pv,
+                        &mut s,
+                        m,
+                        l,
+                        acc,
+                        held.p0,
+                        held.v,
+                        dq,
+                        kbase,
+                        kv,
+                        kv0,
+                        k0,
+                        lo,
+                        hi,
+                        prow0,
+                        sl2,
+                        neg_inf,
+                        pass,
+                        dtiles,
+                        lazy,
+                        group,
+                        qk,
+                        pv,
+                        variant.turns,
                     );
                 }
                 release_step(ring, held.i, variant);
@@ -142,6 +190,7 @@ pub(super) fn consume<F: Float>(
                 } else {
                     tiles_assign(&mut s, 0usize, mma_ss(dq, k_major(kbase), qk));
                 }
+                pass_turn(group, variant.turns);
                 score_chunk(
                     &mut s,
                     m,

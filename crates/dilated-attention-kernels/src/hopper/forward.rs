@@ -31,9 +31,9 @@
 //! registers, session 22), `overlap`, where a step issues its `Q·Kᵀ` with the last chunk's
 //! `P·V` and runs its softmax while that product is in the tensor cores (`super::pipelined`;
 //! slower at one cube an SM, session 22), and both together under `moved`
-//! (`super::wide_overlap`; untimed). Strict
-//! turns of the warpgroups at the tensor cores (FlashAttention-3's ping-pong) measured 5–9 %
-//! slower and were removed; the code is at `147bbff`.
+//! (`super::wide_overlap`; untimed). `turns`: with `overlap`, the warpgroups take turns
+//! issuing a step's products (`super::turns`, FlashAttention-3's ping-pong; untimed). Session
+//! 20's turns, two a chunk around synchronous products, measured 5–9 % slower (`147bbff`).
 //!
 //! Tiles are in the 128-byte swizzled layout (`super::wgmma::swizzled`: 64-column panels of
 //! 128-byte rows, a row's 16-byte vectors permuted by the row). The `cp.async` landings and
@@ -67,6 +67,7 @@ use super::ring::{CONSUMERS, FLAGS, PRODUCERS, Ring, STAGES, consumer_registers,
 use super::schedule::{Schedule, serves, span, tile_at};
 pub(crate) use super::steps::Variant;
 use super::tiles::{plane_and_group, wg_rows_bytes};
+use super::turns::first_turn;
 use super::wgmma::{PANEL_ROW, Product, k_major, shared_address};
 use crate::addressing::Rows;
 use crate::args::{Operands, Pass};
@@ -194,6 +195,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
         in_flight: false,
     });
     let sl2 = io.scale * LOG2E;
+    first_turn(group, variant.turns);
 
     // With `variant.handoff` the producer hands the tiles (the served ones, then an end
     // marker); otherwise each consumer works out its cube's tiles itself.
@@ -335,6 +337,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                     prow0,
                     sl2,
                     io.neg_inf,
+                    group,
                     pass,
                     dtiles,
                     lazy,

@@ -3,7 +3,8 @@
 //! Built bottom-up and checked on the device at each level: `wgmma` holds the products and
 //! the shared-memory descriptors, [`selftest`] proves them on one tile against the host, `ring`
 //! holds the producer warp's stages and barriers, `tiles` the tile addressing and register
-//! renamings the kernels share, `pipelined` the settling of products left in flight,
+//! renamings the kernels share, `pipelined` the settling of products left in flight, `turns`
+//! the consumer warpgroups' turns at the tensor cores,
 //! `forward` is the warp-specialised
 //! attention forward on them (head dims 64 and 128; the default where it applies, see
 //! `Sm80Tuning::wgmma_forward`) with its wide-store `epilogue` and its tile `schedule` (one cube
@@ -28,6 +29,7 @@ pub(crate) mod schedule;
 mod steps;
 mod tiles;
 pub(crate) mod tma;
+mod turns;
 pub(crate) mod wgmma;
 mod wide_overlap;
 

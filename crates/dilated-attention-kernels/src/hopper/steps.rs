@@ -11,6 +11,7 @@ use cubecl::prelude::*;
 use super::pipelined::{settle, settle_pair};
 use super::ring::{CONSUMERS, PRODUCERS, RegisterSplit};
 use super::tiles::{p_fragments_from, tiles_assign, tiles_into};
+use super::turns::pass_turn;
 use super::wgmma::{
     Acc, Frags, PANEL_ROW, Product, half_of, k_major, mma_rs_add, mma_rs_add_pair, mma_ss,
     mma_ss_pair, mn_major,
@@ -48,6 +49,9 @@ pub(crate) struct Variant {
     /// registers back to the consumers (`super::ring::producer_registers`); otherwise one
     /// producer warp (288 units).
     pub moved: bool,
+    /// With `overlap`: the consumer warpgroups take turns issuing a step's products
+    /// (`super::turns`).
+    pub turns: bool,
 }
 
 impl Variant {
@@ -56,15 +60,17 @@ impl Variant {
     /// has theirs).
     pub(crate) fn of(tuning: &Sm80Tuning, tma: bool, queries: bool) -> Self {
         let queries = tma && queries && tuning.tma_queries;
+        // Both in one step only where the registers moved (`super::wide_overlap`).
+        let overlap = tuning.overlap_softmax && (!tuning.wide_chunks || tuning.register_move);
         Self {
             pv_pair: tuning.paired_pv,
             wide: tuning.wide_chunks,
-            // Both in one step only where the registers moved (`super::wide_overlap`).
-            overlap: tuning.overlap_softmax && (!tuning.wide_chunks || tuning.register_move),
+            overlap,
             tma,
             queries,
             handoff: queries && tuning.handed_tiles,
             moved: tuning.register_move,
+            turns: overlap && tuning.warpgroup_turns,
         }
     }
 
@@ -331,8 +337,10 @@ pub(super) fn pipelined_step(
     #[comptime] pass: Pass,
     #[comptime] dtiles: usize,
     #[comptime] lazy: bool,
+    group: usize,
     #[comptime] qk: Product,
     #[comptime] pv: Product,
+    #[comptime] turns: bool,
 ) {
     let qk_async = comptime!(Product {
         in_flight: true,
@@ -356,6 +364,7 @@ pub(super) fn pipelined_step(
             mn_major(vbase + panel),
             pv_async,
         );
+        pass_turn(group, turns);
         tiles_assign(s, 0usize, settle(sk, 1u32));
         let moved = probs_chunk(
             s, m, l, &mut alpha, kvalid, kv0, k0, lo, hi, prow0, sl2, neg_inf, pass, lazy, CHUNK,
@@ -366,6 +375,7 @@ pub(super) fn pipelined_step(
         rescale(acc, &alpha, moved, dtiles, lazy);
     } else {
         let o = mma_rs_add(tiles_into(&*acc, 0usize), held, mn_major(vbase), pv_async);
+        pass_turn(group, turns);
         tiles_assign(s, 0usize, settle(sk, 1u32));
         let moved = probs_chunk(
             s, m, l, &mut alpha, kvalid, kv0, k0, lo, hi, prow0, sl2, neg_inf, pass, lazy, CHUNK,
@@ -434,6 +444,25 @@ mod tests {
         };
         let v = Variant::of(&tuning, true, false);
         assert!(v.moved && v.wide && v.overlap);
+    }
+
+    #[rstest]
+    #[case::without_the_overlap(false, false, false)]
+    #[case::overlap(false, true, true)]
+    #[case::wide_overlap(true, true, true)]
+    fn the_warpgroups_take_turns_only_in_an_overlapped_step(
+        #[case] wide: bool,
+        #[case] overlap: bool,
+        #[case] turns: bool,
+    ) {
+        let tuning = Sm80Tuning {
+            register_move: true,
+            wide_chunks: wide,
+            overlap_softmax: overlap,
+            warpgroup_turns: true,
+            ..Sm80Tuning::default()
+        };
+        assert_eq!(Variant::of(&tuning, true, false).turns, turns);
     }
 
     #[rstest]

@@ -15,6 +15,7 @@ use super::chained::{mma_rs_add_two, mma_rs_add_two_pair};
 use super::pipelined::{settle, settle_pair};
 use super::steps::probs_chunk;
 use super::tiles::{tiles_assign, tiles_into};
+use super::turns::pass_turn;
 use super::wgmma::{Acc, Frags, PANEL_ROW, Product, half_of, k_major, mma_ss_pair, mn_major};
 use crate::args::Pass;
 use crate::sm80::mma::{CHUNK, P2};
@@ -103,8 +104,10 @@ pub(super) fn pipelined_wide_step(
     #[comptime] pass: Pass,
     #[comptime] dtiles: usize,
     #[comptime] lazy: bool,
+    group: usize,
     #[comptime] qk: Product,
     #[comptime] pv: Product,
+    #[comptime] turns: bool,
 ) {
     let qk_async = comptime!(Product {
         in_flight: true,
@@ -131,6 +134,7 @@ pub(super) fn pipelined_wide_step(
             mn_major(vnext + panel),
             pv_async,
         );
+        pass_turn(group, turns);
         let sk = settle_pair(sk, 1u32);
         tiles_assign(s, 0usize, half_of(sk, 0usize));
         tiles_assign(s, 8usize, half_of(sk, 1usize));
@@ -164,6 +168,7 @@ pub(super) fn pipelined_wide_step(
             mn_major(vnext),
             pv_async,
         );
+        pass_turn(group, turns);
         let sk = settle_pair(sk, 1u32);
         tiles_assign(s, 0usize, half_of(sk, 0usize));
         tiles_assign(s, 8usize, half_of(sk, 1usize));
