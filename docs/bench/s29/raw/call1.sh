@@ -1,16 +1,18 @@
 #!/bin/bash
 # Session 29, call 1 (~570 s; `LIMIT` cuts it). Carry .dev32 (bins.tar.xz: new_bench and
-# new_probe built from 1b3dd66; families `handoff`, `tma-queries` (session 27's, never run
-# yet), `moved`, `moved-wide`, `moved-overlap`, `moved-wide-overlap`
+# new_probe built from 1aefa1a; families `handoff`, `tma-queries` (session 27's, never run
+# yet), `moved`, `moved-wide`, `moved-overlap`, `moved-wide-overlap`, and with the warpgroups'
+# turns (`Sm80Tuning::warpgroup_turns`) `moved-overlap-turns`, `moved-wide-overlap-turns`
 # (`Sm80Tuning::register_move`: a 384-unit forward cube whose producer warpgroup gives its
 # registers to the consumers, alone, with `wide_chunks`, with `overlap_softmax`, with both:
 # FlashAttention-3's 128-key step with its products in flight).
 # ONLY=probe runs the probe alone (a second call, ~570 s: its cold start is long);
-# FAMS64 / FAMS128 (and TORCH_DIMS) override the families timed at each head dim. In order: the forward A/B at head dim 64 (auto and handoff twice), at 128 (with
-# moved-overlap: at 64 the overlap already had one cube an SM and no spill), the PyTorch
-# peers' forward rows at both head dims, then the probe's strategies (f16, minimal autotune: the
-# probe judges numerics) on its first six families at blocks of 128 — handoff, tma-queries,
-# the default, moved-wide, moved-wide-overlap, moved-overlap — with what time is left.
+# FAMS64 / FAMS128 (and TORCH_DIMS) override the families timed at each head dim. In order:
+# the forward A/B at head dim 64 (auto and handoff twice), at 128, the PyTorch peers' forward
+# rows at both head dims, then the probe's strategies (f16, minimal autotune: the probe judges
+# numerics) on its first PROBE_FAMILIES (8) families at blocks of 128 — handoff, tma-queries,
+# the default, moved-wide, moved-wide-overlap, its turns, moved-overlap, its turns — with what
+# time is left.
 start=$(date +%s)
 el() { echo $(( $(date +%s) - start )); }
 fits() { [ $(( $(el) + $1 )) -lt ${LIMIT:-570} ] || { echo "== skip $2 at $(el) s"; return 1; }; }
@@ -19,17 +21,17 @@ xz -T4 -dc .dev32/bins.tar.xz | tar xf - -C /tmp/bin; chmod +x /tmp/bin/*
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee $OUT/ab.txt
 run() { fits $1 "$*" || return; echo "## $*" >> $OUT/ab.txt; (timeout $1 /tmp/bin/new_bench --device cuda "${@:2}" >> $OUT/ab.txt 2>&1); echo "== $* at $(el) s"; }
 [ "$ONLY" = probe ] && FAMS64=" " FAMS128=" " TORCH_DIMS=" "
-for fam in ${FAMS64:-auto handoff moved-wide moved-wide-overlap moved auto handoff}; do
+for fam in ${FAMS64:-auto handoff moved-wide-overlap moved-wide-overlap-turns moved-wide moved auto handoff}; do
   run 25 --head-dim 64 --mode fwd --sizes 64k,128k --iters 20 --family $fam
 done
-for fam in ${FAMS128:-auto handoff moved moved-wide moved-wide-overlap moved-overlap}; do
+for fam in ${FAMS128:-auto handoff moved moved-wide-overlap moved-wide-overlap-turns moved-overlap-turns}; do
   run 30 --head-dim 128 --mode fwd --sizes 64k,128k --iters 20 --family $fam
 done
 for hd in ${TORCH_DIMS:-64 128}; do
   fits 45 torch && { (timeout 45 python3 benches/torch_baseline.py f16 fwd d$hd 65536 131072 --no-dense > $OUT/torch-d$hd.txt 2>&1); echo "== torch d$hd at $(el) s"; }
 done
 left=$(( ${LIMIT:-570} - $(el) - 10 ))
-[ $left -gt 60 ] && { (CUBECL_AUTOTUNE_LEVEL=minimal timeout $left /tmp/bin/new_probe --device cuda --check strategies --dtypes f16 --families 6 > $OUT/strategies.txt 2>&1; echo rc $? >> $OUT/strategies.txt); echo "== probe at $(el) s"; }
+[ $left -gt 60 ] && { (CUBECL_AUTOTUNE_LEVEL=minimal timeout $left /tmp/bin/new_probe --device cuda --check strategies --dtypes f16 --families ${PROBE_FAMILIES:-8} > $OUT/strategies.txt 2>&1; echo rc $? >> $OUT/strategies.txt); echo "== probe at $(el) s"; }
 grep -oE '^## .*|"pattern":"[a-z]+"|"n":[0-9]+|"mode":"[a-z+]+"|"median_ms":[0-9.]+|"status":"[^"]{0,300}' $OUT/ab.txt | paste -sd' ' | sed 's/## /\n## /g; s/"pattern"://g; s/"median_ms"://g; s/"mode"://g; s/"n"://g; s/"//g'
 grep -hoE '"impl": "[a-z-]+"|"n": [0-9]+|"head_dim": [0-9]+|"pattern": "[a-z]+"|"mode": "[a-z+]+"|"median_ms": [0-9.]+' $OUT/torch-d64.txt $OUT/torch-d128.txt 2>/dev/null | paste -sd' ' | sed 's/"impl"/\n/g; s/"//g'
 sed -E 's/Sm80\(Sm80Tuning \{ forward_tiles: ([0-9]), dq_tiles: ([0-9]), /T\1\/\2 /; s/\(reference path in [FB]16 [0-9.e-]+\) //g; s/wgmma_forward/wf/; s/wgmma_backward/wb/; s/persistent_forward/pf/; s/overlap_softmax/ov/; s/min_blocks/mb/g; s/tma_loads/tma/; s/[a-z_]+: false, //g; s/, [a-z_]+: false//g' $OUT/strategies.txt 2>/dev/null | grep -E "^[FB]16 |over the bar|^rc|panicked|blocks of|rror" | cut -c1-700
