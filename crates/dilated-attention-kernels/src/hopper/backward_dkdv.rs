@@ -40,10 +40,8 @@ use cubecl::prelude::*;
 
 use super::dkdv_scores::key_scores;
 use super::fused_dq::{DS_BYTES, DS_VECTORS, add_chunk_dq, store_ds, zero_ds};
-use super::ring::{
-    CONSUMERS, PRODUCERS, RegisterSplit, Ring, STAGES, consumer_registers, copy_pair,
-    producer_registers, sync_consumers, whole_chunk,
-};
+use super::registers::{RegisterSplit, consumer_registers, producer_registers};
+use super::ring::{CONSUMERS, PRODUCERS, Ring, STAGES, copy_pair, sync_consumers, whole_chunk};
 use super::tiles::{
     p_fragments_from, plane_and_group, tile_vector, tiles_assign, tiles_into, wg_rows_bytes,
 };

@@ -63,7 +63,8 @@ use super::query_tile::{
     HANDOFF, QUERY_BARRIERS, TILE_EMPTY, TILE_END, handed_chunk, handed_tile, query_ring,
     stage_plane_queries, whole_query_tile,
 };
-use super::ring::{CONSUMERS, FLAGS, PRODUCERS, Ring, STAGES, consumer_registers, sync_warpgroup};
+use super::registers::consumer_registers;
+use super::ring::{CONSUMERS, FLAGS, PRODUCERS, Ring, STAGES, sync_warpgroup};
 use super::schedule::{Schedule, serves, span, tile_at};
 pub(crate) use super::steps::Variant;
 use super::tiles::{plane_and_group, wg_rows_bytes};

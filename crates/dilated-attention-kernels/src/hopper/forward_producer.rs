@@ -20,7 +20,8 @@ use cubecl::prelude::*;
 use super::query_tile::{
     ROWS, TILE_EMPTY, hand_chunk, hand_end, hand_tile, load_query_tile, whole_query_tile,
 };
-use super::ring::{CONSUMERS, PRODUCERS, Ring, producer_registers};
+use super::registers::producer_registers;
+use super::ring::{CONSUMERS, PRODUCERS, Ring};
 use super::schedule::{Schedule, serves, span, tile_at};
 use super::steps::Variant;
 use super::tma::{fill_or_load, map_address};

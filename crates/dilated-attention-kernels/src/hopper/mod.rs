@@ -2,7 +2,8 @@
 //!
 //! Built bottom-up and checked on the device at each level: `wgmma` holds the products and
 //! the shared-memory descriptors, [`selftest`] proves them on one tile against the host, `ring`
-//! holds the producer warp's stages and barriers, `tiles` the tile addressing and register
+//! holds the producer warp's stages and barriers, `registers` how a moved cube shares its
+//! registers, `tiles` the tile addressing and register
 //! renamings the kernels share, `pipelined` the settling of products left in flight, `turns`
 //! the consumer warpgroups' turns at the tensor cores,
 //! `forward` is the warp-specialised
@@ -24,6 +25,7 @@ mod fused_dq;
 mod pipelined;
 mod ptx;
 mod query_tile;
+mod registers;
 pub(crate) mod ring;
 pub(crate) mod schedule;
 mod steps;

@@ -9,7 +9,8 @@
 use cubecl::prelude::*;
 
 use super::pipelined::{settle, settle_pair};
-use super::ring::{CONSUMERS, PRODUCERS, RegisterSplit};
+use super::registers::RegisterSplit;
+use super::ring::{CONSUMERS, PRODUCERS};
 use super::tiles::{p_fragments_from, tiles_assign, tiles_into};
 use super::turns::pass_turn;
 use super::wgmma::{
@@ -46,7 +47,7 @@ pub(crate) struct Variant {
     /// walk the layout rows themselves.
     pub handoff: bool,
     /// The cube has a whole producer warpgroup (384 units, one cube an SM) whose planes give
-    /// registers back to the consumers (`super::ring::producer_registers`); otherwise one
+    /// registers back to the consumers (`super::registers`); otherwise one
     /// producer warp (288 units).
     pub moved: bool,
     /// With `overlap`: the consumer warpgroups take turns issuing a step's products
