@@ -99,6 +99,11 @@ struct Args {
     /// a short device call.
     #[arg(long)]
     families: Option<usize>,
+    /// `strategies`: only these families, by index into its list (`strategies.rs`), at blocks
+    /// of 128 and head dims 64 and 128 — the ones a device call just timed fastest; overrides
+    /// `--families`.
+    #[arg(long, value_delimiter = ',')]
+    pick: Option<Vec<usize>>,
 }
 
 fn main() -> ExitCode {
@@ -139,6 +144,7 @@ fn main() -> ExitCode {
             .dtypes
             .map(|list| list.into_iter().map(DtypeArg::dtype).collect()),
         families: args.families,
+        pick: args.pick,
     };
     let wants = |c: Check| {
         args.check.contains(&c)

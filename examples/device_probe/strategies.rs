@@ -147,8 +147,26 @@ pub fn run(p: &mut Probe) {
             warpgroup_turns: true,
             ..Sm80Tuning::default()
         }),
+        // The default step on the moved registers.
+        KernelStrategy::Sm80(Sm80Tuning {
+            register_move: true,
+            ..Sm80Tuning::default()
+        }),
     ];
     let longnet = |block| DilatedPattern::longnet(1024, block, true).expect("valid preset");
+    if let Some(pick) = p.pick.clone() {
+        let picked: Vec<KernelStrategy> = pick
+            .iter()
+            .filter_map(|&i| families.get(i))
+            .copied()
+            .collect();
+        p.families = None;
+        for d in [64, 128] {
+            println!("blocks of 128, head dim {d}, families {pick:?}:");
+            case(p, longnet(128), &picked, d);
+        }
+        return;
+    }
     // Blocks of 128, the Hopper forward's shape (it needs two warpgroups' rows per block),
     // first: the sm80 family with and without it, at both of its head dims.
     for d in [64, 128] {
@@ -170,6 +188,7 @@ pub fn run(p: &mut Probe) {
                 families[20],
                 families[18],
                 families[21],
+                families[22],
                 families[13],
                 families[14],
                 families[11],

@@ -17,6 +17,9 @@ pub struct Probe {
     pub only: Option<Vec<DType>>,
     /// `strategies`: the families checked per case (`--families`; `None`: all).
     pub families: Option<usize>,
+    /// `strategies`: only these families (indices into its list), at blocks of 128 and both
+    /// head dims (`--pick`; overrides `families`).
+    pub pick: Option<Vec<usize>>,
 }
 
 impl Probe {

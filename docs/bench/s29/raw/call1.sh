@@ -8,10 +8,9 @@
 # FlashAttention-3's 128-key step with its products in flight).
 # ONLY=probe runs the probe alone (a second call, ~570 s: its cold start is long);
 # FAMS64 / FAMS128 (and TORCH_DIMS) override the families timed at each head dim. In order:
-# the forward A/B at head dim 64 (auto and handoff twice), at 128, the PyTorch peers' forward
-# rows at both head dims, then the probe's strategies (f16, minimal autotune: the probe judges
-# numerics) on its first PROBE_FAMILIES (8) families at blocks of 128 — handoff, tma-queries,
-# the default, moved-wide, moved-wide-overlap, its turns, moved-overlap, its turns — with what
+# the forward A/B at head dim 64 (auto twice), at 128, the PyTorch peers' forward rows at head
+# dim 64, then the probe's strategies (f16, minimal autotune: the probe judges numerics) at
+# blocks of 128 on the families `pick.py` finds faster than auto (`PICK` overrides), with what
 # time is left.
 start=$(date +%s)
 el() { echo $(( $(date +%s) - start )); }
@@ -21,17 +20,20 @@ xz -T4 -dc .dev32/bins.tar.xz | tar xf - -C /tmp/bin; chmod +x /tmp/bin/*
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee $OUT/ab.txt
 run() { fits $1 "$*" || return; echo "## $*" >> $OUT/ab.txt; (timeout $1 /tmp/bin/new_bench --device cuda "${@:2}" >> $OUT/ab.txt 2>&1); echo "== $* at $(el) s"; }
 [ "$ONLY" = probe ] && FAMS64=" " FAMS128=" " TORCH_DIMS=" "
-for fam in ${FAMS64:-auto handoff moved-wide-overlap moved-wide-overlap-turns moved-wide moved auto handoff}; do
+for fam in ${FAMS64:-auto moved-wide-overlap moved-wide-overlap-turns moved-overlap-turns handoff moved auto}; do
   run 25 --head-dim 64 --mode fwd --sizes 64k,128k --iters 20 --family $fam
 done
-for fam in ${FAMS128:-auto handoff moved moved-wide-overlap moved-wide-overlap-turns moved-overlap-turns}; do
+for fam in ${FAMS128:-auto moved-wide-overlap moved-wide-overlap-turns moved-overlap-turns moved}; do
   run 30 --head-dim 128 --mode fwd --sizes 64k,128k --iters 20 --family $fam
 done
-for hd in ${TORCH_DIMS:-64 128}; do
+for hd in ${TORCH_DIMS:-64}; do
   fits 45 torch && { (timeout 45 python3 benches/torch_baseline.py f16 fwd d$hd 65536 131072 --no-dense > $OUT/torch-d$hd.txt 2>&1); echo "== torch d$hd at $(el) s"; }
 done
+# The probe checks what just timed fastest (`pick.py`; `PICK` overrides: probe indices).
+PICK=${PICK:-$(python3 docs/bench/s29/raw/pick.py $OUT/ab.txt 2> $OUT/pick.txt)}; echo "pick $PICK" | tee -a $OUT/pick.txt
 left=$(( ${LIMIT:-570} - $(el) - 10 ))
-[ $left -gt 60 ] && { (CUBECL_AUTOTUNE_LEVEL=minimal timeout $left /tmp/bin/new_probe --device cuda --check strategies --dtypes f16 --families ${PROBE_FAMILIES:-8} > $OUT/strategies.txt 2>&1; echo rc $? >> $OUT/strategies.txt); echo "== probe at $(el) s"; }
+[ $left -gt 60 ] && { (CUBECL_AUTOTUNE_LEVEL=minimal timeout $left /tmp/bin/new_probe --device cuda --check strategies --dtypes f16 --pick $PICK > $OUT/strategies.txt 2>&1; echo rc $? >> $OUT/strategies.txt); echo "== probe at $(el) s"; }
+cat $OUT/pick.txt
 grep -oE '^## .*|"pattern":"[a-z]+"|"n":[0-9]+|"mode":"[a-z+]+"|"median_ms":[0-9.]+|"status":"[^"]{0,300}' $OUT/ab.txt | paste -sd' ' | sed 's/## /\n## /g; s/"pattern"://g; s/"median_ms"://g; s/"mode"://g; s/"n"://g; s/"//g'
 grep -hoE '"impl": "[a-z-]+"|"n": [0-9]+|"head_dim": [0-9]+|"pattern": "[a-z]+"|"mode": "[a-z+]+"|"median_ms": [0-9.]+' $OUT/torch-d64.txt $OUT/torch-d128.txt 2>/dev/null | paste -sd' ' | sed 's/"impl"/\n/g; s/"//g'
 sed -E 's/Sm80\(Sm80Tuning \{ forward_tiles: ([0-9]), dq_tiles: ([0-9]), /T\1\/\2 /; s/\(reference path in [FB]16 [0-9.e-]+\) //g; s/wgmma_forward/wf/; s/wgmma_backward/wb/; s/persistent_forward/pf/; s/overlap_softmax/ov/; s/min_blocks/mb/g; s/tma_loads/tma/; s/[a-z_]+: false, //g; s/, [a-z_]+: false//g' $OUT/strategies.txt 2>/dev/null | grep -E "^[FB]16 |over the bar|^rc|panicked|blocks of|rror" | cut -c1-700
