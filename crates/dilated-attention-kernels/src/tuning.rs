@@ -58,7 +58,9 @@ pub struct Sm80Tuning {
     /// the chunk's softmax while `P·V` is still in the tensor cores (FlashAttention-3's
     /// intra-warpgroup overlap, `crate::hopper::pipelined`). With `wide_chunks` only where
     /// `register_move` is on too (a step of 128 keys then holds the last step's two chunks,
-    /// `crate::hopper::wide_overlap`); otherwise ignored with it. Off by default: slower on the
+    /// `crate::hopper::wide_overlap`; at head dim 128 under a causal mask, where that step
+    /// would serialise its products, the 64-key overlapped step serves instead); otherwise
+    /// ignored with it. Off by default: slower on the
     /// H100 at one cube an SM (session 22); the moved forms are untimed.
     pub overlap_softmax: bool,
     /// The Hopper kernels' producers load a chunk whose 64 gathered rows all lie inside the

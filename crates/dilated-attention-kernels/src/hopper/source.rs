@@ -110,7 +110,7 @@ pub fn hopper_sources(case: SourceCase) -> Result<Vec<KernelSource>, KernelError
     let target = Arc::new(<CudaRuntime as Runtime>::target_properties());
     let tuning = case.tuning;
     // The stand-in launch has every tensor map.
-    let variant = Variant::of(&tuning, tuning.tma_loads, true);
+    let variant = Variant::of(&tuning, pass, tuning.tma_loads, true);
     // As `launch::forward` picks them: the cubes an SM holds, which the launch bounds ask for.
     let shared = fwd::shared_bytes(case.head_dim, variant.queries);
     let per_sm = resident_cubes(MAX_SHARED, shared, variant.per_sm_cap());

@@ -56,16 +56,22 @@ pub(crate) struct Variant {
 }
 
 impl Variant {
-    /// The variant a plan with `tuning` launches, where the producer may load whole chunks by
-    /// TMA (`tma`: the launch has their tensor maps) and whole query tiles too (`queries`: it
-    /// has theirs).
-    pub(crate) fn of(tuning: &Sm80Tuning, tma: bool, queries: bool) -> Self {
+    /// The variant a plan with `tuning` launches for `pass`, where the producer may load whole
+    /// chunks by TMA (`tma`: the launch has their tensor maps) and whole query tiles too
+    /// (`queries`: it has theirs).
+    pub(crate) fn of(tuning: &Sm80Tuning, pass: Pass, tma: bool, queries: bool) -> Self {
         let queries = tma && queries && tuning.tma_queries;
+        // The wide overlapped step at head dim 128 under a causal mask needs more registers
+        // than even the moved split gives (ptxas sm_90a: 420 bytes of spill and its products
+        // serialised, C7512): the 64-key overlapped step serves there.
+        let crowded = pass.causal && pass.head_dim >= 128;
+        let wide =
+            tuning.wide_chunks && !(crowded && tuning.register_move && tuning.overlap_softmax);
         // Both in one step only where the registers moved (`super::wide_overlap`).
-        let overlap = tuning.overlap_softmax && (!tuning.wide_chunks || tuning.register_move);
+        let overlap = tuning.overlap_softmax && (!wide || tuning.register_move);
         Self {
             pv_pair: tuning.paired_pv,
-            wide: tuning.wide_chunks,
+            wide,
             overlap,
             tma,
             queries,
@@ -392,11 +398,19 @@ mod tests {
 
     use super::*;
 
+    /// Head dim 64, blocks of 128, no masks.
+    const PASS: Pass = Pass {
+        head_dim: 64,
+        block: 128,
+        causal: false,
+        masked: false,
+    };
+
     #[test]
     fn the_default_tuning_launches_the_plain_cube() {
         // `tma_queries` is off by default: the query tiles stay with the consumers even where
         // the launch has their map.
-        let v = Variant::of(&Sm80Tuning::default(), true, true);
+        let v = Variant::of(&Sm80Tuning::default(), PASS, true, true);
         let plain = Variant {
             tma: true,
             ..Variant::default()
@@ -419,7 +433,7 @@ mod tests {
             handed_tiles: true,
             ..Sm80Tuning::default()
         };
-        let v = Variant::of(&tuning, tma, queries);
+        let v = Variant::of(&tuning, PASS, tma, queries);
         assert_eq!((v.tma, v.queries, v.handoff), want);
     }
 
@@ -430,7 +444,7 @@ mod tests {
             overlap_softmax: true,
             ..Sm80Tuning::default()
         };
-        let v = Variant::of(&tuning, true, false);
+        let v = Variant::of(&tuning, PASS, true, false);
         assert!(v.wide && !v.overlap);
         assert_eq!(v.per_sm_cap(), 2);
     }
@@ -443,7 +457,7 @@ mod tests {
             overlap_softmax: true,
             ..Sm80Tuning::default()
         };
-        let v = Variant::of(&tuning, true, false);
+        let v = Variant::of(&tuning, PASS, true, false);
         assert!(v.moved && v.wide && v.overlap);
     }
 
@@ -463,7 +477,32 @@ mod tests {
             warpgroup_turns: true,
             ..Sm80Tuning::default()
         };
-        assert_eq!(Variant::of(&tuning, true, false).turns, turns);
+        assert_eq!(Variant::of(&tuning, PASS, true, false).turns, turns);
+    }
+
+    #[rstest]
+    #[case::head_dim_64(64, false, true)]
+    #[case::head_dim_64_causal(64, true, true)]
+    #[case::head_dim_128(128, false, true)]
+    #[case::head_dim_128_causal(128, true, false)]
+    fn the_wide_overlapped_step_gives_way_only_where_it_would_serialise(
+        #[case] head_dim: usize,
+        #[case] causal: bool,
+        #[case] wide: bool,
+    ) {
+        let tuning = Sm80Tuning {
+            register_move: true,
+            wide_chunks: true,
+            overlap_softmax: true,
+            ..Sm80Tuning::default()
+        };
+        let pass = Pass {
+            head_dim,
+            causal,
+            ..PASS
+        };
+        let v = Variant::of(&tuning, pass, true, false);
+        assert_eq!((v.wide, v.overlap, v.moved), (wide, true, true));
     }
 
     #[rstest]
@@ -480,7 +519,7 @@ mod tests {
             overlap_softmax: overlap,
             ..Sm80Tuning::default()
         };
-        let v = Variant::of(&tuning, true, false);
+        let v = Variant::of(&tuning, PASS, true, false);
         assert!(v.moved);
         assert_eq!((v.threads(), v.per_sm_cap()), (384, 1));
     }

@@ -86,7 +86,7 @@ pub fn forward_class(
     // row); cubes have two units per row on the cmma tensor cores.
     let (rows_per_cube, threads) = match plan.strategy() {
         Strategy::Sm80(_) if plan.wgmma_forward() => {
-            let variant = wgmma_fwd::Variant::of(&tuning, false, false);
+            let variant = wgmma_fwd::Variant::of(&tuning, pass(config, t.mask), false, false);
             (wgmma_fwd::ROWS, variant.threads())
         }
         Strategy::Sm80(_) => cube_shape(config.block, tiles),
@@ -135,7 +135,7 @@ pub fn forward_class(
         let (kmap, vmap, tma) = gather_maps(t.k, t.v, dilation, config.dtype, wanted);
         let (qmap, q_tma) =
             gather_map_of(t.q, dilation, config.dtype, wanted && tuning.tma_queries);
-        let variant = wgmma_fwd::Variant::of(&tuning, tma, q_tma);
+        let variant = wgmma_fwd::Variant::of(&tuning, pass(config, t.mask), tma, q_tma);
         let shared = wgmma_fwd::shared_bytes(config.head_dim, variant.queries);
         // Products in flight hold a second set of accumulators: two cubes an SM (head dim 64)
         // would leave ptxas too few registers, and it serialises every product then (its
