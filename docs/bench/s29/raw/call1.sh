@@ -1,6 +1,6 @@
 #!/bin/bash
 # Session 29, call 1 (~570 s; `LIMIT` cuts it). Carry .dev32 (bins.tar.xz: new_bench and
-# new_probe built from 8d3c17d; families `handoff`, `tma-queries` (session 27's, never run
+# new_probe built from 8c88de5; families `handoff`, `tma-queries` (session 27's, never run
 # yet), `moved`, `moved-wide`, `moved-overlap`, `moved-wide-overlap`, and with the warpgroups'
 # turns (`Sm80Tuning::warpgroup_turns`) `moved-overlap-turns`, `moved-wide-overlap-turns`
 # (`Sm80Tuning::register_move`: a 384-unit forward cube whose producer warpgroup gives its
