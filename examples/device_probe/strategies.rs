@@ -240,6 +240,9 @@ fn case(p: &mut Probe, pattern: DilatedPattern, families: &[KernelStrategy], d: 
             .execution_path(shape, dtype, &p.device)
             .expect("valid shape");
         println!("{dtype:?}: automatic choice {path:?}");
+        // How long the references take (a fresh process compiles and tunes every op of the
+        // device's reference and dense paths): the time before the first family's line.
+        let started = std::time::Instant::now();
         let quant = |t: &Tensor<4>| quantised(t, dtype);
         let inputs = [&quant(&q), &quant(&k), &quant(&v), &r];
         let truth = grads(
@@ -276,6 +279,10 @@ fn case(p: &mut Probe, pattern: DilatedPattern, families: &[KernelStrategy], d: 
         let (naive, naive_plain) = (
             Yardsticks::new(naive, dense(Some(&keep))),
             Yardsticks::new(naive_plain, dense(None)),
+        );
+        println!(
+            "{dtype:?}: references in {:.1} s",
+            started.elapsed().as_secs_f64()
         );
         for &family in families {
             let module = auto
