@@ -1,6 +1,6 @@
 #!/bin/bash
 # For the next device session, call 1 (~570 s; `LIMIT` cuts it). Carry .dev32 (bins.tar.xz:
-# new_bench and new_probe built from 8c88de5). Session 29's call 1 timed `handoff`
+# new_bench and new_probe built from ec2d5cc). Session 29's call 1 timed `handoff`
 # (`tma_queries` + `handed_tiles`) 6 % faster than auto at head dim 64 (seed 128K −16 %) and
 # the moved forms slower, but its probe printed nothing past its first case's automatic choice
 # in 390 s, then again in 190 s on the warm machine. Session 26's probe, whose whole check
