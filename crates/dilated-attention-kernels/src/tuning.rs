@@ -52,7 +52,8 @@ pub struct Sm80Tuning {
     /// The Hopper forward takes two chunks (128 keys) a step: one softmax over both, half the
     /// waits, fences and row reductions per key (FlashAttention-3's 128-key tile). Off by
     /// default: 1.4–2.9× slower on the H100 at the default's registers, where its products
-    /// spill and serialise (session 22); with `register_move` untimed.
+    /// spill and serialise (session 22); with `register_move` and `overlap_softmax`
+    /// (FlashAttention-3's step) 14–20 % slower (session 29).
     pub wide_chunks: bool,
     /// The Hopper forward issues a chunk's `Q·Kᵀ` together with the last chunk's `P·V` and runs
     /// the chunk's softmax while `P·V` is still in the tensor cores (FlashAttention-3's
@@ -60,8 +61,9 @@ pub struct Sm80Tuning {
     /// `register_move` is on too (a step of 128 keys then holds the last step's two chunks,
     /// `crate::hopper::wide_overlap`; at head dim 128 under a causal mask, where that step
     /// would serialise its products, the 64-key overlapped step serves instead); otherwise
-    /// ignored with it. Off by default: slower on the
-    /// H100 at one cube an SM (session 22); the moved forms are untimed.
+    /// ignored with it. Off by default: slower on the H100 at one cube an SM (session 22), and
+    /// with `register_move` and `warpgroup_turns` 2–9 % slower, 14–20 % with `wide_chunks` too
+    /// (session 29).
     pub overlap_softmax: bool,
     /// The Hopper kernels' producers load a chunk whose 64 gathered rows all lie inside the
     /// segment (and, for keys, are all keys: every chunk but a segment's, window's or causal
@@ -82,23 +84,25 @@ pub struct Sm80Tuning {
     /// With `tma_queries`, the Hopper forward's producer also hands the consumers each tile
     /// and each chunk's first key through shared memory (`crate::hopper::forward_producer`),
     /// so the consumers neither locate their tiles (`params` loads, divisions) nor walk the
-    /// layout rows. Off by default: compiled offline only (session 27; ptxas sm_90a, head dim
-    /// 64: 96 registers and no spill, where the default spills 40 bytes outside the loop).
+    /// layout rows. Off by default until the device probe has passed on it: on the H100 6 %
+    /// faster than the default over the head-dim-64 seed and LongNet forwards at 64K and 128K,
+    /// the seed at 128K 16 % (session 29; not timed at head dim 128).
     pub handed_tiles: bool,
     /// The Hopper forward launches a whole producer warpgroup (384 units, one cube an SM)
     /// whose planes give registers back to the consumers (`setmaxnreg`: 40 a producer unit,
     /// 232 a consumer unit, as the head-dim-128 `dK/dV` does), instead of one producer warp
     /// and 288 units. Meant for `wide_chunks` and `overlap_softmax`, whose second sets of
     /// accumulators spilled or serialised the products at the default's registers (96 at head
-    /// dim 64 with two cubes an SM, 168 at 128). Off by default: compiled offline only
-    /// (session 28).
+    /// dim 64 with two cubes an SM, 168 at 128). Off by default: on the H100 4 % slower than
+    /// the default at head dim 64 (one cube an SM instead of two) and 2 % faster at 128
+    /// (session 29).
     pub register_move: bool,
     /// With `overlap_softmax`, the Hopper forward's two consumer warpgroups take turns issuing
     /// their steps' products (FlashAttention-3's ping-pong, `crate::hopper::turns`: one turn a
     /// step, `Q·Kᵀ` and the held `P·V` together), so one warpgroup's softmax runs while the
-    /// other's products fill the tensor cores; ignored without the overlap. Off by default:
-    /// compiled offline only (session 29). Session 20's turns, two a chunk around synchronous
-    /// products at two cubes an SM, were 5–9 % slower on the H100.
+    /// other's products fill the tensor cores; ignored without the overlap. Off by default: on
+    /// the H100 the moved wide overlapped step gained 3 % from them at head dim 64 and nothing
+    /// at 128, and stayed 14–19 % behind the default (session 29).
     pub warpgroup_turns: bool,
 }
 

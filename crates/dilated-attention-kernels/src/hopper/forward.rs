@@ -31,9 +31,10 @@
 //! registers, session 22), `overlap`, where a step issues its `Q·Kᵀ` with the last chunk's
 //! `P·V` and runs its softmax while that product is in the tensor cores (`super::pipelined`;
 //! slower at one cube an SM, session 22), and both together under `moved`
-//! (`super::wide_overlap`; untimed). `turns`: with `overlap`, the warpgroups take turns
-//! issuing a step's products (`super::turns`, FlashAttention-3's ping-pong; untimed). Session
-//! 20's turns, two a chunk around synchronous products, measured 5–9 % slower (`147bbff`).
+//! (`super::wide_overlap`; 14–20 % slower on the H100, session 29). `turns`: with `overlap`,
+//! the warpgroups take turns issuing a step's products (`super::turns`, FlashAttention-3's
+//! ping-pong; 3 % on that step at head dim 64, nothing at 128, session 29). Session 20's
+//! turns, two a chunk around synchronous products, measured 5–9 % slower (`147bbff`).
 //!
 //! Tiles are in the 128-byte swizzled layout (`super::wgmma::swizzled`: 64-column panels of
 //! 128-byte rows, a row's 16-byte vectors permuted by the row). The `cp.async` landings and
