@@ -12,10 +12,11 @@ use cubecl::prelude::*;
 use super::pipelined::{p_fragments_in_order, p_fragments_in_order_at};
 use super::ring::Ring;
 use super::steps::{
-    Variant, add_pv, add_pv_where, pipelined_step, score_chunk, wide_scores, wide_step,
+    ScoreBounds, add_pv, add_pv_where, pipelined_step, score_chunk, wide_scores, wide_step,
 };
 use super::tiles::{p_fragments, tiles_assign};
 use super::turns::{pass_turn, take_turn};
+use super::variant::Variant;
 use super::wgmma::{Frags, Product, k_major, mma_ss};
 use super::wide_overlap::{add_held, add_held_where, pipelined_wide_step};
 use crate::args::Pass;
@@ -70,11 +71,7 @@ pub(super) fn consume<F: Float>(
     kv: &[u32],
     kv0: usize,
     k0: usize,
-    lo: usize,
-    hi: usize,
-    prow0: usize,
-    sl2: f32,
-    neg_inf: f32,
+    bounds: &ScoreBounds,
     group: usize,
     #[comptime] pass: Pass,
     #[comptime] dtiles: usize,
@@ -96,11 +93,7 @@ pub(super) fn consume<F: Float>(
                 kv,
                 kv0,
                 k0,
-                lo,
-                hi,
-                prow0,
-                sl2,
-                neg_inf,
+                bounds,
                 pass,
                 dtiles,
                 lazy,
@@ -143,11 +136,7 @@ pub(super) fn consume<F: Float>(
                         kv,
                         kv0,
                         k0,
-                        lo,
-                        hi,
-                        prow0,
-                        sl2,
-                        neg_inf,
+                        bounds,
                         pass,
                         dtiles,
                         lazy,
@@ -169,11 +158,7 @@ pub(super) fn consume<F: Float>(
                         kv,
                         kv0,
                         k0,
-                        lo,
-                        hi,
-                        prow0,
-                        sl2,
-                        neg_inf,
+                        bounds,
                         pass,
                         dtiles,
                         lazy,
@@ -199,11 +184,7 @@ pub(super) fn consume<F: Float>(
                     kv,
                     kv0,
                     k0,
-                    lo,
-                    hi,
-                    prow0,
-                    sl2,
-                    neg_inf,
+                    bounds,
                     pass,
                     dtiles,
                     lazy,
@@ -223,7 +204,7 @@ pub(super) fn consume<F: Float>(
         let mut s = zero_tiles(8usize);
         tiles_assign(&mut s, 0usize, mma_ss(dq, k_major(kbase), qk));
         score_chunk(
-            &mut s, m, l, acc, kv, kv0, k0, lo, hi, prow0, sl2, neg_inf, pass, dtiles, lazy, CHUNK,
+            &mut s, m, l, acc, kv, kv0, k0, bounds, pass, dtiles, lazy, CHUNK,
         );
         let p = p_fragments::<F>(&s);
         add_pv(

@@ -67,9 +67,10 @@ use super::query_tile::{
 use super::registers::consumer_registers;
 use super::ring::{CONSUMERS, FLAGS, PRODUCERS, Ring, STAGES, sync_warpgroup};
 use super::schedule::{Schedule, serves, span, tile_at};
-pub(crate) use super::steps::Variant;
+use super::steps::ScoreBounds;
 use super::tiles::{plane_and_group, wg_rows_bytes};
 use super::turns::first_turn;
+pub(crate) use super::variant::Variant;
 use super::wgmma::{PANEL_ROW, Product, k_major, shared_address};
 use crate::addressing::Rows;
 use crate::args::{Operands, Pass};
@@ -273,6 +274,13 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                 walk.live()
             };
 
+            let bounds = ScoreBounds {
+                lo: keys.lo,
+                hi: keys.hi,
+                prow0,
+                sl2,
+                neg_inf: io.neg_inf,
+            };
             // With `variant.overlap`: the chunk (or wide step) whose `P·V` goes with the next step.
             let mut held = Held::none(base);
             while live {
@@ -334,11 +342,7 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
                     &kvalid[0..FLAGS],
                     stage * CHUNK,
                     k0,
-                    keys.lo,
-                    keys.hi,
-                    prow0,
-                    sl2,
-                    io.neg_inf,
+                    &bounds,
                     group,
                     pass,
                     dtiles,

@@ -23,8 +23,8 @@ use super::query_tile::{
 use super::registers::producer_registers;
 use super::ring::{CONSUMERS, PRODUCERS, Ring};
 use super::schedule::{Schedule, serves, span, tile_at};
-use super::steps::Variant;
 use super::tma::{fill_or_load, map_address};
+use super::variant::Variant;
 use crate::addressing::Rows;
 use crate::args::{Operands, Pass};
 use crate::sm80::mma::{CHUNK, Walk};

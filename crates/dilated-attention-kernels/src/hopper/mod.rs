@@ -3,14 +3,13 @@
 //! Built bottom-up and checked on the device at each level: `wgmma` holds the products and
 //! the shared-memory descriptors, [`selftest`] proves them on one tile against the host, `ring`
 //! holds the producer warp's stages and barriers, `registers` how a moved cube shares its
-//! registers, `tiles` the tile addressing and register
-//! renamings the kernels share, `pipelined` the settling of products left in flight, `turns`
-//! the consumer warpgroups' turns at the tensor cores,
-//! `forward` is the warp-specialised
-//! attention forward on them (head dims 64 and 128; the default where it applies, see
-//! `Sm80Tuning::wgmma_forward`) with its wide-store `epilogue` and its tile `schedule` (one cube
-//! a tile, or a persistent grid), and `backward_dq` and
-//! `backward_dkdv` the backward's two kernels in the same shape (head dims 64 and 128;
+//! registers, `tiles` the tile addressing and register renamings the kernels share,
+//! `pipelined` the settling of products left in flight, `turns` the consumer warpgroups' turns
+//! at the tensor cores. `forward` is the warp-specialised attention forward on them (head dims
+//! 64 and 128; the default where it applies, see `Sm80Tuning::wgmma_forward`): its `variant`
+//! picks the consumer `steps` that `consume` runs, with its wide-store `epilogue` and its tile
+//! `schedule` (one cube a tile, or a persistent grid). `backward_dq` and `backward_dkdv` are
+//! the backward's two kernels in the same shape (head dims 64 and 128;
 //! `Sm80Tuning::wgmma_backward`).
 
 pub(crate) mod backward_dkdv;
@@ -32,6 +31,7 @@ mod steps;
 mod tiles;
 pub(crate) mod tma;
 mod turns;
+mod variant;
 pub(crate) mod wgmma;
 mod wide_overlap;
 

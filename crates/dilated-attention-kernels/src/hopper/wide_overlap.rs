@@ -13,7 +13,7 @@ use cubecl::prelude::*;
 
 use super::chained::{mma_rs_add_two, mma_rs_add_two_pair};
 use super::pipelined::{settle, settle_pair};
-use super::steps::probs_chunk;
+use super::steps::{ScoreBounds, probs_chunk};
 use super::tiles::{tiles_assign, tiles_into};
 use super::turns::pass_turn;
 use super::wgmma::{Acc, Frags, PANEL_ROW, Product, half_of, k_major, mma_ss_pair, mn_major};
@@ -96,11 +96,7 @@ pub(super) fn pipelined_wide_step(
     kvalid: &[u32],
     kv0: usize,
     k0: usize,
-    lo: usize,
-    hi: usize,
-    prow0: usize,
-    sl2: f32,
-    neg_inf: f32,
+    bounds: &ScoreBounds,
     #[comptime] pass: Pass,
     #[comptime] dtiles: usize,
     #[comptime] lazy: bool,
@@ -146,11 +142,7 @@ pub(super) fn pipelined_wide_step(
             kvalid,
             kv0,
             k0,
-            lo,
-            hi,
-            prow0,
-            sl2,
-            neg_inf,
+            bounds,
             pass,
             lazy,
             comptime!(2 * CHUNK),
@@ -180,11 +172,7 @@ pub(super) fn pipelined_wide_step(
             kvalid,
             kv0,
             k0,
-            lo,
-            hi,
-            prow0,
-            sl2,
-            neg_inf,
+            bounds,
             pass,
             lazy,
             comptime!(2 * CHUNK),
