@@ -145,12 +145,7 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
     let mut i = 0usize;
     if unit >= CONSUMERS {
         if comptime!(share) {
-            // Every plane of the producer warpgroup gives registers back; all but the first
-            // then leave.
             producer_registers(RegisterSplit::BALANCED);
-            if unit >= comptime!(CONSUMERS + PRODUCERS) {
-                terminate!();
-            }
         }
         // Bound once: `gpu_asm!` must get their values (`super::tma`).
         let qaddr = map_address::<F>(qmap);

@@ -21,7 +21,7 @@ use super::query_tile::{
     ROWS, TILE_EMPTY, hand_chunk, hand_end, hand_tile, load_query_tile, whole_query_tile,
 };
 use super::registers::producer_registers;
-use super::ring::{CONSUMERS, PRODUCERS, Ring};
+use super::ring::Ring;
 use super::schedule::{Schedule, serves, span, tile_at};
 use super::tma::{fill_or_load, map_address};
 use super::variant::Variant;
@@ -59,12 +59,7 @@ pub(crate) fn produce<F: Float, N: Size>(
     #[comptime] qv: usize,
 ) {
     if comptime!(variant.moved) {
-        // Every plane of the producer warpgroup gives registers back; all but the first then
-        // leave.
         producer_registers(comptime!(variant.registers(pass.head_dim)));
-        if UNIT_POS as usize >= comptime!(CONSUMERS + PRODUCERS) {
-            terminate!();
-        }
     }
     let subtiles = comptime!(pass.block / ROWS);
     let d = comptime!(pass.head_dim);

@@ -5,6 +5,8 @@
 
 use cubecl::prelude::*;
 
+use super::ring::{CONSUMERS, PRODUCERS};
+
 /// How a 384-unit cube (two consumer warpgroups and a producer warpgroup) shares its registers
 /// once the producer warpgroup has given some back: launched at 168 registers a unit (ptxas's
 /// share of the SM's 64K for one cube), `128 · producer + 256 · consumer` must not pass
@@ -32,8 +34,9 @@ impl RegisterSplit {
     };
 }
 
-/// A kernel of 384 units: the producer warpgroup's four planes, all of them, give registers
-/// back to the SM's pool (`setmaxnreg.dec`, to `split.producer`).
+/// A kernel of 384 units, producer side: all four planes of the producer warpgroup give
+/// registers back to the SM's pool (`setmaxnreg.dec`, to `split.producer`), then all but its
+/// first plane, the producer warp, leave.
 #[cube]
 pub(crate) fn producer_registers(#[comptime] split: RegisterSplit) {
     let text = comptime!(format!(
@@ -41,6 +44,9 @@ pub(crate) fn producer_registers(#[comptime] split: RegisterSplit) {
         split.producer
     ));
     gpu_asm!("{text}");
+    if UNIT_POS as usize >= comptime!(CONSUMERS + PRODUCERS) {
+        terminate!();
+    }
 }
 
 /// A kernel of 384 units: each consumer warpgroup takes registers from the pool
@@ -60,7 +66,6 @@ mod tests {
     use rstest::rstest;
 
     use super::*;
-    use crate::hopper::ring::CONSUMERS;
 
     #[rstest]
     #[case::balanced(RegisterSplit::BALANCED)]

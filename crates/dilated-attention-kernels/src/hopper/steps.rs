@@ -290,10 +290,8 @@ pub(super) fn pipelined_step(
             mn_major(vbase + panel),
             pv_async,
         );
-        pass_turn(group, turns);
-        tiles_assign(s, 0usize, settle(sk, 1u32));
-        let moved = probs_chunk(
-            s, m, l, &mut alpha, kvalid, kv0, k0, bounds, pass, lazy, CHUNK,
+        let moved = probs_in_flight(
+            s, m, l, &mut alpha, sk, kvalid, kv0, k0, bounds, group, pass, lazy, turns,
         );
         let o = settle_pair(o, 0u32);
         tiles_assign(acc, 0usize, half_of(o, 0usize));
@@ -301,12 +299,35 @@ pub(super) fn pipelined_step(
         rescale(acc, &alpha, moved, dtiles, lazy);
     } else {
         let o = mma_rs_add(tiles_into(&*acc, 0usize), held, mn_major(vbase), pv_async);
-        pass_turn(group, turns);
-        tiles_assign(s, 0usize, settle(sk, 1u32));
-        let moved = probs_chunk(
-            s, m, l, &mut alpha, kvalid, kv0, k0, bounds, pass, lazy, CHUNK,
+        let moved = probs_in_flight(
+            s, m, l, &mut alpha, sk, kvalid, kv0, k0, bounds, group, pass, lazy, turns,
         );
         tiles_assign(acc, 0usize, settle(o, 0u32));
         rescale(acc, &alpha, moved, dtiles, lazy);
     }
+}
+
+/// With the last chunk's `P·V` still in flight: hands the tensor cores on (`super::turns`),
+/// settles the chunk's scores `sk` into `s`, and runs its masks and online softmax (`alpha`
+/// gets the rows' rescale factors); whether a row's shift moved.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn probs_in_flight(
+    s: &mut Sequence<Array<Vector<f32, P2>>>,
+    m: &mut Array<f32>,
+    l: &mut Array<f32>,
+    alpha: &mut Array<f32>,
+    sk: Vector<f32, Acc>,
+    kvalid: &[u32],
+    kv0: usize,
+    k0: usize,
+    bounds: &ScoreBounds,
+    group: usize,
+    #[comptime] pass: Pass,
+    #[comptime] lazy: bool,
+    #[comptime] turns: bool,
+) -> bool {
+    pass_turn(group, turns);
+    tiles_assign(s, 0usize, settle(sk, 1u32));
+    probs_chunk(s, m, l, alpha, kvalid, kv0, k0, bounds, pass, lazy, CHUNK)
 }

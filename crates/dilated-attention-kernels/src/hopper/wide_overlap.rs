@@ -16,7 +16,7 @@ use super::pipelined::{settle, settle_pair};
 use super::steps::{ScoreBounds, probs_chunk};
 use super::tiles::{tiles_assign, tiles_into};
 use super::turns::pass_turn;
-use super::wgmma::{Acc, Frags, PANEL_ROW, Product, half_of, k_major, mma_ss_pair, mn_major};
+use super::wgmma::{Acc, Acc2, Frags, PANEL_ROW, Product, half_of, k_major, mma_ss_pair, mn_major};
 use crate::args::Pass;
 use crate::sm80::mma::{CHUNK, P2};
 use crate::sm80::rows::rescale;
@@ -130,22 +130,8 @@ pub(super) fn pipelined_wide_step(
             mn_major(vnext + panel),
             pv_async,
         );
-        pass_turn(group, turns);
-        let sk = settle_pair(sk, 1u32);
-        tiles_assign(s, 0usize, half_of(sk, 0usize));
-        tiles_assign(s, 8usize, half_of(sk, 1usize));
-        let moved = probs_chunk(
-            s,
-            m,
-            l,
-            &mut alpha,
-            kvalid,
-            kv0,
-            k0,
-            bounds,
-            pass,
-            lazy,
-            comptime!(2 * CHUNK),
+        let moved = wide_probs_in_flight(
+            s, m, l, &mut alpha, sk, kvalid, kv0, k0, bounds, group, pass, lazy, turns,
         );
         let o = settle_pair(o, 0u32);
         tiles_assign(acc, 0usize, half_of(o, 0usize));
@@ -160,26 +146,51 @@ pub(super) fn pipelined_wide_step(
             mn_major(vnext),
             pv_async,
         );
-        pass_turn(group, turns);
-        let sk = settle_pair(sk, 1u32);
-        tiles_assign(s, 0usize, half_of(sk, 0usize));
-        tiles_assign(s, 8usize, half_of(sk, 1usize));
-        let moved = probs_chunk(
-            s,
-            m,
-            l,
-            &mut alpha,
-            kvalid,
-            kv0,
-            k0,
-            bounds,
-            pass,
-            lazy,
-            comptime!(2 * CHUNK),
+        let moved = wide_probs_in_flight(
+            s, m, l, &mut alpha, sk, kvalid, kv0, k0, bounds, group, pass, lazy, turns,
         );
         tiles_assign(acc, 0usize, settle(o, 0u32));
         rescale(acc, &alpha, moved, dtiles, lazy);
     }
+}
+
+/// With the held step's `P·V` still in flight: hands the tensor cores on (`super::turns`),
+/// settles the step's scores `sk` (two chunks) into `s`, and runs their masks and online
+/// softmax (`alpha` gets the rows' rescale factors); whether a row's shift moved.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn wide_probs_in_flight(
+    s: &mut Sequence<Array<Vector<f32, P2>>>,
+    m: &mut Array<f32>,
+    l: &mut Array<f32>,
+    alpha: &mut Array<f32>,
+    sk: Vector<f32, Acc2>,
+    kvalid: &[u32],
+    kv0: usize,
+    k0: usize,
+    bounds: &ScoreBounds,
+    group: usize,
+    #[comptime] pass: Pass,
+    #[comptime] lazy: bool,
+    #[comptime] turns: bool,
+) -> bool {
+    pass_turn(group, turns);
+    let sk = settle_pair(sk, 1u32);
+    tiles_assign(s, 0usize, half_of(sk, 0usize));
+    tiles_assign(s, 8usize, half_of(sk, 1usize));
+    probs_chunk(
+        s,
+        m,
+        l,
+        alpha,
+        kvalid,
+        kv0,
+        k0,
+        bounds,
+        pass,
+        lazy,
+        comptime!(2 * CHUNK),
+    )
 }
 
 /// `O += P₀·V₀ + P₁·V₁` for the held step, waited for, where `keep` (else `O` unchanged),

@@ -80,13 +80,14 @@ pub fn forward_class(
     }
     let width = plan.strategy().row_width();
     let tuning = plan.sm80().unwrap_or_default();
+    let kernel_pass = pass(config, t.mask);
     let tiles = usize::from(tuning.forward_tiles);
     let lazy = tuning.lazy_rescale;
     // Query rows per cube: the sm80 tile, the cmma kernel's 64, or a whole block (one unit per
     // row); cubes have two units per row on the cmma tensor cores.
     let (rows_per_cube, threads) = match plan.strategy() {
         Strategy::Sm80(_) if plan.wgmma_forward() => {
-            let variant = wgmma_fwd::Variant::of(&tuning, pass(config, t.mask), false, false);
+            let variant = wgmma_fwd::Variant::of(&tuning, kernel_pass, false, false);
             (wgmma_fwd::ROWS, variant.threads())
         }
         Strategy::Sm80(_) => cube_shape(config.block, tiles),
@@ -113,7 +114,7 @@ pub fn forward_class(
                     operands(t.q, t.k, t.v, t.mask, class, &config),
                     t.out.arg(),
                     t.lse.arg(),
-                    pass(&config, t.mask),
+                    kernel_pass,
                     $($extra,)*
                 )
             }
@@ -135,7 +136,7 @@ pub fn forward_class(
         let (kmap, vmap, tma) = gather_maps(t.k, t.v, dilation, config.dtype, wanted);
         let (qmap, q_tma) =
             gather_map_of(t.q, dilation, config.dtype, wanted && tuning.tma_queries);
-        let variant = wgmma_fwd::Variant::of(&tuning, pass(config, t.mask), tma, q_tma);
+        let variant = wgmma_fwd::Variant::of(&tuning, kernel_pass, tma, q_tma);
         let shared = wgmma_fwd::shared_bytes(config.head_dim, variant.queries);
         // Products in flight hold a second set of accumulators: two cubes an SM (head dim 64)
         // would leave ptxas too few registers, and it serialises every product then (its
