@@ -154,38 +154,45 @@ pub fn run(p: &mut Probe) {
             ..Sm80Tuning::default()
         }),
     ];
-    let longnet = |block| DilatedPattern::longnet(1024, block, true).expect("valid preset");
+    let longnet =
+        |block, causal| DilatedPattern::longnet(1024, block, causal).expect("valid preset");
     if let Some(pick) = p.pick.clone() {
-        let picked: Vec<KernelStrategy> = pick
-            .iter()
-            .filter_map(|&i| families.get(i))
-            .copied()
-            .collect();
-        p.families = None;
+        let mut picked = Vec::new();
+        for &i in &pick {
+            match families.get(i) {
+                Some(&family) => picked.push(family),
+                None => p.miss(format!(
+                    "--pick {i}: no such family (0..{})",
+                    families.len()
+                )),
+            }
+        }
         // Causal and not: the two compile to different kernels (a causal step may be skipped,
         // and at head dim 128 the wide overlapped step gives way to the 64-key one there).
         for causal in [true, false] {
             for d in [64, 128] {
                 println!("blocks of 128, head dim {d}, causal {causal}, families {pick:?}:");
-                let pattern = DilatedPattern::longnet(1024, 128, causal).expect("valid preset");
-                case(p, pattern, &picked, d);
+                case(p, longnet(128, causal), &picked, d);
             }
         }
         return;
     }
+    // `--families`: only the first this many of each case's list.
+    let first = p.families.unwrap_or(usize::MAX);
+    let first = |list: &[KernelStrategy]| list[..first.min(list.len())].to_vec();
     // Blocks of 128, the Hopper forward's shape (it needs two warpgroups' rows per block),
     // first: the sm80 family with and without it, at both of its head dims.
     for d in [64, 128] {
         println!("blocks of 128, head dim {d}:");
         case(
             p,
-            longnet(128),
-            &[
+            longnet(128, true),
+            &first(&[
                 // The query tiles by TMA with and without the handoff (to be made the default
                 // once they pass) and the default (the Hopper forward and backward, whole chunks
                 // by TMA) first, then the moved registers with the wide and the overlapped
-                // steps (and their turns), the row copies and the experiments: a probe that runs out of time has
-                // checked them.
+                // steps (and their turns), the row copies and the experiments: a probe that
+                // runs out of time has checked them.
                 families[16],
                 families[15],
                 families[6],
@@ -205,16 +212,15 @@ pub fn run(p: &mut Probe) {
                 families[7],
                 families[8],
                 families[9],
-            ],
+            ]),
             d,
         );
     }
     println!("blocks of 64:");
-    case(p, longnet(64), &families, 64);
+    case(p, longnet(64, true), &first(&families), 64);
 }
 
 fn case(p: &mut Probe, pattern: DilatedPattern, families: &[KernelStrategy], d: usize) {
-    let families = &families[..p.families.unwrap_or(families.len()).min(families.len())];
     let causal = pattern.causal;
     let device = p.device.clone();
     let (n, heads, kv_heads) = (1500, 8, 2);
