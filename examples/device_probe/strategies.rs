@@ -251,6 +251,13 @@ fn case(p: &mut Probe, pattern: DilatedPattern, families: &[KernelStrategy], d: 
         let started = std::time::Instant::now();
         let quant = |t: &Tensor<4>| quantised(t, dtype);
         let inputs = [&quant(&q), &quant(&k), &quant(&v), &r];
+        // Each reference's time as it lands, so a probe cut short shows which one it sat in.
+        let lap = |what: &str| {
+            println!(
+                "{dtype:?}: {what} at {:.1} s",
+                started.elapsed().as_secs_f64()
+            )
+        };
         let truth = grads(
             &auto,
             &p.cpu,
@@ -259,6 +266,7 @@ fn case(p: &mut Probe, pattern: DilatedPattern, families: &[KernelStrategy], d: 
             inputs,
             Some(&keep),
         );
+        lap("the f32 truth on the CPU");
         let naive = grads(
             &auto,
             &p.device,
@@ -270,8 +278,10 @@ fn case(p: &mut Probe, pattern: DilatedPattern, families: &[KernelStrategy], d: 
         // The same without the mask: chunks away from a segment's edges are then whole, which
         // is where the Hopper kernels' TMA loads serve (a key mask sends the forward's and
         // `dQ`'s chunks through the row copies).
+        lap("the reference path on the device");
         let truth_plain = grads(&auto, &p.cpu, DType::F32, Path::Reference, inputs, None);
         let naive_plain = grads(&auto, &p.device, dtype, Path::Reference, inputs, None);
+        lap("both without the mask");
         // FlashAttention's yardstick besides the reference path: dense attention in the dtype
         // throughout. The reference path keeps f32 between its ops, which FlashAttention's
         // numerics (P and dS rounded for the products, Δ from the rounded output) do not
