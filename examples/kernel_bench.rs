@@ -34,6 +34,15 @@ enum Mode {
     Phases,
 }
 
+/// A preset to time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Preset {
+    /// One branch of dilation 1, blocks of 128, block offsets 0, ±1, ±2, ±4.
+    Seed,
+    /// The LongNet preset (segments n/4, n/2, n at dilations 1, 2, 4).
+    Longnet,
+}
+
 /// A kernel family to force (`auto`: the module's choice).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Family {
@@ -249,6 +258,9 @@ struct Args {
     /// Kernel family to force.
     #[arg(long, value_enum, default_value_t = Family::Auto)]
     family: Family,
+    /// The presets to time, in this order.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Preset::Seed, Preset::Longnet])]
+    patterns: Vec<Preset>,
 }
 
 fn main() -> Result<(), String> {
@@ -263,14 +275,15 @@ fn main() -> Result<(), String> {
         Mode::Phases => &["phases"],
     };
     for &n in &args.sizes {
-        let presets = [
-            ("seed", DilatedPattern::seed(128, false)),
-            (
-                "longnet",
-                DilatedPattern::longnet(n, args.longnet_block, false).map_err(|e| e.to_string())?,
-            ),
-        ];
-        for (name, pattern) in presets {
+        for &preset in &args.patterns {
+            let (name, pattern) = match preset {
+                Preset::Seed => ("seed", DilatedPattern::seed(128, false)),
+                Preset::Longnet => (
+                    "longnet",
+                    DilatedPattern::longnet(n, args.longnet_block, false)
+                        .map_err(|e| e.to_string())?,
+                ),
+            };
             let module = BlockSparseRingDilatedAttention::from_pattern(pattern, None)
                 .with_kernel_policy(KernelPolicy::Require)
                 .with_kernel_strategy(args.family.strategy());
