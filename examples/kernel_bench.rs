@@ -91,6 +91,9 @@ enum Family {
     /// Query tiles by TMA with the tiles and chunk positions handed by the producer
     /// (`Sm80Tuning::handed_tiles`).
     Handoff,
+    /// The handoff with the Hopper `dQ` on a persistent grid, its tiles handed by the producer
+    /// (`Sm80Tuning::handed_dq`).
+    HandoffDq,
     /// The default tuning with `dQ` inside the Hopper `dK/dV` kernel by f32 atomics
     /// (`Sm80Tuning::fused_dq`).
     FusedDq,
@@ -182,6 +185,12 @@ impl Family {
             Self::Handoff => Some(KernelStrategy::Sm80(Sm80Tuning {
                 tma_queries: true,
                 handed_tiles: true,
+                ..Sm80Tuning::default()
+            })),
+            Self::HandoffDq => Some(KernelStrategy::Sm80(Sm80Tuning {
+                tma_queries: true,
+                handed_tiles: true,
+                handed_dq: true,
                 ..Sm80Tuning::default()
             })),
             Self::FusedDq => Some(KernelStrategy::Sm80(Sm80Tuning {

@@ -40,7 +40,8 @@ struct Args {
     /// the producer's row copies, not whole chunks by TMA), `queries` (query tiles by TMA too), `handoff` (with `queries`: tiles and chunk positions
     /// handed by the producer), `moved` (a producer warpgroup that moves its registers to the
     /// consumers), `turns` (with `overlap`: the consumer warpgroups take turns at the tensor
-    /// cores); and the backward's `fused-dq` (`dQ` inside `dK/dV`).
+    /// cores); and the backward's `fused-dq` (`dQ` inside `dK/dV`) and `handed-dq` (`dQ` on a
+    /// persistent grid with its tiles handed: adds the `dq_handed_*` source).
     #[arg(long, value_delimiter = ',')]
     switches: Vec<Switch>,
     /// Resident cubes an SM the forward's launch bounds ask for (0: as many as its shared
@@ -63,6 +64,7 @@ enum Switch {
     FusedDq,
     Moved,
     Turns,
+    HandedDq,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -79,6 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         fused_dq: on(Switch::FusedDq),
         register_move: on(Switch::Moved),
         warpgroup_turns: on(Switch::Turns),
+        handed_dq: on(Switch::HandedDq),
         persistent_forward: if on(Switch::Grid) { 0 } else { u32::MAX },
         forward_min_blocks: args.forward_min_blocks,
         ..Sm80Tuning::default()

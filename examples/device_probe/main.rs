@@ -9,6 +9,7 @@
 //! are collected and reported at the end; the probe exits with status 1 if there are any.
 
 mod basics;
+mod families;
 mod forward;
 mod gradients;
 mod hopper;

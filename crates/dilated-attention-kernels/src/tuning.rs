@@ -104,6 +104,14 @@ pub struct Sm80Tuning {
     /// the H100 the moved wide overlapped step gained 3 % from them at head dim 64 and nothing
     /// at 128, and stayed 14–19 % behind the default (session 29).
     pub warpgroup_turns: bool,
+    /// With `tma_loads`, the Hopper `dQ` kernel runs on a persistent grid (one cube an SM, as
+    /// its registers allow) whose producer hands the consumers each tile, its `L` and `Δ` and
+    /// each chunk's first key through shared memory, and loads a whole tile's `Q` and `dO` rows
+    /// by TMA while the consumers finish the last tile (`crate::hopper::backward_dq_handed`;
+    /// +34 KB shared at head dim 64, where a second tile buffer fits). The one-tile kernel
+    /// spends about nine chunk steps a tile outside its chunk loop with nothing to hide them
+    /// (`docs/notes.md`, session 30). Off by default: built without a GPU, not yet run.
+    pub handed_dq: bool,
 }
 
 impl Default for Sm80Tuning {
@@ -126,6 +134,7 @@ impl Default for Sm80Tuning {
             handed_tiles: false,
             register_move: false,
             warpgroup_turns: false,
+            handed_dq: false,
         }
     }
 }
@@ -139,7 +148,7 @@ mod tests {
         let t = Sm80Tuning::default();
         assert!(!t.paired_pv && !t.wide_chunks && !t.overlap_softmax && !t.lazy_rescale);
         assert!(!t.fused_dq && !t.tma_queries && !t.handed_tiles && !t.register_move);
-        assert!(!t.warpgroup_turns);
+        assert!(!t.warpgroup_turns && !t.handed_dq);
         // Measured faster and exact on the GPU (session 26).
         assert!(t.tma_loads);
     }

@@ -194,62 +194,24 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
         let skip = idle || (pass.causal && k0 > last_row);
         if !skip {
             let kbase = base + comptime!(2 * tile_bytes) * stage as u32;
-            let vbase = kbase + tile_bytes;
-            // S and dP, issued together.
-            let sdp = mma_ss_pair(dqt, k_major(kbase), dgt, k_major(vbase), sp);
-            let mut s = zero_tiles(8usize);
-            tiles_assign(&mut s, 0usize, half_of(sdp, 0usize));
-            let mut dp = zero_tiles(8usize);
-            tiles_assign(&mut dp, 0usize, half_of(sdp, 1usize));
-
-            let mut need = k0 < keys.lo || k0 + CHUNK > keys.hi;
-            if comptime!(pass.masked) {
-                need = true;
-            }
-            if comptime!(pass.causal) {
-                need = need || k0 + CHUNK > prow0 + 1;
-            }
-            // dS = P ∘ (dP − Δ) in dP's place; the masks only for a chunk at an edge (one
-            // branch a chunk, not a predicate on every score).
-            if need {
-                grad_scores(
-                    &s,
-                    &mut dp,
-                    &kvalid[0..comptime!(STAGES * CHUNK)],
-                    stage * CHUNK,
-                    k0,
-                    prow0,
-                    &lrow,
-                    &drow,
-                    sl2,
-                    io.neg_inf,
-                    pass.causal,
-                    true,
-                );
-            } else {
-                grad_scores(
-                    &s,
-                    &mut dp,
-                    &kvalid[0..comptime!(STAGES * CHUNK)],
-                    stage * CHUNK,
-                    k0,
-                    prow0,
-                    &lrow,
-                    &drow,
-                    sl2,
-                    io.neg_inf,
-                    pass.causal,
-                    false,
-                );
-            }
-            // dQ += dS·K, one call per 64 columns of the head dim.
-            let df = p_fragments::<F>(&dp);
-            #[unroll]
-            for hh in 0..comptime!(d / 64) {
-                let b = mn_major(kbase + comptime!((hh * CHUNK * PANEL_ROW) as u32));
-                let o = mma_rs_add(tiles_into(&acc, comptime!(8 * hh)), df, b, grad_product);
-                tiles_assign(&mut acc, comptime!(8 * hh), o);
-            }
+            dq_chunk::<F>(
+                &mut acc,
+                dqt,
+                dgt,
+                kbase,
+                &kvalid[0..comptime!(STAGES * CHUNK)],
+                stage,
+                k0,
+                &keys,
+                prow0,
+                &lrow,
+                &drow,
+                sl2,
+                io.neg_inf,
+                pass,
+                sp,
+                grad_product,
+            );
         }
         // `wgmma` has finished reading the stage (each call waits for its products).
         ring.release(i);
@@ -258,6 +220,91 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
     write_query_grads::<G>(
         &acc, dq, &tile, &queries, prow0, io.scale, 1usize, d, overwrite,
     );
+}
+
+/// One warpgroup's chunk of `CHUNK` keys, its keys at shared address `kbase` and its values
+/// one tile on (ring stage `stage`, key flags at `kvalid[stage · CHUNK..]`): `S` and `dP`
+/// issued together, `dS = P ∘ (dP − Δ)` in `dP`'s place (the masks only where the chunk meets
+/// an edge of `keys`, the padding mask or the causal diagonal), then `dQ += dS·K` into `acc`
+/// (`d / 8` tiles), one product per 64 columns of the head dim. `dqt`, `dgt`: the descriptors
+/// of the warpgroup's `Q` and `dO` rows.
+#[cube]
+#[allow(clippy::too_many_arguments)] // CubeCL kernel code
+pub(crate) fn dq_chunk<F: Float>(
+    acc: &mut Sequence<Array<Vector<f32, P2>>>,
+    dqt: u64,
+    dgt: u64,
+    kbase: u32,
+    kvalid: &[u32],
+    stage: usize,
+    k0: usize,
+    keys: &Rows,
+    prow0: usize,
+    lrow: &Array<f32>,
+    drow: &Array<f32>,
+    sl2: f32,
+    neg_inf: f32,
+    #[comptime] pass: Pass,
+    #[comptime] sp: Product,
+    #[comptime] grad_product: Product,
+) {
+    let d = comptime!(pass.head_dim);
+    let vbase = kbase + comptime!((CHUNK * d / 8 * 16) as u32);
+    // S and dP, issued together.
+    let sdp = mma_ss_pair(dqt, k_major(kbase), dgt, k_major(vbase), sp);
+    let mut s = zero_tiles(8usize);
+    tiles_assign(&mut s, 0usize, half_of(sdp, 0usize));
+    let mut dp = zero_tiles(8usize);
+    tiles_assign(&mut dp, 0usize, half_of(sdp, 1usize));
+
+    let mut need = k0 < keys.lo || k0 + CHUNK > keys.hi;
+    if comptime!(pass.masked) {
+        need = true;
+    }
+    if comptime!(pass.causal) {
+        need = need || k0 + CHUNK > prow0 + 1;
+    }
+    // dS = P ∘ (dP − Δ) in dP's place; the masks only for a chunk at an edge (one branch a
+    // chunk, not a predicate on every score).
+    if need {
+        grad_scores(
+            &s,
+            &mut dp,
+            kvalid,
+            stage * CHUNK,
+            k0,
+            prow0,
+            lrow,
+            drow,
+            sl2,
+            neg_inf,
+            pass.causal,
+            true,
+        );
+    } else {
+        grad_scores(
+            &s,
+            &mut dp,
+            kvalid,
+            stage * CHUNK,
+            k0,
+            prow0,
+            lrow,
+            drow,
+            sl2,
+            neg_inf,
+            pass.causal,
+            false,
+        );
+    }
+    // dQ += dS·K, one call per 64 columns of the head dim.
+    let df = p_fragments::<F>(&dp);
+    #[unroll]
+    for hh in 0..comptime!(d / 64) {
+        let b = mn_major(kbase + comptime!((hh * CHUNK * PANEL_ROW) as u32));
+        let o = mma_rs_add(tiles_into(&*acc, comptime!(8 * hh)), df, b, grad_product);
+        tiles_assign(acc, comptime!(8 * hh), o);
+    }
 }
 
 /// `dS = P ∘ (dP − Δ)` in `dp`'s place for one warpgroup's chunk: `P = 2^{sl2 · S − L}` from

@@ -33,6 +33,7 @@ use half::{bf16, f16};
 
 use super::backward_dkdv::{self as dkdv, backward_dkdv_wgmma};
 use super::backward_dq::backward_dq_wgmma;
+use super::backward_dq_handed::backward_dq_handed;
 use super::forward::{self as fwd, Variant, block_sparse_forward_wgmma};
 use super::schedule::{ScheduleLaunch, resident_cubes};
 use crate::args::{AttnDtype, GradOperandsLaunch, OperandsLaunch, Pass};
@@ -80,7 +81,7 @@ pub struct SourceCase {
 }
 
 /// The CUDA C++ of the Hopper forward, `dQ` and `dK/dV` kernels for `case`, as a plan with
-/// its tuning would launch them on an sm_90 device.
+/// its tuning would launch them on an sm_90 device (and, with `handed_dq`, the handed `dQ`).
 ///
 /// # Errors
 ///
@@ -197,11 +198,34 @@ pub fn hopper_sources(case: SourceCase) -> Result<Vec<KernelSource>, KernelError
                 gather_map(bf16),
                 gather_map(bf16),
             );
-            vec![
+            let mut sources = vec![
                 compile(format!("forward_{suffix}"), &forward)?,
                 compile(format!("dq_{grads}_{suffix}"), &dq)?,
                 compile(format!("dkdv_{grads}_{suffix}"), &dkdv)?,
-            ]
+            ];
+            if tuning.handed_dq {
+                let handed = backward_dq_handed::create_dummy_kernel::<$f, $g>(
+                    props.clone(),
+                    target.clone(),
+                    CubeCount::Static(SMS, 1, 1),
+                    dim(fwd::THREADS),
+                    WIDTH,
+                    operands(),
+                    grad_operands(),
+                    tensor(4, 4),
+                    pass,
+                    case.store,
+                    bf16,
+                    true,
+                    ScheduleLaunch::new(SMS * 4, 64, 8),
+                    gather_map(bf16),
+                    gather_map(bf16),
+                    gather_map(bf16),
+                    gather_map(bf16),
+                );
+                sources.push(compile(format!("dq_handed_{grads}_{suffix}"), &handed)?);
+            }
+            sources
         }};
     }
     Ok(match (bf16, case.store) {

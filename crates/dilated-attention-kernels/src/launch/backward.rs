@@ -9,6 +9,8 @@ use crate::cmma::backward_dkdv::backward_dkdv_tc;
 use crate::cmma::backward_dq::backward_dq_tc;
 use crate::hopper::backward_dkdv::{self as wgmma_dkdv, backward_dkdv_wgmma};
 use crate::hopper::backward_dq::backward_dq_wgmma;
+use crate::hopper::backward_dq_handed::{self as handed_dq, backward_dq_handed};
+use crate::hopper::schedule::{ScheduleLaunch, persistent_schedule};
 use crate::hopper::tma::gather_maps;
 use crate::portable::backward::{backward_dkdv, backward_dq};
 use crate::sm80::backward_dkdv::{ROWS, backward_dkdv_mma, dkdv_shared_bytes};
@@ -242,15 +244,52 @@ pub fn backward_class(
         let (kmap, vmap, dq_tma) = gather_maps(t.k, t.v, dilation, config.dtype, tuning.tma_loads);
         let (qmap, gmap, kv_tma) =
             gather_maps(t.q, t.dout, dilation, config.dtype, tuning.tma_loads);
+        // `Sm80Tuning::handed_dq`: `dQ` on a persistent grid, its tiles handed by the producer
+        // and their `Q` and `dO` rows loaded by TMA (`crate::hopper::backward_dq_handed`);
+        // without the maps or the device's SM count, the one-tile kernel.
+        let wants_handed = hopper_dq && tuning.handed_dq && dq_tma;
+        let (dq_qmap, dq_gmap, dq_q_tma) =
+            gather_maps(t.q, t.dout, dilation, config.dtype, wants_handed);
+        let handed = match wants_handed && dq_q_tma {
+            true => persistent_schedule(
+                client,
+                u32::MAX,
+                handed_dq::shared_bytes(config.head_dim),
+                1,
+                [dq_x, rows.heads(), s.batch],
+            ),
+            false => None,
+        };
         macro_rules! hopper {
             ($f:ty, $g:ty, $bf16:expr) => {
                 // SAFETY: as for the launches above (the same checks cover these kernels'
                 // tensors); `Plan::wgmma_dkdv` holds only for unwindowed f16/bf16 plans of
                 // head dim 64 or 128 and blocks of 128 or 256 on sm_90+, and `Plan::wgmma_dq`
                 // for those that do not fuse `dQ`; a fused `dq` is the contiguous f32 buffer
-                // checked above, and the kernel adds only to rows of real tokens.
+                // checked above, and the kernel adds only to rows of real tokens. The handed
+                // `dQ`'s cubes serve tiles below the schedule's count, the tiles of this
+                // class's grid, and read the maps only for tiles inside the query window.
                 unsafe {
-                    if hopper_dq {
+                    if let Some(p) = handed {
+                        backward_dq_handed::launch_unchecked::<$f, $g>(
+                            client,
+                            CubeCount::Static(p.cubes, 1, 1),
+                            dq_dim,
+                            width,
+                            operands(t.q, t.k, t.v, t.mask, rows, &config),
+                            grad_operands(t.dout, t.lse, t.delta),
+                            t.dq.arg(),
+                            pass(&config, t.mask),
+                            store,
+                            $bf16,
+                            true,
+                            ScheduleLaunch::new(p.tiles, dq_x as u32, rows.heads() as u32),
+                            dq_qmap,
+                            dq_gmap,
+                            kmap,
+                            vmap,
+                        );
+                    } else if hopper_dq {
                         backward_dq_wgmma::launch_unchecked::<$f, $g>(
                             client,
                             dq_count.clone(),
