@@ -142,9 +142,12 @@ pub fn all() -> Vec<KernelStrategy> {
             register_move: true,
             ..Sm80Tuning::default()
         }),
-        // `dQ` on a persistent grid, its tiles handed by the producer (23).
+        // `dQ` on a persistent grid, its tiles handed by the producer (23), over three cubes
+        // (the forward's too): each serves many tiles, so its two tile buffers and their
+        // barriers' phases turn over.
         KernelStrategy::Sm80(Sm80Tuning {
             handed_dq: true,
+            persistent_forward: 3,
             ..Sm80Tuning::default()
         }),
     ]

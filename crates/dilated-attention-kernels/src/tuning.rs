@@ -43,7 +43,8 @@ pub struct Sm80Tuning {
     /// `G`-th tile of the launch, and its producer warp fetches the next tile's keys while the
     /// consumers write the last tile's rows (`crate::hopper::schedule`). On the H100 the
     /// persistent forward was as fast as or faster than one cube a tile at head dims 64 and 128,
-    /// 64K and 128K tokens (`docs/benchmarks.md`, session 19).
+    /// 64K and 128K tokens (`docs/benchmarks.md`, session 19). With `handed_dq` the cap holds
+    /// for the `dQ` grid too.
     pub persistent_forward: u32,
     /// The Hopper forward at head dim 128 issues both 64-column panels of `P·V` together and
     /// waits once, instead of one product and one wait each. Experimental, off by default: no
@@ -110,7 +111,8 @@ pub struct Sm80Tuning {
     /// by TMA while the consumers finish the last tile (`crate::hopper::backward_dq_handed`;
     /// +34 KB shared at head dim 64, where a second tile buffer fits). The one-tile kernel
     /// spends about nine chunk steps a tile outside its chunk loop with nothing to hide them
-    /// (`docs/notes.md`, session 30). Off by default: built without a GPU, not yet run.
+    /// (`docs/notes.md`, session 30). Its grid takes the cap of `persistent_forward` (0: the
+    /// one-tile kernel). Off by default: built without a GPU, not yet run.
     pub handed_dq: bool,
 }
 

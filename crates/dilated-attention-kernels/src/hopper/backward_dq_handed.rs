@@ -155,7 +155,7 @@ pub(crate) fn backward_dq_handed<F: Float, G: Float, N: Size>(
             let q0 = tile.qb * pass.block + sub * ROWS;
             let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
             let at = q_at + 2 * qv * b;
-            if !whole_query_tile(&queries, q0) {
+            if comptime!(!tma) || !whole_query_tile(&queries, q0) {
                 // The producer loaded nothing: each plane stages its own 16 rows of Q and dO
                 // (a warpgroup's products read only its own rows).
                 stage_plane_queries::<F, N>(

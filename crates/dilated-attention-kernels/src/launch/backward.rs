@@ -244,16 +244,17 @@ pub fn backward_class(
         let (kmap, vmap, dq_tma) = gather_maps(t.k, t.v, dilation, config.dtype, tuning.tma_loads);
         let (qmap, gmap, kv_tma) =
             gather_maps(t.q, t.dout, dilation, config.dtype, tuning.tma_loads);
-        // `Sm80Tuning::handed_dq`: `dQ` on a persistent grid, its tiles handed by the producer
-        // and their `Q` and `dO` rows loaded by TMA (`crate::hopper::backward_dq_handed`);
-        // without the maps or the device's SM count, the one-tile kernel.
+        // `Sm80Tuning::handed_dq`: `dQ` on a persistent grid (capped as the forward's), its
+        // tiles handed by the producer and their `Q` and `dO` rows loaded by TMA
+        // (`crate::hopper::backward_dq_handed`); without the maps, the device's SM count or a
+        // persistent forward, the one-tile kernel.
         let wants_handed = hopper_dq && tuning.handed_dq && dq_tma;
         let (dq_qmap, dq_gmap, dq_q_tma) =
             gather_maps(t.q, t.dout, dilation, config.dtype, wants_handed);
         let handed = match wants_handed && dq_q_tma {
             true => persistent_schedule(
                 client,
-                u32::MAX,
+                tuning.persistent_forward,
                 handed_dq::shared_bytes(config.head_dim),
                 1,
                 [dq_x, rows.heads(), s.batch],
