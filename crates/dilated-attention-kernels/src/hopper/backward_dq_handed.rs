@@ -17,6 +17,11 @@
 //! 2. fills the ring with the tile's key and value chunks as the one-tile kernel does, each
 //!    chunk's first key and last-chunk mark handed with it.
 //!
+//! With one buffer (head dim 128) step 1 waits until the consumers have finished the last
+//! tile, so there the tile's first `STAGES` chunks go out before it (the ring's stages free as
+//! the consumers finish the last tile's chunks, and the buffer once they have all been taken:
+//! neither wait can hold up the other).
+//!
 //! After its last tile it hands an end marker. The consumers take a tile, stage its rows
 //! themselves where the tile is not whole (a segment's tail), run the chunk step
 //! (`super::backward_dq::dq_chunk`) over the handed chunks, give the buffer back once their
@@ -271,8 +276,6 @@ fn produce<F: Float, N: Size>(
     let subtiles = comptime!(pass.block / ROWS);
     let d = comptime!(pass.head_dim);
     let buffers = comptime!(tile_buffers(pass.head_dim));
-    let qv = comptime!(ROWS * d / 8);
-    let q_at = comptime!(2 * STAGES * CHUNK * d / 8);
     let lane = UNIT_POS as usize % 32;
     // Bound once, never reassigned: `gpu_asm!` must get their values (`super::tma`).
     let qaddr = map_address::<F>(qmap);
@@ -289,52 +292,21 @@ fn produce<F: Float, N: Size>(
         let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
         if serves(&tile, &queries, q0) {
             let mut walk = Walk::of_tile(&io.blocks, &io.runs, &tile, &keys, pass.block, false);
-            // The tile first: its rows land while the consumers finish the last tile.
-            tiles.acquire(j);
-            let b = j % buffers;
-            let l_base = tile.batch * grad.lse.stride(0) + tile.head * grad.lse.stride(1);
-            let d_base = tile.batch * grad.delta.stride(0) + tile.head * grad.delta.stride(1);
-            #[unroll]
-            for h in 0..comptime!(ROWS / 32) {
-                let r = lane + 32 * h;
-                let (l, dl) = query_stats(
-                    &grad.lse,
-                    &grad.delta,
-                    &tile,
-                    l_base,
-                    d_base,
-                    q0 + r,
-                    io.neg_inf,
-                );
-                stats[2 * ROWS * b + r] = l;
-                stats[2 * ROWS * b + ROWS + r] = dl;
-            }
-            let mut whole = false;
-            if comptime!(tma) {
-                whole = whole_query_tile(&queries, q0);
-            }
-            if lane == 0 {
-                let flags = select(walk.live(), 0u32, TILE_EMPTY);
-                hand_tile(handoff, j, &tile, sub, flags);
-                if whole {
-                    let dst = base + comptime!((q_at * 16) as u32) + (2 * qv * 16 * b) as u32;
-                    load_tiles(
-                        tiles.full_address(j),
-                        qaddr,
-                        gaddr,
-                        dst,
-                        &tile,
-                        &queries,
-                        q0,
-                        d,
-                    );
-                } else {
-                    tiles.arrive_full(j);
-                }
-            } else {
-                tiles.arrive_full(j);
-            }
+            let flags = select(walk.live(), 0u32, TILE_EMPTY);
+            // Two buffers: the tile first, its rows land while the consumers finish the last
+            // tile. One buffer (head dim 128): it frees only when the consumers have finished
+            // the last tile, so the tile's first `STAGES` chunks go out before it.
+            let ahead = comptime!(if buffers > 1 { 0usize } else { STAGES });
+            let mut tiled = false;
+            let mut n = 0usize;
             while walk.live() {
+                if !tiled && n == ahead {
+                    hand_and_load_tile::<F, N>(
+                        grad, handoff, stats, tiles, j, flags, &tile, sub, &queries, q0, base,
+                        qaddr, gaddr, io.neg_inf, pass, tma,
+                    );
+                    tiled = true;
+                }
                 ring.acquire(i);
                 let k0 = walk.first(pass.block);
                 // Whether this chunk is the tile's last is known once the walk has moved on.
@@ -363,6 +335,13 @@ fn produce<F: Float, N: Size>(
                     tma,
                 );
                 i += 1;
+                n += 1;
+            }
+            if !tiled {
+                hand_and_load_tile::<F, N>(
+                    grad, handoff, stats, tiles, j, flags, &tile, sub, &queries, q0, base, qaddr,
+                    gaddr, io.neg_inf, pass, tma,
+                );
             }
             j += 1;
         }
@@ -374,6 +353,80 @@ fn produce<F: Float, N: Size>(
         hand_end(handoff, j);
     }
     tiles.arrive_full(j);
+}
+
+/// Producer (one warp): tile `j`'s buffer — once the consumers have given it back — with
+/// the tile's `L` and `Δ` (four rows a lane), the handed tile (lane 0, with `flags`) and, where
+/// the tile is whole, its `Q` and `dO` rows by TMA; every lane arrives on the buffer's `full`
+/// barrier (lane 0 with the copies' bytes).
+#[cube]
+#[allow(clippy::too_many_arguments)] // CubeCL kernel code
+fn hand_and_load_tile<F: Float, N: Size>(
+    grad: &GradOperands<Vector<F, N>>,
+    handoff: &mut [u32],
+    stats: &mut [f32],
+    tiles: &Ring,
+    j: usize,
+    flags: u32,
+    tile: &Tile,
+    sub: usize,
+    queries: &Rows,
+    q0: usize,
+    base: u32,
+    qaddr: u64,
+    gaddr: u64,
+    neg_inf: f32,
+    #[comptime] pass: Pass,
+    #[comptime] tma: bool,
+) {
+    let d = comptime!(pass.head_dim);
+    let buffers = comptime!(tile_buffers(pass.head_dim));
+    let qv = comptime!(ROWS * d / 8);
+    let q_at = comptime!(2 * STAGES * CHUNK * d / 8);
+    let lane = UNIT_POS as usize % 32;
+    tiles.acquire(j);
+    let b = j % buffers;
+    let l_base = tile.batch * grad.lse.stride(0) + tile.head * grad.lse.stride(1);
+    let d_base = tile.batch * grad.delta.stride(0) + tile.head * grad.delta.stride(1);
+    #[unroll]
+    for h in 0..comptime!(ROWS / 32) {
+        let r = lane + 32 * h;
+        let (l, dl) = query_stats(
+            &grad.lse,
+            &grad.delta,
+            tile,
+            l_base,
+            d_base,
+            q0 + r,
+            neg_inf,
+        );
+        stats[2 * ROWS * b + r] = l;
+        stats[2 * ROWS * b + ROWS + r] = dl;
+    }
+    let mut whole = false;
+    if comptime!(tma) {
+        whole = whole_query_tile(queries, q0);
+    }
+    if lane == 0 {
+        hand_tile(handoff, j, tile, sub, flags);
+        if whole {
+            let dst = base + comptime!((q_at * 16) as u32) + (2 * qv * 16 * b) as u32;
+            load_tiles(
+                tiles.full_address(j),
+                qaddr,
+                gaddr,
+                dst,
+                tile,
+                queries,
+                q0,
+                d,
+            );
+        } else {
+            tiles.arrive_full(j);
+        }
+    } else {
+        tiles.arrive_full(j);
+    }
 }
 
 /// Producer lane 0: the tile's `ROWS` gathered `Q` and `dO` rows from `q0` (all inside the
