@@ -38,18 +38,13 @@
 
 use cubecl::prelude::*;
 
-use super::dkdv_scores::key_scores;
-use super::fused_dq::{DS_BYTES, DS_VECTORS, add_chunk_dq, store_ds, zero_ds};
+use super::dkdv_step::{NARROW, dkdv_chunk};
+use super::fused_dq::{DS_BYTES, DS_VECTORS, add_chunk_dq, zero_ds};
 use super::registers::{RegisterSplit, consumer_registers, producer_registers};
 use super::ring::{CONSUMERS, PRODUCERS, Ring, STAGES, copy_pair, sync_consumers, whole_chunk};
-use super::tiles::{
-    p_fragments_from, plane_and_group, tile_vector, tiles_assign, tiles_into, wg_rows_bytes,
-};
+use super::tiles::{plane_and_group, tile_vector, wg_rows_bytes};
 use super::tma::{load_whole_chunk, map_address};
-use super::wgmma::{
-    PANEL_ROW, Product, half_of, k_major, mma_rs_add_pair, mma_ss_pair, mma_ss_pair_narrow,
-    mn_major, shared_address, swizzled,
-};
+use super::wgmma::{PANEL_ROW, Product, k_major, shared_address, swizzled};
 use crate::addressing::{Rows, Tile, locate};
 use crate::args::{GradOperands, Operands, Pass};
 use crate::sm80::forward::{LOG2E, key_present};
@@ -58,8 +53,6 @@ use crate::sm80::mma::{CHUNK, P2, Walk, occupancy_hint, zero_tiles};
 
 /// Keys per cube: two warpgroups of one `wgmma` M (64 rows) each.
 pub(crate) const ROWS: usize = 128;
-/// Queries per narrow product at head dim 128: a chunk is two halves.
-const NARROW: usize = 32;
 /// Whether the kernel at head dim `d` moves registers from a producer warpgroup to the
 /// consumers (`setmaxnreg`): at 128, where the two accumulators alone take 128 registers a
 /// unit. At 64 the kernel needs no more than the 168 a unit it launches with, and measured
@@ -223,7 +216,6 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
     sync_consumers();
 
     let base = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
-    let tile_bytes = comptime!((tv * 16) as u32);
     // K-major K and V tiles (A of Sᵀ and dPᵀ), each warpgroup's 64 keys 64 rows into a panel;
     // K-major query and dO chunks (B of Sᵀ and dPᵀ) as the forward's keys; MN-major ones (B of
     // dV and dK) as its values.
@@ -272,117 +264,29 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
         // The warpgroup's keys all follow the chunk's queries: nothing to add (causal).
         let skip = idle || (pass.causal && c0 + CHUNK <= kw0);
         if !skip {
-            let cq0 = stage * CHUNK;
-            let qbase = base + comptime!(2 * tile_bytes) * stage as u32;
-            let gbase = qbase + tile_bytes;
-            if comptime!(d == 64) {
-                // Sᵀ and dPᵀ, issued together.
-                let sdp = mma_ss_pair(dkt, k_major(qbase), dvt, k_major(gbase), st);
-                // Tiles 0–7 hold `Sᵀ`, tiles 8–15 `dPᵀ`.
-                let mut sd = zero_tiles(16usize);
-                tiles_assign(&mut sd, 0usize, half_of(sdp, 0usize));
-                tiles_assign(&mut sd, 8usize, half_of(sdp, 1usize));
-                // The causal mask only on a chunk that reaches the warpgroup's keys (one branch
-                // a chunk, not a select on every score).
-                let lqs = &lq[0..comptime!(STAGES * CHUNK)];
-                let dls = &dlt[0..comptime!(STAGES * CHUNK)];
-                if pass.causal && c0 < krow0 + 16 {
-                    key_scores(
-                        &mut sd, lqs, dls, cq0, c0, krow0, 0usize, sl2, io.neg_inf, 8usize, true,
-                    );
-                } else {
-                    key_scores(
-                        &mut sd, lqs, dls, cq0, c0, krow0, 0usize, sl2, io.neg_inf, 8usize, false,
-                    );
-                }
-                if comptime!(fuse_dq) {
-                    store_ds::<F, N>(&mut dsb[0..ds_len], &sd, 8usize, 4usize, 0usize, group, pw);
-                }
-                // dV += Pᵀ·dO and dK += dSᵀ·Q, issued together.
-                let o = mma_rs_add_pair(
-                    tiles_into(&dv_acc, 0usize),
-                    p_fragments_from::<F>(&sd, 0usize, 4usize),
-                    mn_major(gbase),
-                    tiles_into(&dk_acc, 0usize),
-                    p_fragments_from::<F>(&sd, 4usize, 4usize),
-                    mn_major(qbase),
-                    grad_product,
-                );
-                tiles_assign(&mut dv_acc, 0usize, half_of(o, 0usize));
-                tiles_assign(&mut dk_acc, 0usize, half_of(o, 1usize));
-            } else {
-                // Head dim 128: the chunk's queries in two halves of 32, so that `Sᵀ` and
-                // `dPᵀ` (16 registers each) fit beside the two 64-register accumulators.
-                #[unroll]
-                for half in 0..2usize {
-                    let at = comptime!((half * NARROW * PANEL_ROW) as u32);
-                    let h0 = c0 + half * NARROW;
-                    // Every query of the half precedes the warpgroup's keys (causal).
-                    if !(pass.causal && h0 + NARROW <= kw0) {
-                        let sdp = mma_ss_pair_narrow(
-                            dkt,
-                            k_major(qbase + at),
-                            dvt,
-                            k_major(gbase + at),
-                            st,
-                        );
-                        // Tiles 0–3 hold `Sᵀ`, tiles 4–7 `dPᵀ`.
-                        let mut sd = zero_tiles(8usize);
-                        tiles_assign(&mut sd, 0usize, sdp);
-                        let lqs = &lq[0..comptime!(STAGES * CHUNK)];
-                        let dls = &dlt[0..comptime!(STAGES * CHUNK)];
-                        let col0 = half * NARROW;
-                        if pass.causal && h0 < krow0 + 16 {
-                            key_scores(
-                                &mut sd, lqs, dls, cq0, c0, krow0, col0, sl2, io.neg_inf, 4usize,
-                                true,
-                            );
-                        } else {
-                            key_scores(
-                                &mut sd, lqs, dls, cq0, c0, krow0, col0, sl2, io.neg_inf, 4usize,
-                                false,
-                            );
-                        }
-                        if comptime!(fuse_dq) {
-                            store_ds::<F, N>(
-                                &mut dsb[0..ds_len],
-                                &sd,
-                                4usize,
-                                2usize,
-                                comptime!(half * NARROW),
-                                group,
-                                pw,
-                            );
-                        }
-                        let pf = p_fragments_from::<F>(&sd, 0usize, 2usize);
-                        let df = p_fragments_from::<F>(&sd, 2usize, 2usize);
-                        // dV += Pᵀ·dO and dK += dSᵀ·Q over the half's 32 queries, a pair per
-                        // 64 columns of the head dim.
-                        #[unroll]
-                        for hh in 0..2usize {
-                            let panel = comptime!((hh * CHUNK * PANEL_ROW) as u32) + at;
-                            let o = mma_rs_add_pair(
-                                tiles_into(&dv_acc, comptime!(8 * hh)),
-                                pf,
-                                mn_major(gbase + panel),
-                                tiles_into(&dk_acc, comptime!(8 * hh)),
-                                df,
-                                mn_major(qbase + panel),
-                                narrow_grad,
-                            );
-                            tiles_assign(&mut dv_acc, comptime!(8 * hh), half_of(o, 0usize));
-                            tiles_assign(&mut dk_acc, comptime!(8 * hh), half_of(o, 1usize));
-                        }
-                    } else if comptime!(fuse_dq) {
-                        zero_ds::<F, N>(
-                            &mut dsb[0..ds_len],
-                            comptime!(half * NARROW),
-                            NARROW,
-                            group,
-                        );
-                    }
-                }
-            }
+            dkdv_chunk::<F, N>(
+                &mut dk_acc,
+                &mut dv_acc,
+                dkt,
+                dvt,
+                base,
+                stage,
+                &lq[0..comptime!(STAGES * CHUNK)],
+                &dlt[0..comptime!(STAGES * CHUNK)],
+                &mut dsb[0..ds_len],
+                c0,
+                kw0,
+                krow0,
+                sl2,
+                io.neg_inf,
+                group,
+                pw,
+                pass,
+                st,
+                grad_product,
+                narrow_grad,
+                fuse_dq,
+            );
         }
         // `wgmma` has finished reading the stage (each call waits for its products).
         ring.release(i);

@@ -19,6 +19,7 @@ pub(crate) mod backward_dq_handed;
 mod chained;
 mod consume;
 mod dkdv_scores;
+mod dkdv_step;
 mod epilogue;
 pub(crate) mod forward;
 mod forward_producer;
