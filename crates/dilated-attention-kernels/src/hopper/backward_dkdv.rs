@@ -146,52 +146,28 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
         let stages = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
         let l_base = tile.batch * grad.lse.stride(0) + tile.head * grad.lse.stride(1);
         let d_base = tile.batch * grad.delta.stride(0) + tile.head * grad.delta.stride(1);
-        let lane = unit % 32;
         while walk.live() {
             ring.acquire(i);
             let first = walk.first(pass.block);
-            let s = i % STAGES;
-            #[unroll]
-            for h in 0..2usize {
-                let r = lane + 32 * h;
-                let (l, dl) = query_stats(
-                    &grad.lse,
-                    &grad.delta,
-                    &tile,
-                    l_base,
-                    d_base,
-                    first + r,
-                    io.neg_inf,
-                );
-                lq[s * CHUNK + r] = l;
-                dlt[s * CHUNK + r] = dl;
-            }
-            let mut whole = false;
-            if comptime!(tma) {
-                whole = whole_chunk(&tile, &queries, first, false, false);
-            }
-            if whole {
-                let dst = stages + comptime!((2 * tv * 16) as u32) * s as u32;
-                load_whole_chunk(
-                    &ring, i, qaddr, gaddr, dst, &tile, &queries, tile.head, first, d,
-                );
-            } else {
-                copy_pair::<F, N>(
-                    &io.q,
-                    &grad.dout,
-                    &io.mask,
-                    &mut buf[0..buf_len],
-                    &tile,
-                    &queries,
-                    tile.head,
-                    first,
-                    s * comptime!(2 * tv),
-                    d,
-                    false,
-                    false,
-                );
-                ring.publish(i);
-            }
+            fill_query_stage::<F, N>(
+                &ring,
+                i,
+                io,
+                grad,
+                &mut buf[0..buf_len],
+                &mut lq[0..comptime!(STAGES * CHUNK)],
+                &mut dlt[0..comptime!(STAGES * CHUNK)],
+                stages,
+                qaddr,
+                gaddr,
+                &tile,
+                &queries,
+                first,
+                l_base,
+                d_base,
+                pass,
+                tma,
+            );
             walk.advance(&io.runs, pass.block, false);
             i += 1;
         }
@@ -315,12 +291,84 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
     );
 }
 
+/// Producer (one warp): chunk `i` of queries from `first` into its ring stage — the rows' `L`
+/// and `Δ` into `lq`, `dlt` (two a lane), the query and `dO` rows by TMA where the chunk is
+/// whole (and `tma`), else by the row copies — and published. `stages`: the ring's shared
+/// address; `l_base`, `d_base`: the tile's head in `lse` and `delta`.
+#[cube]
+#[allow(clippy::too_many_arguments)] // CubeCL kernel code
+pub(crate) fn fill_query_stage<F: Float, N: Size>(
+    ring: &Ring,
+    i: usize,
+    io: &Operands<Vector<F, N>>,
+    grad: &GradOperands<Vector<F, N>>,
+    buf: &mut [Vector<F, N>],
+    lq: &mut [f32],
+    dlt: &mut [f32],
+    stages: u32,
+    qaddr: u64,
+    gaddr: u64,
+    tile: &Tile,
+    queries: &Rows,
+    first: usize,
+    l_base: usize,
+    d_base: usize,
+    #[comptime] pass: Pass,
+    #[comptime] tma: bool,
+) {
+    let d = comptime!(pass.head_dim);
+    let tv = comptime!(CHUNK * d / 8);
+    let lane = UNIT_POS as usize % 32;
+    let s = i % STAGES;
+    #[unroll]
+    for h in 0..2usize {
+        let r = lane + 32 * h;
+        let (l, dl) = query_stats(
+            &grad.lse,
+            &grad.delta,
+            tile,
+            l_base,
+            d_base,
+            first + r,
+            io.neg_inf,
+        );
+        lq[s * CHUNK + r] = l;
+        dlt[s * CHUNK + r] = dl;
+    }
+    let mut whole = false;
+    if comptime!(tma) {
+        whole = whole_chunk(tile, queries, first, false, false);
+    }
+    if whole {
+        let dst = stages + comptime!((2 * tv * 16) as u32) * s as u32;
+        load_whole_chunk(
+            ring, i, qaddr, gaddr, dst, tile, queries, tile.head, first, d,
+        );
+    } else {
+        copy_pair::<F, N>(
+            &io.q,
+            &grad.dout,
+            &io.mask,
+            buf,
+            tile,
+            queries,
+            tile.head,
+            first,
+            s * comptime!(2 * tv),
+            d,
+            false,
+            false,
+        );
+        ring.publish(i);
+    }
+}
+
 /// Loads the cube's `ROWS` gathered key and value rows from `k0` into the K-major tiles at
 /// vectors `k_at` and `v_at` (the consumer units, `CONSUMERS` of them; a plain load a vector);
 /// the rows of keys that are not there (padding, past the segment) become zeros.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn stage_keys<F: Float, N: Size>(
+pub(crate) fn stage_keys<F: Float, N: Size>(
     k: &Tensor<Vector<F, N>>,
     v: &Tensor<Vector<F, N>>,
     mask: &Tensor<u32>,
