@@ -94,6 +94,9 @@ enum Family {
     /// The handoff with the Hopper `dQ` on a persistent grid, its tiles handed by the producer
     /// (`Sm80Tuning::handed_dq`).
     HandoffDq,
+    /// The handoff with both backward kernels on persistent grids, their tiles handed by the
+    /// producers (`Sm80Tuning::handed_dq`, `handed_dkdv`).
+    HandoffBwd,
     /// The default tuning with `dQ` inside the Hopper `dK/dV` kernel by f32 atomics
     /// (`Sm80Tuning::fused_dq`).
     FusedDq,
@@ -191,6 +194,13 @@ impl Family {
                 tma_queries: true,
                 handed_tiles: true,
                 handed_dq: true,
+                ..Sm80Tuning::default()
+            })),
+            Self::HandoffBwd => Some(KernelStrategy::Sm80(Sm80Tuning {
+                tma_queries: true,
+                handed_tiles: true,
+                handed_dq: true,
+                handed_dkdv: true,
                 ..Sm80Tuning::default()
             })),
             Self::FusedDq => Some(KernelStrategy::Sm80(Sm80Tuning {

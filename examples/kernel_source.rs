@@ -41,7 +41,8 @@ struct Args {
     /// handed by the producer), `moved` (a producer warpgroup that moves its registers to the
     /// consumers), `turns` (with `overlap`: the consumer warpgroups take turns at the tensor
     /// cores); and the backward's `fused-dq` (`dQ` inside `dK/dV`) and `handed-dq` (`dQ` on a
-    /// persistent grid with its tiles handed: adds the `dq_handed_*` source).
+    /// persistent grid with its tiles handed: adds the `dq_handed_*` source), `handed-dkdv`
+    /// (likewise `dK/dV`: adds `dkdv_handed_*`).
     #[arg(long, value_delimiter = ',')]
     switches: Vec<Switch>,
     /// Resident cubes an SM the forward's launch bounds ask for (0: as many as its shared
@@ -65,6 +66,7 @@ enum Switch {
     Moved,
     Turns,
     HandedDq,
+    HandedDkdv,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -82,6 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         register_move: on(Switch::Moved),
         warpgroup_turns: on(Switch::Turns),
         handed_dq: on(Switch::HandedDq),
+        handed_dkdv: on(Switch::HandedDkdv),
         persistent_forward: if on(Switch::Grid) { 0 } else { u32::MAX },
         forward_min_blocks: args.forward_min_blocks,
         ..Sm80Tuning::default()

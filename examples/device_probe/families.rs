@@ -150,14 +150,21 @@ pub fn all() -> Vec<KernelStrategy> {
             persistent_forward: 3,
             ..Sm80Tuning::default()
         }),
+        // `dK/dV` on a persistent grid, its key tiles handed by the producer (24), over three
+        // cubes likewise.
+        KernelStrategy::Sm80(Sm80Tuning {
+            handed_dkdv: true,
+            persistent_forward: 3,
+            ..Sm80Tuning::default()
+        }),
     ]
 }
 
 /// The unpicked run's order at blocks of 128 (indices into [`all`]): the query tiles by TMA
-/// with and without the handoff, the handed `dQ` (to be made defaults once they pass) and the default (the
+/// with and without the handoff, the handed `dQ` and `dK/dV` (to be made defaults once they pass) and the default (the
 /// Hopper forward and backward, whole chunks by TMA) first, then the moved registers with the
 /// wide and the overlapped steps (and their turns), the row copies and the experiments: a probe
 /// that runs out of time has checked them.
-pub const BLOCKS_128_ORDER: [usize; 20] = [
-    16, 23, 15, 6, 17, 19, 20, 18, 21, 22, 13, 14, 11, 12, 10, 2, 5, 7, 8, 9,
+pub const BLOCKS_128_ORDER: [usize; 21] = [
+    16, 23, 24, 15, 6, 17, 19, 20, 18, 21, 22, 13, 14, 11, 12, 10, 2, 5, 7, 8, 9,
 ];

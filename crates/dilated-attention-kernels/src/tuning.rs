@@ -114,6 +114,13 @@ pub struct Sm80Tuning {
     /// (`docs/notes.md`, session 30). Its grid takes the cap of `persistent_forward` (0: the
     /// one-tile kernel). Off by default: built without a GPU, not yet run.
     pub handed_dq: bool,
+    /// The Hopper `dK/dV` kernel on a persistent grid (one cube an SM) whose producer hands
+    /// the consumers each key tile and each query chunk's position through shared memory and
+    /// runs on into the next tile's chunks while the consumers write the last tile's gradients
+    /// (`crate::hopper::backward_dkdv_handed`); the consumers still stage `K` and `V`. Its grid
+    /// takes the cap of `persistent_forward` (0: the one-tile kernel); not with `fused_dq`.
+    /// Off by default: built without a GPU, not yet run.
+    pub handed_dkdv: bool,
 }
 
 impl Default for Sm80Tuning {
@@ -137,6 +144,7 @@ impl Default for Sm80Tuning {
             register_move: false,
             warpgroup_turns: false,
             handed_dq: false,
+            handed_dkdv: false,
         }
     }
 }
@@ -150,7 +158,7 @@ mod tests {
         let t = Sm80Tuning::default();
         assert!(!t.paired_pv && !t.wide_chunks && !t.overlap_softmax && !t.lazy_rescale);
         assert!(!t.fused_dq && !t.tma_queries && !t.handed_tiles && !t.register_move);
-        assert!(!t.warpgroup_turns && !t.handed_dq);
+        assert!(!t.warpgroup_turns && !t.handed_dq && !t.handed_dkdv);
         // Measured faster and exact on the GPU (session 26).
         assert!(t.tma_loads);
     }

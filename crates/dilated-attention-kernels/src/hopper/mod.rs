@@ -11,9 +11,11 @@
 //! `schedule` (one cube a tile, or a persistent grid). `backward_dq` and `backward_dkdv` are
 //! the backward's two kernels in the same shape (head dims 64 and 128;
 //! `Sm80Tuning::wgmma_backward`); `backward_dq_handed` runs `dQ` on the forward's persistent
-//! schedule, its tiles handed by the producer (`Sm80Tuning::handed_dq`).
+//! schedule, its tiles handed by the producer (`Sm80Tuning::handed_dq`), and
+//! `backward_dkdv_handed` `dK/dV` likewise over the key tiles (`Sm80Tuning::handed_dkdv`).
 
 pub(crate) mod backward_dkdv;
+pub(crate) mod backward_dkdv_handed;
 pub(crate) mod backward_dq;
 pub(crate) mod backward_dq_handed;
 mod chained;

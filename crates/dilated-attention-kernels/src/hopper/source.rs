@@ -32,6 +32,7 @@ use cubecl_cpp::shared::{CompilationOptions, CppSupportedFeatures};
 use half::{bf16, f16};
 
 use super::backward_dkdv::{self as dkdv, backward_dkdv_wgmma};
+use super::backward_dkdv_handed::backward_dkdv_handed;
 use super::backward_dq::backward_dq_wgmma;
 use super::backward_dq_handed::backward_dq_handed;
 use super::forward::{self as fwd, Variant, block_sparse_forward_wgmma};
@@ -81,7 +82,8 @@ pub struct SourceCase {
 }
 
 /// The CUDA C++ of the Hopper forward, `dQ` and `dK/dV` kernels for `case`, as a plan with
-/// its tuning would launch them on an sm_90 device (and, with `handed_dq`, the handed `dQ`).
+/// its tuning would launch them on an sm_90 device (and, with `handed_dq` and `handed_dkdv`,
+/// the handed `dQ` and `dK/dV`).
 ///
 /// # Errors
 ///
@@ -224,6 +226,27 @@ pub fn hopper_sources(case: SourceCase) -> Result<Vec<KernelSource>, KernelError
                     gather_map(bf16),
                 );
                 sources.push(compile(format!("dq_handed_{grads}_{suffix}"), &handed)?);
+            }
+            if tuning.handed_dkdv {
+                let handed = backward_dkdv_handed::create_dummy_kernel::<$f, $g>(
+                    props.clone(),
+                    target.clone(),
+                    CubeCount::Static(SMS, 1, 1),
+                    dim(dkdv::threads(case.head_dim)),
+                    WIDTH,
+                    operands(),
+                    grad_operands(),
+                    tensor(4, 4),
+                    tensor(4, 4),
+                    pass,
+                    case.store,
+                    bf16,
+                    tuning.tma_loads,
+                    ScheduleLaunch::new(SMS * 4, 64, 8),
+                    gather_map(bf16),
+                    gather_map(bf16),
+                );
+                sources.push(compile(format!("dkdv_handed_{grads}_{suffix}"), &handed)?);
             }
             sources
         }};

@@ -8,6 +8,7 @@ use crate::args::{AttnDtype, ClassArgs, TensorRef};
 use crate::cmma::backward_dkdv::backward_dkdv_tc;
 use crate::cmma::backward_dq::backward_dq_tc;
 use crate::hopper::backward_dkdv::{self as wgmma_dkdv, backward_dkdv_wgmma};
+use crate::hopper::backward_dkdv_handed::{self as handed_dkdv, backward_dkdv_handed};
 use crate::hopper::backward_dq::backward_dq_wgmma;
 use crate::hopper::backward_dq_handed::{self as handed_dq, backward_dq_handed};
 use crate::hopper::schedule::{ScheduleLaunch, persistent_schedule};
@@ -261,6 +262,18 @@ pub fn backward_class(
             ),
             false => None,
         };
+        // `Sm80Tuning::handed_dkdv`: `dK/dV` likewise over the key tiles
+        // (`crate::hopper::backward_dkdv_handed`), not with the fused `dQ`.
+        let handed_kv = match tuning.handed_dkdv && !fuse {
+            true => persistent_schedule(
+                client,
+                tuning.persistent_forward,
+                handed_dkdv::shared_bytes(config.head_dim),
+                1,
+                [kv_x, cols.heads(), s.batch],
+            ),
+            false => None,
+        };
         macro_rules! hopper {
             ($f:ty, $g:ty, $bf16:expr) => {
                 // SAFETY: as for the launches above (the same checks cover these kernels'
@@ -306,6 +319,26 @@ pub fn backward_class(
                             kmap,
                             vmap,
                         );
+                    }
+                    if let Some(p) = handed_kv {
+                        backward_dkdv_handed::launch_unchecked::<$f, $g>(
+                            client,
+                            CubeCount::Static(p.cubes, 1, 1),
+                            kv_dim,
+                            width,
+                            operands(t.q, t.k, t.v, t.mask, cols, &config),
+                            grad_operands(t.dout, t.lse, t.delta),
+                            t.dk.arg(),
+                            t.dv.arg(),
+                            pass(&config, t.mask),
+                            store,
+                            $bf16,
+                            kv_tma,
+                            ScheduleLaunch::new(p.tiles, kv_x as u32, cols.heads() as u32),
+                            qmap,
+                            gmap,
+                        );
+                        return Ok(());
                     }
                     backward_dkdv_wgmma::launch_unchecked::<$f, $g>(
                         client,
