@@ -1,11 +1,11 @@
 #!/bin/bash
 # Session 30, call 1 (~580 s; `LIMIT` cuts it), best on an H200 (`needs_h200`: issue 22's 16M
 # needs > 100 GiB; on an H100 that part is skipped and the probe gets its time). Carry .dev33
-# (bins.tar.xz: new_bench and new_probe built from 34e50fd).
+# (bins.tar.xz: new_bench and new_probe built from 1e136d2).
 # 1. The seed layout at 16M tokens, forward and backward, time and memory, with the
 #    chunked-launch and > 2^32-element checks (issue 22).
-# 2. The probe's `strategies` on the handoff (`tma_queries` + `handed_tiles`, probe index 16)
-#    and the handed `dQ` (`handed_dq`, 23), blocks of 128, head dims 64 and 128, causal and
+# 2. The probe's `strategies` on the handoff (`tma_queries` + `handed_tiles`, probe index 16),
+#    the handed `dQ` (`handed_dq`, 23) and the handed `dK/dV` (`handed_dkdv`, 24), blocks of 128, head dims 64 and 128, causal and
 #    not, from /tmp (as session 26's, which finished), printing each reference's time as it
 #    lands.
 # 3. Meanwhile, on the CPU: the peers' rows compiled once (`--compile-only`), so call 2's timed
@@ -24,7 +24,7 @@ fi
 # The peers' compile, in the background (GPU-light: one call a row).
 (for d in d64 d128; do timeout 400 python3 benches/torch_baseline.py f16 both $d 65536 131072 --no-dense --compile-only; done > $OUT/torch-compile.txt 2>&1; echo "compiled at $(el) s" >> $OUT/torch-compile.txt) &
 left=$(( ${LIMIT:-580} - $(el) - 10 ))
-(cd /tmp && timeout $left /tmp/bin/new_probe --device cuda --check strategies --dtypes f16 --pick ${PICK:-16,23} > $OUT/strategies.txt 2>&1; echo rc $? >> $OUT/strategies.txt); echo "== probe at $(el) s"
+(cd /tmp && timeout $left /tmp/bin/new_probe --device cuda --check strategies --dtypes f16 --pick ${PICK:-16,23,24} > $OUT/strategies.txt 2>&1; echo rc $? >> $OUT/strategies.txt); echo "== probe at $(el) s"
 kill %1 2>/dev/null; wait
 grep -E "^chunks|^scale n=[0-9]+ \(|autodiff run|^large|^rc|panicked|FAIL|over the bar|failure|out of|skipped" $OUT/scale.txt | cut -c1-330
 grep -c compiled $OUT/torch-compile.txt; tail -2 $OUT/torch-compile.txt | cut -c1-300
