@@ -44,7 +44,7 @@ use super::registers::{RegisterSplit, consumer_registers, producer_registers};
 use super::ring::{CONSUMERS, PRODUCERS, Ring, STAGES, copy_pair, sync_consumers, whole_chunk};
 use super::tiles::{plane_and_group, tile_vector, wg_rows_bytes};
 use super::tma::{load_whole_chunk, map_address};
-use super::wgmma::{PANEL_ROW, Product, k_major, shared_address, swizzled};
+use super::wgmma::{Product, k_major, shared_address, swizzled};
 use crate::addressing::{Rows, Tile, locate};
 use crate::args::{GradOperands, Operands, Pass};
 use crate::sm80::forward::{LOG2E, key_present};
@@ -198,22 +198,8 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
     let wg = group as u32 * wg_rows_bytes();
     let dkt = k_major(base + comptime!((k_at * 16) as u32) + wg);
     let dvt = k_major(base + comptime!((v_at * 16) as u32) + wg);
-    let st = comptime!(Product {
-        bf16,
-        steps: (d / 16) as u32,
-        a_panel: (ROWS * PANEL_ROW) as u32,
-        b_panel: (CHUNK * PANEL_ROW) as u32,
-        b_transposed: false,
-        in_flight: false,
-    });
-    let grad_product = comptime!(Product {
-        bf16,
-        steps: (CHUNK / 16) as u32,
-        a_panel: 0,
-        b_panel: 0,
-        b_transposed: true,
-        in_flight: false,
-    });
+    let st = comptime!(Product::over_head_dim(bf16, d));
+    let grad_product = comptime!(Product::over_chunk(bf16));
     let narrow_grad = comptime!(Product {
         steps: (NARROW / 16) as u32,
         ..grad_product

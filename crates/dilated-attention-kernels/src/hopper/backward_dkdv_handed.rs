@@ -28,7 +28,7 @@ use super::ring::{CONSUMERS, PRODUCERS, Ring, STAGES, sync_consumers};
 use super::schedule::{Schedule, span, tile_at};
 use super::tiles::{plane_and_group, wg_rows_bytes};
 use super::tma::map_address;
-use super::wgmma::{PANEL_ROW, Product, k_major, shared_address};
+use super::wgmma::{Product, k_major, shared_address};
 use crate::addressing::{Rows, Tile};
 use crate::args::{GradOperands, Operands, Pass};
 use crate::sm80::forward::LOG2E;
@@ -122,22 +122,8 @@ pub(crate) fn backward_dkdv_handed<F: Float, G: Float, N: Size>(
     let wg = group as u32 * wg_rows_bytes();
     let dkt = k_major(base + comptime!((k_at * 16) as u32) + wg);
     let dvt = k_major(base + comptime!((v_at * 16) as u32) + wg);
-    let st = comptime!(Product {
-        bf16,
-        steps: (d / 16) as u32,
-        a_panel: (ROWS * PANEL_ROW) as u32,
-        b_panel: (CHUNK * PANEL_ROW) as u32,
-        b_transposed: false,
-        in_flight: false,
-    });
-    let grad_product = comptime!(Product {
-        bf16,
-        steps: (CHUNK / 16) as u32,
-        a_panel: 0,
-        b_panel: 0,
-        b_transposed: true,
-        in_flight: false,
-    });
+    let st = comptime!(Product::over_head_dim(bf16, d));
+    let grad_product = comptime!(Product::over_chunk(bf16));
     let narrow_grad = comptime!(Product {
         steps: (NARROW / 16) as u32,
         ..grad_product

@@ -138,22 +138,8 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
     let wg = group as u32 * wg_rows_bytes();
     let dqt = k_major(base + comptime!((q_at * 16) as u32) + wg);
     let dgt = k_major(base + comptime!((g_at * 16) as u32) + wg);
-    let sp = comptime!(Product {
-        bf16,
-        steps: (d / 16) as u32,
-        a_panel: (ROWS * PANEL_ROW) as u32,
-        b_panel: (CHUNK * PANEL_ROW) as u32,
-        b_transposed: false,
-        in_flight: false,
-    });
-    let grad_product = comptime!(Product {
-        bf16,
-        steps: (CHUNK / 16) as u32,
-        a_panel: 0,
-        b_panel: 0,
-        b_transposed: true,
-        in_flight: false,
-    });
+    let sp = comptime!(Product::over_head_dim(bf16, d));
+    let grad_product = comptime!(Product::over_chunk(bf16));
 
     let mut acc = zero_tiles(comptime!(d / 8));
     let sl2 = io.scale * LOG2E;

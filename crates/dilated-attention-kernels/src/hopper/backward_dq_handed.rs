@@ -127,22 +127,8 @@ pub(crate) fn backward_dq_handed<F: Float, G: Float, N: Size>(
     }
 
     let tile_bytes = comptime!((tv * 16) as u32);
-    let sp = comptime!(Product {
-        bf16,
-        steps: (d / 16) as u32,
-        a_panel: (ROWS * PANEL_ROW) as u32,
-        b_panel: (CHUNK * PANEL_ROW) as u32,
-        b_transposed: false,
-        in_flight: false,
-    });
-    let grad_product = comptime!(Product {
-        bf16,
-        steps: (CHUNK / 16) as u32,
-        a_panel: 0,
-        b_panel: 0,
-        b_transposed: true,
-        in_flight: false,
-    });
+    let sp = comptime!(Product::over_head_dim(bf16, d));
+    let grad_product = comptime!(Product::over_chunk(bf16));
     let sl2 = io.scale * LOG2E;
     let g = (unit % 32) / 4;
     let wg = group as u32 * wg_rows_bytes();

@@ -71,7 +71,7 @@ use super::steps::ScoreBounds;
 use super::tiles::{plane_and_group, wg_rows_bytes};
 use super::turns::first_turn;
 pub(crate) use super::variant::Variant;
-use super::wgmma::{PANEL_ROW, Product, k_major, shared_address};
+use super::wgmma::{Product, k_major, shared_address};
 use crate::addressing::Rows;
 use crate::args::{Operands, Pass};
 use crate::sm80::forward::LOG2E;
@@ -181,22 +181,8 @@ pub(crate) fn block_sparse_forward_wgmma<F: Float, N: Size>(
 
     // K-major Q and K (each warpgroup's 64 query rows start 64 rows into a panel of the query
     // tile, `dq` below). MN-major V: its rows (keys) are the contraction.
-    let qk = comptime!(Product {
-        bf16,
-        steps: (d / 16) as u32,
-        a_panel: (ROWS * PANEL_ROW) as u32,
-        b_panel: (CHUNK * PANEL_ROW) as u32,
-        b_transposed: false,
-        in_flight: false,
-    });
-    let pv = comptime!(Product {
-        bf16,
-        steps: (CHUNK / 16) as u32,
-        a_panel: 0,
-        b_panel: 0,
-        b_transposed: true,
-        in_flight: false,
-    });
+    let qk = comptime!(Product::over_head_dim(bf16, d));
+    let pv = comptime!(Product::over_chunk(bf16));
     let sl2 = io.scale * LOG2E;
     first_turn(group, variant.turns);
 

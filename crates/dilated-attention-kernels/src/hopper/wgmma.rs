@@ -35,6 +35,8 @@
 use cubecl::prelude::*;
 
 use super::ptx::{Operand, narrow_pair_ptx, pair_ptx, product_ptx};
+use super::query_tile::ROWS;
+use crate::sm80::mma::CHUNK;
 
 /// Accumulator registers per unit of a 64×64 f32 tile.
 pub(crate) type Acc = Const<32>;
@@ -118,6 +120,35 @@ pub(crate) struct Product {
     /// result registers fill in later and are read only through `super::pipelined`'s settle
     /// calls (a `wgmma.wait_group` first).
     pub in_flight: bool,
+}
+
+impl Product {
+    /// A product over the head dim `head_dim` of a cube's `ROWS = 128`-row tile (two panels
+    /// apart, `A`: each warpgroup's 64 rows of it) and a `CHUNK = 64`-row ring stage (`B`),
+    /// both K-major in shared memory: `S = Q·Kᵀ`, `dP = dO·Vᵀ`, `Sᵀ = K·Qᵀ`, `dPᵀ = V·dOᵀ`.
+    pub(crate) fn over_head_dim(bf16: bool, head_dim: usize) -> Product {
+        Product {
+            bf16,
+            steps: (head_dim / 16) as u32,
+            a_panel: (ROWS * PANEL_ROW) as u32,
+            b_panel: (CHUNK * PANEL_ROW) as u32,
+            b_transposed: false,
+            in_flight: false,
+        }
+    }
+
+    /// A product over a ring stage's `CHUNK = 64` rows, `A` from registers and `B` MN-major:
+    /// `P·V`, `dS·K`, `Pᵀ·dO`, `dSᵀ·Q`.
+    pub(crate) fn over_chunk(bf16: bool) -> Product {
+        Product {
+            bf16,
+            steps: (CHUNK / 16) as u32,
+            a_panel: 0,
+            b_panel: 0,
+            b_transposed: true,
+            in_flight: false,
+        }
+    }
 }
 
 // Every input is a scalar: CubeCL passes a vector input to inline PTX as a pointer to its
