@@ -93,7 +93,8 @@ pub(crate) fn backward_dkdv_handed<F: Float, G: Float, N: Size>(
 
     if unit >= CONSUMERS {
         if comptime!(share) {
-            producer_registers(RegisterSplit::BALANCED);
+            // The producer walks many tiles: 56 registers, where 40 spilled its row copies.
+            producer_registers(RegisterSplit::WIDE_PRODUCER);
         }
         produce(
             io,
@@ -114,7 +115,7 @@ pub(crate) fn backward_dkdv_handed<F: Float, G: Float, N: Size>(
         terminate!();
     }
     if comptime!(share) {
-        consumer_registers(RegisterSplit::BALANCED);
+        consumer_registers(RegisterSplit::WIDE_PRODUCER);
     }
 
     // K-major K and V tiles (A of Sᵀ and dPᵀ), each warpgroup's 64 keys 64 rows into a panel;

@@ -28,6 +28,14 @@ impl RegisterSplit {
     /// 24 / 240 (FlashAttention-3's split): eight more a consumer unit, for a step that holds
     /// `S`, `O` and the held `P` at once at head dim 128; the producer then keeps a few of its
     /// per-tile addresses in local memory (one load a copy, one warp).
+    /// 56 / 224: for a producer that walks many tiles (the handed `dK/dV`,
+    /// `super::backward_dkdv_handed`), whose per-tile state spilled at 40 (ptxas sm_90a, head
+    /// dim 128: 104 bytes, 14 local loads in its row copies; at 56, 48 bytes and none there);
+    /// the consumers' chunk step needs no more than 224.
+    pub(crate) const WIDE_PRODUCER: Self = Self {
+        producer: 56,
+        consumer: 224,
+    };
     pub(crate) const LEAN_PRODUCER: Self = Self {
         producer: 24,
         consumer: 240,
@@ -70,6 +78,7 @@ mod tests {
     #[rstest]
     #[case::balanced(RegisterSplit::BALANCED)]
     #[case::lean_producer(RegisterSplit::LEAN_PRODUCER)]
+    #[case::wide_producer(RegisterSplit::WIDE_PRODUCER)]
     fn register_shares_fit_the_launch_s_registers(#[case] split: RegisterSplit) {
         // `setmaxnreg` takes multiples of 8 in 24..=256; the shares of the three warpgroups
         // must fit what the launch gave them (168 a unit).
