@@ -123,9 +123,8 @@ pub(crate) struct Product {
 }
 
 impl Product {
-    /// A product over the head dim `head_dim` of a cube's `ROWS = 128`-row tile (two panels
-    /// apart, `A`: each warpgroup's 64 rows of it) and a `CHUNK = 64`-row ring stage (`B`),
-    /// both K-major in shared memory: `S = Q·Kᵀ`, `dP = dO·Vᵀ`, `Sᵀ = K·Qᵀ`, `dPᵀ = V·dOᵀ`.
+    /// Over the head dim, `A` a warpgroup's rows of a cube's `ROWS`-row tile and `B` a ring
+    /// stage, both K-major in shared memory: `S = Q·Kᵀ`, `dP = dO·Vᵀ`, `Sᵀ`, `dPᵀ`.
     pub(crate) fn over_head_dim(bf16: bool, head_dim: usize) -> Product {
         Product {
             bf16,
@@ -137,8 +136,7 @@ impl Product {
         }
     }
 
-    /// A product over a ring stage's `CHUNK = 64` rows, `A` from registers and `B` MN-major:
-    /// `P·V`, `dS·K`, `Pᵀ·dO`, `dSᵀ·Q`.
+    /// Over a stage's `CHUNK` rows, `A` from registers, `B` MN-major: `P·V`, `dS·K`, `Pᵀ·dO`.
     pub(crate) fn over_chunk(bf16: bool) -> Product {
         Product {
             bf16,
