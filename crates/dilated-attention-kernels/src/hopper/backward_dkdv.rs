@@ -42,6 +42,7 @@ use super::dkdv_step::{NARROW, dkdv_chunk};
 use super::fused_dq::{DS_BYTES, DS_VECTORS, add_chunk_dq, zero_ds};
 use super::registers::{RegisterSplit, consumer_registers, producer_registers};
 use super::ring::{CONSUMERS, PRODUCERS, Ring, STAGES, copy_pair, sync_consumers, whole_chunk};
+use super::schedule::serves;
 use super::tiles::{plane_and_group, tile_vector, wg_rows_bytes};
 use super::tma::{load_whole_chunk, map_address};
 use super::wgmma::{Product, k_major, shared_address, swizzled};
@@ -112,7 +113,7 @@ pub(crate) fn backward_dkdv_wgmma<F: Float, G: Float, N: Size>(
     );
     let k0 = tile.qb * pass.block + (CUBE_POS_X as usize % subtiles) * ROWS;
     let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
-    if tile.qb >= tile.seg_blocks || k0 >= keys.hi || k0 + ROWS <= keys.lo {
+    if !serves(&tile, &keys, k0) {
         terminate!();
     }
     let unit = UNIT_POS as usize;

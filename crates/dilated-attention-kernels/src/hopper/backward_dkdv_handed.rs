@@ -25,11 +25,11 @@ use super::query_tile::{
 };
 use super::registers::{RegisterSplit, consumer_registers, producer_registers};
 use super::ring::{CONSUMERS, PRODUCERS, Ring, STAGES, sync_consumers};
-use super::schedule::{Schedule, span, tile_at};
+use super::schedule::{Schedule, serves, span, tile_at};
 use super::tiles::{plane_and_group, wg_rows_bytes};
 use super::tma::map_address;
 use super::wgmma::{Product, k_major, shared_address};
-use crate::addressing::{Rows, Tile};
+use crate::addressing::Rows;
 use crate::args::{GradOperands, Operands, Pass};
 use crate::sm80::forward::LOG2E;
 use crate::sm80::grads::write_key_grads;
@@ -42,12 +42,6 @@ const TILE_SLOTS: usize = 2;
 /// handed words and their barriers.
 pub(crate) fn shared_bytes(d: usize) -> usize {
     super::backward_dkdv::shared_bytes(d, false) + HANDOFF * 4 + 16 * TILE_SLOTS
-}
-
-/// Whether key tile `tile` (its part from key `k0`) has keys to serve.
-#[cube]
-fn serves_keys(tile: &Tile, keys: &Rows, k0: usize) -> bool {
-    tile.qb < tile.seg_blocks && k0 < keys.hi && k0 + ROWS > keys.lo
 }
 
 #[cube(launch_unchecked, create_dummy_kernel)]
@@ -251,7 +245,7 @@ fn produce<F: Float, N: Size>(
         let (tile, sub) = tile_at(&io.params, schedule, t, subtiles, pass.block, false, true);
         let k0 = tile.qb * pass.block + sub * ROWS;
         let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
-        if serves_keys(&tile, &keys, k0) {
+        if serves(&tile, &keys, k0) {
             let mut walk = Walk::of_tile(&io.blocks, &io.runs, &tile, &queries, pass.block, false);
             tiles.acquire(j);
             if lane == 0 {

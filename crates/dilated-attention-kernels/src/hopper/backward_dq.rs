@@ -24,6 +24,7 @@ use cubecl::prelude::*;
 
 use super::query_tile::{ROWS, stage_queries};
 use super::ring::{CONSUMERS, Ring, STAGES, sync_consumers};
+use super::schedule::serves;
 use super::tiles::{p_fragments, plane_and_group, tiles_assign, tiles_into, wg_rows_bytes};
 use super::tma::{fill_or_load, map_address};
 use super::wgmma::{
@@ -65,7 +66,7 @@ pub(crate) fn backward_dq_wgmma<F: Float, G: Float, N: Size>(
     );
     let q0 = tile.qb * pass.block + (CUBE_POS_X as usize % subtiles) * ROWS;
     let (queries, keys) = (Rows::queries(&tile), Rows::keys(&tile));
-    if tile.qb >= tile.seg_blocks || q0 >= queries.hi || q0 + ROWS <= queries.lo {
+    if !serves(&tile, &queries, q0) {
         terminate!();
     }
     let unit = UNIT_POS as usize;

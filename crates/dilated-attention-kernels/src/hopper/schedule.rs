@@ -132,11 +132,12 @@ pub(crate) fn resident_cubes(max_shared: usize, shared_bytes: usize, per_sm_cap:
     by_shared.min(per_sm_cap.max(1))
 }
 
-/// Whether a tile has query rows to serve: its block lies in its segment and its `ROWS` rows
-/// meet the query window.
+/// Whether a tile has rows to serve: its block lies in its segment and its `ROWS` rows from
+/// `r0` meet the window `rows` (the queries of a forward or `dQ` tile, the keys of a `dK/dV`
+/// one).
 #[cube]
-pub(crate) fn serves(tile: &Tile, queries: &Rows, q0: usize) -> bool {
-    tile.qb < tile.seg_blocks && q0 < queries.hi && q0 + ROWS > queries.lo
+pub(crate) fn serves(tile: &Tile, rows: &Rows, r0: usize) -> bool {
+    tile.qb < tile.seg_blocks && r0 < rows.hi && r0 + ROWS > rows.lo
 }
 
 #[cfg(test)]
