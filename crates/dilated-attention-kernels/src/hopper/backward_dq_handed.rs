@@ -34,13 +34,13 @@ use cubecl::prelude::*;
 use super::backward_dq::dq_chunk;
 use super::query_tile::{
     HANDOFF, ROWS, TILE_EMPTY, TILE_END, hand_chunk, hand_end, hand_tile, handed_chunk,
-    handed_tile, stage_plane_queries, whole_query_tile,
+    handed_tile, load_tile_boxes, stage_plane_queries, whole_query_tile,
 };
 use super::ring::{CONSUMERS, PRODUCERS, Ring, STAGES, sync_warpgroup};
 use super::schedule::{Schedule, serves, span, tile_at};
 use super::tiles::{plane_and_group, wg_rows_bytes};
-use super::tma::{arrive_expect_tx, fill_or_load, load_box, map_address};
-use super::wgmma::{PANEL_ROW, Product, k_major, shared_address};
+use super::tma::{arrive_expect_tx, fill_or_load, map_address};
+use super::wgmma::{Product, k_major, shared_address};
 use crate::addressing::{Rows, Tile};
 use crate::args::{GradOperands, Operands, Pass};
 use crate::sm80::backward_dq::write_query_grads;
@@ -416,9 +416,8 @@ fn hand_and_load_tile<F: Float, N: Size>(
 }
 
 /// Producer lane 0: the tile's `ROWS` gathered `Q` and `dO` rows from `q0` (all inside the
-/// query window) by TMA into the buffer at shared address `dst` (`Q`, then `dO` one tile on,
-/// each in panels of `ROWS` rows of 128 bytes), with its own arrival and their bytes on the
-/// barrier at `bar`.
+/// query window) by TMA into the buffer at shared address `dst` (`Q`, then `dO` one tile on),
+/// with its own arrival and their bytes on the barrier at `bar`.
 #[cube]
 #[allow(clippy::too_many_arguments)] // CubeCL kernel code
 fn load_tiles(
@@ -431,25 +430,10 @@ fn load_tiles(
     q0: usize,
     #[comptime] head_dim: usize,
 ) {
-    let panels = comptime!(head_dim / 64);
     let tile_bytes = comptime!((ROWS * head_dim * 2) as u32);
     arrive_expect_tx(bar, comptime!(2 * tile_bytes));
-    let row = tile.seg_start + q0 * tile.dilation - queries.origin;
-    let g = (row / tile.dilation) as u32;
-    let s = (row % tile.dilation) as u32;
-    let (head, batch) = (tile.head as u32, tile.batch as u32);
-    #[unroll]
-    for h in 0..panels {
-        #[unroll]
-        for half in 0..comptime!(ROWS / CHUNK) {
-            // Panel h holds ROWS rows of 128 bytes; each box is CHUNK of them.
-            let at = dst + comptime!((h * ROWS * PANEL_ROW + half * CHUNK * PANEL_ROW) as u32);
-            let col = comptime!(64 * h as u32);
-            let gj = g + comptime!((half * CHUNK) as u32);
-            load_box(qaddr, at, bar, col, s, gj, head, batch);
-            load_box(gaddr, at + tile_bytes, bar, col, s, gj, head, batch);
-        }
-    }
+    load_tile_boxes(qaddr, dst, bar, tile, queries, q0, head_dim);
+    load_tile_boxes(gaddr, dst + tile_bytes, bar, tile, queries, q0, head_dim);
 }
 
 #[cfg(test)]

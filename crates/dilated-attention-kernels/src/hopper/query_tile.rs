@@ -156,34 +156,42 @@ pub(crate) fn load_query_tile(
     if UNIT_POS as usize % 32 == 0 {
         let bar = tiles.full_address(j);
         if whole {
-            let panels = comptime!(head_dim / 64);
             arrive_expect_tx(bar, comptime!((ROWS * head_dim * 2) as u32));
-            let row = tile.seg_start + q0 * tile.dilation - queries.origin;
-            let g = (row / tile.dilation) as u32;
-            let s = (row % tile.dilation) as u32;
-            let (head, batch) = (tile.head as u32, tile.batch as u32);
-            #[unroll]
-            for h in 0..panels {
-                #[unroll]
-                for half in 0..comptime!(ROWS / CHUNK) {
-                    // Panel h holds ROWS rows of 128 bytes; each box is CHUNK of them.
-                    let at =
-                        dst + comptime!((h * ROWS * PANEL_ROW + half * CHUNK * PANEL_ROW) as u32);
-                    let col = comptime!(64 * h as u32);
-                    load_box(
-                        qaddr,
-                        at,
-                        bar,
-                        col,
-                        s,
-                        g + comptime!((half * CHUNK) as u32),
-                        head,
-                        batch,
-                    );
-                }
-            }
+            load_tile_boxes(qaddr, dst, bar, tile, queries, q0, head_dim);
         } else {
             tiles.arrive_full(j);
+        }
+    }
+}
+
+/// Producer lane 0: the `ROWS` gathered rows from `q0` (all inside `queries`) of the tensor
+/// behind the gathering map at `map` (`q`, or `dO`, which has its shape) by TMA into the tile
+/// at shared address `dst` (panels of `ROWS` rows of 128 bytes, `ROWS / CHUNK` boxes a panel),
+/// their bytes completing on the barrier at `bar` (the caller arms it).
+#[cube]
+#[allow(clippy::too_many_arguments)] // CubeCL kernel code
+pub(crate) fn load_tile_boxes(
+    map: u64,
+    dst: u32,
+    bar: u32,
+    tile: &Tile,
+    queries: &Rows,
+    q0: usize,
+    #[comptime] head_dim: usize,
+) {
+    let row = tile.seg_start + q0 * tile.dilation - queries.origin;
+    let g = (row / tile.dilation) as u32;
+    let s = (row % tile.dilation) as u32;
+    let (head, batch) = (tile.head as u32, tile.batch as u32);
+    #[unroll]
+    for h in 0..comptime!(head_dim / 64) {
+        #[unroll]
+        for half in 0..comptime!(ROWS / CHUNK) {
+            // Panel h holds ROWS rows of 128 bytes; each box is CHUNK of them.
+            let at = dst + comptime!((h * ROWS * PANEL_ROW + half * CHUNK * PANEL_ROW) as u32);
+            let col = comptime!(64 * h as u32);
+            let gj = g + comptime!((half * CHUNK) as u32);
+            load_box(map, at, bar, col, s, gj, head, batch);
         }
     }
 }
