@@ -49,7 +49,7 @@ use super::wgmma::{Product, k_major, shared_address, swizzled};
 use crate::addressing::{Rows, Tile, locate};
 use crate::args::{GradOperands, Operands, Pass};
 use crate::sm80::forward::{LOG2E, key_present};
-use crate::sm80::grads::{query_stats, write_key_grads};
+use crate::sm80::grads::{warp_query_stats, write_key_grads};
 use crate::sm80::mma::{CHUNK, P2, Walk, occupancy_hint, zero_tiles};
 
 /// Keys per cube: two warpgroups of one `wgmma` M (64 rows) each.
@@ -305,23 +305,20 @@ pub(crate) fn fill_query_stage<F: Float, N: Size>(
 ) {
     let d = comptime!(pass.head_dim);
     let tv = comptime!(CHUNK * d / 8);
-    let lane = UNIT_POS as usize % 32;
     let s = i % STAGES;
-    #[unroll]
-    for h in 0..2usize {
-        let r = lane + 32 * h;
-        let (l, dl) = query_stats(
-            &grad.lse,
-            &grad.delta,
-            tile,
-            l_base,
-            d_base,
-            first + r,
-            io.neg_inf,
-        );
-        lq[s * CHUNK + r] = l;
-        dlt[s * CHUNK + r] = dl;
-    }
+    warp_query_stats(
+        &grad.lse,
+        &grad.delta,
+        tile,
+        l_base,
+        d_base,
+        first,
+        io.neg_inf,
+        lq,
+        dlt,
+        s * CHUNK,
+        CHUNK,
+    );
     let mut whole = false;
     if comptime!(tma) {
         whole = whole_chunk(tile, queries, first, false, false);

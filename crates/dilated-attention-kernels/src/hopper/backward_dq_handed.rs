@@ -45,7 +45,7 @@ use crate::addressing::{Rows, Tile};
 use crate::args::{GradOperands, Operands, Pass};
 use crate::sm80::backward_dq::write_query_grads;
 use crate::sm80::forward::LOG2E;
-use crate::sm80::grads::query_stats;
+use crate::sm80::grads::warp_query_stats;
 use crate::sm80::mma::{CHUNK, Walk, zero_tiles};
 
 /// Tile buffers (`Q` and `dO` rows, `ROWS` each) at head dim `d`: two where they fit beside the
@@ -96,8 +96,9 @@ pub(crate) fn backward_dq_handed<F: Float, G: Float, N: Size>(
     let mut buf = Shared::<[Vector<F, N>]>::new_aligned_slice(buf_len, 1024usize);
     let mut kvalid = Shared::<[u32]>::new_slice(comptime!(STAGES * CHUNK));
     let mut handoff = Shared::<[u32]>::new_slice(HANDOFF);
-    // L then Δ of a buffer's ROWS rows.
-    let mut stats = Shared::<[f32]>::new_slice(comptime!(buffers * 2 * ROWS));
+    // L and Δ of each buffer's ROWS rows.
+    let mut lstats = Shared::<[f32]>::new_slice(comptime!(buffers * ROWS));
+    let mut dstats = Shared::<[f32]>::new_slice(comptime!(buffers * ROWS));
     let ring = Ring::new();
     let tiles = Ring::with(buffers, PRODUCERS as u32, true);
     let base = shared_address::<Vector<F, N>>(&buf[0..buf_len]);
@@ -111,7 +112,8 @@ pub(crate) fn backward_dq_handed<F: Float, G: Float, N: Size>(
             &mut buf[0..buf_len],
             &mut kvalid[0..comptime!(STAGES * CHUNK)],
             &mut handoff[0..HANDOFF],
-            &mut stats[0..comptime!(buffers * 2 * ROWS)],
+            &mut lstats[0..comptime!(buffers * ROWS)],
+            &mut dstats[0..comptime!(buffers * ROWS)],
             &ring,
             &tiles,
             base,
@@ -182,8 +184,8 @@ pub(crate) fn backward_dq_handed<F: Float, G: Float, N: Size>(
             #[unroll]
             for h in 0..2usize {
                 let r = prow0 - q0 + g + 8 * h;
-                lrow[h] = stats[2 * ROWS * b + r];
-                drow[h] = stats[2 * ROWS * b + ROWS + r];
+                lrow[h] = lstats[ROWS * b + r];
+                drow[h] = dstats[ROWS * b + r];
             }
             // A warpgroup whose rows all lie past the segment has nothing to add.
             let idle = first_row >= queries.hi;
@@ -247,7 +249,8 @@ fn produce<F: Float, N: Size>(
     buf: &mut [Vector<F, N>],
     kvalid: &mut [u32],
     handoff: &mut [u32],
-    stats: &mut [f32],
+    lstats: &mut [f32],
+    dstats: &mut [f32],
     ring: &Ring,
     tiles: &Ring,
     base: u32,
@@ -288,8 +291,8 @@ fn produce<F: Float, N: Size>(
             while walk.live() {
                 if !tiled && n == ahead {
                     hand_and_load_tile::<F, N>(
-                        grad, handoff, stats, tiles, j, flags, &tile, sub, &queries, q0, base,
-                        qaddr, gaddr, io.neg_inf, pass, tma,
+                        grad, handoff, lstats, dstats, tiles, j, flags, &tile, sub, &queries, q0,
+                        base, qaddr, gaddr, io.neg_inf, pass, tma,
                     );
                     tiled = true;
                 }
@@ -325,8 +328,8 @@ fn produce<F: Float, N: Size>(
             }
             if !tiled {
                 hand_and_load_tile::<F, N>(
-                    grad, handoff, stats, tiles, j, flags, &tile, sub, &queries, q0, base, qaddr,
-                    gaddr, io.neg_inf, pass, tma,
+                    grad, handoff, lstats, dstats, tiles, j, flags, &tile, sub, &queries, q0, base,
+                    qaddr, gaddr, io.neg_inf, pass, tma,
                 );
             }
             j += 1;
@@ -350,7 +353,8 @@ fn produce<F: Float, N: Size>(
 fn hand_and_load_tile<F: Float, N: Size>(
     grad: &GradOperands<Vector<F, N>>,
     handoff: &mut [u32],
-    stats: &mut [f32],
+    lstats: &mut [f32],
+    dstats: &mut [f32],
     tiles: &Ring,
     j: usize,
     flags: u32,
@@ -374,21 +378,19 @@ fn hand_and_load_tile<F: Float, N: Size>(
     let b = j % buffers;
     let l_base = tile.batch * grad.lse.stride(0) + tile.head * grad.lse.stride(1);
     let d_base = tile.batch * grad.delta.stride(0) + tile.head * grad.delta.stride(1);
-    #[unroll]
-    for h in 0..comptime!(ROWS / 32) {
-        let r = lane + 32 * h;
-        let (l, dl) = query_stats(
-            &grad.lse,
-            &grad.delta,
-            tile,
-            l_base,
-            d_base,
-            q0 + r,
-            neg_inf,
-        );
-        stats[2 * ROWS * b + r] = l;
-        stats[2 * ROWS * b + ROWS + r] = dl;
-    }
+    warp_query_stats(
+        &grad.lse,
+        &grad.delta,
+        tile,
+        l_base,
+        d_base,
+        q0,
+        neg_inf,
+        lstats,
+        dstats,
+        ROWS * b,
+        ROWS,
+    );
     let mut whole = false;
     if comptime!(tma) {
         whole = whole_query_tile(queries, q0);

@@ -32,6 +32,34 @@ pub(crate) fn query_stats(
     (l2, delta[d_base + pq * delta.stride(2)])
 }
 
+/// One warp's [`query_stats`] of the `rows` gathered queries from `first`, `rows / 32` a lane:
+/// `L` into `ls[at + r]` and `Δ` into `ds[at + r]` for query `first + r` (the Hopper
+/// producers' per-chunk and per-tile copies).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn warp_query_stats(
+    lse: &Tensor<f32>,
+    delta: &Tensor<f32>,
+    tile: &crate::addressing::Tile,
+    l_base: usize,
+    d_base: usize,
+    first: usize,
+    neg_inf: f32,
+    ls: &mut [f32],
+    ds: &mut [f32],
+    at: usize,
+    #[comptime] rows: usize,
+) {
+    let lane = UNIT_POS as usize % 32;
+    #[unroll]
+    for h in 0..comptime!(rows / 32) {
+        let r = lane + 32 * h;
+        let (l, dl) = query_stats(lse, delta, tile, l_base, d_base, first + r, neg_inf);
+        ls[at + r] = l;
+        ds[at + r] = dl;
+    }
+}
+
 /// Writes (or adds, without `overwrite`) the `dK` (times `scale`) and `dV` rows of a plane's
 /// 16 keys from `krow0` from its accumulator tiles (`head_dim / 8` of them; lane `4g + t` holds
 /// keys `g`, `g + 8`, columns `8j + 2t ..`). A padded key gets no gradient (its sums are not
