@@ -1,7 +1,7 @@
 #!/bin/bash
 # Session 30, call 1 (~580 s; `LIMIT` cuts it), best on an H200 (`needs_h200`: issue 22's 16M
 # needs > 100 GiB; on an H100 that part is skipped and the probe gets its time). Carry .dev33
-# (bins.tar.xz: new_bench and new_probe built from fc5305e).
+# (bins.tar.xz: new_bench and new_probe built from 4ec7b33).
 # 1. The seed layout at 16M tokens, forward and backward, time and memory, with the
 #    chunked-launch and > 2^32-element checks (issue 22).
 # 2. The probe's `strategies` on the handoff (`tma_queries` + `handed_tiles`, probe index 16),
